@@ -1,0 +1,173 @@
+# batchtok - build, test, benchmark, install.
+#
+#   make            build everything into $(O)/
+#   make check      unit + integration tests, then all again under ASan+UBSan
+#   make demo       run the daemon against the local fake token service
+#   make bench      print performance figures against in-run baselines
+#   make install    PREFIX=/usr/local DESTDIR=
+
+VERSION    := 0.1.0
+O          ?= build
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+PYTHON     ?= /usr/bin/python3
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
+BASE     := -std=gnu11 -D_GNU_SOURCE -fPIC -fstack-protector-strong \
+            -DBATCHTOK_VERSION_STRING='"$(VERSION)"'
+ifeq ($(SAN),1)
+BASE     += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDSAN    := -fsanitize=address,undefined
+endif
+ALL_CFLAGS = $(BASE) $(WARN) $(CFLAGS) $(CPPFLAGS)
+
+DAEMON_PKGS := libuv libcurl openssl libsystemd jansson inih
+DAEMON_CFLAGS = $(shell pkg-config --cflags $(DAEMON_PKGS))
+DAEMON_LIBS   = $(shell pkg-config --libs $(DAEMON_PKGS))
+
+PROTO_SRC  := proto/buf.c proto/msg.c proto/duration.c
+CLIENT_LIB_SRC := client/libbatchtok.c client/status_format.c
+DAEMON_SRC := daemon/log.c daemon/secmem.c daemon/config.c daemon/credential.c \
+              daemon/entra.c daemon/http.c daemon/schedule.c daemon/cache.c \
+              daemon/jwt.c daemon/server.c daemon/dispatch.c daemon/notify.c \
+              daemon/daemon.c
+UNIT_TESTS := test_buf test_msg test_duration test_status_format test_config \
+              test_schedule test_entra test_cache test_jwt
+FUZZERS    := fuzz_frame fuzz_config fuzz_entra
+
+obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
+
+all: $(O)/batchtokd $(O)/batchtok $(O)/libbatchtok.so $(O)/libbatchtok.a $(O)/batchtok.pc
+
+$(O)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(if $(filter daemon/% tests/unit/test_config.c tests/unit/test_entra.c tests/unit/test_cache.c tests/unit/test_schedule.c tests/unit/test_jwt.c tests/bench/%,$<),$(DAEMON_CFLAGS)) -MMD -MP -c $< -o $@
+
+$(O)/libbtproto.a: $(call obj,$(PROTO_SRC))
+	$(AR) rcs $@ $^
+
+$(O)/libbatchtok.a: $(call obj,$(CLIENT_LIB_SRC) $(PROTO_SRC))
+	$(AR) rcs $@ $^
+
+# The shared library exports the batchtok_ API and nothing else.
+$(O)/libbatchtok.so: $(call obj,$(CLIENT_LIB_SRC) $(PROTO_SRC)) client/libbatchtok.map
+	$(CC) -shared -Wl,-soname,libbatchtok.so.0 -Wl,--version-script=client/libbatchtok.map \
+		$(LDSAN) $(LDFLAGS) -o $@ $(call obj,$(CLIENT_LIB_SRC) $(PROTO_SRC))
+
+$(O)/batchtok.pc: client/batchtok.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# The command links the library statically: it starts as fast as a trivial
+# program and does not depend on the .so being installed.
+$(O)/batchtok: $(call obj,client/batchtok.c) $(O)/libbatchtok.a
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^
+
+$(O)/batchtokd: $(call obj,daemon/main.c $(DAEMON_SRC)) $(O)/libbtproto.a
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) -lm
+
+# Unit tests (cmocka): each links the modules it covers.
+$(O)/tests/test_buf: $(call obj,tests/unit/test_buf.c) $(O)/libbtproto.a
+$(O)/tests/test_msg: $(call obj,tests/unit/test_msg.c) $(O)/libbtproto.a
+$(O)/tests/test_duration: $(call obj,tests/unit/test_duration.c) $(O)/libbtproto.a
+$(O)/tests/test_status_format: $(call obj,tests/unit/test_status_format.c client/status_format.c) $(O)/libbtproto.a
+$(O)/tests/test_config $(O)/tests/test_schedule $(O)/tests/test_entra $(O)/tests/test_cache $(O)/tests/test_jwt: \
+  $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
+$(O)/tests/%:
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) -lcmocka -lm
+
+# Fuzz targets: built with clang's libFuzzer. Without it each target links a
+# driver that replays its corpus, so the corpus runs as a test everywhere.
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+              -DBATCHTOK_VERSION_STRING='"$(VERSION)"'
+$(O)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/log.c daemon/secmem.c daemon/credential.c daemon/entra.c daemon/jwt.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/entra.c daemon/log.c daemon/secmem.c daemon/jwt.c daemon/credential.c daemon/config.c $(PROTO_SRC)
+$(O)/fuzz/%:
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(DAEMON_CFLAGS) -o $@ $(filter %.c,$^) $(DAEMON_LIBS) -lm
+
+-include $(shell find $(O)/obj -name '*.d' 2>/dev/null)
+
+# --- tests ------------------------------------------------------------------
+
+deps:
+	@tests/install-deps.sh
+
+unit: $(addprefix $(O)/tests/,$(UNIT_TESTS))
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $(O)/tests/$$t; done
+
+fuzz-build: $(addprefix $(O)/fuzz/,$(FUZZERS))
+
+# Replays each corpus, then fuzzes each target briefly.
+FUZZ_SECONDS ?= 15
+fuzz: fuzz-build
+	@set -e; for f in $(FUZZERS); do \
+		echo "== $$f: corpus + $(FUZZ_SECONDS)s"; \
+		mkdir -p $(O)/fuzz/corpus-$$f; \
+		$(O)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+			-rss_limit_mb=2048 -print_final_stats=0 \
+			$(O)/fuzz/corpus-$$f tests/fuzz/corpus/$$f 2>&1 | tail -n 2; \
+	done
+
+integration: all
+	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+# One pass: build, unit, integration.
+check-one: all unit integration
+
+check: deps
+	$(MAKE) check-one
+	$(MAKE) fuzz
+	$(MAKE) O=build-asan SAN=1 check-one
+	@echo "make check: all passed (plain and ASan+UBSan)"
+
+demo: deps all
+	@BATCHTOK_BUILD=$(abspath $(O)) tests/demo.sh
+
+bench: deps
+	$(MAKE) all $(O)/bench/bench_client $(O)/bench/raw_echo $(O)/bench/trivial
+	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) tests/bench/bench.py
+
+$(O)/bench/bench_client: $(call obj,tests/bench/bench_client.c) $(O)/libbatchtok.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+$(O)/bench/raw_echo: $(call obj,tests/bench/raw_echo.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+$(O)/bench/trivial: $(call obj,tests/bench/trivial.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+format:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SYSCONFDIR)/batchtok
+	install -m 0755 $(O)/batchtok $(DESTDIR)$(BINDIR)/batchtok
+	install -m 0755 $(O)/batchtokd $(DESTDIR)$(SBINDIR)/batchtokd
+	install -m 0644 $(O)/libbatchtok.a $(DESTDIR)$(LIBDIR)/libbatchtok.a
+	install -m 0755 $(O)/libbatchtok.so $(DESTDIR)$(LIBDIR)/libbatchtok.so.0
+	ln -sf libbatchtok.so.0 $(DESTDIR)$(LIBDIR)/libbatchtok.so
+	install -m 0644 client/batchtok.h $(DESTDIR)$(INCLUDEDIR)/batchtok.h
+	install -m 0644 $(O)/batchtok.pc $(DESTDIR)$(LIBDIR)/pkgconfig/batchtok.pc
+	install -m 0644 daemon/batchtokd.conf.example $(DESTDIR)$(SYSCONFDIR)/batchtok/batchtokd.conf.example
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR)
+	install -m 0644 systemd/batchtokd.service systemd/batchtokd.socket $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/user/batchtokd.service systemd/user/batchtokd.socket $(DESTDIR)$(USERUNITDIR)/
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all deps unit fuzz fuzz-build integration check-one check demo bench format install clean

@@ -1,0 +1,410 @@
+/* batchtok.c - the batchtok command: a thin shell over libbatchtok that
+ * prints tokens and status and turns failures into PRODUCT.md's exit codes. */
+#include "batchtok.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../proto/buf.h"
+#include "../proto/duration.h"
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_OTHER = 1,
+	EXIT_USAGE = 2,
+	EXIT_UNREACHABLE = 3,
+	EXIT_DENIED = 4,
+	EXIT_UNKNOWN = 5,
+	EXIT_REJECTED = 6,
+	EXIT_UNAVAILABLE = 7,
+	EXIT_TIMEOUT = 8,
+};
+
+/* Longest --min-validity accepted: a token never lives longer than a day. */
+#define MIN_VALIDITY_MAX (24 * 3600)
+
+static const char usage_text[] =
+    "usage: batchtok [-S SOCKET] [-t TIMEOUT] COMMAND [OPTIONS]\n"
+    "  get      [-i IDENTITY] [-r RESOURCE | --scope SCOPE] [--min-validity DUR]\n"
+    "           [--force-refresh] [-o token|json|header|env]\n"
+    "  status   [-o text|json]\n"
+    "  inspect  [-i IDENTITY] [-r RESOURCE]\n"
+    "  exec     [-i IDENTITY] [-r RESOURCE] [--env NAME] -- COMMAND [ARGS...]\n"
+    "  reload\n"
+    "  ping\n"
+    "Socket: -S, else $BATCHTOK_SOCKET, else the user socket if it exists, else "
+    BATCHTOK_SYSTEM_SOCKET ".\n";
+
+static int usage(const char *fmt, const char *arg)
+{
+	fputs("batchtok: ", stderr);
+	fprintf(stderr, fmt, arg);
+	fputs("\nTry 'batchtok --help'.\n", stderr);
+	return EXIT_USAGE;
+}
+
+static int exit_for(int r)
+{
+	switch (r) {
+	case -ECONNREFUSED:
+		return EXIT_UNREACHABLE;
+	case -EACCES:
+		return EXIT_DENIED;
+	case -ENOENT:
+		return EXIT_UNKNOWN;
+	case -EKEYREJECTED:
+		return EXIT_REJECTED;
+	case -EHOSTUNREACH:
+		return EXIT_UNAVAILABLE;
+	case -ETIMEDOUT:
+		return EXIT_TIMEOUT;
+	}
+	return EXIT_OTHER;
+}
+
+static int report(batchtok *bt, int r)
+{
+	const char *msg = batchtok_error(bt);
+
+	fprintf(stderr, "batchtok: %s\n", *msg ? msg : strerror(-r));
+	return exit_for(r);
+}
+
+/* Where and how to reach the daemon; connected only after a command's
+ * arguments have been checked, so usage errors never depend on the daemon. */
+struct ctx {
+	const char *socket_path;
+	int timeout_ms;
+	batchtok *bt;
+};
+
+static int connect_daemon(struct ctx *ctx)
+{
+	int r;
+
+	if ((r = batchtok_new(&ctx->bt)) < 0) {
+		fprintf(stderr, "batchtok: %s\n", strerror(-r));
+		return EXIT_OTHER;
+	}
+	batchtok_set_timeout(ctx->bt, ctx->timeout_ms);
+	if ((r = batchtok_connect(ctx->bt, ctx->socket_path)) < 0)
+		return report(ctx->bt, r);
+	return 0;
+}
+
+/* Options shared by the commands that name a token. */
+struct query {
+	struct batchtok_request req;
+	const char *output;
+	const char *env_name;
+};
+
+enum { OPT_SCOPE = 256, OPT_MIN_VALIDITY, OPT_FORCE, OPT_ENV };
+
+static int parse_query(int argc, char **argv, const char *allowed, struct query *q)
+{
+	static const struct option opts[] = {
+	    {"identity", required_argument, NULL, 'i'},
+	    {"resource", required_argument, NULL, 'r'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"scope", required_argument, NULL, OPT_SCOPE},
+	    {"min-validity", required_argument, NULL, OPT_MIN_VALIDITY},
+	    {"force-refresh", no_argument, NULL, OPT_FORCE},
+	    {"env", required_argument, NULL, OPT_ENV},
+	    {0},
+	};
+	uint64_t secs;
+	int c;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+i:r:o:", opts, NULL)) != -1) {
+		if (c != '?' && c != ':' && !strchr(allowed, c < 256 ? c : 'A' + (c - 256)))
+			return usage("option '%s' does not apply to this command", argv[optind - 1]);
+		switch (c) {
+		case 'i':
+			q->req.identity = optarg;
+			break;
+		case 'r':
+			q->req.resource = optarg;
+			break;
+		case 'o':
+			q->output = optarg;
+			break;
+		case OPT_SCOPE:
+			q->req.scope = optarg;
+			break;
+		case OPT_MIN_VALIDITY:
+			if (bt_parse_duration(optarg, MIN_VALIDITY_MAX, &secs) < 0)
+				return usage("--min-validity: '%s' is not a duration up to 24h "
+					     "(like 90, 90s, 5m, 1h)",
+					     optarg);
+			q->req.min_validity = (unsigned)secs;
+			break;
+		case OPT_FORCE:
+			q->req.flags |= BATCHTOK_FORCE_REFRESH;
+			break;
+		case OPT_ENV:
+			q->env_name = optarg;
+			break;
+		default:
+			return usage("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (q->req.resource && q->req.scope)
+		return usage("%s", "give either --resource or --scope, not both");
+	return 0;
+}
+
+/* Prints s in single quotes, as a POSIX shell reads it back. */
+static void shell_quote(const char *s)
+{
+	putchar('\'');
+	for (; *s; s++) {
+		if (*s == '\'')
+			fputs("'\\''", stdout);
+		else
+			putchar(*s);
+	}
+	putchar('\'');
+}
+
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	putchar('"');
+}
+
+static int print_token(const struct batchtok_token *t, const char *output)
+{
+	if (!output || strcmp(output, "token") == 0) {
+		printf("%s\n", t->access_token);
+	} else if (strcmp(output, "header") == 0) {
+		printf("Authorization: %s %s\n", t->token_type, t->access_token);
+	} else if (strcmp(output, "env") == 0) {
+		fputs("BATCHTOK_ACCESS_TOKEN=", stdout);
+		shell_quote(t->access_token);
+		printf("\nBATCHTOK_EXPIRES_ON='%" PRId64 "'\n", t->expires_on);
+	} else {
+		/* The fields and names of `az account get-access-token`. */
+		char when[64] = "";
+		time_t e = (time_t)t->expires_on;
+		struct tm tm;
+
+		if (localtime_r(&e, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S.000000", &tm);
+		fputs("{\n  \"accessToken\": ", stdout);
+		print_json_string(t->access_token);
+		printf(",\n  \"expiresOn\": \"%s\",\n  \"expires_on\": %" PRId64
+		       ",\n  \"tenant\": ",
+		       when, t->expires_on);
+		print_json_string(t->tenant);
+		fputs(",\n  \"tokenType\": ", stdout);
+		print_json_string(t->token_type);
+		fputs(",\n  \"identity\": ", stdout);
+		print_json_string(t->identity);
+		fputs(",\n  \"resource\": ", stdout);
+		print_json_string(t->resource);
+		fputs("\n}\n", stdout);
+	}
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
+static int check_output(const char *output, const char *const *allowed)
+{
+	if (!output)
+		return 0;
+	for (; *allowed; allowed++)
+		if (strcmp(output, *allowed) == 0)
+			return 0;
+	return usage("unknown output format '%s'", output);
+}
+
+static int cmd_get(struct ctx *ctx, int argc, char **argv)
+{
+	static const char *const formats[] = {"token", "json", "header", "env", NULL};
+	struct query q = {0};
+	struct batchtok_token *t;
+	int r;
+
+	if ((r = parse_query(argc, argv, "iroABC", &q)) || (r = check_output(q.output, formats)))
+		return r;
+	if (optind != argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if ((r = batchtok_get_token(ctx->bt, &q.req, &t)) < 0)
+		return report(ctx->bt, r);
+	r = print_token(t, q.output);
+	batchtok_token_free(t);
+	return r;
+}
+
+static int cmd_inspect(struct ctx *ctx, int argc, char **argv)
+{
+	struct query q = {0};
+	char *json;
+	int r;
+
+	if ((r = parse_query(argc, argv, "ir", &q)))
+		return r;
+	if (optind != argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if ((r = batchtok_inspect(ctx->bt, &q.req, &json)) < 0)
+		return report(ctx->bt, r);
+	fputs(json, stdout);
+	free(json);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
+static int cmd_exec(struct ctx *ctx, int argc, char **argv)
+{
+	struct query q = {.env_name = "BATCHTOK_ACCESS_TOKEN"};
+	struct batchtok_token *t;
+	int r;
+
+	if ((r = parse_query(argc, argv, "irD", &q)))
+		return r;
+	if (optind >= argc)
+		return usage("%s", "exec needs a command to run: batchtok exec -- COMMAND");
+	if (!*q.env_name || strchr(q.env_name, '='))
+		return usage("--env: '%s' is not a variable name", q.env_name);
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if ((r = batchtok_get_token(ctx->bt, &q.req, &t)) < 0)
+		return report(ctx->bt, r);
+	r = setenv(q.env_name, t->access_token, 1);
+	batchtok_token_free(t);
+	if (r < 0) {
+		fprintf(stderr, "batchtok: cannot set %s: %s\n", q.env_name, strerror(errno));
+		return EXIT_OTHER;
+	}
+	batchtok_free(ctx->bt);
+	ctx->bt = NULL;
+	execvp(argv[optind], argv + optind);
+	fprintf(stderr, "batchtok: cannot run %s: %s\n", argv[optind], strerror(errno));
+	return EXIT_OTHER;
+}
+
+static int cmd_status(struct ctx *ctx, int argc, char **argv)
+{
+	static const char *const formats[] = {"text", "json", NULL};
+	struct query q = {0};
+	char *s;
+	int r;
+
+	if ((r = parse_query(argc, argv, "o", &q)) || (r = check_output(q.output, formats)))
+		return r;
+	if (optind != argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if ((r = batchtok_status(ctx->bt, q.output && strcmp(q.output, "json") == 0, &s)) < 0)
+		return report(ctx->bt, r);
+	fputs(s, stdout);
+	free(s);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
+static int cmd_simple(struct ctx *ctx, const char *cmd, int argc)
+{
+	char *version = NULL;
+	int r;
+
+	if (argc > 1)
+		return usage("%s takes no arguments", cmd);
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if (strcmp(cmd, "ping") == 0) {
+		if ((r = batchtok_ping(ctx->bt, &version)) < 0)
+			return report(ctx->bt, r);
+		printf("%s\n", version);
+		free(version);
+	} else {
+		if ((r = batchtok_reload(ctx->bt)) < 0)
+			return report(ctx->bt, r);
+		printf("reloaded\n");
+	}
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"socket", required_argument, NULL, 'S'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0},
+	};
+	struct ctx ctx = {.timeout_ms = 60000};
+	uint64_t timeout;
+	const char *cmd;
+	int c, r;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+S:t:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'S':
+			ctx.socket_path = optarg;
+			break;
+		case 't':
+			if (bt_parse_duration(optarg, 3600, &timeout) < 0)
+				return usage("--timeout: '%s' is not a duration up to 1h", optarg);
+			ctx.timeout_ms = (int)timeout * 1000;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		case 'V':
+			printf("batchtok %s\n", BATCHTOK_VERSION);
+			return EXIT_OK;
+		default:
+			return usage("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return usage("%s", "no command given");
+	cmd = argv[optind];
+	argc -= optind;
+	argv += optind;
+	if (strcmp(cmd, "login") == 0 || strcmp(cmd, "logout") == 0) {
+		fprintf(stderr,
+			"batchtok: %s: device-code sign-in is not available in this version of "
+			"batchtok; use a service-principal identity\n",
+			cmd);
+		return EXIT_OTHER;
+	}
+	if (strcmp(cmd, "get") && strcmp(cmd, "status") && strcmp(cmd, "inspect") &&
+	    strcmp(cmd, "exec") && strcmp(cmd, "reload") && strcmp(cmd, "ping"))
+		return usage("unknown command '%s'", cmd);
+
+	if (strcmp(cmd, "get") == 0)
+		r = cmd_get(&ctx, argc, argv);
+	else if (strcmp(cmd, "inspect") == 0)
+		r = cmd_inspect(&ctx, argc, argv);
+	else if (strcmp(cmd, "exec") == 0)
+		r = cmd_exec(&ctx, argc, argv);
+	else if (strcmp(cmd, "status") == 0)
+		r = cmd_status(&ctx, argc, argv);
+	else
+		r = cmd_simple(&ctx, cmd, argc);
+	batchtok_free(ctx.bt);
+	return r;
+}

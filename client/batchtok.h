@@ -1,0 +1,101 @@
+/* batchtok.h - libbatchtok, the client library of batchtokd.
+ *
+ * Asks a running batchtokd for Microsoft Entra ID access tokens over its Unix
+ * socket. Needs libc only, does no logging, and never holds a credential: the
+ * daemon does. A handle is one connection; use it from one thread at a time.
+ *
+ * Every function returning int returns 0 on success or a negative errno code:
+ *   -ECONNREFUSED  the daemon is not reachable (no socket, nobody listening)
+ *   -EACCES        this user may not use the identity, or the request is
+ *                  admin-only, or the socket itself is not accessible
+ *   -ENOENT        unknown identity, or a resource it is not allowed
+ *   -EKEYREJECTED  the token service rejected the identity's credential
+ *   -EHOSTUNREACH  the token service is unavailable and no valid token is cached
+ *   -ETIMEDOUT     no answer within the handle's timeout
+ *   -EINVAL        bad arguments, or a request the daemon found malformed
+ *   -EPROTO        the daemon sent something this library cannot read
+ *   -ENOMEM, -EIO  as usual
+ * After a failure batchtok_error() says what failed and what to do about it.
+ */
+#ifndef BATCHTOK_H
+#define BATCHTOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BATCHTOK_VERSION "0.1.0"
+
+#define BATCHTOK_SYSTEM_SOCKET "/run/batchtok/batchtokd.sock"
+
+typedef struct batchtok batchtok;
+
+/* Skip the daemon's cache and fetch a new token (rate-limited there). */
+#define BATCHTOK_FORCE_REFRESH 0x1u
+
+struct batchtok_request {
+	const char *identity;  /* NULL: the daemon's default identity */
+	const char *resource;  /* NULL: the identity's default resource */
+	const char *scope;     /* instead of resource: "RESOURCE/.default" */
+	unsigned min_validity; /* seconds the token must stay valid; 0: daemon default */
+	unsigned flags;	       /* BATCHTOK_FORCE_REFRESH */
+};
+
+struct batchtok_token {
+	char *access_token; /* the bearer token: a secret */
+	int64_t expires_on; /* Unix time */
+	char *token_type;   /* "Bearer" */
+	char *identity;	    /* the identity that answered */
+	char *resource;
+	char *tenant;
+};
+
+/* A new, unconnected handle in *ret. Default timeout: 60 s. */
+int batchtok_new(batchtok **ret);
+
+/* Connects to the daemon at path, or when path is NULL to the default:
+ * $BATCHTOK_SOCKET, else $XDG_RUNTIME_DIR/batchtok/batchtokd.sock if it
+ * exists, else BATCHTOK_SYSTEM_SOCKET. The protocol version is negotiated with
+ * the first request, in the same round trip. */
+int batchtok_connect(batchtok *bt, const char *path);
+
+/* Milliseconds each call may wait for the daemon; 0 or less: forever. */
+void batchtok_set_timeout(batchtok *bt, int timeout_ms);
+
+/* Fetches a token. On success *ret is a new token; free it with
+ * batchtok_token_free(). On failure *ret is untouched. */
+int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
+		       struct batchtok_token **ret);
+
+/* Wipes the token and frees it; accepts NULL. */
+void batchtok_token_free(struct batchtok_token *t);
+
+/* The current token's decoded header and claims as a JSON document (never
+ * its signature) in *ret; free() it. */
+int batchtok_inspect(batchtok *bt, const struct batchtok_request *req, char **ret);
+
+/* The daemon's status, rendered as text or (json != 0) as a JSON document, in
+ * *ret; free() it. */
+int batchtok_status(batchtok *bt, int json, char **ret);
+
+/* Asks the daemon to reload its configuration (admin only). */
+int batchtok_reload(batchtok *bt);
+
+/* Round trip; *ret (may be NULL) receives the daemon's version string. */
+int batchtok_ping(batchtok *bt, char **ret);
+
+/* What the last failed call on bt found wrong, as one sentence naming the
+ * cause and the fix; "" if nothing failed. Never contains a secret. */
+const char *batchtok_error(const batchtok *bt);
+
+/* Closes the connection and frees the handle; accepts NULL. */
+void batchtok_free(batchtok *bt);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

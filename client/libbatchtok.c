@@ -1,0 +1,487 @@
+/* libbatchtok.c - the client end of the socket: connect, one request and its
+ * reply at a time, and the wire status to errno mapping. */
+#include "batchtok.h"
+#include "status_format.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../proto/msg.h"
+
+#define DEFAULT_TIMEOUT_MS 60000
+/* Requests are small; replies may carry a large token or a full status. */
+#define OUT_MAX BT_REQUEST_MAX
+#define IN_MAX BT_REPLY_MAX
+
+struct batchtok {
+	int fd;
+	int timeout_ms;
+	int hello_pending; /* HELLO sent with the next request, reply unread */
+	uint32_t next_id;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct bt_buf out;
+	struct bt_buf in;
+	char error[512];
+};
+
+static int fail(batchtok *bt, int r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(batchtok *bt, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(bt->error, sizeof(bt->error), fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int batchtok_new(batchtok **ret)
+{
+	batchtok *bt = calloc(1, sizeof(*bt));
+
+	if (!bt)
+		return -ENOMEM;
+	bt->fd = -1;
+	bt->timeout_ms = DEFAULT_TIMEOUT_MS;
+	bt->next_id = 1;
+	bt_buf_init(&bt->out, OUT_MAX);
+	bt_buf_init(&bt->in, IN_MAX);
+	*ret = bt;
+	return 0;
+}
+
+void batchtok_set_timeout(batchtok *bt, int timeout_ms)
+{
+	bt->timeout_ms = timeout_ms;
+}
+
+const char *batchtok_error(const batchtok *bt)
+{
+	return bt->error;
+}
+
+static void disconnect(batchtok *bt)
+{
+	if (bt->fd >= 0)
+		close(bt->fd);
+	bt->fd = -1;
+	bt->hello_pending = 0;
+	bt_buf_reset(&bt->out);
+	bt_buf_reset(&bt->in);
+}
+
+void batchtok_free(batchtok *bt)
+{
+	if (!bt)
+		return;
+	disconnect(bt);
+	bt_buf_free(&bt->out);
+	bt_buf_free(&bt->in);
+	bt_wipe(bt, sizeof(*bt));
+	free(bt);
+}
+
+static const char *default_path(char *buf, size_t n)
+{
+	const char *env = getenv("BATCHTOK_SOCKET");
+	struct stat st;
+
+	if (env && *env)
+		return env;
+	env = getenv("XDG_RUNTIME_DIR");
+	if (env && *env) {
+		int k = snprintf(buf, n, "%s/batchtok/batchtokd.sock", env);
+		if (k > 0 && (size_t)k < n && stat(buf, &st) == 0 && S_ISSOCK(st.st_mode))
+			return buf;
+	}
+	return BATCHTOK_SYSTEM_SOCKET;
+}
+
+int batchtok_connect(batchtok *bt, const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct bt_hello hello = {BT_PROTO_VERSION, BT_PROTO_VERSION};
+	char buf[sizeof(sa.sun_path)];
+	int fd, r;
+
+	bt->error[0] = 0;
+	disconnect(bt);
+	if (!path)
+		path = default_path(buf, sizeof(buf));
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return fail(bt, -EINVAL, "socket path too long: %s", path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	snprintf(bt->path, sizeof(bt->path), "%s", path);
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fail(bt, -errno, "cannot create a socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = errno;
+		close(fd);
+		if (r == EACCES || r == EPERM)
+			return fail(bt, -EACCES,
+				    "permission denied on %s: ask the administrator to add you "
+				    "to the daemon's socket group",
+				    path);
+		return fail(bt, -ECONNREFUSED,
+			    "cannot reach batchtokd at %s (%s): is the daemon running? "
+			    "(systemctl status batchtokd; or set -S/BATCHTOK_SOCKET)",
+			    path, strerror(r));
+	}
+	bt->fd = fd;
+	/* Sent with the first request so that a one-shot client pays one round
+	 * trip, not two. */
+	r = bt_encode_hello(&bt->out, 0, &hello);
+	if (r < 0) {
+		disconnect(bt);
+		return fail(bt, r, "cannot encode a request: %s", strerror(-r));
+	}
+	bt->hello_pending = 1;
+	return 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for fd to be ready for events until deadline (-1: forever). */
+static int wait_fd(batchtok *bt, short events, int64_t deadline)
+{
+	struct pollfd p = {.fd = bt->fd, .events = events};
+	int r, ms;
+
+	for (;;) {
+		ms = deadline < 0 ? -1 : (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+		r = poll(&p, 1, ms);
+		if (r > 0)
+			return 0;
+		if (r == 0)
+			return fail(bt, -ETIMEDOUT,
+				    "batchtokd did not answer within %d ms: check "
+				    "'journalctl -u batchtokd', or raise the timeout",
+				    bt->timeout_ms);
+		if (errno != EINTR)
+			return fail(bt, -errno, "poll: %s", strerror(errno));
+	}
+}
+
+static int flush_out(batchtok *bt, int64_t deadline)
+{
+	while (bt_buf_len(&bt->out) > 0) {
+		ssize_t n = send(bt->fd, bt_buf_ptr(&bt->out), bt_buf_len(&bt->out),
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			bt_buf_consume(&bt->out, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int r = wait_fd(bt, POLLOUT, deadline);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		return fail(bt, -ECONNREFUSED, "lost the connection to batchtokd at %s: %s",
+			    bt->path, strerror(errno));
+	}
+	return 0;
+}
+
+/* Reads until one whole frame is buffered; *ret views it. */
+static int read_frame(batchtok *bt, int64_t deadline, struct bt_frame *ret)
+{
+	for (;;) {
+		uint8_t *p;
+		ssize_t n;
+		int r = bt_frame_peek(&bt->in, IN_MAX, ret);
+
+		if (r == 0)
+			return 0;
+		if (r != -EAGAIN)
+			return fail(bt, -EPROTO, "batchtokd sent a malformed reply (%s)",
+				    strerror(-r));
+		r = bt_buf_reserve(&bt->in, 16384 < IN_MAX - bt_buf_len(&bt->in)
+						    ? 16384
+						    : IN_MAX - bt_buf_len(&bt->in),
+				   &p);
+		if (r < 0)
+			return fail(bt, r, "cannot buffer the reply: %s", strerror(-r));
+		n = recv(bt->fd, p, bt->in.cap - bt->in.len, MSG_DONTWAIT);
+		if (n > 0) {
+			bt_buf_commit(&bt->in, (size_t)n);
+			continue;
+		}
+		if (n == 0)
+			return fail(bt, -ECONNREFUSED,
+				    "batchtokd closed the connection: see its log "
+				    "(journalctl -u batchtokd)");
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return fail(bt, -ECONNREFUSED, "lost the connection to batchtokd: %s",
+				    strerror(errno));
+		if ((r = wait_fd(bt, POLLIN, deadline)) < 0)
+			return r;
+	}
+}
+
+static int status_errno(uint32_t status)
+{
+	switch (status) {
+	case BT_E_DENIED:
+		return -EACCES;
+	case BT_E_UNKNOWN_IDENTITY:
+	case BT_E_RESOURCE_NOT_ALLOWED:
+		return -ENOENT;
+	case BT_E_CREDENTIAL_REJECTED:
+		return -EKEYREJECTED;
+	case BT_E_UNAVAILABLE:
+		return -EHOSTUNREACH;
+	case BT_E_TIMEOUT:
+		return -ETIMEDOUT;
+	case BT_E_BAD_REQUEST:
+		return -EINVAL;
+	case BT_E_UNSUPPORTED:
+		return -EOPNOTSUPP;
+	case BT_E_VERSION:
+		return -EPROTO;
+	case BT_E_BUSY:
+		return -EBUSY;
+	}
+	return -EIO;
+}
+
+/* Turns an ERROR reply into an errno and the daemon's message. */
+static int take_error(batchtok *bt, struct bt_frame *f)
+{
+	struct bt_error e;
+	int r = bt_decode_error(&f->body, &e);
+
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed error reply");
+	r = status_errno(e.status);
+	fail(bt, r, "%s", e.message && *e.message ? e.message : bt_status_name(e.status));
+	bt_error_clear(&e);
+	return r;
+}
+
+/* Sends the request already encoded in bt->out and leaves its reply frame
+ * in *ret (consume reply->size from bt->in when done). An ERROR reply is
+ * turned into its errno here. */
+static int transact(batchtok *bt, uint32_t id, uint8_t type, struct bt_frame *ret)
+{
+	int64_t deadline = bt->timeout_ms > 0 ? now_ms() + bt->timeout_ms : -1;
+	struct bt_frame f;
+	int r;
+
+	if ((r = flush_out(bt, deadline)) < 0)
+		goto broken;
+	if (bt->hello_pending) {
+		struct bt_hello_reply h;
+		if ((r = read_frame(bt, deadline, &f)) < 0)
+			goto broken;
+		if (f.type == BT_ERROR) {
+			r = take_error(bt, &f);
+			goto broken;
+		}
+		if (f.type != (BT_HELLO | BT_REPLY) || bt_decode_hello_reply(&f.body, &h) < 0) {
+			r = fail(bt, -EPROTO, "batchtokd answered the handshake with %s",
+				 bt_type_name(f.type));
+			goto broken;
+		}
+		bt_hello_reply_clear(&h);
+		bt_buf_consume(&bt->in, f.size);
+		bt->hello_pending = 0;
+	}
+	if ((r = read_frame(bt, deadline, &f)) < 0)
+		goto broken;
+	if (f.id != id) {
+		r = fail(bt, -EPROTO, "batchtokd answered request %u, expected %u", f.id, id);
+		goto broken;
+	}
+	if (f.type == BT_ERROR) {
+		r = take_error(bt, &f);
+		bt_buf_consume(&bt->in, f.size);
+		return r;
+	}
+	if (f.type != (type | BT_REPLY)) {
+		r = fail(bt, -EPROTO, "batchtokd answered %s with %s", bt_type_name(type),
+			 bt_type_name(f.type));
+		goto broken;
+	}
+	*ret = f;
+	return 0;
+broken:
+	/* The stream is out of step; a later call must reconnect. */
+	disconnect(bt);
+	return r;
+}
+
+static int begin(batchtok *bt, uint32_t *id)
+{
+	bt->error[0] = 0;
+	if (bt->fd < 0)
+		return fail(bt, -ECONNREFUSED,
+			    "not connected to batchtokd: call batchtok_connect() first");
+	*id = bt->next_id++;
+	if (bt->next_id == 0)
+		bt->next_id = 1;
+	return 0;
+}
+
+static int send_query(batchtok *bt, uint8_t type, const struct batchtok_request *req,
+		      uint32_t *id)
+{
+	struct bt_token_query q = {0};
+	int r;
+
+	if ((r = begin(bt, id)) < 0)
+		return r;
+	if (req) {
+		q.identity = (char *)req->identity;
+		q.resource = (char *)req->resource;
+		q.scope = (char *)req->scope;
+		q.min_validity = req->min_validity;
+		q.flags = req->flags & BATCHTOK_FORCE_REFRESH ? BT_GET_FORCE_REFRESH : 0;
+	}
+	r = bt_encode_token_query(&bt->out, type, *id, &q);
+	if (r < 0)
+		return fail(bt, r == -ENOBUFS ? -EINVAL : r,
+			    "the request is too large: shorten the identity or resource");
+	return 0;
+}
+
+void batchtok_token_free(struct batchtok_token *t)
+{
+	if (!t)
+		return;
+	bt_free_secret(t->access_token);
+	free(t->token_type);
+	free(t->identity);
+	free(t->resource);
+	free(t->tenant);
+	bt_wipe(t, sizeof(*t));
+	free(t);
+}
+
+int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
+		       struct batchtok_token **ret)
+{
+	struct bt_token_reply m;
+	struct batchtok_token *t;
+	struct bt_frame f;
+	uint32_t id = 0;
+	int r;
+
+	if ((r = send_query(bt, BT_GET_TOKEN, req, &id)) < 0 ||
+	    (r = transact(bt, id, BT_GET_TOKEN, &f)) < 0)
+		return r;
+	r = bt_decode_token_reply(&f.body, &m);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed token reply");
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		bt_token_reply_clear(&m);
+		return fail(bt, -ENOMEM, "out of memory");
+	}
+	/* The strings move over as they are; their allocations are ours now. */
+	t->access_token = m.access_token;
+	t->expires_on = (int64_t)m.expires_on;
+	t->token_type = m.token_type;
+	t->identity = m.identity;
+	t->resource = m.resource;
+	t->tenant = m.tenant;
+	*ret = t;
+	return 0;
+}
+
+static int text_request(batchtok *bt, uint8_t type, uint32_t id, char **ret)
+{
+	struct bt_frame f;
+	char *s;
+	int r;
+
+	if ((r = transact(bt, id, type, &f)) < 0)
+		return r;
+	r = bt_decode_text_reply(&f.body, &s);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed %s reply", bt_type_name(type));
+	if (ret)
+		*ret = s;
+	else
+		free(s);
+	return 0;
+}
+
+int batchtok_inspect(batchtok *bt, const struct batchtok_request *req, char **ret)
+{
+	uint32_t id = 0;
+	int r;
+
+	if ((r = send_query(bt, BT_INSPECT, req, &id)) < 0)
+		return r;
+	return text_request(bt, BT_INSPECT, id, ret);
+}
+
+int batchtok_ping(batchtok *bt, char **ret)
+{
+	uint32_t id = 0;
+	int r;
+
+	if ((r = begin(bt, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_PING, id)) < 0)
+		return r;
+	return text_request(bt, BT_PING, id, ret);
+}
+
+int batchtok_reload(batchtok *bt)
+{
+	struct bt_frame f;
+	uint32_t id = 0;
+	int r;
+
+	if ((r = begin(bt, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_RELOAD, id)) < 0 ||
+	    (r = transact(bt, id, BT_RELOAD, &f)) < 0)
+		return r;
+	r = bt_decode_empty(&f.body);
+	bt_buf_consume(&bt->in, f.size);
+	return r < 0 ? fail(bt, -EPROTO, "batchtokd sent a malformed RELOAD reply") : 0;
+}
+
+int batchtok_status(batchtok *bt, int json, char **ret)
+{
+	struct bt_record rec;
+	struct bt_frame f;
+	uint32_t id = 0;
+	int r;
+
+	if ((r = begin(bt, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_STATUS, id)) < 0 ||
+	    (r = transact(bt, id, BT_STATUS, &f)) < 0)
+		return r;
+	r = bt_decode_record_reply(&f.body, &rec);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed STATUS reply");
+	r = json ? status_format_json(&rec, ret) : status_format_text(&rec, time(NULL), ret);
+	bt_record_clear(&rec);
+	return r < 0 ? fail(bt, r, "cannot format the status: %s", strerror(-r)) : 0;
+}

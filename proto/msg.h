@@ -1,0 +1,188 @@
+/* msg.h - the batchtok wire protocol: framing and one typed encode/decode
+ * pair per message. proto/PROTOCOL.md is the specification; this is its only
+ * implementation, compiled into both the daemon and libbatchtok.
+ *
+ * Encoders append one whole frame to an output buffer or, on failure, leave
+ * the buffer as it was. Decoders read one message body from a view of the
+ * frame; they fail with -EBADMSG on truncation, trailing bytes or an
+ * over-long field, and on failure leave *ret untouched. Every decoded struct
+ * is released with its _clear() function, which wipes strings that may hold a
+ * secret and accepts a zeroed or half-built struct.
+ */
+#ifndef BATCHTOK_PROTO_MSG_H
+#define BATCHTOK_PROTO_MSG_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+#define BT_PROTO_VERSION 1
+
+/* u32 length (of what follows), u8 type, u32 request id. */
+#define BT_FRAME_HEADER 9
+/* A request is a few names and flags; 16 KiB is generous and bounds what one
+ * client can make the daemon buffer. */
+#define BT_REQUEST_MAX (16 * 1024)
+/* A reply carries a token (Entra tokens with many group claims reach tens of
+ * KiB) or the status of every identity. */
+#define BT_REPLY_MAX (1024 * 1024)
+
+/* Field limits, checked by every decoder. */
+#define BT_NAME_MAX 256		 /* identity names, token types, tenants */
+#define BT_RESOURCE_MAX 2048	 /* resource URIs and scopes */
+#define BT_TOKEN_MAX (256 * 1024) /* access tokens and claim documents */
+#define BT_MESSAGE_MAX 4096	 /* error and status text */
+
+enum bt_type {
+	BT_HELLO = 1,
+	BT_GET_TOKEN = 2,
+	BT_STATUS = 3,
+	BT_INSPECT = 4,
+	BT_RELOAD = 5,
+	BT_PING = 6,
+	BT_REPLY = 0x80, /* a reply's type is the request's type | BT_REPLY */
+	BT_ERROR = 0xff,
+};
+
+/* Stable status codes carried in BT_ERROR replies; errno never crosses the
+ * socket. */
+enum bt_status {
+	BT_OK = 0,
+	BT_E_INTERNAL = 1,
+	BT_E_BAD_REQUEST = 2,
+	BT_E_DENIED = 3,
+	BT_E_UNKNOWN_IDENTITY = 4,
+	BT_E_RESOURCE_NOT_ALLOWED = 5,
+	BT_E_CREDENTIAL_REJECTED = 6,
+	BT_E_UNAVAILABLE = 7,
+	BT_E_TIMEOUT = 8,
+	BT_E_UNSUPPORTED = 9,
+	BT_E_VERSION = 10,
+	BT_E_BUSY = 11,
+};
+
+/* One frame found at the front of an input buffer. body is a view into that
+ * buffer: valid until the frame is consumed. */
+struct bt_frame {
+	uint8_t type;
+	uint32_t id;
+	struct bt_buf body;
+	size_t size; /* whole frame, header included: what to consume */
+};
+
+/* Looks for one whole frame at the front of in.
+ * Returns 0 with *ret filled, -EAGAIN if more bytes are needed, -EMSGSIZE if
+ * the header announces a frame larger than max (known before the body is
+ * buffered), -EBADMSG if the length cannot hold a header. */
+int bt_frame_peek(const struct bt_buf *in, size_t max, struct bt_frame *ret);
+
+/* Starts a frame; write the body with bt_buf_put_*(), then bt_frame_end().
+ * On any error in between call bt_frame_abort() to drop the partial frame. */
+int bt_frame_begin(struct bt_buf *out, uint8_t type, uint32_t id, size_t *mark);
+int bt_frame_end(struct bt_buf *out, size_t mark);
+void bt_frame_abort(struct bt_buf *out, size_t mark);
+
+struct bt_hello {
+	uint32_t min_version;
+	uint32_t max_version;
+};
+
+struct bt_hello_reply {
+	uint32_t version;
+	char *server; /* "batchtokd VERSION" */
+};
+
+#define BT_GET_FORCE_REFRESH 0x1u /* skip the cache; rate-limited by the daemon */
+
+/* GET_TOKEN and INSPECT. Empty strings mean "the default". */
+struct bt_token_query {
+	char *identity;
+	char *resource;
+	char *scope;	       /* alternative to resource: RESOURCE/.default */
+	uint32_t min_validity; /* seconds; 0 = the daemon's min_validity */
+	uint32_t flags;
+};
+
+struct bt_token_reply {
+	char *access_token; /* secret */
+	uint64_t expires_on; /* epoch seconds */
+	char *token_type;
+	char *identity;
+	char *resource;
+	char *tenant;
+};
+
+struct bt_error {
+	uint32_t status; /* enum bt_status */
+	char *message;
+};
+
+/* A status record: typed key/value fields and child records. The daemon
+ * describes itself, its identities and their tokens this way so that new
+ * fields need no protocol change. */
+enum bt_field_kind {
+	BT_FIELD_STR = 1,
+	BT_FIELD_INT = 2,
+	BT_FIELD_TIME = 3, /* epoch seconds */
+	BT_FIELD_BOOL = 4,
+};
+
+struct bt_field {
+	char *key;
+	uint8_t kind;
+	char *str; /* BT_FIELD_STR */
+	int64_t num;
+};
+
+struct bt_record {
+	uint32_t n_fields;
+	struct bt_field *fields;
+	uint32_t n_children;
+	struct bt_record *children;
+};
+
+#define BT_RECORD_DEPTH_MAX 4
+#define BT_RECORD_FIELDS_MAX 64
+
+int bt_record_add_str(struct bt_record *r, const char *key, const char *val);
+int bt_record_add_int(struct bt_record *r, const char *key, uint8_t kind, int64_t val);
+/* Appends an empty child and returns it in *ret; valid until the next add. */
+int bt_record_add_child(struct bt_record *r, struct bt_record **ret);
+const struct bt_field *bt_record_get(const struct bt_record *r, const char *key);
+void bt_record_clear(struct bt_record *r);
+
+/* Encoders: one whole frame each. */
+int bt_encode_hello(struct bt_buf *out, uint32_t id, const struct bt_hello *m);
+int bt_encode_hello_reply(struct bt_buf *out, uint32_t id, const struct bt_hello_reply *m);
+/* type is BT_GET_TOKEN or BT_INSPECT. */
+int bt_encode_token_query(struct bt_buf *out, uint8_t type, uint32_t id,
+			  const struct bt_token_query *m);
+int bt_encode_token_reply(struct bt_buf *out, uint32_t id, const struct bt_token_reply *m);
+/* A reply that carries one string: INSPECT (claims JSON), PING (version). */
+int bt_encode_text_reply(struct bt_buf *out, uint8_t type, uint32_t id, const char *text);
+int bt_encode_record_reply(struct bt_buf *out, uint8_t type, uint32_t id,
+			   const struct bt_record *m);
+/* A request or reply with no body: STATUS, RELOAD, their replies. */
+int bt_encode_empty(struct bt_buf *out, uint8_t type, uint32_t id);
+int bt_encode_error(struct bt_buf *out, uint32_t id, uint32_t status, const char *message);
+
+/* Decoders: body is the frame's body view and must be read to its end. */
+int bt_decode_hello(struct bt_buf *body, struct bt_hello *ret);
+int bt_decode_hello_reply(struct bt_buf *body, struct bt_hello_reply *ret);
+int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret);
+int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret);
+int bt_decode_text_reply(struct bt_buf *body, char **ret);
+int bt_decode_record_reply(struct bt_buf *body, struct bt_record *ret);
+int bt_decode_empty(struct bt_buf *body);
+int bt_decode_error(struct bt_buf *body, struct bt_error *ret);
+
+void bt_hello_reply_clear(struct bt_hello_reply *m);
+void bt_token_query_clear(struct bt_token_query *m);
+void bt_token_reply_clear(struct bt_token_reply *m);
+void bt_error_clear(struct bt_error *m);
+
+/* Names for logs and messages. */
+const char *bt_type_name(uint8_t type);
+const char *bt_status_name(uint32_t status);
+
+#endif
