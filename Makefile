@@ -20,7 +20,8 @@ PYTHON     ?= /usr/bin/python3
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
-WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
+WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
+            -Wno-format-truncation
 BASE     := -std=gnu11 -D_GNU_SOURCE -fPIC -fstack-protector-strong \
             -DBATCHTOK_VERSION_STRING='"$(VERSION)"'
 ifeq ($(SAN),1)
@@ -47,9 +48,13 @@ obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
 all: $(O)/batchtokd $(O)/batchtok $(O)/libbatchtok.so $(O)/libbatchtok.a $(O)/batchtok.pc
 
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(if $(filter daemon/% tests/unit/test_config.c tests/unit/test_entra.c tests/unit/test_cache.c tests/unit/test_schedule.c tests/unit/test_jwt.c tests/bench/%,$<),$(DAEMON_CFLAGS)) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(if $(filter daemon/% tests/unit/test_config.c tests/unit/test_entra.c tests/unit/test_cache.c tests/unit/test_schedule.c tests/unit/test_jwt.c tests/bench/%,$<),$(DAEMON_CFLAGS)) -MMD -MP -c $< -o $@
 
 $(O)/libbtproto.a: $(call obj,$(PROTO_SRC))
 	$(AR) rcs $@ $^

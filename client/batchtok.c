@@ -269,6 +269,8 @@ static int cmd_inspect(struct ctx *ctx, int argc, char **argv)
 	if ((r = batchtok_inspect(ctx->bt, &q.req, &json)) < 0)
 		return report(ctx->bt, r);
 	fputs(json, stdout);
+	if (*json && json[strlen(json) - 1] != '\n')
+		putchar('\n');
 	free(json);
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }

@@ -1,0 +1,408 @@
+/* cache.c - token entries, single-flight fetches, refresh and retry. */
+#include "cache.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jwt.h"
+#include "log.h"
+#include "schedule.h"
+#include "secmem.h"
+
+struct cache {
+	struct cache_ops ops;
+	void *arg;
+	struct cache_settings set;
+	struct token_entry *head;
+	uint64_t fetches;
+	int64_t armed; /* the due time last passed to ops.arm */
+};
+
+static const struct log_ctx *ctx_of(const struct token_entry *e, struct log_ctx *ctx)
+{
+	*ctx = (struct log_ctx){.identity = e->id->name,
+				.resource = e->resource,
+				.uid = -1,
+				.pid = -1,
+				.aadsts = e->aadsts[0] ? e->aadsts : NULL,
+				.fingerprint = e->fingerprint[0] ? e->fingerprint : NULL};
+	return ctx;
+}
+
+int cache_new(const struct cache_ops *ops, void *arg, const struct cache_settings *s,
+	      struct cache **ret)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->ops = *ops;
+	c->arg = arg;
+	c->set = *s;
+	c->armed = INT64_MAX;
+	*ret = c;
+	return 0;
+}
+
+void cache_configure(struct cache *c, const struct cache_settings *s)
+{
+	c->set = *s;
+	cache_tick(c);
+}
+
+static void drop_token(struct token_entry *e)
+{
+	secmem_free_str(e->token);
+	e->token = NULL;
+	e->fingerprint[0] = 0;
+	e->obtained = e->expires_on = e->refresh_at = 0;
+}
+
+static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
+			   const struct cache_answer *fail, int64_t now)
+{
+	struct cache_waiter *w;
+
+	/* Each waiter is unlinked before its callback, which may free it. */
+	while ((w = e->waiters)) {
+		e->waiters = w->next;
+		if (e->waiters)
+			e->waiters->prev = NULL;
+		else
+			e->waiters_tail = NULL;
+		e->n_waiters--;
+		w->entry = NULL;
+		w->prev = w->next = NULL;
+		if (ok && ok->expires_on - now >= (int64_t)w->min_validity) {
+			e->served++;
+			w->fn(w, ok);
+		} else if (ok) {
+			char msg[300];
+			struct cache_answer a = {.status = BT_E_UNAVAILABLE, .message = msg};
+			snprintf(msg, sizeof(msg),
+				 "the token service issued a token valid for %lld s, less than the "
+				 "%u s asked for: lower min_validity or --min-validity",
+				 (long long)(ok->expires_on - now), w->min_validity);
+			w->fn(w, &a);
+		} else {
+			w->fn(w, fail);
+		}
+	}
+}
+
+static void entry_free(struct cache *c, struct token_entry *e, const char *why)
+{
+	struct cache_answer a = {.status = BT_E_UNAVAILABLE, .message = why};
+
+	if (e->fetch)
+		c->ops.cancel(c->arg, e);
+	e->fetch = NULL;
+	answer_waiters(e, NULL, &a, 0);
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		c->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	drop_token(e);
+	free(e->resource);
+	free(e);
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	while (c->head)
+		entry_free(c, c->head, "batchtokd is shutting down; try again when it is back");
+	free(c);
+}
+
+static struct token_entry *find(struct cache *c, const struct identity *id, const char *resource)
+{
+	for (struct token_entry *e = c->head; e; e = e->next)
+		if (e->id == id && strcmp(e->resource, resource) == 0)
+			return e;
+	return NULL;
+}
+
+static struct token_entry *find_or_add(struct cache *c, const struct identity *id,
+				       const char *resource)
+{
+	struct token_entry *e = find(c, id, resource);
+
+	if (e)
+		return e;
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->resource = strdup(resource))) {
+		free(e);
+		return NULL;
+	}
+	e->cache = c;
+	e->id = id;
+	e->next = c->head;
+	if (c->head)
+		c->head->prev = e;
+	c->head = e;
+	return e;
+}
+
+static void start_fetch(struct cache *c, struct token_entry *e, int64_t now)
+{
+	int r;
+
+	if (e->fetch)
+		return;
+	e->retry_at = 0;
+	e->fetch_started = now;
+	c->fetches++;
+	e->fetches++;
+	r = c->ops.fetch(c->arg, e);
+	if (r < 0) {
+		struct token_result res = {.status = BT_E_INTERNAL, .transient = true};
+		snprintf(res.message, sizeof(res.message), "cannot start a token request: %s",
+			 strerror(-r));
+		e->fetch = NULL;
+		cache_fetch_done(c, e, &res);
+	}
+}
+
+/* The effective min_validity of a request: the daemon's is a floor. */
+static uint32_t want_validity(const struct cache *c, uint32_t asked)
+{
+	return asked > c->set.min_validity ? asked : c->set.min_validity;
+}
+
+static void fill_ok(const struct token_entry *e, struct cache_answer *a)
+{
+	*a = (struct cache_answer){.status = BT_OK,
+				   .access_token = e->token,
+				   .token_type = e->token_type,
+				   .expires_on = e->expires_on,
+				   .fingerprint = e->fingerprint};
+}
+
+int cache_get(struct cache *c, const struct identity *id, const char *resource,
+	      uint32_t min_validity, bool force, struct cache_waiter *w)
+{
+	int64_t now = c->ops.now(c->arg);
+	struct token_entry *e = find_or_add(c, id, resource);
+	struct cache_answer a;
+	char msg[700];
+
+	if (!e)
+		return -ENOMEM;
+	e->last_used = now;
+	w->min_validity = want_validity(c, min_validity);
+	if (force && now - e->last_forced < CACHE_FORCE_INTERVAL)
+		force = false; /* rate-limited: the cached token is as good */
+	if (!force && e->token && e->expires_on - now >= (int64_t)w->min_validity) {
+		e->served++;
+		fill_ok(e, &a);
+		w->fn(w, &a);
+		return 0;
+	}
+	if (!e->fetch && e->hard_error_until > now) {
+		a = (struct cache_answer){.status = e->error_status, .message = e->error};
+		w->fn(w, &a);
+		return 0;
+	}
+	if (!e->fetch && e->retry_at > now + CACHE_WAIT_FOR_RETRY) {
+		snprintf(msg, sizeof(msg), "%s (next attempt in %lld s)", e->error,
+			 (long long)(e->retry_at - now));
+		a = (struct cache_answer){.status = e->error_status ?: BT_E_UNAVAILABLE,
+					  .message = msg};
+		w->fn(w, &a);
+		return 0;
+	}
+	if (e->n_waiters >= CACHE_WAITERS_MAX)
+		return -EBUSY;
+	w->entry = e;
+	w->next = NULL;
+	w->prev = e->waiters_tail;
+	if (e->waiters_tail)
+		e->waiters_tail->next = w;
+	else
+		e->waiters = w;
+	e->waiters_tail = w;
+	e->n_waiters++;
+	if (force)
+		e->last_forced = now;
+	/* In a short backoff the scheduled retry serves this waiter too. */
+	if (!e->fetch && !(e->retry_at > now))
+		start_fetch(c, e, now);
+	cache_tick(c);
+	return 0;
+}
+
+void cache_waiter_cancel(struct cache_waiter *w)
+{
+	struct token_entry *e = w->entry;
+
+	if (!e)
+		return;
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		e->waiters = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		e->waiters_tail = w->prev;
+	e->n_waiters--;
+	w->entry = NULL;
+	w->prev = w->next = NULL;
+}
+
+int cache_prefetch(struct cache *c, const struct identity *id, const char *resource)
+{
+	struct token_entry *e = find_or_add(c, id, resource);
+
+	if (!e)
+		return -ENOMEM;
+	e->prefetch = true;
+	if (!e->token && !e->fetch && !e->retry_at)
+		start_fetch(c, e, c->ops.now(c->arg));
+	cache_tick(c);
+	return 0;
+}
+
+static bool wanted(const struct cache *c, const struct token_entry *e, int64_t now)
+{
+	return e->prefetch || e->n_waiters || now - e->last_used < (int64_t)c->set.idle_timeout;
+}
+
+void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_result *r)
+{
+	int64_t now = c->ops.now(c->arg);
+	struct log_ctx ctx;
+
+	e->fetch = NULL;
+	if (r->status == BT_OK) {
+		struct cache_answer ok;
+		drop_token(e);
+		e->token = r->access_token;
+		r->access_token = NULL;
+		snprintf(e->token_type, sizeof(e->token_type), "%s", r->token_type);
+		jwt_fingerprint(e->token, e->fingerprint, sizeof(e->fingerprint));
+		e->obtained = now;
+		e->expires_on = r->expires_on;
+		e->refresh_at = schedule_refresh_at(now, e->expires_on, r->refresh_on,
+						    c->set.min_validity, c->ops.random(c->arg));
+		e->attempts = 0;
+		e->retry_at = 0;
+		e->hard_error_until = 0;
+		e->error[0] = e->aadsts[0] = 0;
+		e->error_status = 0;
+		log_msg(LOG_INFO, ctx_of(e, &ctx),
+			"identity %s: token for %s obtained (%s), valid for %lld s, refresh in %lld s",
+			e->id->name, e->resource, e->fingerprint, (long long)(e->expires_on - now),
+			(long long)(e->refresh_at - now));
+		fill_ok(e, &ok);
+		answer_waiters(e, &ok, NULL, now);
+	} else {
+		struct cache_answer fail = {.status = r->status, .message = e->error};
+		uint32_t delay;
+
+		e->attempts++;
+		e->error_status = r->status;
+		e->error_at = now;
+		snprintf(e->error, sizeof(e->error), "identity %s: %s", e->id->name, r->message);
+		snprintf(e->aadsts, sizeof(e->aadsts), "%s", r->aadsts);
+		delay = schedule_backoff(e->attempts, r->retry_after, c->ops.random(c->arg));
+		if (!r->transient) {
+			e->hard_error_until = now + CACHE_NEGATIVE_TTL;
+			if (delay < CACHE_NEGATIVE_TTL)
+				delay = CACHE_NEGATIVE_TTL;
+		}
+		e->retry_at = wanted(c, e, now) ? now + delay : 0;
+		log_msg(r->transient ? LOG_WARNING : LOG_ERR, ctx_of(e, &ctx), "%s%s", e->error,
+			e->retry_at ? "; will retry" : "");
+		/* Waiters stay for a retry that comes soon; otherwise they hear
+		 * now, and the retry (if any) goes on in the background. */
+		if (!r->transient || e->attempts >= CACHE_WAITER_ATTEMPTS ||
+		    delay > CACHE_WAIT_FOR_RETRY || !e->retry_at)
+			answer_waiters(e, NULL, &fail, now);
+	}
+	cache_tick(c);
+}
+
+void cache_tick(struct cache *c)
+{
+	int64_t now = c->ops.now(c->arg), due = INT64_MAX;
+	struct token_entry *e, *next;
+
+	for (e = c->head; e; e = next) {
+		bool want = wanted(c, e, now);
+		next = e->next;
+		if (e->token && now >= e->expires_on)
+			drop_token(e);
+		if (!e->fetch && e->retry_at && now >= e->retry_at) {
+			if (want)
+				start_fetch(c, e, now);
+			else
+				e->retry_at = 0;
+		} else if (!e->fetch && e->token && want && !e->retry_at && now >= e->refresh_at) {
+			start_fetch(c, e, now);
+		}
+		if (!want && !e->fetch && !e->token && !e->retry_at && e->hard_error_until <= now) {
+			entry_free(c, e, "");
+			continue;
+		}
+		/* The next moment something changes for this entry. */
+		if (e->fetch)
+			continue;
+		if (e->retry_at && e->retry_at < due)
+			due = e->retry_at;
+		if (e->token && !e->retry_at && want && e->refresh_at < due)
+			due = e->refresh_at;
+		if (e->token && e->expires_on < due)
+			due = e->expires_on;
+		if (!e->prefetch && e->last_used + (int64_t)c->set.idle_timeout < due)
+			due = e->last_used + (int64_t)c->set.idle_timeout;
+		if (e->hard_error_until > now && e->hard_error_until < due)
+			due = e->hard_error_until;
+	}
+	if (due <= now)
+		due = now + 1;
+	if (due != c->armed) {
+		c->armed = due;
+		c->ops.arm(c->arg, due);
+	}
+}
+
+void cache_rebind(struct cache *c, const struct identity *(*resolve)(void *, const struct identity *),
+		  void *arg)
+{
+	struct token_entry *e, *next;
+
+	for (e = c->head; e; e = next) {
+		const struct identity *nid = resolve(arg, e->id);
+		next = e->next;
+		if (nid && identity_resource(nid, e->resource, NULL)) {
+			e->id = nid;
+			e->prefetch = false; /* re-declared by the new config */
+			continue;
+		}
+		entry_free(c, e,
+			   "the identity was changed or removed by a configuration reload; try again");
+	}
+	cache_tick(c);
+}
+
+struct token_entry *cache_first(struct cache *c)
+{
+	return c->head;
+}
+
+struct token_entry *cache_next(struct token_entry *e)
+{
+	return e->next;
+}
+
+uint64_t cache_fetch_count(const struct cache *c)
+{
+	return c->fetches;
+}

@@ -1,0 +1,149 @@
+/* cache.h - the token cache and its refresh schedule.
+ *
+ * One entry per (identity, resource). A request is answered from the entry
+ * when its token stays valid for long enough; otherwise it waits on the
+ * entry, and all waiters share one fetch (single flight). Tokens are
+ * refreshed ahead of expiry off the request path, failures are retried with
+ * backoff honouring Retry-After, hard credential errors are remembered for a
+ * short while so a bad secret does not hammer the token service, and tokens
+ * nobody asked for in idle_timeout are no longer refreshed.
+ *
+ * The cache does no I/O of its own: fetching, the clock, randomness and the
+ * wake-up timer come through cache_ops, so tests drive it with fake time.
+ * Expiry is judged by the wall clock, so a suspended laptop that resumes
+ * sees its tokens as expired, not as still fresh. */
+#ifndef BATCHTOK_DAEMON_CACHE_H
+#define BATCHTOK_DAEMON_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../proto/msg.h"
+#include "config.h"
+#include "entra.h"
+
+/* How long a hard credential error is answered from memory (MSAL replays
+ * HTTP 400 answers for 60 s). */
+#define CACHE_NEGATIVE_TTL 60
+/* A client's forced refresh is honoured at most this often per entry; Entra
+ * guards against loops with AADSTS50196. */
+#define CACHE_FORCE_INTERVAL 30
+/* Clients wait for a retry that is due within this many seconds; a longer
+ * backoff (a Retry-After of a minute) is answered at once as unavailable. */
+#define CACHE_WAIT_FOR_RETRY 10
+/* A waiting client sees at most this many failed attempts before it is told. */
+#define CACHE_WAITER_ATTEMPTS 3
+/* Waiters one entry holds; each is a client request, bounded by max_clients
+ * times the per-connection limit anyway, but an entry gets its own cap. */
+#define CACHE_WAITERS_MAX 65536
+
+struct cache;
+struct token_entry;
+struct cache_waiter;
+
+struct cache_answer {
+	uint32_t status;	  /* BT_OK or a BT_E_* code */
+	const char *message;	  /* errors: one line naming cause and fix */
+	const char *access_token; /* BT_OK */
+	const char *token_type;
+	int64_t expires_on;
+	const char *fingerprint;
+};
+
+typedef void (*cache_waiter_fn)(struct cache_waiter *w, const struct cache_answer *a);
+
+/* Embedded in whatever waits (a client's pending request). */
+struct cache_waiter {
+	struct cache_waiter *prev, *next;
+	struct token_entry *entry;
+	uint32_t min_validity;
+	cache_waiter_fn fn;
+};
+
+struct cache_ops {
+	/* Starts fetching e's token; cache_fetch_done() must follow later,
+	 * never from inside this call. Returns 0 or a negative errno. */
+	int (*fetch)(void *arg, struct token_entry *e);
+	/* Abandons e's fetch; cache_fetch_done() will not follow. */
+	void (*cancel)(void *arg, struct token_entry *e);
+	/* Asks for cache_tick() at wall time `due` (INT64_MAX: never). */
+	void (*arm)(void *arg, int64_t due);
+	int64_t (*now)(void *arg);
+	uint32_t (*random)(void *arg);
+};
+
+struct cache_settings {
+	uint32_t min_validity; /* daemon-wide floor, seconds */
+	uint32_t idle_timeout;
+};
+
+struct token_entry {
+	struct token_entry *prev, *next;
+	struct cache *cache;
+	const struct identity *id;
+	char *resource;
+	bool prefetch;
+	/* The token, if any. */
+	char *token; /* secure memory */
+	char token_type[16];
+	char fingerprint[24];
+	int64_t obtained, expires_on, refresh_at;
+	/* Fetching and failures. */
+	void *fetch; /* the fetcher's handle while a request is in flight */
+	int64_t fetch_started;
+	unsigned attempts; /* consecutive failures */
+	int64_t retry_at;  /* 0: no retry scheduled */
+	uint32_t error_status;
+	char error[600];
+	char aadsts[32];
+	int64_t error_at;
+	int64_t hard_error_until;
+	/* Use. */
+	int64_t last_used;
+	int64_t last_forced;
+	uint64_t fetches;
+	uint64_t served;
+	struct cache_waiter *waiters, *waiters_tail;
+	unsigned n_waiters;
+};
+
+int cache_new(const struct cache_ops *ops, void *arg, const struct cache_settings *s,
+	      struct cache **ret);
+void cache_configure(struct cache *c, const struct cache_settings *s);
+/* Fails every waiter (BT_E_UNAVAILABLE, "shutting down"), cancels fetches,
+ * wipes tokens and frees everything. Accepts NULL. */
+void cache_free(struct cache *c);
+
+/* Answers a request for id's token for resource (an identity's own resource
+ * string). min_validity 0 means the daemon's. Either calls w->fn before
+ * returning (cached token, remembered error) or queues w and calls it when
+ * the fetch ends. Returns 0, or -EBUSY when the entry has too many waiters
+ * (w is then not queued and not called), or -ENOMEM. */
+int cache_get(struct cache *c, const struct identity *id, const char *resource,
+	      uint32_t min_validity, bool force, struct cache_waiter *w);
+
+/* Removes a queued waiter (its client went away); w->fn is not called. */
+void cache_waiter_cancel(struct cache_waiter *w);
+
+/* Keeps id's token for resource fresh whether or not anyone asks. */
+int cache_prefetch(struct cache *c, const struct identity *id, const char *resource);
+
+/* The fetcher reports the result of a fetch started through ops.fetch.
+ * Takes the token out of r (r->access_token is NULL afterwards). */
+void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_result *r);
+
+/* Does what is due now: refreshes, retries, expiry; then re-arms. */
+void cache_tick(struct cache *c);
+
+/* After a reload: entries of identities whose credential is unchanged move
+ * to the new identity (keeping their tokens); the others are dropped and
+ * their waiters told. resolve returns the new identity for a name, or NULL. */
+void cache_rebind(struct cache *c, const struct identity *(*resolve)(void *, const struct identity *),
+		  void *arg);
+
+/* Iteration for status output. */
+struct token_entry *cache_first(struct cache *c);
+struct token_entry *cache_next(struct token_entry *e);
+uint64_t cache_fetch_count(const struct cache *c);
+
+#endif

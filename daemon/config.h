@@ -1,0 +1,116 @@
+/* config.h - the daemon's configuration: the INI file of PRODUCT.md parsed,
+ * validated and resolved (users, groups, secrets) into one immutable value.
+ *
+ * A config is loaded whole or not at all: on SIGHUP a new one is built beside
+ * the running one and swapped in only if it is valid. The config module does
+ * not log; it collects every problem as "FILE:LINE: what is wrong and how to
+ * fix it" for the caller to print. */
+#ifndef BATCHTOK_DAEMON_CONFIG_H
+#define BATCHTOK_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CONFIG_SYSTEM_PATH "/etc/batchtok/batchtokd.conf"
+
+enum credential_kind {
+	CRED_SECRET = 1,
+	/* certificate, managed-identity, federated and device-code are parsed
+	 * and refused until their sources exist. */
+};
+
+enum cloud {
+	CLOUD_PUBLIC,
+	CLOUD_USGOV,
+	CLOUD_CHINA,
+};
+
+struct identity {
+	char *name;
+	char *file; /* where it was defined, for messages */
+	int line;
+	enum credential_kind kind;
+	char *tenant;
+	char *client_id;
+	char *secret_file;	 /* or: */
+	char *secret_credential; /* systemd LoadCredential= name */
+	char *secret;		 /* loaded, in secure memory */
+	char **resources;	 /* first is the default */
+	size_t n_resources;
+	enum cloud cloud;
+	char *authority; /* https://HOST[:PORT], from cloud or authority_host */
+	int token_version;
+	uid_t *allow_uids;
+	size_t n_allow_uids;
+	gid_t *allow_gids;
+	size_t n_allow_gids;
+	bool prefetch;
+	bool is_default;
+};
+
+struct config {
+	char *path;
+	char *socket;
+	mode_t socket_mode;
+	gid_t socket_gid; /* (gid_t)-1: leave as created */
+	gid_t admin_gid;  /* (gid_t)-1: only root and the daemon's own user */
+	int log_level;
+	uint32_t min_validity;	   /* seconds */
+	uint32_t max_clients;
+	uint32_t fetch_concurrency;
+	uint32_t request_timeout;  /* seconds for one token-service request */
+	uint32_t idle_timeout;	   /* stop refreshing tokens unused this long */
+	char *ca_file;
+	char *proxy;
+	char *compat_endpoint;
+	struct identity *identities;
+	size_t n_identities;
+	struct identity *default_identity; /* NULL if none */
+};
+
+/* Problems found while loading, in file order. */
+struct config_errors {
+	char **msgs;
+	size_t n;
+};
+
+struct config_options {
+	const char *path;
+	const char *default_socket; /* used when [daemon] socket is unset */
+	bool check_only;	    /* --check-config: validate, keep no secrets */
+};
+
+/* Loads and validates the file. On success *ret is a new config; on
+ * failure returns -EINVAL (or -ENOENT/-EACCES for the file itself, or
+ * -ENOMEM) and errs holds at least one message. */
+int config_load(const struct config_options *opts, struct config **ret,
+		struct config_errors *errs);
+/* Parses a config held in memory; for tests and the fuzzer. Secret files
+ * are not read. */
+int config_parse_string(const char *text, const char *name, struct config **ret,
+			struct config_errors *errs);
+
+void config_free(struct config *c);
+void config_errors_clear(struct config_errors *e);
+
+struct identity *config_find_identity(const struct config *c, const char *name);
+
+/* Whether two identities would fetch the same tokens: same credential,
+ * authority, tenant, client, secret and token version. Used on reload to keep
+ * cached tokens. */
+bool identity_same_credential(const struct identity *a, const struct identity *b);
+
+/* The resource a client may ask for: resource, or scope with its trailing
+ * "/.default" removed; NULL/empty picks the identity's default. Returns the
+ * identity's own copy, or NULL if the identity does not allow it. */
+const char *identity_resource(const struct identity *id, const char *resource,
+			      const char *scope);
+
+/* The cloud's Entra authority host and Batch resource. */
+const char *cloud_authority(enum cloud c);
+const char *cloud_batch_resource(enum cloud c);
+const char *credential_kind_name(enum credential_kind k);
+
+#endif

@@ -1,0 +1,362 @@
+/* daemon.c - wires the modules together on one libuv loop: the fetcher that
+ * connects the cache to credential sources and HTTP, signals, reload, and
+ * the access rules for peers. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "credential.h"
+#include "dispatch.h"
+#include "log.h"
+
+/* libuv timers run on the monotonic clock, which stands still while a laptop
+ * sleeps; waking at least this often re-reads the wall clock, so tokens that
+ * expired during a suspend are noticed within a minute of resume. */
+#define WALL_CLOCK_RECHECK_MS 60000
+/* Fixed connect timeout for the token service. */
+#define CONNECT_TIMEOUT 10
+
+/* One fetch in flight: the transfer and the entry it is for. */
+struct fetch {
+	struct daemon *d;
+	struct token_entry *e;
+	struct http_transfer *t;
+	int64_t sent_at;
+};
+
+static int64_t wall_now(void *arg)
+{
+	(void)arg;
+	return (int64_t)time(NULL);
+}
+
+static uint32_t random_u32(void *arg)
+{
+	uint32_t r;
+
+	(void)arg;
+	if (getentropy(&r, sizeof(r)) < 0)
+		r = (uint32_t)time(NULL) * 2654435761u;
+	return r;
+}
+
+static void on_fetched(void *arg, const struct http_response *resp)
+{
+	struct fetch *f = arg;
+	struct token_result r;
+
+	credential_for(f->e->id)->parse_response(f->e->id, resp, f->sent_at, &r);
+	f->e->fetch = NULL;
+	cache_fetch_done(f->d->cache, f->e, &r);
+	token_result_clear(&r);
+	free(f);
+}
+
+static int fetch_start(void *arg, struct token_entry *e)
+{
+	struct daemon *d = arg;
+	struct http_request req = {0};
+	struct fetch *f;
+	int r;
+
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	r = credential_for(e->id)->build_request(e->id, e->resource, &req);
+	if (r < 0) {
+		free(f);
+		return r;
+	}
+	f->d = d;
+	f->e = e;
+	f->sent_at = wall_now(NULL);
+	r = http_submit(d->http, &req, on_fetched, f, &f->t);
+	if (r < 0) {
+		free(f);
+		return r;
+	}
+	e->fetch = f;
+	log_msg(LOG_DEBUG, &(struct log_ctx){.identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},
+		"identity %s: requesting a token for %s", e->id->name, e->resource);
+	return 0;
+}
+
+static void fetch_cancel(void *arg, struct token_entry *e)
+{
+	struct fetch *f = e->fetch;
+
+	(void)arg;
+	if (!f)
+		return;
+	http_cancel(f->t);
+	free(f);
+	e->fetch = NULL;
+}
+
+static void on_cache_timer(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+
+	cache_tick(d->cache);
+	/* The cache re-arms only when its next due time changes; after a capped
+	 * wait the same due time still needs a timer. */
+	if (!uv_is_active((uv_handle_t *)&d->cache_timer)) {
+		int64_t left = d->cache_due - wall_now(NULL);
+		uint64_t ms = left <= 0 ? 1000 : (uint64_t)left * 1000;
+		if (d->cache_due != INT64_MAX)
+			uv_timer_start(&d->cache_timer, on_cache_timer,
+				       ms < WALL_CLOCK_RECHECK_MS ? ms : WALL_CLOCK_RECHECK_MS, 0);
+	}
+}
+
+static void cache_arm(void *arg, int64_t due)
+{
+	struct daemon *d = arg;
+	int64_t left = due - wall_now(NULL);
+	uint64_t ms;
+
+	d->cache_due = due;
+	if (due == INT64_MAX) {
+		uv_timer_stop(&d->cache_timer);
+		return;
+	}
+	ms = left <= 0 ? 0 : (uint64_t)left * 1000;
+	uv_timer_start(&d->cache_timer, on_cache_timer,
+		       ms < WALL_CLOCK_RECHECK_MS ? ms : WALL_CLOCK_RECHECK_MS, 0);
+}
+
+static bool in_groups(const struct peer *p, gid_t gid)
+{
+	if (p->gid == gid)
+		return true;
+	for (int i = 0; i < p->n_groups; i++)
+		if (p->groups[i] == gid)
+			return true;
+	return false;
+}
+
+bool daemon_peer_is_admin(const struct daemon *d, const struct peer *p)
+{
+	return p->uid == 0 || p->uid == geteuid() ||
+	       (d->cfg->admin_gid != (gid_t)-1 && in_groups(p, d->cfg->admin_gid));
+}
+
+bool daemon_peer_may_use(const struct daemon *d, const struct peer *p, const struct identity *id)
+{
+	(void)d;
+	/* Root and the daemon's own user can read the secret anyway. */
+	if (p->uid == 0 || p->uid == geteuid())
+		return true;
+	for (size_t i = 0; i < id->n_allow_uids; i++)
+		if (id->allow_uids[i] == p->uid)
+			return true;
+	for (size_t i = 0; i < id->n_allow_gids; i++)
+		if (in_groups(p, id->allow_gids[i]))
+			return true;
+	return false;
+}
+
+static void settings_from(const struct config *c, struct http_options *h, struct cache_settings *s)
+{
+	*h = (struct http_options){.concurrency = c->fetch_concurrency,
+				   .timeout = c->request_timeout,
+				   .connect_timeout = CONNECT_TIMEOUT < c->request_timeout
+							  ? CONNECT_TIMEOUT
+							  : c->request_timeout,
+				   .ca_file = c->ca_file,
+				   .proxy = c->proxy};
+	*s = (struct cache_settings){.min_validity = c->min_validity,
+				     .idle_timeout = c->idle_timeout};
+}
+
+static void prefetch_all(struct daemon *d)
+{
+	for (size_t i = 0; i < d->cfg->n_identities; i++) {
+		const struct identity *id = &d->cfg->identities[i];
+		if (!id->prefetch)
+			continue;
+		for (size_t k = 0; k < id->n_resources; k++)
+			if (cache_prefetch(d->cache, id, id->resources[k]) < 0)
+				log_error("identity %s: cannot prefetch %s: out of memory", id->name,
+					  id->resources[k]);
+	}
+}
+
+static void status_line(struct daemon *d, char *buf, size_t n)
+{
+	snprintf(buf, n, "%zu identities, %u clients, %llu upstream requests",
+		 d->cfg->n_identities, server_client_count(d->server),
+		 (unsigned long long)cache_fetch_count(d->cache));
+}
+
+/* The identity of the same name in the new config, if it fetches the same
+ * tokens as the old one. */
+static const struct identity *resolve_same(void *arg, const struct identity *old)
+{
+	struct config *c = arg;
+	const struct identity *n = config_find_identity(c, old->name);
+
+	return n && identity_same_credential(old, n) ? n : NULL;
+}
+
+int daemon_reload(struct daemon *d, char **ret_error)
+{
+	struct config_errors errs = {0};
+	struct config *c;
+	struct http_options ho;
+	struct cache_settings cs;
+	char status[200];
+	int r;
+
+	notify_reloading();
+	r = config_load(&d->cfg_opts, &c, &errs);
+	if (r < 0) {
+		size_t len = 0;
+		char *msg = NULL;
+		FILE *f = open_memstream(&msg, &len);
+		for (size_t i = 0; i < errs.n; i++) {
+			log_error("reload rejected: %s", errs.msgs[i]);
+			if (f)
+				fprintf(f, "%s%s", i ? "; " : "", errs.msgs[i]);
+		}
+		if (f)
+			fclose(f);
+		log_error("configuration reload failed; still running the previous configuration");
+		config_errors_clear(&errs);
+		*ret_error = msg;
+		status_line(d, status, sizeof(status));
+		notify_ready(status);
+		return -EINVAL;
+	}
+	if (c->socket && d->cfg->socket && strcmp(c->socket, d->cfg->socket) != 0)
+		log_warning("socket = changed to %s; it takes effect at the next restart",
+			    c->socket);
+	settings_from(c, &ho, &cs);
+	if (http_configure(d->http, &ho) < 0) {
+		config_free(c);
+		*ret_error = strdup("out of memory");
+		return -ENOMEM;
+	}
+	cache_rebind(d->cache, resolve_same, c);
+	config_free(d->cfg);
+	d->cfg = c;
+	cache_configure(d->cache, &cs);
+	server_set_max_clients(d->server, c->max_clients);
+	log_set_level(c->log_level);
+	prefetch_all(d);
+	d->reloads++;
+	log_info("configuration reloaded from %s: %zu identities", c->path, c->n_identities);
+	status_line(d, status, sizeof(status));
+	notify_ready(status);
+	return 0;
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	struct daemon *d = s->data;
+	char *err = NULL;
+
+	if (signum == SIGHUP) {
+		daemon_reload(d, &err);
+		free(err);
+		return;
+	}
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_info("received %s, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	notify_stopping();
+	server_close(d->server);
+	cache_free(d->cache);
+	d->cache = NULL;
+	http_close(d->http);
+	uv_close((uv_handle_t *)&d->cache_timer, NULL);
+	uv_close((uv_handle_t *)&d->sighup, NULL);
+	uv_close((uv_handle_t *)&d->sigterm, NULL);
+	uv_close((uv_handle_t *)&d->sigint, NULL);
+	notify_close(&d->notify);
+}
+
+int daemon_run(const struct config_options *opts, struct config *cfg)
+{
+	static const struct cache_ops ops = {
+	    .fetch = fetch_start,
+	    .cancel = fetch_cancel,
+	    .arm = cache_arm,
+	    .now = wall_now,
+	    .random = random_u32,
+	};
+	struct daemon *d = calloc(1, sizeof(*d));
+	struct server_options so = {.path = cfg->socket,
+				    .mode = cfg->socket_mode,
+				    .gid = cfg->socket_gid,
+				    .max_clients = cfg->max_clients};
+	struct server_handlers sh = {.frame = dispatch_frame, .closed = dispatch_conn_closed};
+	struct http_options ho;
+	struct cache_settings cs;
+	char status[200];
+	int r;
+
+	if (!d) {
+		config_free(cfg);
+		return -ENOMEM;
+	}
+	d->cfg_opts = *opts;
+	d->cfg = cfg;
+	d->started = wall_now(NULL);
+	d->cache_due = INT64_MAX;
+	if ((r = uv_loop_init(&d->loop)) < 0)
+		goto fail;
+	settings_from(cfg, &ho, &cs);
+	uv_timer_init(&d->loop, &d->cache_timer);
+	d->cache_timer.data = d;
+	if ((r = http_new(&d->loop, &ho, &d->http)) < 0 ||
+	    (r = cache_new(&ops, d, &cs, &d->cache)) < 0)
+		goto fail_loop;
+	sh.arg = d;
+	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
+		if (r == -EADDRINUSE)
+			log_error("another batchtokd is already listening on %s: stop it first, or "
+				  "set a different socket =",
+				  cfg->socket);
+		else
+			log_error("cannot listen on %s: %s", cfg->socket, strerror(-r));
+		goto fail_loop;
+	}
+	uv_signal_init(&d->loop, &d->sighup);
+	uv_signal_init(&d->loop, &d->sigterm);
+	uv_signal_init(&d->loop, &d->sigint);
+	d->sighup.data = d->sigterm.data = d->sigint.data = d;
+	uv_signal_start(&d->sighup, on_signal, SIGHUP);
+	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&d->sigint, on_signal, SIGINT);
+	notify_init(&d->notify, &d->loop);
+	prefetch_all(d);
+	status_line(d, status, sizeof(status));
+	log_info("batchtokd " BATCHTOK_VERSION_STRING " ready: %s", status);
+	notify_ready(status);
+
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+	r = uv_loop_close(&d->loop);
+	if (r < 0)
+		log_error("handles left open at exit: %s", uv_strerror(r));
+	config_free(d->cfg);
+	free(d);
+	return r;
+
+fail_loop:
+	cache_free(d->cache);
+	http_close(d->http);
+	uv_close((uv_handle_t *)&d->cache_timer, NULL);
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&d->loop);
+fail:
+	config_free(d->cfg);
+	free(d);
+	return r;
+}

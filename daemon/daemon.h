@@ -1,0 +1,46 @@
+/* daemon.h - the running daemon: the loop and everything on it, the current
+ * configuration, and reload. One instance per process. */
+#ifndef BATCHTOK_DAEMON_DAEMON_H
+#define BATCHTOK_DAEMON_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cache.h"
+#include "config.h"
+#include "http.h"
+#include "notify.h"
+#include "server.h"
+
+struct daemon {
+	uv_loop_t loop;
+	struct config_options cfg_opts;
+	struct config *cfg;
+	struct http *http;
+	struct cache *cache;
+	struct server *server;
+	struct notify notify;
+	uv_timer_t cache_timer;
+	int64_t cache_due;
+	uv_signal_t sighup, sigterm, sigint;
+	int64_t started;
+	uint64_t reloads;
+	bool stopping;
+};
+
+/* Runs the daemon with an already loaded config (ownership taken) until
+ * SIGTERM or SIGINT. Returns 0 on a clean stop, negative errno if it could
+ * not start; uv_loop_close() has succeeded when it returns 0. */
+int daemon_run(const struct config_options *opts, struct config *cfg);
+
+/* Loads the config file again and switches to it if valid. On failure the
+ * running config stays and *ret_error (free()) says why. */
+int daemon_reload(struct daemon *d, char **ret_error);
+
+/* Is the peer root, the daemon's own user, or in admin_group? */
+bool daemon_peer_is_admin(const struct daemon *d, const struct peer *p);
+/* May the peer use identity id? */
+bool daemon_peer_may_use(const struct daemon *d, const struct peer *p, const struct identity *id);
+
+#endif

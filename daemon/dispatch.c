@@ -1,0 +1,398 @@
+/* dispatch.c - one handler per message type: decode, authorise against the
+ * peer's credentials, answer (now or when the cache has a token), encode. */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jwt.h"
+#include "log.h"
+
+/* A request waiting for the cache: the waiter and where the answer goes. */
+struct pending {
+	struct cache_waiter w; /* first: the callback recovers the pending */
+	struct pending *prev, *next;
+	struct daemon *d;
+	struct conn *conn;
+	uint32_t id;
+	uint8_t type;
+	const struct identity *identity;
+	char *resource;
+};
+
+static struct log_ctx peer_ctx(const struct conn *c, const char *identity, const char *resource)
+{
+	return (struct log_ctx){.identity = identity,
+				.resource = resource,
+				.uid = (long)c->peer.uid,
+				.pid = (long)c->peer.pid};
+}
+
+static void reply_error(struct conn *c, uint32_t id, uint32_t status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void reply_error(struct conn *c, uint32_t id, uint32_t status, const char *fmt, ...)
+{
+	char msg[BT_MESSAGE_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (bt_encode_error(&c->out, id, status, msg) < 0)
+		conn_close_after_flush(c);
+}
+
+/* An encoder failed: the client is not reading its replies. */
+static void check_encoded(struct conn *c, int r)
+{
+	if (r < 0)
+		conn_close_after_flush(c);
+}
+
+static void pending_unlink(struct pending *p)
+{
+	struct conn *c = p->conn;
+
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		c->pendings = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+}
+
+static void pending_free(struct pending *p)
+{
+	free(p->resource);
+	free(p);
+}
+
+static void answer_token(struct pending *p, const struct cache_answer *a)
+{
+	struct conn *c = p->conn;
+	struct bt_token_reply m = {
+	    .access_token = (char *)a->access_token,
+	    .expires_on = (uint64_t)a->expires_on,
+	    .token_type = (char *)a->token_type,
+	    .identity = p->identity->name,
+	    .resource = p->resource,
+	    .tenant = p->identity->tenant,
+	};
+	struct log_ctx ctx = peer_ctx(c, p->identity->name, p->resource);
+
+	ctx.fingerprint = a->fingerprint;
+	log_msg(LOG_DEBUG, &ctx, "handed token %s for %s to pid %d uid %u", a->fingerprint,
+		p->resource, (int)c->peer.pid, (unsigned)c->peer.uid);
+	check_encoded(c, bt_encode_token_reply(&c->out, p->id, &m));
+}
+
+static void answer_inspect(struct pending *p, const struct cache_answer *a)
+{
+	struct conn *c = p->conn;
+	char *json;
+
+	if (jwt_describe(a->access_token, &json) < 0) {
+		reply_error(c, p->id, BT_E_UNSUPPORTED,
+			    "the token for %s is not a JWT; there are no claims to show",
+			    p->resource);
+		return;
+	}
+	check_encoded(c, bt_encode_text_reply(&c->out, BT_INSPECT | BT_REPLY, p->id, json));
+	free(json);
+}
+
+static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
+{
+	struct pending *p = (struct pending *)w;
+	struct conn *c = p->conn;
+
+	if (a->status != BT_OK)
+		reply_error(c, p->id, a->status, "%s", a->message);
+	else if (p->type == BT_INSPECT)
+		answer_inspect(p, a);
+	else
+		answer_token(p, a);
+	pending_unlink(p);
+	pending_free(p);
+	conn_request_done(c);
+}
+
+/* Resolves and authorises a token query; replies with the error itself and
+ * returns NULL if the request cannot go on. */
+static const struct identity *authorise(struct daemon *d, struct conn *c, uint32_t id,
+					const struct bt_token_query *q, const char **ret_resource)
+{
+	const struct identity *ident;
+	const char *resource;
+
+	if (*q->identity) {
+		ident = config_find_identity(d->cfg, q->identity);
+		if (!ident) {
+			reply_error(c, id, BT_E_UNKNOWN_IDENTITY,
+				    "no identity named '%s': 'batchtok status' lists the ones you "
+				    "may use",
+				    q->identity);
+			return NULL;
+		}
+	} else if (!(ident = d->cfg->default_identity)) {
+		reply_error(c, id, BT_E_UNKNOWN_IDENTITY,
+			    "no default identity is configured: name one with -i (see "
+			    "'batchtok status'), or set default = yes on one");
+		return NULL;
+	}
+	if (!daemon_peer_may_use(d, &c->peer, ident)) {
+		struct log_ctx ctx = peer_ctx(c, ident->name, NULL);
+		log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d uid %u", ident->name,
+			(int)c->peer.pid, (unsigned)c->peer.uid);
+		reply_error(c, id, BT_E_DENIED,
+			    "uid %u may not use identity '%s': an administrator can add the user "
+			    "to its allow_users or allow_groups",
+			    (unsigned)c->peer.uid, ident->name);
+		return NULL;
+	}
+	resource = identity_resource(ident, q->resource, q->scope);
+	if (!resource) {
+		reply_error(c, id, BT_E_RESOURCE_NOT_ALLOWED,
+			    "identity '%s' does not serve %s '%s' (its resources: %s%s): ask for "
+			    "one of those, or add it to resources =",
+			    ident->name, *q->scope ? "scope" : "resource",
+			    *q->scope ? q->scope : q->resource, ident->resources[0],
+			    ident->n_resources > 1 ? ", ..." : "");
+		return NULL;
+	}
+	*ret_resource = resource;
+	return ident;
+}
+
+static void handle_token_query(struct daemon *d, struct conn *c, struct bt_frame *f)
+{
+	struct bt_token_query q;
+	const struct identity *ident;
+	const char *resource;
+	struct pending *p;
+	int r;
+
+	if (bt_decode_token_query(&f->body, &q) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed %s request", bt_type_name(f->type));
+		return;
+	}
+	ident = authorise(d, c, f->id, &q, &resource);
+	if (!ident)
+		goto out;
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->resource = strdup(resource))) {
+		free(p);
+		reply_error(c, f->id, BT_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	p->d = d;
+	p->conn = c;
+	p->id = f->id;
+	p->type = f->type;
+	p->identity = ident;
+	p->w.fn = on_answer;
+	p->next = c->pendings;
+	if (c->pendings)
+		c->pendings->prev = p;
+	c->pendings = p;
+	c->n_pending++;
+	/* cache_get() may answer (and free p) before it returns. */
+	r = cache_get(d->cache, ident, resource, q.min_validity, q.flags & BT_GET_FORCE_REFRESH,
+		      &p->w);
+	if (r < 0) {
+		pending_unlink(p);
+		pending_free(p);
+		c->n_pending--;
+		reply_error(c, f->id, r == -EBUSY ? BT_E_BUSY : BT_E_INTERNAL,
+			    r == -EBUSY ? "too many clients are waiting for this token; try again"
+					: "out of memory");
+	}
+out:
+	bt_token_query_clear(&q);
+}
+
+static int describe_daemon(struct daemon *d, const struct conn *c, struct bt_record *rec)
+{
+	bool admin = daemon_peer_is_admin(d, &c->peer);
+	int r;
+
+	r = bt_record_add_str(rec, "daemon", "batchtokd " BATCHTOK_VERSION_STRING)
+	    ?: bt_record_add_int(rec, "pid", BT_FIELD_INT, getpid())
+	    ?: bt_record_add_int(rec, "started", BT_FIELD_TIME, d->started)
+	    ?: bt_record_add_str(rec, "config", d->cfg->path)
+	    ?: bt_record_add_int(rec, "clients", BT_FIELD_INT, server_client_count(d->server))
+	    ?: bt_record_add_int(rec, "upstream_requests", BT_FIELD_INT,
+				 (int64_t)cache_fetch_count(d->cache))
+	    ?: bt_record_add_int(rec, "reloads", BT_FIELD_INT, (int64_t)d->reloads);
+	for (size_t i = 0; r == 0 && i < d->cfg->n_identities; i++) {
+		const struct identity *id = &d->cfg->identities[i];
+		struct bt_record *irec;
+		char resources[BT_MESSAGE_MAX] = "";
+		if (!admin && !daemon_peer_may_use(d, &c->peer, id))
+			continue;
+		for (size_t k = 0; k < id->n_resources; k++)
+			snprintf(resources + strlen(resources), sizeof(resources) - strlen(resources),
+				 "%s%s", k ? ", " : "", id->resources[k]);
+		if ((r = bt_record_add_child(rec, &irec)) < 0)
+			break;
+		r = bt_record_add_str(irec, "identity", id->name)
+		    ?: bt_record_add_str(irec, "credential", credential_kind_name(id->kind))
+		    ?: bt_record_add_str(irec, "tenant", id->tenant)
+		    ?: bt_record_add_str(irec, "client_id", id->client_id)
+		    ?: bt_record_add_str(irec, "authority", id->authority)
+		    ?: bt_record_add_str(irec, "resources", resources)
+		    ?: bt_record_add_int(irec, "default", BT_FIELD_BOOL, id == d->cfg->default_identity)
+		    ?: bt_record_add_int(irec, "prefetch", BT_FIELD_BOOL, id->prefetch);
+		for (struct token_entry *e = cache_first(d->cache); r == 0 && e; e = cache_next(e)) {
+			struct bt_record *t;
+			if (e->id != id)
+				continue;
+			if ((r = bt_record_add_child(irec, &t)) < 0)
+				break;
+			r = bt_record_add_str(t, "token", e->resource)
+			    ?: bt_record_add_str(t, "state", e->fetch ? "fetching"
+							     : e->token ? "valid"
+							     : e->error_status ? "error"
+									       : "none");
+			if (r == 0 && e->token)
+				r = bt_record_add_str(t, "fingerprint", e->fingerprint)
+				    ?: bt_record_add_int(t, "expires", BT_FIELD_TIME, e->expires_on)
+				    ?: bt_record_add_int(t, "refresh", BT_FIELD_TIME, e->refresh_at);
+			if (r == 0 && e->error_status)
+				r = bt_record_add_str(t, "last_error", e->error)
+				    ?: bt_record_add_int(t, "last_error_at", BT_FIELD_TIME, e->error_at);
+			if (r == 0 && e->retry_at)
+				r = bt_record_add_int(t, "next_retry", BT_FIELD_TIME, e->retry_at);
+			if (r == 0)
+				r = bt_record_add_int(t, "upstream_requests", BT_FIELD_INT,
+						      (int64_t)e->fetches)
+				    ?: bt_record_add_int(t, "served", BT_FIELD_INT, (int64_t)e->served);
+		}
+	}
+	return r;
+}
+
+static void handle_status(struct daemon *d, struct conn *c, struct bt_frame *f)
+{
+	struct bt_record rec = {0};
+	int r;
+
+	if (bt_decode_empty(&f->body) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed STATUS request");
+		return;
+	}
+	r = describe_daemon(d, c, &rec);
+	if (r == 0)
+		r = bt_encode_record_reply(&c->out, BT_STATUS | BT_REPLY, f->id, &rec);
+	bt_record_clear(&rec);
+	if (r == -ENOBUFS)
+		conn_close_after_flush(c);
+	else if (r < 0)
+		reply_error(c, f->id, BT_E_INTERNAL, "cannot describe the daemon: %s", strerror(-r));
+}
+
+static void handle_reload(struct daemon *d, struct conn *c, struct bt_frame *f)
+{
+	char *err = NULL;
+
+	if (bt_decode_empty(&f->body) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed RELOAD request");
+		return;
+	}
+	if (!daemon_peer_is_admin(d, &c->peer)) {
+		struct log_ctx ctx = peer_ctx(c, NULL, NULL);
+		log_msg(LOG_WARNING, &ctx, "denied reload to pid %d uid %u", (int)c->peer.pid,
+			(unsigned)c->peer.uid);
+		reply_error(c, f->id, BT_E_DENIED,
+			    "reload is for administrators: run it as root or as a member of "
+			    "admin_group");
+		return;
+	}
+	if (daemon_reload(d, &err) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "the new configuration was rejected: %s",
+			    err ? err : "see the daemon's log");
+		free(err);
+		return;
+	}
+	check_encoded(c, bt_encode_empty(&c->out, BT_RELOAD | BT_REPLY, f->id));
+}
+
+static void handle_hello(struct conn *c, struct bt_frame *f)
+{
+	struct bt_hello h;
+	struct bt_hello_reply rep = {BT_PROTO_VERSION, "batchtokd " BATCHTOK_VERSION_STRING};
+
+	if (bt_decode_hello(&f->body, &h) < 0 || h.min_version > BT_PROTO_VERSION ||
+	    h.max_version < BT_PROTO_VERSION) {
+		reply_error(c, f->id, BT_E_VERSION,
+			    "this batchtokd speaks protocol version %d only: use a matching "
+			    "batchtok/libbatchtok",
+			    BT_PROTO_VERSION);
+		conn_close_after_flush(c);
+		return;
+	}
+	c->hello_done = true;
+	check_encoded(c, bt_encode_hello_reply(&c->out, f->id, &rep));
+}
+
+void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
+{
+	struct daemon *d = arg;
+
+	if (!c->hello_done) {
+		if (f->type == BT_HELLO) {
+			handle_hello(c, f);
+		} else {
+			reply_error(c, f->id, BT_E_VERSION,
+				    "the first request must be HELLO (protocol version %d)",
+				    BT_PROTO_VERSION);
+			conn_close_after_flush(c);
+		}
+		return;
+	}
+	switch (f->type) {
+	case BT_GET_TOKEN:
+	case BT_INSPECT:
+		handle_token_query(d, c, f);
+		break;
+	case BT_STATUS:
+		handle_status(d, c, f);
+		break;
+	case BT_RELOAD:
+		handle_reload(d, c, f);
+		break;
+	case BT_PING:
+		if (bt_decode_empty(&f->body) < 0)
+			reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed PING request");
+		else
+			check_encoded(c, bt_encode_text_reply(&c->out, BT_PING | BT_REPLY, f->id,
+							      "batchtokd " BATCHTOK_VERSION_STRING));
+		break;
+	case BT_HELLO:
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "HELLO was already exchanged");
+		break;
+	default:
+		reply_error(c, f->id, BT_E_UNSUPPORTED,
+			    "unknown request type %u: this batchtokd is version "
+			    BATCHTOK_VERSION_STRING,
+			    f->type);
+	}
+}
+
+void dispatch_conn_closed(void *arg, struct conn *c)
+{
+	struct pending *p;
+
+	(void)arg;
+	while ((p = c->pendings)) {
+		cache_waiter_cancel(&p->w);
+		pending_unlink(p);
+		pending_free(p);
+	}
+	c->n_pending = 0;
+}

@@ -1,0 +1,184 @@
+/* main.c - batchtokd's entry point: options, process hardening, library
+ * set-up, --check-config, and the exit status. The only place that exits. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "secmem.h"
+
+/* Secrets are a few hundred bytes each; 1 MiB of locked memory holds
+ * thousands and stays under the default RLIMIT_MEMLOCK of 8 MiB. */
+#define SECURE_HEAP_SIZE (1024 * 1024)
+
+static const char usage_text[] =
+    "usage: batchtokd [-c FILE] [--user] [--check-config] [--foreground]\n"
+    "                 [--log-level LEVEL] [--version] [--help]\n"
+    "  -c, --config FILE    configuration (default " CONFIG_SYSTEM_PATH ",\n"
+    "                       or $XDG_CONFIG_HOME/batchtok/batchtokd.conf in user mode)\n"
+    "  --user               per-user mode: user config and $XDG_RUNTIME_DIR socket\n"
+    "  --check-config       validate the configuration and exit 0 or 1\n"
+    "  --foreground         stay in the foreground (always the case; for scripts)\n"
+    "  --log-level LEVEL    error, warning, info or debug (overrides the config)\n";
+
+static void harden(void)
+{
+	struct rlimit no_core = {0, 0};
+
+	/* No core dumps and no ptrace by other processes of the same user:
+	 * the process holds secrets. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &no_core);
+	umask(0077);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int user_path(char *buf, size_t n, const char *env, const char *fallback,
+		     const char *suffix)
+{
+	const char *base = getenv(env), *home = getenv("HOME");
+	int k;
+
+	if (base && *base)
+		k = snprintf(buf, n, "%s/%s", base, suffix);
+	else if (fallback && home && *home)
+		k = snprintf(buf, n, "%s/%s/%s", home, fallback, suffix);
+	else
+		return -ENOENT;
+	return k > 0 && (size_t)k < n ? 0 : -ENAMETOOLONG;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"user", no_argument, NULL, 'u'},
+	    {"check-config", no_argument, NULL, 'k'},
+	    {"foreground", no_argument, NULL, 'f'},
+	    {"log-level", required_argument, NULL, 'l'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	char config_path[PATH_MAX], socket_path[PATH_MAX];
+	struct config_options co = {0};
+	struct config_errors errs = {0};
+	struct config *cfg;
+	int c, r, level = -1;
+	bool user_mode = geteuid() != 0, check = false;
+
+	while ((c = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			co.path = optarg;
+			break;
+		case 'u':
+			user_mode = true;
+			break;
+		case 'k':
+			check = true;
+			break;
+		case 'f':
+			break;
+		case 'l':
+			if (log_parse_level(optarg, &level) < 0) {
+				fprintf(stderr, "batchtokd: --log-level: '%s' is not error, warning, "
+						"info or debug\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'V':
+			printf("batchtokd " BATCHTOK_VERSION_STRING "\n");
+			return 0;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			fputs(usage_text, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "batchtokd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	harden();
+	log_init(level >= 0 ? level : LOG_INFO);
+	if (secmem_init(SECURE_HEAP_SIZE) < 0 && !check)
+		log_warning("could not lock the secure heap in memory (RLIMIT_MEMLOCK?); "
+			    "secrets are still wiped but may be swapped");
+	/* Token-bearing memory inside jansson and libcurl is wiped when freed. */
+	json_set_alloc_funcs(secmem_lib_malloc, secmem_lib_free);
+	if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, secmem_lib_malloc, secmem_lib_free,
+				 secmem_lib_realloc, secmem_lib_strdup,
+				 secmem_lib_calloc) != CURLE_OK) {
+		log_error("cannot initialise libcurl");
+		return 1;
+	}
+
+	if (!co.path) {
+		if (user_mode) {
+			if (user_path(config_path, sizeof(config_path), "XDG_CONFIG_HOME", ".config",
+				      "batchtok/batchtokd.conf") < 0) {
+				log_error("user mode needs $XDG_CONFIG_HOME or $HOME, or -c FILE");
+				return 1;
+			}
+			co.path = config_path;
+		} else {
+			co.path = CONFIG_SYSTEM_PATH;
+		}
+	}
+	if (user_mode) {
+		if (user_path(socket_path, sizeof(socket_path), "XDG_RUNTIME_DIR", NULL,
+			      "batchtok/batchtokd.sock") < 0) {
+			log_error("user mode needs $XDG_RUNTIME_DIR for its socket (or set "
+				  "socket = in the config)");
+			co.default_socket = NULL;
+		} else {
+			co.default_socket = socket_path;
+		}
+	} else {
+		co.default_socket = "/run/batchtok/batchtokd.sock";
+	}
+	co.check_only = check;
+
+	r = config_load(&co, &cfg, &errs);
+	if (r == 0 && !cfg->socket) {
+		config_free(cfg);
+		r = -EINVAL;
+		fprintf(stderr, "%s: no socket: set socket = in [daemon]\n", co.path);
+	}
+	if (r < 0) {
+		for (size_t i = 0; i < errs.n; i++) {
+			if (check)
+				fprintf(stderr, "%s\n", errs.msgs[i]);
+			else
+				log_error("%s", errs.msgs[i]);
+		}
+		config_errors_clear(&errs);
+		return 1;
+	}
+	if (check) {
+		printf("%s: OK (%zu identities)\n", co.path, cfg->n_identities);
+		config_free(cfg);
+		return 0;
+	}
+	if (level < 0)
+		log_set_level(cfg->log_level);
+	r = daemon_run(&co, cfg);
+	curl_global_cleanup();
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,89 @@
+/* server.h - the Unix socket: listening (or the socket systemd passed),
+ * accepting, peer credentials, per-connection buffers and framing.
+ *
+ * Every connection's peer credentials are read from the kernel right after
+ * accept; a connection whose credentials cannot be read is closed (fail
+ * closed). Each whole frame is handed to the dispatcher; the server never
+ * looks inside a message. Everything a client can make the daemon hold is
+ * bounded: connections (max_clients), input (one request frame), output,
+ * requests outstanding per connection, and the time a half-sent frame may
+ * sit in the buffer. */
+#ifndef BATCHTOK_DAEMON_SERVER_H
+#define BATCHTOK_DAEMON_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "../proto/buf.h"
+#include "../proto/msg.h"
+
+/* Requests a connection may have waiting for a token at once; more are
+ * not read until some are answered (back-pressure, not an error). */
+#define SERVER_PENDING_MAX 64
+/* Replies queued to a client that does not read them. */
+#define SERVER_OUT_MAX (4 * 1024 * 1024)
+/* A frame that has not arrived whole after this long closes its connection. */
+#define SERVER_PARTIAL_TIMEOUT 30
+
+struct server;
+struct pending;
+
+struct peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	gid_t *groups; /* supplementary groups, from SO_PEERGROUPS */
+	int n_groups;
+};
+
+struct conn {
+	uv_poll_t poll;
+	int fd;
+	struct server *srv;
+	struct conn *prev, *next;
+	struct peer peer;
+	struct bt_buf in, out;
+	bool hello_done;
+	bool closing;	/* close once the output is flushed */
+	bool closed;	/* uv_close() called */
+	bool in_dispatch; /* frames are being taken from in */
+	int64_t partial_since; /* monotonic ms when a partial frame appeared, 0: none */
+	int events;	/* what the poll handle currently waits for */
+	struct pending *pendings; /* the dispatcher's, cancelled on close */
+	unsigned n_pending;
+};
+
+struct server_handlers {
+	/* One whole frame from c; f->body is valid during the call. */
+	void (*frame)(void *arg, struct conn *c, struct bt_frame *f);
+	/* c is going away: cancel what waits for it. */
+	void (*closed)(void *arg, struct conn *c);
+	void *arg;
+};
+
+struct server_options {
+	const char *path;
+	mode_t mode;
+	gid_t gid; /* (gid_t)-1: leave the group as created */
+	uint32_t max_clients;
+};
+
+/* Listens on the socket systemd passed, or creates one at opts->path (its
+ * directory too). Returns -EADDRINUSE if another daemon answers there. */
+int server_new(uv_loop_t *loop, const struct server_options *opts,
+	       const struct server_handlers *h, struct server **ret);
+void server_set_max_clients(struct server *s, uint32_t max_clients);
+/* Queues the encoded bytes already appended to c->out for sending. */
+void conn_flush(struct conn *c);
+/* Flushes what is queued, then closes. */
+void conn_close_after_flush(struct conn *c);
+/* Called by the dispatcher when an answered request leaves c's pending set. */
+void conn_request_done(struct conn *c);
+unsigned server_client_count(const struct server *s);
+/* Closes the listener and every connection, removes a socket it created;
+ * memory is released in close callbacks. */
+void server_close(struct server *s);
+
+#endif

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs the Debian packages batchtok needs to build and test, if missing.
+# Used by `make check`, `make demo` and `make bench` on a fresh machine.
+set -eu
+pkgs="build-essential pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev
+libsystemd-dev libjansson-dev libinih-dev libcmocka-dev clang libclang-rt-14-dev
+python3 python3-cryptography python3-pytest openssl"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+	echo "batchtok: missing build dependencies:$missing" >&2
+	echo "batchtok: install them with: sudo apt-get install$missing" >&2
+	exit 1
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
