@@ -18,7 +18,8 @@ Control endpoints (plain JSON, same port):
   GET  /_control/stats             counters and the last request's form keys
   POST /_control/faults            {"mode": M, "count": N, "retry_after": S,
                                     "lifetime": S, "delay": S, "refresh_in": S}
-       M: none | 500 | 503 | 429 | hang | reset | badjson | huge | empty
+       M: none | slow (only the delay) | 500 | 503 | 429 | hang | reset |
+          badjson | huge | empty
        count: how many token requests the fault applies to (-1: all)
   POST /_control/reset             counters back to zero, faults off
 """

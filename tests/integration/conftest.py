@@ -1,0 +1,253 @@
+"""Fixtures for batchtok's integration tests: the fake token service, real
+batchtokd processes with generated configs, and the batchtok command.
+
+Every process started here is stopped by its PID; every wait is bounded."""
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+BUILD = os.environ.get("BATCHTOK_BUILD", os.path.join(TOP, "build"))
+BATCHTOKD = os.path.join(BUILD, "batchtokd")
+BATCHTOK = os.path.join(BUILD, "batchtok")
+PYTHON = "/usr/bin/python3"
+
+TENANT = "00000000-0000-0000-0000-000000000000"
+CLIENT = "11111111-1111-1111-1111-111111111111"
+SECRET = "s3cr3t-Value~with.odd&chars=+/%"
+OTHER_CLIENT = "22222222-2222-2222-2222-222222222222"
+OTHER_SECRET = "another-secret-value-for-tests"
+BATCH = "https://batch.core.windows.net/"
+
+
+def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+class FakeSTS:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "sts")
+        os.makedirs(self.dir)
+        with open(os.path.join(self.dir, "apps.json"), "w") as f:
+            json.dump({"tenants": {TENANT: {CLIENT: SECRET, OTHER_CLIENT: OTHER_SECRET}}}, f)
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.proc = subprocess.Popen([PYTHON, os.path.join(TOP, "tests", "fake_sts.py"),
+                                      self.dir], stdout=self.log, stderr=subprocess.STDOUT)
+        port_file = os.path.join(self.dir, "port")
+        wait_for(lambda: os.path.exists(port_file), 20, what="the fake token service")
+        with open(port_file) as f:
+            self.port = int(f.read())
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.ca = os.path.join(self.dir, "ca.pem")
+        self.ctx = ssl.create_default_context(cafile=self.ca)
+
+    def control(self, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET")
+        with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stats(self):
+        return self.control("/_control/stats")
+
+    def fault(self, mode, **kw):
+        kw["mode"] = mode
+        return self.control("/_control/faults", kw)
+
+    def reset(self):
+        return self.control("/_control/reset", {})
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def sts():
+    work = tempfile.mkdtemp(prefix="batchtok-sts-")
+    s = FakeSTS(work)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_sts(request):
+    if "sts" in request.fixturenames:
+        request.getfixturevalue("sts").reset()
+    yield
+
+
+class Result:
+    def __init__(self, proc):
+        self.rc = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def __repr__(self):
+        return "rc=%d out=%r err=%r" % (self.rc, self.out[:200], self.err)
+
+
+class Daemon:
+    def __init__(self, workdir, sts, identities, daemon_opts, env=None, start=True):
+        self.dir = workdir
+        self.sts = sts
+        # The socket sits in a directory any user can reach, so that tests can
+        # connect as another user and let the daemon's own checks decide.
+        self.sockdir = tempfile.mkdtemp(prefix="batchtok-sock-")
+        os.chmod(self.sockdir, 0o755)
+        self.sock = os.path.join(self.sockdir, "batchtokd.sock")
+        self.conf = os.path.join(workdir, "batchtokd.conf")
+        self.logpath = os.path.join(workdir, "batchtokd.log")
+        self.env = dict(os.environ, **(env or {}))
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.proc = None
+        self.write_config(identities, daemon_opts)
+        if start:
+            self.start()
+
+    def secret_file(self, name, value, mode=0o600):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(value + "\n")
+        os.chmod(path, mode)
+        return path
+
+    def write_config(self, identities, daemon_opts):
+        lines = ["[daemon]", "socket = " + self.sock, "ca_file = " + self.sts.ca,
+                 "log_level = debug"]
+        lines += ["%s = %s" % kv for kv in daemon_opts.items()]
+        for name, opts in identities.items():
+            lines += ["", "[identity %s]" % name]
+            o = {"credential": "secret", "tenant": TENANT, "client_id": CLIENT,
+                 "authority_host": self.sts.url}
+            o.update(opts)
+            if "secret_file" not in o and "secret_credential" not in o:
+                o["secret_file"] = self.secret_file(name + ".secret",
+                                                    o.pop("secret", SECRET))
+            o.pop("secret", None)
+            lines += ["%s = %s" % kv for kv in o.items() if kv[1] is not None]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self):
+        self.log = open(self.logpath, "a")
+        self.proc = subprocess.Popen([BATCHTOKD, "-c", self.conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=self.env)
+        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
+                 what="the daemon's socket")
+        assert self.proc.poll() is None, "batchtokd exited: " + self.read_log()
+
+    def read_log(self):
+        with open(self.logpath) as f:
+            return f.read()
+
+    def run(self, *args, timeout=60, user=None, env=None):
+        kw = {}
+        if user is not None:
+            kw["preexec_fn"] = lambda: (os.setgroups([]), os.setgid(user), os.setuid(user))
+        p = subprocess.run([BATCHTOK, "-S", self.sock] + list(args), capture_output=True,
+                           text=True, timeout=timeout, env=env, **kw)
+        return Result(p)
+
+    def get(self, *args, **kw):
+        return self.run("get", *args, **kw)
+
+    def hup(self):
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError("batchtokd did not stop on SIGTERM within 10 s")
+        self.log.close()
+        if os.path.exists(self.sock):
+            raise AssertionError("batchtokd left its socket behind")
+        return rc
+
+    def connect_raw(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(self.sock)
+        return s
+
+
+@pytest.fixture
+def make_daemon(sts, tmp_path):
+    made = []
+
+    def make(identities=None, start=True, env=None, **daemon_opts):
+        d = Daemon(str(tmp_path), sts, identities or {"batch": {}}, daemon_opts, env, start)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        rc = d.stop()
+        # A clean stop means every handle was closed and uv_loop_close()
+        # succeeded: the daemon exits 1 otherwise.
+        assert rc in (0, None), "batchtokd exited %s: %s" % (rc, d.read_log()[-2000:])
+        assert SECRET not in d.read_log(), "the secret reached the daemon's log"
+        os.rmdir(d.sockdir)
+
+
+def jwt_claims(token):
+    import base64
+    payload = token.split(".")[1]
+    payload += "=" * (-len(payload) % 4)
+    return json.loads(base64.urlsafe_b64decode(payload))
+
+
+def frame(type_, id_, body=b""):
+    import struct
+    return struct.pack(">IBI", 5 + len(body), type_, id_) + body
+
+
+def hello():
+    import struct
+    return frame(1, 0, struct.pack(">II", 1, 1))
+
+
+def read_frame(sock):
+    import struct
+    hdr = b""
+    while len(hdr) < 4:
+        chunk = sock.recv(4 - len(hdr))
+        if not chunk:
+            return None
+        hdr += chunk
+    (n,) = struct.unpack(">I", hdr)
+    body = b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return body[0], struct.unpack(">I", body[1:5])[0], body[5:]
