@@ -96,8 +96,8 @@ FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
               -DBATCHTOK_VERSION_STRING='"$(VERSION)"'
 $(O)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
-$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/log.c daemon/secmem.c daemon/credential.c daemon/entra.c daemon/jwt.c $(PROTO_SRC)
-$(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/entra.c daemon/log.c daemon/secmem.c daemon/jwt.c daemon/credential.c daemon/config.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/entra.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
 $(O)/fuzz/%:
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(DAEMON_CFLAGS) -o $@ $(filter %.c,$^) $(DAEMON_LIBS) -lm
@@ -119,10 +119,15 @@ FUZZ_SECONDS ?= 15
 fuzz: fuzz-build
 	@set -e; for f in $(FUZZERS); do \
 		echo "== $$f: corpus + $(FUZZ_SECONDS)s"; \
-		mkdir -p $(O)/fuzz/corpus-$$f; \
-		$(O)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
-			-rss_limit_mb=2048 -print_final_stats=0 \
-			$(O)/fuzz/corpus-$$f tests/fuzz/corpus/$$f 2>&1 | tail -n 2; \
+		mkdir -p $(O)/fuzz/corpus-$$f $(O)/fuzz/crashes; \
+		if ! $(O)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+			-rss_limit_mb=2048 -artifact_prefix=$(O)/fuzz/crashes/ \
+			$(O)/fuzz/corpus-$$f tests/fuzz/corpus/$$f > $(O)/fuzz/$$f.log 2>&1; then \
+			tail -n 40 $(O)/fuzz/$$f.log; \
+			echo "$$f failed: add the input from $(O)/fuzz/crashes/ to tests/fuzz/corpus/$$f"; \
+			exit 1; \
+		fi; \
+		tail -n 1 $(O)/fuzz/$$f.log; \
 	done
 
 integration: all

@@ -136,7 +136,7 @@ static void parse_error(json_t *root, long status, struct token_result *ret)
 	json_t *codes = json_object_get(root, "error_codes");
 	long code = 0;
 	const char *hint;
-	char first[300] = "";
+	char first[300] = "", err[64] = "";
 
 	if (json_is_array(codes) && json_is_integer(json_array_get(codes, 0)))
 		code = (long)json_integer_value(json_array_get(codes, 0));
@@ -144,8 +144,12 @@ static void parse_error(json_t *root, long status, struct token_result *ret)
 		code = strtol(desc + 6, NULL, 10);
 	if (code > 0)
 		snprintf(ret->aadsts, sizeof(ret->aadsts), "AADSTS%ld", code);
+	/* Both strings come from the service and end up in logs: one line of
+	 * printable text each. */
 	if (desc)
 		copy_line(first, sizeof(first), desc);
+	if (error)
+		copy_line(err, sizeof(err), error);
 	hint = code > 0 ? entra_aadsts_hint(code) : NULL;
 
 	if (status == 429 || status >= 500 || (error && !strcmp(error, "temporarily_unavailable")) ||
@@ -159,8 +163,8 @@ static void parse_error(json_t *root, long status, struct token_result *ret)
 		ret->status = BT_E_CREDENTIAL_REJECTED;
 	}
 	snprintf(ret->message, sizeof(ret->message), "token service: HTTP %ld%s%s%s%s%s%s", status,
-		 error ? " " : "", error ? error : "", *first ? ": " : "", first,
-		 hint ? " -- " : "", hint ? hint : "");
+		 *err ? " " : "", err, *first ? ": " : "", first, hint ? " -- " : "",
+		 hint ? hint : "");
 }
 
 void entra_parse_response(const struct http_response *resp, int64_t sent_at,

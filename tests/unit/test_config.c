@@ -1,0 +1,172 @@
+/* test_config.c - parsing, validation messages with file:line, resources. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../daemon/config.h"
+
+#define IDENTITY                                                                                   \
+	"[identity batch-prod]\ncredential = secret\ntenant = 00000000-0000-0000-0000-000000000000\n" \
+	"client_id = 11111111-1111-1111-1111-111111111111\nsecret_file = /etc/batchtok/s\n"
+
+static int has_error(const struct config_errors *e, const char *needle)
+{
+	for (size_t i = 0; i < e->n; i++)
+		if (strstr(e->msgs[i], needle))
+			return 1;
+	return 0;
+}
+
+static void test_product_example(void **state)
+{
+	static const char text[] =
+	    "[daemon]\nsocket = /run/batchtok/batchtokd.sock\nsocket_mode = 0660\n"
+	    "log_level = debug                  ; inline comment\nmin_validity = 5m\n"
+	    "max_clients = 4096\nfetch_concurrency = 8\nca_file =\nproxy =\n"
+	    "# a comment\n" IDENTITY
+	    "resources = https://batch.core.windows.net/, https://management.azure.com/\n"
+	    "cloud = public\ntoken_version = 2\nallow_users = 0, root\nprefetch = yes\n"
+	    "default = yes\n";
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct identity *id;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), 0);
+	assert_int_equal(e.n, 0);
+	assert_string_equal(c->socket, "/run/batchtok/batchtokd.sock");
+	assert_int_equal(c->socket_mode, 0660);
+	assert_int_equal(c->min_validity, 300);
+	assert_null(c->ca_file);
+	id = config_find_identity(c, "batch-prod");
+	assert_non_null(id);
+	assert_ptr_equal(c->default_identity, id);
+	assert_int_equal(id->n_resources, 2);
+	assert_string_equal(id->authority, "https://login.microsoftonline.com");
+	assert_int_equal(id->n_allow_uids, 2);
+	assert_true(id->prefetch);
+	config_free(c);
+}
+
+static void test_errors_name_file_and_line(void **state)
+{
+	static const char text[] = "[daemon]\nmin_validity = soon\nbogus = 1\n"
+				   "[identity x]\ncredential = telepathy\ntenant = a/b\n"
+				   "[weird]\nk = v\nnot a key value line\n";
+	struct config_errors e = {0};
+	struct config *c = (struct config *)0x1;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), -EINVAL);
+	assert_ptr_equal(c, (struct config *)0x1); /* untouched on failure */
+	assert_true(has_error(&e, "t.conf:2: min_validity"));
+	assert_true(has_error(&e, "t.conf:3: unknown key 'bogus'"));
+	assert_true(has_error(&e, "t.conf:5: credential: 'telepathy'"));
+	assert_true(has_error(&e, "t.conf:6: tenant"));
+	assert_true(has_error(&e, "t.conf:8: unknown section [weird]"));
+	assert_true(has_error(&e, "t.conf:9: syntax error"));
+	config_errors_clear(&e);
+}
+
+static void test_missing_pieces(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string("[identity a]\ncredential = secret\n", "t", &c, &e),
+			 -EINVAL);
+	assert_true(has_error(&e, "tenant = is missing"));
+	assert_true(has_error(&e, "client_id = is missing"));
+	assert_true(has_error(&e, "exactly one of secret_file"));
+	config_errors_clear(&e);
+	assert_int_equal(config_parse_string("[daemon]\n", "t", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "no [identity NAME] section"));
+	config_errors_clear(&e);
+	assert_int_equal(config_parse_string(IDENTITY "default = yes\n[identity b]\n"
+					     "credential = secret\ntenant = t\nclient_id = c\n"
+					     "secret_file = /x\ndefault = yes\n",
+					     "t", &c, &e),
+			 -EINVAL);
+	assert_true(has_error(&e, "more than one identity says default = yes"));
+	config_errors_clear(&e);
+}
+
+static void test_long_line_is_reported_not_split(void **state)
+{
+	char text[1024];
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	snprintf(text, sizeof(text), IDENTITY "resources = https://%0400d/\n", 0);
+	assert_int_equal(config_parse_string(text, "t", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "t:6: line longer than"));
+	config_errors_clear(&e);
+}
+
+static void test_resource_selection(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+	const struct identity *id;
+
+	(void)state;
+	assert_int_equal(config_parse_string(IDENTITY "resources = https://batch.core.windows.net/ "
+						      "api://x\n",
+					     "t", &c, &e),
+			 0);
+	id = &c->identities[0];
+	assert_string_equal(identity_resource(id, NULL, NULL), "https://batch.core.windows.net/");
+	assert_string_equal(identity_resource(id, "api://x", NULL), "api://x");
+	assert_string_equal(identity_resource(id, NULL, "https://batch.core.windows.net//.default"),
+			    "https://batch.core.windows.net/");
+	/* The single-slash scope names another audience, which Batch rejects. */
+	assert_null(identity_resource(id, NULL, "https://batch.core.windows.net/.default"));
+	assert_null(identity_resource(id, NULL, "api://x"));
+	assert_null(identity_resource(id, "https://vault.azure.net/", NULL));
+	config_free(c);
+}
+
+static void test_clouds_and_defaults(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string(IDENTITY "cloud = usgov\n", "t", &c, &e), 0);
+	assert_string_equal(c->identities[0].authority, "https://login.microsoftonline.us");
+	assert_string_equal(c->identities[0].resources[0], "https://batch.core.usgovcloudapi.net/");
+	/* A lone identity is the default. */
+	assert_ptr_equal(c->default_identity, &c->identities[0]);
+	config_free(c);
+	assert_int_equal(config_parse_string(IDENTITY "authority_host = https://127.0.0.1:8443/\n",
+					     "t", &c, &e),
+			 0);
+	assert_string_equal(c->identities[0].authority, "https://127.0.0.1:8443");
+	config_free(c);
+	assert_int_equal(config_parse_string(IDENTITY "authority_host = http://evil\n", "t", &c, &e),
+			 -EINVAL);
+	assert_true(has_error(&e, "https:// URL"));
+	config_errors_clear(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_product_example),
+	    cmocka_unit_test(test_errors_name_file_and_line),
+	    cmocka_unit_test(test_missing_pieces),
+	    cmocka_unit_test(test_long_line_is_reported_not_split),
+	    cmocka_unit_test(test_resource_selection),
+	    cmocka_unit_test(test_clouds_and_defaults),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
