@@ -38,8 +38,8 @@ static const char usage_text[] =
     "  exec     [-i IDENTITY] [-r RESOURCE] [--env NAME] -- COMMAND [ARGS...]\n"
     "  reload\n"
     "  ping\n"
-    "Socket: -S, else $BATCHTOK_SOCKET, else the user socket if it exists, else "
-    BATCHTOK_SYSTEM_SOCKET ".\n";
+    "Socket: -S, else $BATCHTOK_SOCKET, else the user socket if it exists, "
+    "else " BATCHTOK_SYSTEM_SOCKET ".\n";
 
 static int usage(const char *fmt, const char *arg)
 {
@@ -126,7 +126,8 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+i:r:o:", opts, NULL)) != -1) {
 		if (c != '?' && c != ':' && !strchr(allowed, c < 256 ? c : 'A' + (c - 256)))
-			return usage("option '%s' does not apply to this command", argv[optind - 1]);
+			return usage("option '%s' does not apply to this command",
+				     argv[optind - 1]);
 		switch (c) {
 		case 'i':
 			q->req.identity = optarg;

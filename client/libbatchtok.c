@@ -21,7 +21,7 @@
 #define DEFAULT_TIMEOUT_MS 60000
 /* Requests are small; replies may carry a large token or a full status. */
 #define OUT_MAX BT_REQUEST_MAX
-#define IN_MAX BT_REPLY_MAX
+#define IN_MAX	BT_REPLY_MAX
 
 struct batchtok {
 	int fd;
@@ -34,8 +34,7 @@ struct batchtok {
 	char error[512];
 };
 
-static int fail(batchtok *bt, int r, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+static int fail(batchtok *bt, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int fail(batchtok *bt, int r, const char *fmt, ...)
 {
@@ -218,10 +217,10 @@ static int read_frame(batchtok *bt, int64_t deadline, struct bt_frame *ret)
 		if (r != -EAGAIN)
 			return fail(bt, -EPROTO, "batchtokd sent a malformed reply (%s)",
 				    strerror(-r));
-		r = bt_buf_reserve(&bt->in, 16384 < IN_MAX - bt_buf_len(&bt->in)
-						    ? 16384
-						    : IN_MAX - bt_buf_len(&bt->in),
-				   &p);
+		r = bt_buf_reserve(
+		    &bt->in,
+		    16384 < IN_MAX - bt_buf_len(&bt->in) ? 16384 : IN_MAX - bt_buf_len(&bt->in),
+		    &p);
 		if (r < 0)
 			return fail(bt, r, "cannot buffer the reply: %s", strerror(-r));
 		n = recv(bt->fd, p, bt->in.cap - bt->in.len, MSG_DONTWAIT);
@@ -347,8 +346,7 @@ static int begin(batchtok *bt, uint32_t *id)
 	return 0;
 }
 
-static int send_query(batchtok *bt, uint8_t type, const struct batchtok_request *req,
-		      uint32_t *id)
+static int send_query(batchtok *bt, uint8_t type, const struct batchtok_request *req, uint32_t *id)
 {
 	struct bt_token_query q = {0};
 	int r;

@@ -15,7 +15,11 @@ static void relative(FILE *f, int64_t delta)
 {
 	int64_t a = delta < 0 ? -delta : delta;
 
-	if (delta >= 0)
+	if (delta == 0) {
+		fputs("now", f);
+		return;
+	}
+	if (delta > 0)
 		fputs("in ", f);
 	if (a >= 86400)
 		fprintf(f, "%" PRId64 "d %" PRId64 "h", a / 86400, a % 86400 / 3600);

@@ -296,10 +296,11 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 		e->hard_error_until = 0;
 		e->error[0] = e->aadsts[0] = 0;
 		e->error_status = 0;
-		log_msg(LOG_INFO, ctx_of(e, &ctx),
-			"identity %s: token for %s obtained (%s), valid for %lld s, refresh in %lld s",
-			e->id->name, e->resource, e->fingerprint, (long long)(e->expires_on - now),
-			(long long)(e->refresh_at - now));
+		log_msg(
+		    LOG_INFO, ctx_of(e, &ctx),
+		    "identity %s: token for %s obtained (%s), valid for %lld s, refresh in %lld s",
+		    e->id->name, e->resource, e->fingerprint, (long long)(e->expires_on - now),
+		    (long long)(e->refresh_at - now));
 		fill_ok(e, &ok);
 		answer_waiters(e, &ok, NULL, now);
 	} else {
@@ -373,8 +374,8 @@ void cache_tick(struct cache *c)
 	}
 }
 
-void cache_rebind(struct cache *c, const struct identity *(*resolve)(void *, const struct identity *),
-		  void *arg)
+void cache_rebind(struct cache *c,
+		  const struct identity *(*resolve)(void *, const struct identity *), void *arg)
 {
 	struct token_entry *e, *next;
 
@@ -386,8 +387,9 @@ void cache_rebind(struct cache *c, const struct identity *(*resolve)(void *, con
 			e->prefetch = false; /* re-declared by the new config */
 			continue;
 		}
-		entry_free(c, e,
-			   "the identity was changed or removed by a configuration reload; try again");
+		entry_free(
+		    c, e,
+		    "the identity was changed or removed by a configuration reload; try again");
 	}
 	cache_tick(c);
 }

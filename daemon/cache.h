@@ -138,8 +138,8 @@ void cache_tick(struct cache *c);
 /* After a reload: entries of identities whose credential is unchanged move
  * to the new identity (keeping their tokens); the others are dropped and
  * their waiters told. resolve returns the new identity for a name, or NULL. */
-void cache_rebind(struct cache *c, const struct identity *(*resolve)(void *, const struct identity *),
-		  void *arg);
+void cache_rebind(struct cache *c,
+		  const struct identity *(*resolve)(void *, const struct identity *), void *arg);
 
 /* Iteration for status output. */
 struct token_entry *cache_first(struct cache *c);

@@ -26,16 +26,16 @@
 /* Identity names travel in requests and logs; keep them short and plain. */
 #define IDENTITY_NAME_MAX 64
 /* Upper bounds that keep a typo from configuring something absurd. */
-#define MAX_CLIENTS_LIMIT 1000000
+#define MAX_CLIENTS_LIMIT	1000000
 #define FETCH_CONCURRENCY_LIMIT 256
-#define DURATION_LIMIT (7 * 86400)
+#define DURATION_LIMIT		(7 * 86400)
 
-#define DEFAULT_MIN_VALIDITY 300
-#define DEFAULT_MAX_CLIENTS 4096
+#define DEFAULT_MIN_VALIDITY	  300
+#define DEFAULT_MAX_CLIENTS	  4096
 #define DEFAULT_FETCH_CONCURRENCY 8
-#define DEFAULT_REQUEST_TIMEOUT 30
-#define DEFAULT_IDLE_TIMEOUT 3600
-#define DEFAULT_SOCKET_MODE 0660
+#define DEFAULT_REQUEST_TIMEOUT	  30
+#define DEFAULT_IDLE_TIMEOUT	  3600
+#define DEFAULT_SOCKET_MODE	  0660
 
 struct parser {
 	struct config *c;
@@ -52,7 +52,7 @@ struct parser {
 };
 
 static int add_error(struct config_errors *e, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static int add_error(struct config_errors *e, const char *fmt, ...)
 {
@@ -183,14 +183,14 @@ static int parse_secs(struct parser *p, const char *key, const char *v, uint32_t
 	uint64_t s;
 
 	if (bt_parse_duration(v, DURATION_LIMIT, &s) < 0)
-		return perr(p, "%s: '%s' is not a duration up to 7d (like 90, 90s, 5m, 1h)", key,
-			    v) ?: -1;
+		return perr(p, "%s: '%s' is not a duration up to 7d (like 90, 90s, 5m, 1h)", key, v)
+			   ?: -1;
 	*ret = (uint32_t)s;
 	return 0;
 }
 
-static int parse_uint(struct parser *p, const char *key, const char *v, uint32_t min,
-		      uint32_t max, int base, uint32_t *ret)
+static int parse_uint(struct parser *p, const char *key, const char *v, uint32_t min, uint32_t max,
+		      int base, uint32_t *ret)
 {
 	unsigned long n;
 	char *end;
@@ -213,7 +213,8 @@ static int resolve_group(struct parser *p, const char *key, const char *name, gi
 		return parse_uint(p, key, name, 0, UINT32_MAX - 1, 10, &n) ?: (*ret = n, 0);
 	if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) != 0 || !res)
 		return perr(p, "%s: no group named '%s' (create it, or use a numeric gid)", key,
-			    name) ?: -1;
+			    name)
+			   ?: -1;
 	*ret = res->gr_gid;
 	return 0;
 }
@@ -227,7 +228,8 @@ static int each_item(struct parser *p, const char *key, const char *v,
 
 	if (!copy)
 		return -ENOMEM;
-	for (char *t = strtok_r(copy, ", \t", &save); t && r == 0; t = strtok_r(NULL, ", \t", &save))
+	for (char *t = strtok_r(copy, ", \t", &save); t && r == 0;
+	     t = strtok_r(NULL, ", \t", &save))
 		r = fn(p, key, t, arg);
 	free(copy);
 	return r;
@@ -241,7 +243,8 @@ static int add_resource(struct parser *p, const char *key, const char *item, voi
 	for (const char *s = item; *s; s++)
 		if (!isgraph((unsigned char)*s))
 			return perr(p, "%s: '%s' has a character not allowed in a resource URI",
-				    key, item) ?: -1;
+				    key, item)
+				   ?: -1;
 	v = realloc(id->resources, (id->n_resources + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -266,8 +269,9 @@ static int add_user(struct parser *p, const char *key, const char *item, void *a
 	} else if (getpwnam_r(item, &pw, buf, sizeof(buf), &res) == 0 && res) {
 		uid = res->pw_uid;
 	} else {
-		return perr(p, "%s: no user named '%s' (check the name, or use a numeric uid)",
-			    key, item) ?: -1;
+		return perr(p, "%s: no user named '%s' (check the name, or use a numeric uid)", key,
+			    item)
+			   ?: -1;
 	}
 	v = realloc(id->allow_uids, (id->n_allow_uids + 1) * sizeof(*v));
 	if (!v)
@@ -328,8 +332,10 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 	if (!strcmp(key, "min_validity"))
 		return parse_secs(p, key, v, &c->min_validity);
 	if (!strcmp(key, "request_timeout"))
-		return parse_secs(p, key, v, &c->request_timeout) ?:
-		       (c->request_timeout ? 0 : perr(p, "request_timeout: must be at least 1s"));
+		return parse_secs(p, key, v, &c->request_timeout)
+			   ?: (c->request_timeout
+				   ? 0
+				   : perr(p, "request_timeout: must be at least 1s"));
 	if (!strcmp(key, "idle_timeout"))
 		return parse_secs(p, key, v, &c->idle_timeout);
 	if (!strcmp(key, "max_clients"))
@@ -361,11 +367,13 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		}
 		if (!strcmp(v, "certificate") || !strcmp(v, "managed-identity") ||
 		    !strcmp(v, "federated") || !strcmp(v, "device-code"))
-			return perr(p, "credential: '%s' is not available in this version of "
-				       "batchtokd; use credential = secret",
+			return perr(p,
+				    "credential: '%s' is not available in this version of "
+				    "batchtokd; use credential = secret",
 				    v);
-		return perr(p, "credential: '%s' is not one of secret, certificate, "
-			       "managed-identity, federated, device-code",
+		return perr(p,
+			    "credential: '%s' is not one of secret, certificate, "
+			    "managed-identity, federated, device-code",
 			    v);
 	}
 	if (!strcmp(key, "tenant"))
@@ -434,7 +442,8 @@ static int check_name(struct parser *p, const char *name)
 
 	if (n == 0 || n > IDENTITY_NAME_MAX)
 		return perr(p, "[identity]: a name of 1 to %d characters is needed",
-			    IDENTITY_NAME_MAX) ?: -1;
+			    IDENTITY_NAME_MAX)
+			   ?: -1;
 	for (const char *s = name; *s; s++)
 		if (!isalnum((unsigned char)*s) && !strchr("-_.@", *s))
 			return perr(p, "[identity %s]: names use letters, digits and - _ . @", name)
@@ -540,7 +549,8 @@ static int load_secret(struct identity *id, struct config_errors *errs)
 					 "LoadCredential=%s:PATH in the service unit "
 					 "($CREDENTIALS_DIRECTORY is not set)",
 					 id->file, id->line, id->name, id->secret_credential,
-					 id->secret_credential) ?: -EINVAL;
+					 id->secret_credential)
+				   ?: -EINVAL;
 		snprintf(path, sizeof(path), "%s/%s", credentials, id->secret_credential);
 	} else {
 		snprintf(path, sizeof(path), "%s", id->secret_file);
@@ -552,12 +562,14 @@ static int load_secret(struct identity *id, struct config_errors *errs)
 			   ?: -EINVAL;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		r = add_error(errs, "%s:%d: [identity %s]: secret %s is not a regular file",
-			      id->file, id->line, id->name, path) ?: -EINVAL;
+			      id->file, id->line, id->name, path)
+			?: -EINVAL;
 	} else if (st.st_mode & 0027) {
-		r = add_error(errs,
-			      "%s:%d: [identity %s]: secret %s is accessible by others (mode %04o): "
-			      "run chmod 600 %s",
-			      id->file, id->line, id->name, path, st.st_mode & 07777, path)
+		r = add_error(
+			errs,
+			"%s:%d: [identity %s]: secret %s is accessible by others (mode %04o): "
+			"run chmod 600 %s",
+			id->file, id->line, id->name, path, st.st_mode & 07777, path)
 			?: -EINVAL;
 	} else if (st.st_uid != geteuid() && st.st_uid != 0) {
 		r = add_error(errs,
@@ -567,7 +579,8 @@ static int load_secret(struct identity *id, struct config_errors *errs)
 			?: -EINVAL;
 	} else if (st.st_size > SECRET_SIZE_MAX) {
 		r = add_error(errs, "%s:%d: [identity %s]: secret %s is larger than %d bytes",
-			      id->file, id->line, id->name, path, SECRET_SIZE_MAX) ?: -EINVAL;
+			      id->file, id->line, id->name, path, SECRET_SIZE_MAX)
+			?: -EINVAL;
 	} else if (!(buf = secmem_alloc((size_t)st.st_size + 1))) {
 		r = -ENOMEM;
 	} else {
@@ -576,8 +589,10 @@ static int load_secret(struct identity *id, struct config_errors *errs)
 		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
 			buf[--n] = 0;
 		if (n <= 0)
-			r = add_error(errs, "%s:%d: [identity %s]: secret %s is empty or unreadable",
-				      id->file, id->line, id->name, path) ?: -EINVAL;
+			r = add_error(errs,
+				      "%s:%d: [identity %s]: secret %s is empty or unreadable",
+				      id->file, id->line, id->name, path)
+				?: -EINVAL;
 	}
 	close(fd);
 	if (r < 0) {
@@ -607,8 +622,9 @@ static int validate(struct parser *p, bool load_secrets)
 			perr(p, "[identity %s]: client_id = is missing (the application id)",
 			     id->name);
 		if (id->kind == CRED_SECRET && !id->secret_file == !id->secret_credential)
-			perr(p, "[identity %s]: give exactly one of secret_file = or "
-				"secret_credential =",
+			perr(p,
+			     "[identity %s]: give exactly one of secret_file = or "
+			     "secret_credential =",
 			     id->name);
 		if (!id->authority && !(id->authority = strdup(cloud_authority(id->cloud))))
 			return -ENOMEM;
@@ -633,7 +649,8 @@ static int validate(struct parser *p, bool load_secrets)
 	if (!c->default_identity && c->n_identities == 1)
 		c->default_identity = &c->identities[0];
 	if (c->n_identities == 0)
-		add_error(p->errs, "%s: no [identity NAME] section: add one (see batchtokd.conf(5))",
+		add_error(p->errs,
+			  "%s: no [identity NAME] section: add one (see batchtokd.conf(5))",
 			  p->name);
 	return p->errs->n ? -EINVAL : 0;
 }
@@ -688,8 +705,7 @@ int config_parse_string(const char *text, const char *name, struct config **ret,
 	return parse_text(text, name, NULL, false, ret, errs);
 }
 
-int config_load(const struct config_options *opts, struct config **ret,
-		struct config_errors *errs)
+int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs)
 {
 	struct stat st;
 	char *text;
@@ -755,7 +771,8 @@ bool identity_same_credential(const struct identity *a, const struct identity *b
 	return a->kind == b->kind && a->token_version == b->token_version &&
 	       str_eq(a->authority, b->authority) && str_eq(a->tenant, b->tenant) &&
 	       str_eq(a->client_id, b->client_id) &&
-	       (a->secret == b->secret || (a->secret && b->secret && secmem_equal(a->secret, b->secret)));
+	       (a->secret == b->secret ||
+		(a->secret && b->secret && secmem_equal(a->secret, b->secret)));
 }
 
 const char *identity_resource(const struct identity *id, const char *resource, const char *scope)
@@ -765,7 +782,8 @@ const char *identity_resource(const struct identity *id, const char *resource, c
 
 	if (scope && *scope) {
 		n = strlen(scope);
-		if (n <= sizeof(suffix) - 1 || strcmp(scope + n - (sizeof(suffix) - 1), suffix) != 0)
+		if (n <= sizeof(suffix) - 1 ||
+		    strcmp(scope + n - (sizeof(suffix) - 1), suffix) != 0)
 			return NULL;
 		n -= sizeof(suffix) - 1;
 		for (size_t i = 0; i < id->n_resources; i++)

@@ -57,11 +57,11 @@ struct config {
 	gid_t socket_gid; /* (gid_t)-1: leave as created */
 	gid_t admin_gid;  /* (gid_t)-1: only root and the daemon's own user */
 	int log_level;
-	uint32_t min_validity;	   /* seconds */
+	uint32_t min_validity; /* seconds */
 	uint32_t max_clients;
 	uint32_t fetch_concurrency;
-	uint32_t request_timeout;  /* seconds for one token-service request */
-	uint32_t idle_timeout;	   /* stop refreshing tokens unused this long */
+	uint32_t request_timeout; /* seconds for one token-service request */
+	uint32_t idle_timeout;	  /* stop refreshing tokens unused this long */
 	char *ca_file;
 	char *proxy;
 	char *compat_endpoint;
@@ -85,8 +85,7 @@ struct config_options {
 /* Loads and validates the file. On success *ret is a new config; on
  * failure returns -EINVAL (or -ENOENT/-EACCES for the file itself, or
  * -ENOMEM) and errs holds at least one message. */
-int config_load(const struct config_options *opts, struct config **ret,
-		struct config_errors *errs);
+int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs);
 /* Parses a config held in memory; for tests and the fuzzer. Secret files
  * are not read. */
 int config_parse_string(const char *text, const char *name, struct config **ret,
@@ -105,8 +104,7 @@ bool identity_same_credential(const struct identity *a, const struct identity *b
 /* The resource a client may ask for: resource, or scope with its trailing
  * "/.default" removed; NULL/empty picks the identity's default. Returns the
  * identity's own copy, or NULL if the identity does not allow it. */
-const char *identity_resource(const struct identity *id, const char *resource,
-			      const char *scope);
+const char *identity_resource(const struct identity *id, const char *resource, const char *scope);
 
 /* The cloud's Entra authority host and Batch resource. */
 const char *cloud_authority(enum cloud c);

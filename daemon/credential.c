@@ -6,8 +6,7 @@
 
 /* Client credentials with a secret (ENTRA.md 1.1): the common form plus
  * client_secret, all in secure memory. */
-static int secret_build(const struct identity *id, const char *resource,
-			struct http_request *req)
+static int secret_build(const struct identity *id, const char *resource, struct http_request *req)
 {
 	int r;
 

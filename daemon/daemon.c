@@ -81,7 +81,9 @@ static int fetch_start(void *arg, struct token_entry *e)
 		return r;
 	}
 	e->fetch = f;
-	log_msg(LOG_DEBUG, &(struct log_ctx){.identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},
+	log_msg(LOG_DEBUG,
+		&(struct log_ctx){
+		    .identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},
 		"identity %s: requesting a token for %s", e->id->name, e->resource);
 	return 0;
 }
@@ -182,16 +184,15 @@ static void prefetch_all(struct daemon *d)
 			continue;
 		for (size_t k = 0; k < id->n_resources; k++)
 			if (cache_prefetch(d->cache, id, id->resources[k]) < 0)
-				log_error("identity %s: cannot prefetch %s: out of memory", id->name,
-					  id->resources[k]);
+				log_error("identity %s: cannot prefetch %s: out of memory",
+					  id->name, id->resources[k]);
 	}
 }
 
 static void status_line(struct daemon *d, char *buf, size_t n)
 {
-	snprintf(buf, n, "%zu identities, %u clients, %llu upstream requests",
-		 d->cfg->n_identities, server_client_count(d->server),
-		 (unsigned long long)cache_fetch_count(d->cache));
+	snprintf(buf, n, "%zu identities, %u clients, %llu upstream requests", d->cfg->n_identities,
+		 server_client_count(d->server), (unsigned long long)cache_fetch_count(d->cache));
 }
 
 /* The identity of the same name in the new config, if it fetches the same

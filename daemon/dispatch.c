@@ -33,7 +33,7 @@ static struct log_ctx peer_ctx(const struct conn *c, const char *identity, const
 }
 
 static void reply_error(struct conn *c, uint32_t id, uint32_t status, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void reply_error(struct conn *c, uint32_t id, uint32_t status, const char *fmt, ...)
 {
@@ -178,7 +178,8 @@ static void handle_token_query(struct daemon *d, struct conn *c, struct bt_frame
 	int r;
 
 	if (bt_decode_token_query(&f->body, &q) < 0) {
-		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed %s request", bt_type_name(f->type));
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed %s request",
+			    bt_type_name(f->type));
 		return;
 	}
 	ident = authorise(d, c, f->id, &q, &resource);
@@ -236,8 +237,9 @@ static int describe_daemon(struct daemon *d, const struct conn *c, struct bt_rec
 		if (!admin && !daemon_peer_may_use(d, &c->peer, id))
 			continue;
 		for (size_t k = 0; k < id->n_resources; k++)
-			snprintf(resources + strlen(resources), sizeof(resources) - strlen(resources),
-				 "%s%s", k ? ", " : "", id->resources[k]);
+			snprintf(resources + strlen(resources),
+				 sizeof(resources) - strlen(resources), "%s%s", k ? ", " : "",
+				 id->resources[k]);
 		if ((r = bt_record_add_child(rec, &irec)) < 0)
 			break;
 		r = bt_record_add_str(irec, "identity", id->name)
@@ -248,30 +250,34 @@ static int describe_daemon(struct daemon *d, const struct conn *c, struct bt_rec
 		    ?: bt_record_add_str(irec, "resources", resources)
 		    ?: bt_record_add_int(irec, "default", BT_FIELD_BOOL, id == d->cfg->default_identity)
 		    ?: bt_record_add_int(irec, "prefetch", BT_FIELD_BOOL, id->prefetch);
-		for (struct token_entry *e = cache_first(d->cache); r == 0 && e; e = cache_next(e)) {
+		for (struct token_entry *e = cache_first(d->cache); r == 0 && e;
+		     e = cache_next(e)) {
 			struct bt_record *t;
 			if (e->id != id)
 				continue;
 			if ((r = bt_record_add_child(irec, &t)) < 0)
 				break;
 			r = bt_record_add_str(t, "token", e->resource)
-			    ?: bt_record_add_str(t, "state", e->fetch ? "fetching"
-							     : e->token ? "valid"
-							     : e->error_status ? "error"
-									       : "none");
+				?: bt_record_add_str(t, "state",
+						     e->fetch	       ? "fetching"
+						     : e->token	       ? "valid"
+						     : e->error_status ? "error"
+								       : "none");
 			if (r == 0 && e->token)
 				r = bt_record_add_str(t, "fingerprint", e->fingerprint)
 				    ?: bt_record_add_int(t, "expires", BT_FIELD_TIME, e->expires_on)
 				    ?: bt_record_add_int(t, "refresh", BT_FIELD_TIME, e->refresh_at);
 			if (r == 0 && e->error_status)
 				r = bt_record_add_str(t, "last_error", e->error)
-				    ?: bt_record_add_int(t, "last_error_at", BT_FIELD_TIME, e->error_at);
+					?: bt_record_add_int(t, "last_error_at", BT_FIELD_TIME,
+							     e->error_at);
 			if (r == 0 && e->retry_at)
 				r = bt_record_add_int(t, "next_retry", BT_FIELD_TIME, e->retry_at);
 			if (r == 0)
 				r = bt_record_add_int(t, "upstream_requests", BT_FIELD_INT,
 						      (int64_t)e->fetches)
-				    ?: bt_record_add_int(t, "served", BT_FIELD_INT, (int64_t)e->served);
+					?: bt_record_add_int(t, "served", BT_FIELD_INT,
+							     (int64_t)e->served);
 		}
 	}
 	return r;
@@ -293,7 +299,8 @@ static void handle_status(struct daemon *d, struct conn *c, struct bt_frame *f)
 	if (r == -ENOBUFS)
 		conn_close_after_flush(c);
 	else if (r < 0)
-		reply_error(c, f->id, BT_E_INTERNAL, "cannot describe the daemon: %s", strerror(-r));
+		reply_error(c, f->id, BT_E_INTERNAL, "cannot describe the daemon: %s",
+			    strerror(-r));
 }
 
 static void handle_reload(struct daemon *d, struct conn *c, struct bt_frame *f)
@@ -370,17 +377,18 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 		if (bt_decode_empty(&f->body) < 0)
 			reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed PING request");
 		else
-			check_encoded(c, bt_encode_text_reply(&c->out, BT_PING | BT_REPLY, f->id,
-							      "batchtokd " BATCHTOK_VERSION_STRING));
+			check_encoded(c,
+				      bt_encode_text_reply(&c->out, BT_PING | BT_REPLY, f->id,
+							   "batchtokd " BATCHTOK_VERSION_STRING));
 		break;
 	case BT_HELLO:
 		reply_error(c, f->id, BT_E_BAD_REQUEST, "HELLO was already exchanged");
 		break;
 	default:
-		reply_error(c, f->id, BT_E_UNSUPPORTED,
-			    "unknown request type %u: this batchtokd is version "
-			    BATCHTOK_VERSION_STRING,
-			    f->type);
+		reply_error(
+		    c, f->id, BT_E_UNSUPPORTED,
+		    "unknown request type %u: this batchtokd is version " BATCHTOK_VERSION_STRING,
+		    f->type);
 	}
 }
 

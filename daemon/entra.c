@@ -35,7 +35,7 @@ int entra_client_credentials_form(const struct identity *id, const char *resourc
 	int r;
 
 	r = secstr_add_param(form, "grant_type", "client_credentials")
-	    ?: secstr_add_param(form, "client_id", id->client_id);
+		?: secstr_add_param(form, "client_id", id->client_id);
 	if (r < 0)
 		return r;
 	if (id->token_version == 1)
@@ -152,8 +152,8 @@ static void parse_error(json_t *root, long status, struct token_result *ret)
 		copy_line(err, sizeof(err), error);
 	hint = code > 0 ? entra_aadsts_hint(code) : NULL;
 
-	if (status == 429 || status >= 500 || (error && !strcmp(error, "temporarily_unavailable")) ||
-	    ret->retry_after) {
+	if (status == 429 || status >= 500 ||
+	    (error && !strcmp(error, "temporarily_unavailable")) || ret->retry_after) {
 		ret->status = BT_E_UNAVAILABLE;
 		ret->transient = true;
 	} else {

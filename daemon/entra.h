@@ -18,9 +18,9 @@
 #define ENTRA_LIFETIME_MAX (7 * 86400)
 
 struct token_result {
-	uint32_t status;      /* BT_OK or a BT_E_* code */
-	bool transient;	      /* worth retrying later */
-	char *access_token;   /* secure memory */
+	uint32_t status;    /* BT_OK or a BT_E_* code */
+	bool transient;	    /* worth retrying later */
+	char *access_token; /* secure memory */
 	char token_type[16];
 	int64_t expires_on;   /* wall clock, epoch seconds */
 	int64_t refresh_on;   /* server's refresh hint, 0 if none */

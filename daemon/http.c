@@ -87,8 +87,9 @@ static void list_remove(struct list *l, struct http_transfer *t)
 
 static struct list *list_of(struct http_transfer *t)
 {
-	return t->state == QUEUED ? &t->h->queued : t->state == ACTIVE ? &t->h->active
-									: &t->h->completed;
+	return t->state == QUEUED   ? &t->h->queued
+	       : t->state == ACTIVE ? &t->h->active
+				    : &t->h->completed;
 }
 
 void http_request_clear(struct http_request *r)

@@ -18,27 +18,27 @@
 #define HTTP_RESPONSE_MAX (256 * 1024)
 
 struct http_request {
-	char *url;		 /* owned */
-	struct secstr body;	 /* POST body (may hold a secret); empty: GET */
+	char *url;		/* owned */
+	struct secstr body;	/* POST body (may hold a secret); empty: GET */
 	const char *headers[4]; /* static "Name: value" strings, NULL-terminated */
-	bool allow_http;	 /* plain http:// allowed (link-local IMDS) */
+	bool allow_http;	/* plain http:// allowed (link-local IMDS) */
 };
 
 void http_request_clear(struct http_request *r);
 
 enum http_failure {
-	HTTP_OK = 0,	   /* a status line was received */
-	HTTP_TIMEOUT,	   /* connect or total timeout */
-	HTTP_NETWORK,	   /* DNS, connect, reset */
-	HTTP_TLS,	   /* handshake or verification */
-	HTTP_TOO_BIG,	   /* the body passed HTTP_RESPONSE_MAX */
-	HTTP_INTERNAL,	   /* setup failed on our side */
+	HTTP_OK = 0,   /* a status line was received */
+	HTTP_TIMEOUT,  /* connect or total timeout */
+	HTTP_NETWORK,  /* DNS, connect, reset */
+	HTTP_TLS,      /* handshake or verification */
+	HTTP_TOO_BIG,  /* the body passed HTTP_RESPONSE_MAX */
+	HTTP_INTERNAL, /* setup failed on our side */
 };
 
 struct http_response {
 	enum http_failure failure;
-	long status;	      /* HTTP status when failure == HTTP_OK */
-	const char *body;     /* NUL-terminated, valid during the callback */
+	long status;	  /* HTTP status when failure == HTTP_OK */
+	const char *body; /* NUL-terminated, valid during the callback */
 	size_t body_len;
 	uint32_t retry_after; /* seconds from Retry-After, 0 if none */
 	char error[256];      /* what went wrong, for failure != HTTP_OK */

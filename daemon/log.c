@@ -47,8 +47,8 @@ int log_parse_level(const char *s, int *ret)
 	static const struct {
 		const char *name;
 		int level;
-	} levels[] = {{"error", LOG_ERR}, {"warning", LOG_WARNING}, {"info", LOG_INFO},
-		      {"debug", LOG_DEBUG}};
+	} levels[] = {
+	    {"error", LOG_ERR}, {"warning", LOG_WARNING}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}};
 
 	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
 		if (strcmp(s, levels[i].name) == 0) {
@@ -105,8 +105,10 @@ void log_msg(int level, const struct log_ctx *ctx, const char *fmt, ...)
 	if (!ctx)
 		ctx = &none;
 	if (!use_journal) {
-		static const char *const tags[] = {[LOG_ERR] = "error", [LOG_WARNING] = "warning",
-						   [LOG_NOTICE] = "notice", [LOG_INFO] = "info",
+		static const char *const tags[] = {[LOG_ERR] = "error",
+						   [LOG_WARNING] = "warning",
+						   [LOG_NOTICE] = "notice",
+						   [LOG_INFO] = "info",
 						   [LOG_DEBUG] = "debug"};
 		fprintf(stderr, "batchtokd: %s: %s\n",
 			level >= LOG_ERR && level <= LOG_DEBUG && tags[level] ? tags[level] : "log",

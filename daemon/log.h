@@ -29,11 +29,11 @@ int log_get_level(void);
 int log_parse_level(const char *s, int *ret);
 
 void log_msg(int level, const struct log_ctx *ctx, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
-#define log_error(...) log_msg(LOG_ERR, LOG_CTX_NONE, __VA_ARGS__)
+#define log_error(...)	 log_msg(LOG_ERR, LOG_CTX_NONE, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, LOG_CTX_NONE, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_INFO, LOG_CTX_NONE, __VA_ARGS__)
-#define log_debug(...) log_msg(LOG_DEBUG, LOG_CTX_NONE, __VA_ARGS__)
+#define log_info(...)	 log_msg(LOG_INFO, LOG_CTX_NONE, __VA_ARGS__)
+#define log_debug(...)	 log_msg(LOG_DEBUG, LOG_CTX_NONE, __VA_ARGS__)
 
 #endif

@@ -45,8 +45,7 @@ static void harden(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static int user_path(char *buf, size_t n, const char *env, const char *fallback,
-		     const char *suffix)
+static int user_path(char *buf, size_t n, const char *env, const char *fallback, const char *suffix)
 {
 	const char *base = getenv(env), *home = getenv("HOME");
 	int k;
@@ -94,8 +93,9 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			if (log_parse_level(optarg, &level) < 0) {
-				fprintf(stderr, "batchtokd: --log-level: '%s' is not error, warning, "
-						"info or debug\n",
+				fprintf(stderr,
+					"batchtokd: --log-level: '%s' is not error, warning, "
+					"info or debug\n",
 					optarg);
 				return 2;
 			}
@@ -131,8 +131,8 @@ int main(int argc, char **argv)
 
 	if (!co.path) {
 		if (user_mode) {
-			if (user_path(config_path, sizeof(config_path), "XDG_CONFIG_HOME", ".config",
-				      "batchtok/batchtokd.conf") < 0) {
+			if (user_path(config_path, sizeof(config_path), "XDG_CONFIG_HOME",
+				      ".config", "batchtok/batchtokd.conf") < 0) {
 				log_error("user mode needs $XDG_CONFIG_HOME or $HOME, or -c FILE");
 				return 1;
 			}

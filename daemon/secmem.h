@@ -36,8 +36,6 @@ int secstr_append_urlenc(struct secstr *s, const char *data);
 int secstr_add_param(struct secstr *s, const char *key, const char *value);
 void secstr_free(struct secstr *s);
 
-
-
 /* Allocator functions that wipe every block they free, for libraries that
  * handle tokens in their own memory (jansson, libcurl). */
 void *secmem_lib_malloc(size_t n);

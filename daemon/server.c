@@ -117,7 +117,8 @@ static void process_input(struct conn *c)
 		struct bt_frame f;
 		int r = bt_frame_peek(&c->in, BT_REQUEST_MAX, &f);
 		if (r == -EAGAIN) {
-			c->partial_since = bt_buf_len(&c->in) ? (c->partial_since ?: mono_ms(s->loop)) : 0;
+			c->partial_since =
+			    bt_buf_len(&c->in) ? (c->partial_since ?: mono_ms(s->loop)) : 0;
 			break;
 		}
 		if (r < 0) {
@@ -167,7 +168,8 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 			return;
 		}
 		n = recv(c->fd, dst, room, MSG_DONTWAIT);
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		if (n == 0 ||
+		    (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
 			conn_close(c);
 			return;
 		}
@@ -294,7 +296,8 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct conn *c;
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				log_warning("cannot accept connections: %s; pausing for %d ms "
 					    "(raise LimitNOFILE= or lower max_clients)",
 					    strerror(errno), ACCEPT_PAUSE_MS);
@@ -424,8 +427,8 @@ static int bind_socket(const struct server_options *o, int *ret)
 	return 0;
 }
 
-int server_new(uv_loop_t *loop, const struct server_options *opts,
-	       const struct server_handlers *h, struct server **ret)
+int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
+	       struct server **ret)
 {
 	struct server *s = calloc(1, sizeof(*s));
 	int n, r, fd = -1;

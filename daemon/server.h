@@ -46,11 +46,11 @@ struct conn {
 	struct peer peer;
 	struct bt_buf in, out;
 	bool hello_done;
-	bool closing;	/* close once the output is flushed */
-	bool closed;	/* uv_close() called */
-	bool in_dispatch; /* frames are being taken from in */
-	int64_t partial_since; /* monotonic ms when a partial frame appeared, 0: none */
-	int events;	/* what the poll handle currently waits for */
+	bool closing;		  /* close once the output is flushed */
+	bool closed;		  /* uv_close() called */
+	bool in_dispatch;	  /* frames are being taken from in */
+	int64_t partial_since;	  /* monotonic ms when a partial frame appeared, 0: none */
+	int events;		  /* what the poll handle currently waits for */
 	struct pending *pendings; /* the dispatcher's, cancelled on close */
 	unsigned n_pending;
 };
@@ -72,8 +72,8 @@ struct server_options {
 
 /* Listens on the socket systemd passed, or creates one at opts->path (its
  * directory too). Returns -EADDRINUSE if another daemon answers there. */
-int server_new(uv_loop_t *loop, const struct server_options *opts,
-	       const struct server_handlers *h, struct server **ret);
+int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
+	       struct server **ret);
 void server_set_max_clients(struct server *s, uint32_t max_clients);
 /* Queues the encoded bytes already appended to c->out for sending. */
 void conn_flush(struct conn *c);

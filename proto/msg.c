@@ -150,8 +150,7 @@ static int put_record(struct bt_buf *out, const struct bt_record *r, int depth)
 	return 0;
 }
 
-int bt_encode_record_reply(struct bt_buf *out, uint8_t type, uint32_t id,
-			   const struct bt_record *m)
+int bt_encode_record_reply(struct bt_buf *out, uint8_t type, uint32_t id, const struct bt_record *m)
 {
 	ENCODE_FRAME(out, type, id, put_record(out, m, 1));
 }
@@ -283,7 +282,8 @@ static int get_record(struct bt_buf *body, struct bt_record *r, int depth)
 		if (e == 0) {
 			if (kind == BT_FIELD_STR)
 				e = bt_buf_get_cstring(body, BT_MESSAGE_MAX, &str);
-			else if (kind == BT_FIELD_INT || kind == BT_FIELD_TIME || kind == BT_FIELD_BOOL)
+			else if (kind == BT_FIELD_INT || kind == BT_FIELD_TIME ||
+				 kind == BT_FIELD_BOOL)
 				e = bt_buf_get_u64(body, &num);
 			else
 				e = -EBADMSG;
@@ -475,5 +475,5 @@ const char *bt_status_name(uint32_t status)
 	};
 
 	return status < sizeof(names) / sizeof(names[0]) && names[status] ? names[status]
-									   : "unknown status";
+									  : "unknown status";
 }

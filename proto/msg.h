@@ -28,10 +28,10 @@
 #define BT_REPLY_MAX (1024 * 1024)
 
 /* Field limits, checked by every decoder. */
-#define BT_NAME_MAX 256		 /* identity names, token types, tenants */
-#define BT_RESOURCE_MAX 2048	 /* resource URIs and scopes */
-#define BT_TOKEN_MAX (256 * 1024) /* access tokens and claim documents */
-#define BT_MESSAGE_MAX 4096	 /* error and status text */
+#define BT_NAME_MAX	256	     /* identity names, token types, tenants */
+#define BT_RESOURCE_MAX 2048	     /* resource URIs and scopes */
+#define BT_TOKEN_MAX	(256 * 1024) /* access tokens and claim documents */
+#define BT_MESSAGE_MAX	4096	     /* error and status text */
 
 enum bt_type {
 	BT_HELLO = 1,
@@ -104,7 +104,7 @@ struct bt_token_query {
 };
 
 struct bt_token_reply {
-	char *access_token; /* secret */
+	char *access_token;  /* secret */
 	uint64_t expires_on; /* epoch seconds */
 	char *token_type;
 	char *identity;
@@ -141,7 +141,7 @@ struct bt_record {
 	struct bt_record *children;
 };
 
-#define BT_RECORD_DEPTH_MAX 4
+#define BT_RECORD_DEPTH_MAX  4
 #define BT_RECORD_FIELDS_MAX 64
 
 int bt_record_add_str(struct bt_record *r, const char *key, const char *val);

@@ -109,8 +109,8 @@ static void *worker(void *arg)
 			if (send(fd, req, req_bytes, 0) != (ssize_t)req_bytes ||
 			    read_full(fd, buf, 4) < 0)
 				break;
-			len = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 |
-			      buf[3];
+			len = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 |
+			      (uint32_t)buf[2] << 8 | buf[3];
 			if (len > sizeof(buf) || read_full(fd, buf, len) < 0)
 				break;
 			local[n++] = (uint32_t)((now() - t0) * 1e6);
@@ -148,7 +148,8 @@ int main(int argc, char **argv)
 	req_bytes = argc > 5 ? (size_t)atoi(argv[5]) : 0;
 	if (!strcmp(mode, "hold")) {
 		/* Open connections with HELLO done, then wait (for RSS figures). */
-		static const unsigned char hello[] = {0, 0, 0, 13, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1};
+		static const unsigned char hello[] = {0, 0, 0, 13, 1, 0, 0, 0, 0,
+						      0, 0, 0, 1,  0, 0, 0, 1};
 		int *fds = calloc((size_t)threads, sizeof(int));
 		unsigned char buf[256];
 		for (int i = 0; i < threads; i++) {
@@ -173,7 +174,8 @@ int main(int argc, char **argv)
 	if (failed || n_samples == 0)
 		return 1;
 	qsort(samples, n_samples, sizeof(uint32_t), cmp);
-	printf("{\"requests\": %zu, \"seconds\": %.3f, \"p50_us\": %u, \"p99_us\": %u, \"rps\": %.0f}\n",
+	printf("{\"requests\": %zu, \"seconds\": %.3f, \"p50_us\": %u, \"p99_us\": %u, \"rps\": "
+	       "%.0f}\n",
 	       n_samples, elapsed, samples[n_samples / 2], samples[n_samples * 99 / 100],
 	       (double)n_samples / elapsed);
 	return 0;

@@ -15,7 +15,8 @@ static void reencode_query(const struct bt_token_query *q, uint8_t type)
 
 	bt_buf_init(&out, BT_REPLY_MAX);
 	if (bt_encode_token_query(&out, type, 1, q) == 0) {
-		if (bt_frame_peek(&out, BT_REPLY_MAX, &f) != 0 || bt_decode_token_query(&f.body, &d) != 0)
+		if (bt_frame_peek(&out, BT_REPLY_MAX, &f) != 0 ||
+		    bt_decode_token_query(&f.body, &d) != 0)
 			abort();
 		if (strcmp(d.identity, q->identity) || strcmp(d.resource, q->resource) ||
 		    d.min_validity != q->min_validity)

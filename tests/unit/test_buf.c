@@ -54,14 +54,22 @@ static void test_failed_get_consumes_nothing(void **state)
 
 	(void)state;
 	bt_buf_init(&b, 64);
-	assert_int_equal(bt_buf_put(&b, "\x00\x00\x00\x05" "ab", 6), 0);
+	assert_int_equal(bt_buf_put(&b,
+				    "\x00\x00\x00\x05"
+				    "ab",
+				    6),
+			 0);
 	assert_int_equal(bt_buf_get_u64(&b, &u64), -EBADMSG);
 	assert_int_equal(bt_buf_get_cstring(&b, 100, &s), -EBADMSG);
 	assert_null(s);
 	assert_int_equal(bt_buf_len(&b), 6);
 	/* A string longer than allowed, or holding NUL, is refused whole. */
 	bt_buf_reset(&b);
-	assert_int_equal(bt_buf_put(&b, "\x00\x00\x00\x02" "a\0", 6), 0);
+	assert_int_equal(bt_buf_put(&b,
+				    "\x00\x00\x00\x02"
+				    "a\0",
+				    6),
+			 0);
 	assert_int_equal(bt_buf_get_cstring(&b, 100, &s), -EBADMSG);
 	assert_int_equal(bt_buf_get_cstring(&b, 1, &s), -EBADMSG);
 	assert_int_equal(bt_buf_len(&b), 6);

@@ -106,8 +106,8 @@ static void succeed(struct cache *c, const char *token, int lifetime)
 
 static void fail_fetch(struct cache *c, uint32_t status, bool transient, uint32_t retry_after)
 {
-	struct token_result r = {.status = status, .transient = transient,
-				 .retry_after = retry_after};
+	struct token_result r = {
+	    .status = status, .transient = transient, .retry_after = retry_after};
 
 	strcpy(r.message, "token service: HTTP 503");
 	cache_fetch_done(c, fetching, &r);

@@ -13,7 +13,8 @@
 #include "../../daemon/config.h"
 
 #define IDENTITY                                                                                   \
-	"[identity batch-prod]\ncredential = secret\ntenant = 00000000-0000-0000-0000-000000000000\n" \
+	"[identity batch-prod]\ncredential = secret\ntenant = "                                    \
+	"00000000-0000-0000-0000-000000000000\n"                                                   \
 	"client_id = 11111111-1111-1111-1111-111111111111\nsecret_file = /etc/batchtok/s\n"
 
 static int has_error(const struct config_errors *e, const char *needle)
@@ -90,7 +91,8 @@ static void test_missing_pieces(void **state)
 	assert_int_equal(config_parse_string("[daemon]\n", "t", &c, &e), -EINVAL);
 	assert_true(has_error(&e, "no [identity NAME] section"));
 	config_errors_clear(&e);
-	assert_int_equal(config_parse_string(IDENTITY "default = yes\n[identity b]\n"
+	assert_int_equal(config_parse_string(IDENTITY
+					     "default = yes\n[identity b]\n"
 					     "credential = secret\ntenant = t\nclient_id = c\n"
 					     "secret_file = /x\ndefault = yes\n",
 					     "t", &c, &e),
@@ -147,13 +149,13 @@ static void test_clouds_and_defaults(void **state)
 	/* A lone identity is the default. */
 	assert_ptr_equal(c->default_identity, &c->identities[0]);
 	config_free(c);
-	assert_int_equal(config_parse_string(IDENTITY "authority_host = https://127.0.0.1:8443/\n",
-					     "t", &c, &e),
-			 0);
+	assert_int_equal(
+	    config_parse_string(IDENTITY "authority_host = https://127.0.0.1:8443/\n", "t", &c, &e),
+	    0);
 	assert_string_equal(c->identities[0].authority, "https://127.0.0.1:8443");
 	config_free(c);
-	assert_int_equal(config_parse_string(IDENTITY "authority_host = http://evil\n", "t", &c, &e),
-			 -EINVAL);
+	assert_int_equal(
+	    config_parse_string(IDENTITY "authority_host = http://evil\n", "t", &c, &e), -EINVAL);
 	assert_true(has_error(&e, "https:// URL"));
 	config_errors_clear(&e);
 }

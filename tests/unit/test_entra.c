@@ -88,7 +88,10 @@ static void test_success_v2_and_v1(void **state)
 static void test_bad_success_bodies(void **state)
 {
 	static const char *bodies[] = {
-	    "not json", "[]", "{}", "{\"access_token\":\"x\"}",
+	    "not json",
+	    "[]",
+	    "{}",
+	    "{\"access_token\":\"x\"}",
 	    "{\"access_token\":\"x\",\"expires_in\":\"soon\"}",
 	    "{\"access_token\":\"\",\"expires_in\":3600}",
 	    "{\"access_token\":7,\"expires_in\":3600}",
@@ -115,7 +118,8 @@ static void test_entra_errors(void **state)
 	    "{\"error\":\"invalid_client\",\"error_description\":\"AADSTS7000215: Invalid client "
 	    "secret provided.\\r\\nTrace ID: 70a8\\r\\nCorrelation ID: 48f7\\r\\nTimestamp: x\","
 	    "\"error_codes\":[7000215]}";
-	struct http_response resp = {.status = 401, .body = bad_secret, .body_len = strlen(bad_secret)};
+	struct http_response resp = {
+	    .status = 401, .body = bad_secret, .body_len = strlen(bad_secret)};
 	struct token_result r;
 
 	(void)state;
@@ -127,8 +131,8 @@ static void test_entra_errors(void **state)
 	assert_non_null(strstr(r.message, "Value (not its ID)"));
 	assert_null(strstr(r.message, "Trace ID"));
 	/* Throttling and 5xx are transient and keep Retry-After. */
-	resp = (struct http_response){.status = 429, .body = "{\"error\":\"x\"}", .body_len = 13,
-				      .retry_after = 60};
+	resp = (struct http_response){
+	    .status = 429, .body = "{\"error\":\"x\"}", .body_len = 13, .retry_after = 60};
 	entra_parse_response(&resp, 0, &r);
 	assert_int_equal(r.status, BT_E_UNAVAILABLE);
 	assert_true(r.transient);
@@ -157,12 +161,9 @@ static void test_transport_failures(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_v2_request),
-	    cmocka_unit_test(test_v1_request),
-	    cmocka_unit_test(test_success_v2_and_v1),
-	    cmocka_unit_test(test_bad_success_bodies),
-	    cmocka_unit_test(test_entra_errors),
-	    cmocka_unit_test(test_transport_failures),
+	    cmocka_unit_test(test_v2_request),	      cmocka_unit_test(test_v1_request),
+	    cmocka_unit_test(test_success_v2_and_v1), cmocka_unit_test(test_bad_success_bodies),
+	    cmocka_unit_test(test_entra_errors),      cmocka_unit_test(test_transport_failures),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

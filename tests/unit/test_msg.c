@@ -150,8 +150,7 @@ static void test_record_roundtrip(void **state)
 	assert_int_equal(bt_decode_record_reply(&f.body, &d), 0);
 	assert_int_equal(bt_record_get(&d, "clients")->num, 3);
 	assert_string_equal(bt_record_get(&d.children[0], "identity")->str, "batch");
-	assert_int_equal(bt_record_get(&d.children[0].children[0], "expires")->kind,
-			 BT_FIELD_TIME);
+	assert_int_equal(bt_record_get(&d.children[0].children[0], "expires")->kind, BT_FIELD_TIME);
 	assert_null(bt_record_get(&d, "missing"));
 	bt_record_clear(&r);
 	bt_record_clear(&d);
