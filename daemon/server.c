@@ -101,6 +101,7 @@ static int write_out(struct conn *c)
 		conn_close(c);
 		return -1;
 	}
+	bt_buf_free(&c->out); /* drained: idle connections keep no buffer */
 	return 0;
 }
 
@@ -143,6 +144,8 @@ static void process_input(struct conn *c)
 		bt_buf_consume(&c->in, f.size);
 	}
 	c->in_dispatch = false;
+	if (bt_buf_len(&c->in) == 0)
+		bt_buf_free(&c->in);
 	if (!c->closed)
 		conn_flush(c);
 }
@@ -158,23 +161,21 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 	if ((events & UV_WRITABLE) && write_out(c) < 0)
 		return;
 	if (events & UV_READABLE) {
-		uint8_t *dst;
-		ssize_t n;
-		size_t room = BT_REQUEST_MAX + READ_CHUNK - bt_buf_len(&c->in);
-		if (room > READ_CHUNK)
-			room = READ_CHUNK;
-		if (bt_buf_reserve(&c->in, room, &dst) < 0) {
-			conn_close(c);
-			return;
-		}
-		n = recv(c->fd, dst, room, MSG_DONTWAIT);
-		if (n == 0 ||
-		    (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		/* Read into the stack and keep only what is unprocessed, so that an
+		 * idle connection holds no buffer at all. */
+		uint8_t chunk[READ_CHUNK];
+		size_t room = c->in.max - bt_buf_len(&c->in);
+		ssize_t n = recv(c->fd, chunk, room < sizeof(chunk) ? room : sizeof(chunk),
+				 MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
 			conn_close(c);
 			return;
 		}
 		if (n > 0) {
-			bt_buf_commit(&c->in, (size_t)n);
+			if (bt_buf_put(&c->in, chunk, (size_t)n) < 0) {
+				conn_close(c);
+				return;
+			}
 			process_input(c);
 			return;
 		}
