@@ -67,9 +67,11 @@ $(O)/libbatchtok.so: $(call obj,$(CLIENT_LIB_SRC) $(PROTO_SRC)) client/libbatcht
 	$(CC) -shared -Wl,-soname,libbatchtok.so.0 -Wl,--version-script=client/libbatchtok.map \
 		$(LDSAN) $(LDFLAGS) -o $@ $(call obj,$(CLIENT_LIB_SRC) $(PROTO_SRC))
 
+# Written again by `make install`, so that it names the PREFIX installed to.
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	     -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' client/batchtok.pc.in
 $(O)/batchtok.pc: client/batchtok.pc.in
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	$(PC_SED) > $@
 
 # The command links the library statically: it starts as fast as a trivial
 # program and does not depend on the .so being installed.
@@ -171,7 +173,7 @@ install: all
 	install -m 0755 $(O)/libbatchtok.so $(DESTDIR)$(LIBDIR)/libbatchtok.so.0
 	ln -sf libbatchtok.so.0 $(DESTDIR)$(LIBDIR)/libbatchtok.so
 	install -m 0644 client/batchtok.h $(DESTDIR)$(INCLUDEDIR)/batchtok.h
-	install -m 0644 $(O)/batchtok.pc $(DESTDIR)$(LIBDIR)/pkgconfig/batchtok.pc
+	$(PC_SED) > $(DESTDIR)$(LIBDIR)/pkgconfig/batchtok.pc
 	install -m 0644 daemon/batchtokd.conf.example $(DESTDIR)$(SYSCONFDIR)/batchtok/batchtokd.conf.example
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR)
 	install -m 0644 systemd/batchtokd.service systemd/batchtokd.socket $(DESTDIR)$(UNITDIR)/

@@ -160,6 +160,8 @@ class Daemon:
         assert self.proc.poll() is None, "batchtokd exited: " + self.read_log()
 
     def read_log(self):
+        if not os.path.exists(self.logpath):
+            return ""
         with open(self.logpath) as f:
             return f.read()
 
