@@ -15,9 +15,11 @@ struct cache {
 	struct cache_ops ops;
 	void *arg;
 	struct cache_settings set;
-	struct token_entry *head;
+	struct list entries;
 	uint64_t fetches;
-	int64_t armed; /* the due time last passed to ops.arm */
+	int64_t armed;	 /* the due time last passed to ops.arm */
+	bool ticking;	 /* cache_tick() is running: a nested call only asks for */
+	bool tick_again; /* another pass, so the loop's next pointer stays valid */
 };
 
 static const struct log_ctx *ctx_of(const struct token_entry *e, struct log_ctx *ctx)
@@ -42,6 +44,7 @@ int cache_new(const struct cache_ops *ops, void *arg, const struct cache_setting
 	c->arg = arg;
 	c->set = *s;
 	c->armed = INT64_MAX;
+	list_init(&c->entries);
 	*ret = c;
 	return 0;
 }
@@ -66,15 +69,10 @@ static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
 	struct cache_waiter *w;
 
 	/* Each waiter is unlinked before its callback, which may free it. */
-	while ((w = e->waiters)) {
-		e->waiters = w->next;
-		if (e->waiters)
-			e->waiters->prev = NULL;
-		else
-			e->waiters_tail = NULL;
+	while ((w = list_first(&e->waiters, struct cache_waiter, node))) {
+		list_del(&w->node);
 		e->n_waiters--;
 		w->entry = NULL;
-		w->prev = w->next = NULL;
 		if (ok && ok->expires_on - now >= (int64_t)w->min_validity) {
 			e->served++;
 			w->fn(w, ok);
@@ -100,12 +98,7 @@ static void entry_free(struct cache *c, struct token_entry *e, const char *why)
 		c->ops.cancel(c->arg, e);
 	e->fetch = NULL;
 	answer_waiters(e, NULL, &a, 0);
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		c->head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
+	list_del(&e->node);
 	drop_token(e);
 	free(e->resource);
 	free(e);
@@ -115,16 +108,21 @@ void cache_free(struct cache *c)
 {
 	if (!c)
 		return;
-	while (c->head)
-		entry_free(c, c->head, "batchtokd is shutting down; try again when it is back");
+	while (!list_empty(&c->entries))
+		entry_free(c, list_entry(c->entries.next, struct token_entry, node),
+			   "batchtokd is shutting down; try again when it is back");
 	free(c);
 }
 
 static struct token_entry *find(struct cache *c, const struct identity *id, const char *resource)
 {
-	for (struct token_entry *e = c->head; e; e = e->next)
+	struct list *n;
+
+	for (n = c->entries.next; n != &c->entries; n = n->next) {
+		struct token_entry *e = list_entry(n, struct token_entry, node);
 		if (e->id == id && strcmp(e->resource, resource) == 0)
 			return e;
+	}
 	return NULL;
 }
 
@@ -142,10 +140,8 @@ static struct token_entry *find_or_add(struct cache *c, const struct identity *i
 	}
 	e->cache = c;
 	e->id = id;
-	e->next = c->head;
-	if (c->head)
-		c->head->prev = e;
-	c->head = e;
+	list_init(&e->waiters);
+	list_add_tail(&c->entries, &e->node);
 	return e;
 }
 
@@ -220,13 +216,7 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 	if (e->n_waiters >= CACHE_WAITERS_MAX)
 		return -EBUSY;
 	w->entry = e;
-	w->next = NULL;
-	w->prev = e->waiters_tail;
-	if (e->waiters_tail)
-		e->waiters_tail->next = w;
-	else
-		e->waiters = w;
-	e->waiters_tail = w;
+	list_add_tail(&e->waiters, &w->node);
 	e->n_waiters++;
 	if (force)
 		e->last_forced = now;
@@ -243,17 +233,9 @@ void cache_waiter_cancel(struct cache_waiter *w)
 
 	if (!e)
 		return;
-	if (w->prev)
-		w->prev->next = w->next;
-	else
-		e->waiters = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
-	else
-		e->waiters_tail = w->prev;
+	list_del(&w->node);
 	e->n_waiters--;
 	w->entry = NULL;
-	w->prev = w->next = NULL;
 }
 
 int cache_prefetch(struct cache *c, const struct identity *id, const char *resource)
@@ -332,12 +314,25 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 
 void cache_tick(struct cache *c)
 {
-	int64_t now = c->ops.now(c->arg), due = INT64_MAX;
-	struct token_entry *e, *next;
+	int64_t now, due;
+	struct list *n, *tmp;
 
-	for (e = c->head; e; e = next) {
+	/* A fetch that fails at once reports back, and that ends in here again
+	 * while the loop below holds a pointer to the next entry. */
+	if (c->ticking) {
+		c->tick_again = true;
+		return;
+	}
+	c->ticking = true;
+again:
+	c->tick_again = false;
+	now = c->ops.now(c->arg);
+	due = INT64_MAX;
+	list_for_each_safe(n, tmp, &c->entries)
+	{
+		struct token_entry *e = list_entry(n, struct token_entry, node);
 		bool want = wanted(c, e, now);
-		next = e->next;
+
 		if (e->token && now >= e->expires_on)
 			drop_token(e);
 		if (!e->fetch && e->retry_at && now >= e->retry_at) {
@@ -366,6 +361,9 @@ void cache_tick(struct cache *c)
 		if (e->hard_error_until > now && e->hard_error_until < due)
 			due = e->hard_error_until;
 	}
+	if (c->tick_again)
+		goto again;
+	c->ticking = false;
 	if (due <= now)
 		due = now + 1;
 	if (due != c->armed) {
@@ -377,11 +375,13 @@ void cache_tick(struct cache *c)
 void cache_rebind(struct cache *c,
 		  const struct identity *(*resolve)(void *, const struct identity *), void *arg)
 {
-	struct token_entry *e, *next;
+	struct list *n, *tmp;
 
-	for (e = c->head; e; e = next) {
+	list_for_each_safe(n, tmp, &c->entries)
+	{
+		struct token_entry *e = list_entry(n, struct token_entry, node);
 		const struct identity *nid = resolve(arg, e->id);
-		next = e->next;
+
 		if (nid && identity_resource(nid, e->resource, NULL)) {
 			e->id = nid;
 			e->prefetch = false; /* re-declared by the new config */
@@ -396,12 +396,14 @@ void cache_rebind(struct cache *c,
 
 struct token_entry *cache_first(struct cache *c)
 {
-	return c->head;
+	return list_first(&c->entries, struct token_entry, node);
 }
 
 struct token_entry *cache_next(struct token_entry *e)
 {
-	return e->next;
+	return e->node.next == &e->cache->entries
+		   ? NULL
+		   : list_entry(e->node.next, struct token_entry, node);
 }
 
 uint64_t cache_fetch_count(const struct cache *c)

@@ -21,6 +21,7 @@
 #include "../proto/msg.h"
 #include "config.h"
 #include "entra.h"
+#include "list.h"
 
 /* How long a hard credential error is answered from memory (MSAL replays
  * HTTP 400 answers for 60 s). */
@@ -54,8 +55,8 @@ typedef void (*cache_waiter_fn)(struct cache_waiter *w, const struct cache_answe
 
 /* Embedded in whatever waits (a client's pending request). */
 struct cache_waiter {
-	struct cache_waiter *prev, *next;
-	struct token_entry *entry;
+	struct list node;
+	struct token_entry *entry; /* NULL when not waiting */
 	uint32_t min_validity;
 	cache_waiter_fn fn;
 };
@@ -78,7 +79,7 @@ struct cache_settings {
 };
 
 struct token_entry {
-	struct token_entry *prev, *next;
+	struct list node;
 	struct cache *cache;
 	const struct identity *id;
 	char *resource;
@@ -103,7 +104,7 @@ struct token_entry {
 	int64_t last_forced;
 	uint64_t fetches;
 	uint64_t served;
-	struct cache_waiter *waiters, *waiters_tail;
+	struct list waiters;
 	unsigned n_waiters;
 };
 

@@ -15,7 +15,7 @@
 /* A request waiting for the cache: the waiter and where the answer goes. */
 struct pending {
 	struct cache_waiter w; /* first: the callback recovers the pending */
-	struct pending *prev, *next;
+	struct list node;      /* on its connection's pending list */
 	struct daemon *d;
 	struct conn *conn;
 	uint32_t id;
@@ -54,20 +54,9 @@ static void check_encoded(struct conn *c, int r)
 		conn_close_after_flush(c);
 }
 
-static void pending_unlink(struct pending *p)
-{
-	struct conn *c = p->conn;
-
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		c->pendings = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-}
-
 static void pending_free(struct pending *p)
 {
+	list_del(&p->node);
 	free(p->resource);
 	free(p);
 }
@@ -117,7 +106,6 @@ static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
 		answer_inspect(p, a);
 	else
 		answer_token(p, a);
-	pending_unlink(p);
 	pending_free(p);
 	conn_request_done(c);
 }
@@ -197,16 +185,12 @@ static void handle_token_query(struct daemon *d, struct conn *c, struct bt_frame
 	p->type = f->type;
 	p->identity = ident;
 	p->w.fn = on_answer;
-	p->next = c->pendings;
-	if (c->pendings)
-		c->pendings->prev = p;
-	c->pendings = p;
+	list_add_tail(&c->pendings, &p->node);
 	c->n_pending++;
 	/* cache_get() may answer (and free p) before it returns. */
 	r = cache_get(d->cache, ident, resource, q.min_validity, q.flags & BT_GET_FORCE_REFRESH,
 		      &p->w);
 	if (r < 0) {
-		pending_unlink(p);
 		pending_free(p);
 		c->n_pending--;
 		reply_error(c, f->id, r == -EBUSY ? BT_E_BUSY : BT_E_INTERNAL,
@@ -397,9 +381,8 @@ void dispatch_conn_closed(void *arg, struct conn *c)
 	struct pending *p;
 
 	(void)arg;
-	while ((p = c->pendings)) {
+	while ((p = list_first(&c->pendings, struct pending, node))) {
 		cache_waiter_cancel(&p->w);
-		pending_unlink(p);
 		pending_free(p);
 	}
 	c->n_pending = 0;

@@ -5,6 +5,7 @@
  * callback), a zero-delay timer instead of acting inside curl's timer
  * callback, and curl_multi_info_read() drained after every socket action. */
 #include "http.h"
+#include "list.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -21,7 +22,7 @@ enum state { QUEUED, ACTIVE, COMPLETED };
 
 struct http_transfer {
 	struct http *h;
-	struct http_transfer *prev, *next; /* in the queue, active or completed list */
+	struct list node; /* on the queued, active or completed list */
 	enum state state;
 	CURL *easy;
 	struct curl_slist *headers;
@@ -34,11 +35,6 @@ struct http_transfer {
 	char errbuf[CURL_ERROR_SIZE];
 };
 
-struct list {
-	struct http_transfer *head, *tail;
-	size_t n;
-};
-
 struct http {
 	uv_loop_t *loop;
 	CURLM *multi;
@@ -47,7 +43,8 @@ struct http {
 	char *ca_file;
 	char *proxy;
 	struct list queued, active, completed;
-	struct sock *socks;
+	size_t n_active;
+	struct list socks;
 	uint64_t started;
 	bool closing;
 };
@@ -56,40 +53,24 @@ struct sock {
 	uv_poll_t poll;
 	curl_socket_t fd;
 	struct http *h;
-	struct sock *prev, *next; /* all open sockets, closed at shutdown */
+	struct list node; /* all open sockets, closed at shutdown */
 };
 
-static void list_push(struct list *l, struct http_transfer *t)
+/* Moves t to the list of its new state. */
+static void set_state(struct http_transfer *t, enum state state)
 {
-	t->next = NULL;
-	t->prev = l->tail;
-	if (l->tail)
-		l->tail->next = t;
-	else
-		l->head = t;
-	l->tail = t;
-	l->n++;
-}
+	struct http *h = t->h;
 
-static void list_remove(struct list *l, struct http_transfer *t)
-{
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		l->head = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-	else
-		l->tail = t->prev;
-	t->prev = t->next = NULL;
-	l->n--;
-}
-
-static struct list *list_of(struct http_transfer *t)
-{
-	return t->state == QUEUED   ? &t->h->queued
-	       : t->state == ACTIVE ? &t->h->active
-				    : &t->h->completed;
+	if (t->state == ACTIVE)
+		h->n_active--;
+	list_del(&t->node);
+	t->state = state;
+	if (state == ACTIVE)
+		h->n_active++;
+	list_add_tail(state == QUEUED	? &h->queued
+		      : state == ACTIVE ? &h->active
+					: &h->completed,
+		      &t->node);
 }
 
 void http_request_clear(struct http_request *r)
@@ -101,6 +82,9 @@ void http_request_clear(struct http_request *r)
 
 static void transfer_free(struct http_transfer *t)
 {
+	if (t->state == ACTIVE)
+		t->h->n_active--;
+	list_del(&t->node);
 	if (t->easy) {
 		if (t->state == ACTIVE)
 			curl_multi_remove_handle(t->h->multi, t->easy);
@@ -135,14 +119,9 @@ static void on_sock_closed(uv_handle_t *handle)
 	free(handle);
 }
 
-static void sock_close(struct http *h, struct sock *s)
+static void sock_close(struct sock *s)
 {
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		h->socks = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	list_del(&s->node);
 	uv_poll_stop(&s->poll);
 	uv_close((uv_handle_t *)&s->poll, on_sock_closed);
 }
@@ -157,7 +136,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp, void
 	if (action == CURL_POLL_REMOVE) {
 		if (s) {
 			curl_multi_assign(h->multi, fd, NULL);
-			sock_close(h, s);
+			sock_close(s);
 		}
 		return 0;
 	}
@@ -171,10 +150,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp, void
 		}
 		s->fd = fd;
 		s->h = h;
-		s->next = h->socks;
-		if (h->socks)
-			h->socks->prev = s;
-		h->socks = s;
+		list_add_tail(&h->socks, &s->node);
 		curl_multi_assign(h->multi, fd, s);
 	}
 	if (action & CURL_POLL_IN)
@@ -283,12 +259,10 @@ static void check_done(struct http *h)
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
 		t->result = msg->data.result;
 		curl_multi_remove_handle(h->multi, t->easy);
-		list_remove(&h->active, t);
-		t->state = COMPLETED;
-		list_push(&h->completed, t);
+		set_state(t, COMPLETED);
 	}
-	while ((t = h->completed.head)) {
-		list_remove(&h->completed, t);
+	while ((t = list_first(&h->completed, struct http_transfer, node))) {
+		list_del(&t->node);
 		deliver(t);
 		transfer_free(t);
 	}
@@ -345,19 +319,17 @@ static void start_queued(struct http *h)
 {
 	struct http_transfer *t;
 
-	while (!h->closing && h->active.n < h->opts.concurrency && (t = h->queued.head)) {
-		list_remove(&h->queued, t);
+	while (!h->closing && h->n_active < h->opts.concurrency &&
+	       (t = list_first(&h->queued, struct http_transfer, node))) {
 		if (setup_easy(h, t) < 0 || curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
 			/* Report through the normal path so the caller hears once. */
 			t->result = CURLE_FAILED_INIT;
 			snprintf(t->errbuf, sizeof(t->errbuf), "could not set up the transfer");
-			t->state = COMPLETED;
-			list_push(&h->completed, t);
+			set_state(t, COMPLETED);
 			uv_timer_start(&h->timer, on_timer, 0, 0);
 			continue;
 		}
-		t->state = ACTIVE;
-		list_push(&h->active, t);
+		set_state(t, ACTIVE);
 		h->started++;
 	}
 }
@@ -395,6 +367,10 @@ int http_new(uv_loop_t *loop, const struct http_options *opts, struct http **ret
 	if (!h)
 		return -ENOMEM;
 	h->loop = loop;
+	list_init(&h->queued);
+	list_init(&h->active);
+	list_init(&h->completed);
+	list_init(&h->socks);
 	h->multi = curl_multi_init();
 	if (!h->multi || (r = http_configure(h, opts)) < 0) {
 		if (h->multi)
@@ -434,7 +410,7 @@ int http_submit(struct http *h, struct http_request *req, http_done_fn done, voi
 	t->done = done;
 	t->arg = arg;
 	t->state = QUEUED;
-	list_push(&h->queued, t);
+	list_add_tail(&h->queued, &t->node);
 	start_queued(h);
 	*ret = t;
 	return 0;
@@ -442,7 +418,6 @@ int http_submit(struct http *h, struct http_request *req, http_done_fn done, voi
 
 void http_cancel(struct http_transfer *t)
 {
-	list_remove(list_of(t), t);
 	transfer_free(t);
 }
 
@@ -467,16 +442,14 @@ void http_close(struct http *h)
 	if (!h)
 		return;
 	h->closing = true;
-	while ((t = h->queued.head))
-		http_cancel(t);
-	while ((t = h->active.head))
-		http_cancel(t);
-	while ((t = h->completed.head))
+	while ((t = list_first(&h->queued, struct http_transfer, node)) ||
+	       (t = list_first(&h->active, struct http_transfer, node)) ||
+	       (t = list_first(&h->completed, struct http_transfer, node)))
 		http_cancel(t);
 	curl_multi_cleanup(h->multi);
 	/* Whatever curl did not report removed (cached connections) is closed
 	 * here, so that the loop ends with no handle left. */
-	while (h->socks)
-		sock_close(h, h->socks);
+	while (!list_empty(&h->socks))
+		sock_close(list_entry(h->socks.next, struct sock, node));
 	uv_close((uv_handle_t *)&h->timer, on_timer_closed);
 }

@@ -37,7 +37,7 @@ struct server {
 	struct server_handlers h;
 	uint32_t max_clients;
 	unsigned n_conns;
-	struct conn *conns;
+	struct list conns;
 	int pending_closes; /* handles whose close callback has not run */
 	bool closing;
 };
@@ -69,12 +69,7 @@ static void conn_close(struct conn *c)
 		return;
 	c->closed = true;
 	s->h.closed(s->h.arg, c);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	list_del(&c->node);
 	s->n_conns--;
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, on_conn_closed);
@@ -165,9 +160,10 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 		 * idle connection holds no buffer at all. */
 		uint8_t chunk[READ_CHUNK];
 		size_t room = c->in.max - bt_buf_len(&c->in);
-		ssize_t n = recv(c->fd, chunk, room < sizeof(chunk) ? room : sizeof(chunk),
-				 MSG_DONTWAIT);
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		ssize_t n =
+		    recv(c->fd, chunk, room < sizeof(chunk) ? room : sizeof(chunk), MSG_DONTWAIT);
+		if (n == 0 ||
+		    (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
 			conn_close(c);
 			return;
 		}
@@ -335,10 +331,8 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		c->poll.data = c;
 		bt_buf_init(&c->in, BT_REQUEST_MAX + READ_CHUNK);
 		bt_buf_init(&c->out, SERVER_OUT_MAX);
-		c->next = s->conns;
-		if (s->conns)
-			s->conns->prev = c;
-		s->conns = c;
+		list_init(&c->pendings);
+		list_add_tail(&s->conns, &c->node);
 		s->n_conns++;
 		update_events(c);
 	}
@@ -348,10 +342,11 @@ static void on_sweep(uv_timer_t *t)
 {
 	struct server *s = t->data;
 	int64_t now = mono_ms(s->loop);
-	struct conn *c, *next;
+	struct list *n, *tmp;
 
-	for (c = s->conns; c; c = next) {
-		next = c->next;
+	list_for_each_safe(n, tmp, &s->conns)
+	{
+		struct conn *c = list_entry(n, struct conn, node);
 		if (c->partial_since && now - c->partial_since > SERVER_PARTIAL_TIMEOUT * 1000) {
 			log_msg(LOG_WARNING,
 				&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
@@ -462,6 +457,7 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	}
 	s->path = strdup(opts->path ? opts->path : "");
 	s->loop = loop;
+	list_init(&s->conns);
 	s->listen_fd = fd;
 	s->h = *h;
 	s->max_clients = opts->max_clients;
@@ -503,8 +499,8 @@ void server_close(struct server *s)
 	if (!s)
 		return;
 	s->closing = true;
-	while (s->conns)
-		conn_close(s->conns);
+	while (!list_empty(&s->conns))
+		conn_close(list_entry(s->conns.next, struct conn, node));
 	if (s->created && s->path && *s->path)
 		unlink(s->path);
 	s->pending_closes = 3;

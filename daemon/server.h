@@ -18,6 +18,7 @@
 
 #include "../proto/buf.h"
 #include "../proto/msg.h"
+#include "list.h"
 
 /* Requests a connection may have waiting for a token at once; more are
  * not read until some are answered (back-pressure, not an error). */
@@ -28,7 +29,6 @@
 #define SERVER_PARTIAL_TIMEOUT 30
 
 struct server;
-struct pending;
 
 struct peer {
 	uid_t uid;
@@ -42,16 +42,16 @@ struct conn {
 	uv_poll_t poll;
 	int fd;
 	struct server *srv;
-	struct conn *prev, *next;
+	struct list node; /* on the server's connection list */
 	struct peer peer;
 	struct bt_buf in, out;
 	bool hello_done;
-	bool closing;		  /* close once the output is flushed */
-	bool closed;		  /* uv_close() called */
-	bool in_dispatch;	  /* frames are being taken from in */
-	int64_t partial_since;	  /* monotonic ms when a partial frame appeared, 0: none */
-	int events;		  /* what the poll handle currently waits for */
-	struct pending *pendings; /* the dispatcher's, cancelled on close */
+	bool closing;	       /* close once the output is flushed */
+	bool closed;	       /* uv_close() called */
+	bool in_dispatch;      /* frames are being taken from in */
+	int64_t partial_since; /* monotonic ms when a partial frame appeared, 0: none */
+	int events;	       /* what the poll handle currently waits for */
+	struct list pendings;  /* the dispatcher's requests, cancelled on close */
 	unsigned n_pending;
 };
 

@@ -143,9 +143,9 @@ int main(int argc, char **argv)
 		return 2;
 	mode = argv[1];
 	sock_path = argv[2];
-	threads = atoi(argv[3]);
+	threads = (int)strtol(argv[3], NULL, 10);
 	seconds = atof(argv[4]);
-	req_bytes = argc > 5 ? (size_t)atoi(argv[5]) : 0;
+	req_bytes = argc > 5 ? (size_t)strtoul(argv[5], NULL, 10) : 0;
 	if (!strcmp(mode, "hold")) {
 		/* Open connections with HELLO done, then wait (for RSS figures). */
 		static const unsigned char hello[] = {0, 0, 0, 13, 1, 0, 0, 0, 0,

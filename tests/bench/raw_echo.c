@@ -31,7 +31,9 @@ int main(int argc, char **argv)
 
 	if (argc != 3)
 		return 2;
-	rlen = (size_t)atoi(argv[2]);
+	rlen = (size_t)strtoul(argv[2], NULL, 10);
+	if (rlen < 9 || rlen > 65536)
+		return 2;
 	reply = calloc(1, rlen);
 	reply[0] = (unsigned char)((rlen - 4) >> 24);
 	reply[1] = (unsigned char)((rlen - 4) >> 16);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,9 +73,9 @@ static void on_answer(struct cache_waiter *cw, const struct cache_answer *a)
 	w->called++;
 	w->status = a->status;
 	if (a->access_token)
-		strcpy(w->token, a->access_token);
+		snprintf(w->token, sizeof(w->token), "%s", a->access_token);
 	if (a->message)
-		strcpy(w->message, a->message);
+		snprintf(w->message, sizeof(w->message), "%s", a->message);
 }
 
 static char *resources[] = {"https://batch.core.windows.net/"};
@@ -97,7 +98,7 @@ static void succeed(struct cache *c, const char *token, int lifetime)
 	struct token_result r = {.status = BT_OK};
 
 	r.access_token = secmem_strndup(token, strlen(token));
-	strcpy(r.token_type, "Bearer");
+	snprintf(r.token_type, sizeof(r.token_type), "Bearer");
 	r.expires_on = now + lifetime;
 	cache_fetch_done(c, fetching, &r);
 	token_result_clear(&r);
@@ -109,7 +110,7 @@ static void fail_fetch(struct cache *c, uint32_t status, bool transient, uint32_
 	struct token_result r = {
 	    .status = status, .transient = transient, .retry_after = retry_after};
 
-	strcpy(r.message, "token service: HTTP 503");
+	snprintf(r.message, sizeof(r.message), "token service: HTTP 503");
 	cache_fetch_done(c, fetching, &r);
 	fetching = NULL;
 }

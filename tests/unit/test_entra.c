@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,7 +149,7 @@ static void test_transport_failures(void **state)
 	struct token_result r;
 
 	(void)state;
-	strcpy(resp.error, "Operation timed out");
+	snprintf(resp.error, sizeof(resp.error), "Operation timed out");
 	entra_parse_response(&resp, 0, &r);
 	assert_int_equal(r.status, BT_E_TIMEOUT);
 	assert_true(r.transient);
