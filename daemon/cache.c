@@ -145,14 +145,13 @@ static struct token_entry *find_or_add(struct cache *c, const struct identity *i
 	return e;
 }
 
-static void start_fetch(struct cache *c, struct token_entry *e, int64_t now)
+static void start_fetch(struct cache *c, struct token_entry *e)
 {
 	int r;
 
 	if (e->fetch)
 		return;
 	e->retry_at = 0;
-	e->fetch_started = now;
 	c->fetches++;
 	e->fetches++;
 	r = c->ops.fetch(c->arg, e);
@@ -222,7 +221,7 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 		e->last_forced = now;
 	/* In a short backoff the scheduled retry serves this waiter too. */
 	if (!e->fetch && !(e->retry_at > now))
-		start_fetch(c, e, now);
+		start_fetch(c, e);
 	cache_tick(c);
 	return 0;
 }
@@ -246,7 +245,7 @@ int cache_prefetch(struct cache *c, const struct identity *id, const char *resou
 		return -ENOMEM;
 	e->prefetch = true;
 	if (!e->token && !e->fetch && !e->retry_at)
-		start_fetch(c, e, c->ops.now(c->arg));
+		start_fetch(c, e);
 	cache_tick(c);
 	return 0;
 }
@@ -304,9 +303,11 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 		log_msg(r->transient ? LOG_WARNING : LOG_ERR, ctx_of(e, &ctx), "%s%s", e->error,
 			e->retry_at ? "; will retry" : "");
 		/* Waiters stay for a retry that comes soon; otherwise they hear
-		 * now, and the retry (if any) goes on in the background. */
-		if (!r->transient || e->attempts >= CACHE_WAITER_ATTEMPTS ||
-		    delay > CACHE_WAIT_FOR_RETRY || !e->retry_at)
+		 * now, and the retry (if any) goes on in the background. After a
+		 * timeout they have waited a whole request_timeout already. */
+		if (!r->transient || r->status == BT_E_TIMEOUT ||
+		    e->attempts >= CACHE_WAITER_ATTEMPTS || delay > CACHE_WAIT_FOR_RETRY ||
+		    !e->retry_at)
 			answer_waiters(e, NULL, &fail, now);
 	}
 	cache_tick(c);
@@ -337,11 +338,11 @@ again:
 			drop_token(e);
 		if (!e->fetch && e->retry_at && now >= e->retry_at) {
 			if (want)
-				start_fetch(c, e, now);
+				start_fetch(c, e);
 			else
 				e->retry_at = 0;
 		} else if (!e->fetch && e->token && want && !e->retry_at && now >= e->refresh_at) {
-			start_fetch(c, e, now);
+			start_fetch(c, e);
 		}
 		if (!want && !e->fetch && !e->token && !e->retry_at && e->hard_error_until <= now) {
 			entry_free(c, e, "");

@@ -90,8 +90,7 @@ struct token_entry {
 	char fingerprint[24];
 	int64_t obtained, expires_on, refresh_at;
 	/* Fetching and failures. */
-	void *fetch; /* the fetcher's handle while a request is in flight */
-	int64_t fetch_started;
+	void *fetch;	   /* the fetcher's handle while a request is in flight */
 	unsigned attempts; /* consecutive failures */
 	int64_t retry_at;  /* 0: no retry scheduled */
 	uint32_t error_status;

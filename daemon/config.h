@@ -79,7 +79,6 @@ struct config_errors {
 struct config_options {
 	const char *path;
 	const char *default_socket; /* used when [daemon] socket is unset */
-	bool check_only;	    /* --check-config: validate, keep no secrets */
 };
 
 /* Loads and validates the file. On success *ret is a new config; on

@@ -45,7 +45,6 @@ struct http {
 	struct list queued, active, completed;
 	size_t n_active;
 	struct list socks;
-	uint64_t started;
 	bool closing;
 };
 
@@ -330,7 +329,6 @@ static void start_queued(struct http *h)
 			continue;
 		}
 		set_state(t, ACTIVE);
-		h->started++;
 	}
 }
 
@@ -419,11 +417,6 @@ int http_submit(struct http *h, struct http_request *req, http_done_fn done, voi
 void http_cancel(struct http_transfer *t)
 {
 	transfer_free(t);
-}
-
-uint64_t http_started(const struct http *h)
-{
-	return h->started;
 }
 
 static void on_timer_closed(uv_handle_t *handle)

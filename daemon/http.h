@@ -70,7 +70,5 @@ void http_cancel(struct http_transfer *t);
 /* Cancels everything and closes the handles; free happens in their close
  * callbacks, so run the loop afterwards until it has nothing left. */
 void http_close(struct http *h);
-/* Transfers started since creation. */
-uint64_t http_started(const struct http *h);
 
 #endif

@@ -31,23 +31,12 @@ static inline bool list_empty(const struct list *head)
 	return head->next == head;
 }
 
-/* A node that is not on any list (after list_init() or list_del()). */
-static inline bool list_unlinked(const struct list *node)
-{
-	return node->next == node || node->next == NULL;
-}
-
 static inline void list_add_tail(struct list *head, struct list *node)
 {
 	node->prev = head->prev;
 	node->next = head;
 	head->prev->next = node;
 	head->prev = node;
-}
-
-static inline void list_add(struct list *head, struct list *node)
-{
-	list_add_tail(head->next, node);
 }
 
 /* Unlinks node and leaves it self-linked, so a second list_del() is

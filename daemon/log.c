@@ -37,11 +37,6 @@ void log_set_level(int level)
 	max_level = level;
 }
 
-int log_get_level(void)
-{
-	return max_level;
-}
-
 int log_parse_level(const char *s, int *ret)
 {
 	static const struct {

@@ -24,7 +24,6 @@ struct log_ctx {
 /* Chooses the journal if stderr is connected to it ($JOURNAL_STREAM). */
 void log_init(int level);
 void log_set_level(int level);
-int log_get_level(void);
 /* "error", "warning", "info" or "debug" into *ret; -EINVAL otherwise. */
 int log_parse_level(const char *s, int *ret);
 

@@ -153,7 +153,6 @@ int main(int argc, char **argv)
 	} else {
 		co.default_socket = "/run/batchtok/batchtokd.sock";
 	}
-	co.check_only = check;
 
 	r = config_load(&co, &cfg, &errs);
 	if (r == 0 && !cfg->socket) {
