@@ -181,6 +181,35 @@ static int wait_fd(batchtok *bt, short events, int64_t deadline)
 	}
 }
 
+static int take_error(batchtok *bt, struct bt_frame *f);
+
+/* The daemon closed on us. It says why before closing (max_clients, a bad
+ * frame), so whatever is already in the socket is worth one look. */
+static int lost_connection(batchtok *bt, int err)
+{
+	struct bt_frame f;
+	uint8_t *p;
+
+	for (;;) {
+		ssize_t n;
+		if (bt_frame_peek(&bt->in, IN_MAX, &f) == 0) {
+			if (f.type == BT_ERROR)
+				return take_error(bt, &f);
+			/* A reply to an earlier request: skip it. */
+			bt_buf_consume(&bt->in, f.size);
+			continue;
+		}
+		if (bt_buf_reserve(&bt->in, 4096, &p) < 0)
+			break;
+		n = recv(bt->fd, p, 4096, MSG_DONTWAIT);
+		if (n <= 0)
+			break;
+		bt_buf_commit(&bt->in, (size_t)n);
+	}
+	return fail(bt, -ECONNREFUSED, "lost the connection to batchtokd at %s: %s", bt->path,
+		    strerror(err));
+}
+
 static int flush_out(batchtok *bt, int64_t deadline)
 {
 	while (bt_buf_len(&bt->out) > 0) {
@@ -198,8 +227,7 @@ static int flush_out(batchtok *bt, int64_t deadline)
 				return r;
 			continue;
 		}
-		return fail(bt, -ECONNREFUSED, "lost the connection to batchtokd at %s: %s",
-			    bt->path, strerror(errno));
+		return lost_connection(bt, errno);
 	}
 	return 0;
 }
@@ -232,6 +260,8 @@ static int read_frame(batchtok *bt, int64_t deadline, struct bt_frame *ret)
 			return fail(bt, -ECONNREFUSED,
 				    "batchtokd closed the connection: see its log "
 				    "(journalctl -u batchtokd)");
+		if (n < 0 && (errno == ECONNRESET || errno == EPIPE))
+			return lost_connection(bt, errno);
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
