@@ -504,6 +504,28 @@ static int handler(void *user, const char *section, const char *key, const char 
 	return r == -ENOMEM ? 0 : 1;
 }
 
+/* inih calls no handler for a section without keys, so an empty
+ * [identity NAME] would vanish silently; headers are opened here, as the
+ * line goes by, exactly as inih will read them (text between [ and ]). */
+static void section_header(struct parser *p, const char *line)
+{
+	char name[sizeof(p->section)];
+	const char *end;
+	size_t n;
+
+	while (*line == ' ' || *line == '\t')
+		line++;
+	if (*line != '[' || !(end = strchr(line, ']')))
+		return;
+	n = (size_t)(end - line - 1);
+	if (n >= sizeof(name))
+		n = sizeof(name) - 1;
+	memcpy(name, line + 1, n);
+	name[n] = 0;
+	if (begin_section(p, name) == -ENOMEM)
+		perr(p, "out of memory");
+}
+
 /* inih's reader: hands out the in-memory file one line at a time, which is
  * how we know the line number of every key (inih's own is compiled out). */
 static char *reader(char *str, int num, void *stream)
@@ -530,6 +552,7 @@ static char *reader(char *str, int num, void *stream)
 	memcpy(str, p->pos, n);
 	str[n] = 0;
 	p->pos += n;
+	section_header(p, str);
 	return str;
 }
 

@@ -71,7 +71,7 @@ static void test_errors_name_file_and_line(void **state)
 	assert_true(has_error(&e, "t.conf:3: unknown key 'bogus'"));
 	assert_true(has_error(&e, "t.conf:5: credential: 'telepathy'"));
 	assert_true(has_error(&e, "t.conf:6: tenant"));
-	assert_true(has_error(&e, "t.conf:8: unknown section [weird]"));
+	assert_true(has_error(&e, "t.conf:7: unknown section [weird]"));
 	assert_true(has_error(&e, "t.conf:9: syntax error"));
 	config_errors_clear(&e);
 }
@@ -98,6 +98,20 @@ static void test_missing_pieces(void **state)
 					     "t", &c, &e),
 			 -EINVAL);
 	assert_true(has_error(&e, "more than one identity says default = yes"));
+	config_errors_clear(&e);
+}
+
+static void test_empty_and_repeated_sections(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string(IDENTITY "[identity empty]\n", "t", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "t:6: [identity empty]: credential = is missing"));
+	config_errors_clear(&e);
+	assert_int_equal(config_parse_string(IDENTITY IDENTITY, "t", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "t:6: [identity batch-prod] is defined twice"));
 	config_errors_clear(&e);
 }
 
@@ -166,6 +180,7 @@ int main(void)
 	    cmocka_unit_test(test_product_example),
 	    cmocka_unit_test(test_errors_name_file_and_line),
 	    cmocka_unit_test(test_missing_pieces),
+	    cmocka_unit_test(test_empty_and_repeated_sections),
 	    cmocka_unit_test(test_long_line_is_reported_not_split),
 	    cmocka_unit_test(test_resource_selection),
 	    cmocka_unit_test(test_clouds_and_defaults),
