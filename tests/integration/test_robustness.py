@@ -2,9 +2,12 @@
 
 import os
 import pwd
+import shutil
+import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 
 from conftest import (BATCHTOKD, OTHER_CLIENT, OTHER_SECRET, SECRET, frame, hello,
@@ -161,19 +164,47 @@ def test_secret_from_systemd_credentials_directory(make_daemon, tmp_path):
     assert d.get().rc == 0
 
 
-def test_process_is_hardened(make_daemon):
-    d = make_daemon()
-    with open("/proc/%d/limits" % d.proc.pid) as f:
-        core = [l for l in f if l.startswith("Max core file size")][0]
-    assert core.split()[4:6] == ["0", "0"]
-    with open("/proc/%d/status" % d.proc.pid) as f:
-        status = f.read()
-    # PR_SET_DUMPABLE 0 makes /proc/PID/ files root-owned and not readable by
-    # the user; the secret is never in the environment or argv.
-    assert os.stat("/proc/%d/mem" % d.proc.pid).st_uid == 0
-    with open("/proc/%d/cmdline" % d.proc.pid, "rb") as f:
-        assert SECRET.encode() not in f.read()
-    assert "VmLck" in status
+def test_process_is_hardened(sts):
+    # Run as an unprivileged user: only then does non-dumpability show, as
+    # /proc/PID files owned by root instead of by the process's own user.
+    work = tempfile.mkdtemp(prefix="batchtok-hard-")
+    os.chmod(work, 0o755)
+    secret = os.path.join(work, "secret")
+    with open(secret, "w") as f:
+        f.write(SECRET)
+    os.chmod(secret, 0o600)
+    os.chown(secret, NOBODY, -1)
+    os.chown(work, NOBODY, -1)
+    conf = os.path.join(work, "conf")
+    sock = os.path.join(work, "sock")
+    with open(conf, "w") as f:
+        f.write("[daemon]\nsocket = %s\nca_file = %s\n[identity a]\ncredential = secret\n"
+                "tenant = t\nclient_id = c\nsecret_file = %s\nauthority_host = %s\n"
+                % (sock, sts.ca, secret, sts.url))
+    os.chmod(conf, 0o644)
+    p = subprocess.Popen([BATCHTOKD, "-c", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL,
+                         preexec_fn=lambda: (os.setgroups([]), os.setgid(NOBODY),
+                                             os.setuid(NOBODY)))
+    try:
+        wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 10, what="batchtokd")
+        assert p.poll() is None
+        assert os.stat("/proc/%d" % p.pid).st_uid == NOBODY
+        assert os.stat("/proc/%d/mem" % p.pid).st_uid == 0
+        assert os.stat("/proc/%d/environ" % p.pid).st_uid == 0
+        with open("/proc/%d/limits" % p.pid) as f:
+            core = [l for l in f if l.startswith("Max core file size")][0]
+        assert core.split()[4:6] == ["0", "0"]
+        with open("/proc/%d/status" % p.pid) as f:
+            locked = [l for l in f if l.startswith("VmLck:")][0]
+        # The secure heap holding the secret is locked in memory.
+        assert int(locked.split()[1]) >= 1024, locked
+        with open("/proc/%d/cmdline" % p.pid, "rb") as f:
+            assert SECRET.encode() not in f.read()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+        shutil.rmtree(work)
 
 
 def test_another_daemon_on_the_same_socket_is_refused(make_daemon):
