@@ -86,28 +86,24 @@ void config_errors_clear(struct config_errors *e)
 	e->n = 0;
 }
 
+/* ENTRA.md section 7. Batch's resource keeps its trailing slash. */
+static const struct {
+	const char *authority;
+	const char *batch;
+} clouds[] = {
+    [CLOUD_PUBLIC] = {"https://login.microsoftonline.com", "https://batch.core.windows.net/"},
+    [CLOUD_USGOV] = {"https://login.microsoftonline.us", "https://batch.core.usgovcloudapi.net/"},
+    [CLOUD_CHINA] = {"https://login.chinacloudapi.cn", "https://batch.chinacloudapi.cn/"},
+};
+
 const char *cloud_authority(enum cloud c)
 {
-	switch (c) {
-	case CLOUD_USGOV:
-		return "https://login.microsoftonline.us";
-	case CLOUD_CHINA:
-		return "https://login.chinacloudapi.cn";
-	default:
-		return "https://login.microsoftonline.com";
-	}
+	return clouds[c].authority;
 }
 
 const char *cloud_batch_resource(enum cloud c)
 {
-	switch (c) {
-	case CLOUD_USGOV:
-		return "https://batch.core.usgovcloudapi.net/";
-	case CLOUD_CHINA:
-		return "https://batch.chinacloudapi.cn/";
-	default:
-		return "https://batch.core.windows.net/";
-	}
+	return clouds[c].batch;
 }
 
 const char *credential_kind_name(enum credential_kind k)
@@ -150,7 +146,7 @@ void config_free(struct config *c)
 
 /* --- value parsers: each returns 0 or reports the problem and returns -1 --- */
 
-static int set_string(struct parser *p, char **dst, const char *value)
+static int set_string(char **dst, const char *value)
 {
 	char *s;
 
@@ -163,7 +159,6 @@ static int set_string(struct parser *p, char **dst, const char *value)
 		return -ENOMEM;
 	free(*dst);
 	*dst = s;
-	(void)p;
 	return 0;
 }
 
@@ -316,7 +311,7 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 	if (!strcmp(key, "socket")) {
 		if (*v && *v != '/')
 			return perr(p, "socket: '%s' must be an absolute path", v);
-		return set_string(p, &c->socket, v);
+		return set_string(&c->socket, v);
 	}
 	if (!strcmp(key, "socket_mode"))
 		return parse_uint(p, key, v, 0, 0777, 8, &n) ?: (c->socket_mode = n, 0);
@@ -343,9 +338,9 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 	if (!strcmp(key, "fetch_concurrency"))
 		return parse_uint(p, key, v, 1, FETCH_CONCURRENCY_LIMIT, 10, &c->fetch_concurrency);
 	if (!strcmp(key, "ca_file"))
-		return set_string(p, &c->ca_file, v);
+		return set_string(&c->ca_file, v);
 	if (!strcmp(key, "proxy"))
-		return set_string(p, &c->proxy, v);
+		return set_string(&c->proxy, v);
 	if (!strcmp(key, "compat_endpoint")) {
 		if (*v)
 			return perr(p, "compat_endpoint: the managed-identity compatible endpoint "
@@ -377,18 +372,18 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 			    v);
 	}
 	if (!strcmp(key, "tenant"))
-		return check_id_chars(p, key, v) ?: set_string(p, &id->tenant, v);
+		return check_id_chars(p, key, v) ?: set_string(&id->tenant, v);
 	if (!strcmp(key, "client_id"))
-		return check_id_chars(p, key, v) ?: set_string(p, &id->client_id, v);
+		return check_id_chars(p, key, v) ?: set_string(&id->client_id, v);
 	if (!strcmp(key, "secret_file")) {
 		if (*v != '/')
 			return perr(p, "secret_file: '%s' must be an absolute path", v);
-		return set_string(p, &id->secret_file, v);
+		return set_string(&id->secret_file, v);
 	}
 	if (!strcmp(key, "secret_credential")) {
 		if (!*v || strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
 			return perr(p, "secret_credential: '%s' is not a credential name", v);
-		return set_string(p, &id->secret_credential, v);
+		return set_string(&id->secret_credential, v);
 	}
 	if (!strcmp(key, "resources")) {
 		for (size_t i = 0; i < id->n_resources; i++)
@@ -410,7 +405,7 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 	if (!strcmp(key, "authority_host")) {
 		size_t len = strlen(v);
 		if (!*v)
-			return set_string(p, &id->authority, v);
+			return set_string(&id->authority, v);
 		if (strncmp(v, "https://", 8) != 0 || len < 9 || strpbrk(v + 8, "?#@ \t"))
 			return perr(p, "authority_host: '%s' must be an https:// URL with no query",
 				    v);

@@ -12,6 +12,7 @@ static int secret_build(const struct identity *id, const char *resource, struct 
 
 	if (!id->secret)
 		return -ENOKEY;
+	req->headers[0] = "Accept: application/json";
 	r = entra_token_url(id, &req->url) ?: entra_client_credentials_form(id, resource, &req->body)
 	    ?: secstr_add_param(&req->body, "client_secret", id->secret);
 	if (r < 0)

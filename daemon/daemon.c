@@ -51,7 +51,6 @@ static void on_fetched(void *arg, const struct http_response *resp)
 	struct token_result r;
 
 	credential_for(f->e->id)->parse_response(f->e->id, resp, f->sent_at, &r);
-	f->e->fetch = NULL;
 	cache_fetch_done(f->d->cache, f->e, &r);
 	token_result_clear(&r);
 	free(f);

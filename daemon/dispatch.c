@@ -16,7 +16,6 @@
 struct pending {
 	struct cache_waiter w; /* first: the callback recovers the pending */
 	struct list node;      /* on its connection's pending list */
-	struct daemon *d;
 	struct conn *conn;
 	uint32_t id;
 	uint8_t type;
@@ -179,7 +178,6 @@ static void handle_token_query(struct daemon *d, struct conn *c, struct bt_frame
 		reply_error(c, f->id, BT_E_INTERNAL, "out of memory");
 		goto out;
 	}
-	p->d = d;
 	p->conn = c;
 	p->id = f->id;
 	p->type = f->type;

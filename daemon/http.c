@@ -291,7 +291,7 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 	SET(CURLOPT_WRITEFUNCTION, on_data);
 	SET(CURLOPT_WRITEDATA, t);
 	SET(CURLOPT_ERRORBUFFER, t->errbuf);
-	SET(CURLOPT_PROTOCOLS_STR, t->req.allow_http ? "http,https" : "https");
+	SET(CURLOPT_PROTOCOLS_STR, "https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	SET(CURLOPT_TIMEOUT, (long)h->opts.timeout);
 	SET(CURLOPT_CONNECTTIMEOUT, (long)h->opts.connect_timeout);
@@ -302,8 +302,7 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 		SET(CURLOPT_CAINFO, h->ca_file);
 		SET(CURLOPT_CAPATH, SYSTEM_CA_PATH);
 	}
-	/* A link-local metadata endpoint must never be reached through a proxy. */
-	SET(CURLOPT_PROXY, t->req.allow_http ? "" : h->proxy);
+	SET(CURLOPT_PROXY, h->proxy);
 	if (t->req.body.len) {
 		/* Our buffer, not a copy: it holds the secret and is wiped with
 		 * the transfer. */

@@ -2,8 +2,8 @@
  *
  * Knows nothing of Entra ID: it moves bytes. At most `concurrency` transfers
  * run at once, the rest wait in order. Connections are reused through the
- * multi handle's cache. HTTPS only (unless a request allows plain HTTP), no
- * redirects, TLS always verified, explicit timeouts, a cap on response size.
+ * multi handle's cache. HTTPS only, no redirects, TLS always verified,
+ * explicit timeouts, a cap on response size.
  * curl's error codes are translated here and nowhere else. */
 #ifndef BATCHTOK_DAEMON_HTTP_H
 #define BATCHTOK_DAEMON_HTTP_H
@@ -21,7 +21,6 @@ struct http_request {
 	char *url;		/* owned */
 	struct secstr body;	/* POST body (may hold a secret); empty: GET */
 	const char *headers[4]; /* static "Name: value" strings, NULL-terminated */
-	bool allow_http;	/* plain http:// allowed (link-local IMDS) */
 };
 
 void http_request_clear(struct http_request *r);

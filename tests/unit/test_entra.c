@@ -40,6 +40,8 @@ static void test_v2_request(void **state)
 	(void)state;
 	assert_int_equal(credential_for(&id)->build_request(&id, id.resources[0], &req), 0);
 	assert_string_equal(req.url, "https://login.microsoftonline.com/t-1/oauth2/v2.0/token");
+	assert_string_equal(req.headers[0], "Accept: application/json");
+	assert_null(req.headers[1]);
 	assert_string_equal(req.body.p,
 			    "grant_type=client_credentials&client_id=c-1&scope=https%3A%2F%2F"
 			    "batch.core.windows.net%2F%2F.default&client_secret=a%26b%3Dc%20d");
