@@ -39,10 +39,13 @@ CLIENT_LIB_SRC := client/libbatchtok.c client/status_format.c
 DAEMON_SRC := daemon/log.c daemon/secmem.c daemon/config.c daemon/credential.c \
               daemon/entra.c daemon/http.c daemon/schedule.c daemon/cache.c \
               daemon/jwt.c daemon/server.c daemon/dispatch.c daemon/notify.c \
-              daemon/daemon.c
+              daemon/daemon.c daemon/certificate.c daemon/sealed.c daemon/signin.c
 UNIT_TESTS := test_buf test_msg test_duration test_status_format test_config \
-              test_schedule test_entra test_cache test_jwt
-FUZZERS    := fuzz_frame fuzz_config fuzz_entra
+              test_schedule test_entra test_cache test_jwt test_certificate test_sealed
+FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin
+# Unit tests of daemon modules link all of them.
+DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
+                test_sealed
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
@@ -54,7 +57,7 @@ Q := $(if $(filter 1,$(V)),,@)
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(if $(filter daemon/% tests/unit/test_config.c tests/unit/test_entra.c tests/unit/test_cache.c tests/unit/test_schedule.c tests/unit/test_jwt.c tests/bench/%,$<),$(DAEMON_CFLAGS)) -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(if $(filter daemon/% $(DAEMON_TESTS:%=tests/unit/%.c) tests/bench/%,$<),$(DAEMON_CFLAGS)) -MMD -MP -c $< -o $@
 
 $(O)/libbtproto.a: $(call obj,$(PROTO_SRC))
 	$(AR) rcs $@ $^
@@ -86,7 +89,7 @@ $(O)/tests/test_buf: $(call obj,tests/unit/test_buf.c) $(O)/libbtproto.a
 $(O)/tests/test_msg: $(call obj,tests/unit/test_msg.c) $(O)/libbtproto.a
 $(O)/tests/test_duration: $(call obj,tests/unit/test_duration.c) $(O)/libbtproto.a
 $(O)/tests/test_status_format: $(call obj,tests/unit/test_status_format.c client/status_format.c) $(O)/libbtproto.a
-$(O)/tests/test_config $(O)/tests/test_schedule $(O)/tests/test_entra $(O)/tests/test_cache $(O)/tests/test_jwt: \
+$(addprefix $(O)/tests/,$(DAEMON_TESTS)): \
   $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
 $(O)/tests/%:
 	@mkdir -p $(dir $@)
@@ -98,8 +101,9 @@ FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
               -DBATCHTOK_VERSION_STRING='"$(VERSION)"'
 $(O)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
-$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
-$(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/entra.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/certificate.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/entra.c daemon/http.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_signin: tests/fuzz/fuzz_signin.c $(DAEMON_SRC) $(PROTO_SRC)
 $(O)/fuzz/%:
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(DAEMON_CFLAGS) -o $@ $(filter %.c,$^) $(DAEMON_LIBS) -lm

@@ -36,6 +36,8 @@ static const char usage_text[] =
     "  status   [-o text|json]\n"
     "  inspect  [-i IDENTITY] [-r RESOURCE]\n"
     "  exec     [-i IDENTITY] [-r RESOURCE] [--env NAME] -- COMMAND [ARGS...]\n"
+    "  login    -i IDENTITY          device-code sign-in (prints the code and URL, waits)\n"
+    "  logout   -i IDENTITY\n"
     "  reload\n"
     "  ping\n"
     "Socket: -S, else $BATCHTOK_SOCKET, else the user socket if it exists, "
@@ -325,6 +327,42 @@ static int cmd_status(struct ctx *ctx, int argc, char **argv)
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }
 
+/* login and logout: the identity's user signs in or out, in the daemon. */
+static int cmd_signin(struct ctx *ctx, const char *cmd, int argc, char **argv)
+{
+	struct batchtok_login *l;
+	struct query q = {0};
+	char *user = NULL;
+	int r;
+
+	if ((r = parse_query(argc, argv, "i", &q)))
+		return r;
+	if (optind != argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if (strcmp(cmd, "logout") == 0) {
+		if ((r = batchtok_logout(ctx->bt, q.req.identity)) < 0)
+			return report(ctx->bt, r);
+		printf("signed out\n");
+		return EXIT_OK;
+	}
+	if ((r = batchtok_login_start(ctx->bt, q.req.identity, &l)) < 0)
+		return report(ctx->bt, r);
+	/* The prompt is for the person at the terminal; stdout says who
+	 * signed in. */
+	fprintf(stderr, "%s\n", l->message);
+	fflush(stderr);
+	if ((int)l->expires_in * 1000 + 30000 > ctx->timeout_ms)
+		batchtok_set_timeout(ctx->bt, (int)l->expires_in * 1000 + 30000);
+	batchtok_login_free(l);
+	if ((r = batchtok_login_wait(ctx->bt, q.req.identity, &user)) < 0)
+		return report(ctx->bt, r);
+	printf("signed in as %s\n", user);
+	free(user);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
 static int cmd_simple(struct ctx *ctx, const char *cmd, int argc)
 {
 	char *version = NULL;
@@ -387,15 +425,9 @@ int main(int argc, char **argv)
 	cmd = argv[optind];
 	argc -= optind;
 	argv += optind;
-	if (strcmp(cmd, "login") == 0 || strcmp(cmd, "logout") == 0) {
-		fprintf(stderr,
-			"batchtok: %s: device-code sign-in is not available in this version of "
-			"batchtok; use a service-principal identity\n",
-			cmd);
-		return EXIT_OTHER;
-	}
 	if (strcmp(cmd, "get") && strcmp(cmd, "status") && strcmp(cmd, "inspect") &&
-	    strcmp(cmd, "exec") && strcmp(cmd, "reload") && strcmp(cmd, "ping"))
+	    strcmp(cmd, "exec") && strcmp(cmd, "reload") && strcmp(cmd, "ping") &&
+	    strcmp(cmd, "login") && strcmp(cmd, "logout"))
 		return usage("unknown command '%s'", cmd);
 
 	if (strcmp(cmd, "get") == 0)
@@ -406,6 +438,8 @@ int main(int argc, char **argv)
 		r = cmd_exec(&ctx, argc, argv);
 	else if (strcmp(cmd, "status") == 0)
 		r = cmd_status(&ctx, argc, argv);
+	else if (strcmp(cmd, "login") == 0 || strcmp(cmd, "logout") == 0)
+		r = cmd_signin(&ctx, cmd, argc, argv);
 	else
 		r = cmd_simple(&ctx, cmd, argc);
 	batchtok_free(ctx.bt);

@@ -84,6 +84,30 @@ int batchtok_status(batchtok *bt, int json, char **ret);
 /* Asks the daemon to reload its configuration (admin only). */
 int batchtok_reload(batchtok *bt);
 
+/* A device-code sign-in's prompt: show message to the user. */
+struct batchtok_login {
+	char *identity;
+	char *message; /* ready-to-show instructions naming the URL and code */
+	char *user_code;
+	char *verification_uri;
+	unsigned expires_in; /* seconds the code stays valid */
+	unsigned interval;   /* seconds between the daemon's polls */
+};
+
+/* Starts a device-code sign-in to identity (NULL: the default) in the
+ * daemon, or joins the one already running, and returns its prompt in
+ * *ret (batchtok_login_free()). Administrators only. */
+int batchtok_login_start(batchtok *bt, const char *identity, struct batchtok_login **ret);
+void batchtok_login_free(struct batchtok_login *l);
+
+/* Waits for the sign-in to end; *ret (may be NULL; free()) names the user
+ * who signed in. Set a timeout of at least the prompt's expires_in. */
+int batchtok_login_wait(batchtok *bt, const char *identity, char **ret);
+
+/* Signs the identity's user out: the daemon forgets the refresh token,
+ * deletes its saved copy and stops serving that user's tokens. */
+int batchtok_logout(batchtok *bt, const char *identity);
+
 /* Round trip; *ret (may be NULL) receives the daemon's version string. */
 int batchtok_ping(batchtok *bt, char **ret);
 

@@ -513,3 +513,97 @@ int batchtok_status(batchtok *bt, int json, char **ret)
 	bt_record_clear(&rec);
 	return r < 0 ? fail(bt, r, "cannot format the status: %s", strerror(-r)) : 0;
 }
+
+/* A request naming an identity whose reply is a record. */
+static int name_request(batchtok *bt, uint8_t type, const char *identity, struct bt_record *ret)
+{
+	struct bt_frame f;
+	uint32_t id = 0;
+	int r;
+
+	if ((r = begin(bt, &id)) < 0)
+		return r;
+	if ((r = bt_encode_name_request(&bt->out, type, id, identity ? identity : "")) < 0)
+		return fail(bt, -EINVAL, "the identity name is too long");
+	if ((r = transact(bt, id, type, &f)) < 0)
+		return r;
+	r = ret ? bt_decode_record_reply(&f.body, ret) : bt_decode_empty(&f.body);
+	bt_buf_consume(&bt->in, f.size);
+	return r < 0 ? fail(bt, -EPROTO, "batchtokd sent a malformed %s reply", bt_type_name(type))
+		     : 0;
+}
+
+static char *field_dup(const struct bt_record *rec, const char *key)
+{
+	const struct bt_field *f = bt_record_get(rec, key);
+
+	return strdup(f && f->kind == BT_FIELD_STR && f->str ? f->str : "");
+}
+
+static unsigned field_uint(const struct bt_record *rec, const char *key)
+{
+	const struct bt_field *f = bt_record_get(rec, key);
+
+	return f && f->kind == BT_FIELD_INT && f->num > 0 && f->num < 86400 ? (unsigned)f->num : 0;
+}
+
+void batchtok_login_free(struct batchtok_login *l)
+{
+	if (!l)
+		return;
+	free(l->identity);
+	free(l->message);
+	free(l->user_code);
+	free(l->verification_uri);
+	free(l);
+}
+
+int batchtok_login_start(batchtok *bt, const char *identity, struct batchtok_login **ret)
+{
+	struct bt_record rec;
+	struct batchtok_login *l;
+	int r;
+
+	if ((r = name_request(bt, BT_LOGIN, identity, &rec)) < 0)
+		return r;
+	l = calloc(1, sizeof(*l));
+	if (l) {
+		l->identity = field_dup(&rec, "identity");
+		l->message = field_dup(&rec, "message");
+		l->user_code = field_dup(&rec, "user_code");
+		l->verification_uri = field_dup(&rec, "verification_uri");
+		l->expires_in = field_uint(&rec, "expires_in");
+		l->interval = field_uint(&rec, "interval");
+	}
+	bt_record_clear(&rec);
+	if (!l || !l->identity || !l->message || !l->user_code || !l->verification_uri) {
+		batchtok_login_free(l);
+		return fail(bt, -ENOMEM, "out of memory");
+	}
+	*ret = l;
+	return 0;
+}
+
+int batchtok_login_wait(batchtok *bt, const char *identity, char **ret)
+{
+	struct bt_record rec;
+	char *user;
+	int r;
+
+	if ((r = name_request(bt, BT_LOGIN_WAIT, identity, &rec)) < 0)
+		return r;
+	user = field_dup(&rec, "user");
+	bt_record_clear(&rec);
+	if (!user)
+		return fail(bt, -ENOMEM, "out of memory");
+	if (ret)
+		*ret = user;
+	else
+		free(user);
+	return 0;
+}
+
+int batchtok_logout(batchtok *bt, const char *identity)
+{
+	return name_request(bt, BT_LOGOUT, identity, NULL);
+}

@@ -147,6 +147,7 @@ static struct token_entry *find_or_add(struct cache *c, const struct identity *i
 
 static void start_fetch(struct cache *c, struct token_entry *e)
 {
+	struct token_result res = {0};
 	int r;
 
 	if (e->fetch)
@@ -154,13 +155,17 @@ static void start_fetch(struct cache *c, struct token_entry *e)
 	e->retry_at = 0;
 	c->fetches++;
 	e->fetches++;
-	r = c->ops.fetch(c->arg, e);
+	r = c->ops.fetch(c->arg, e, &res);
 	if (r < 0) {
-		struct token_result res = {.status = BT_E_INTERNAL, .transient = true};
-		snprintf(res.message, sizeof(res.message), "cannot start a token request: %s",
-			 strerror(-r));
+		if (!res.status) {
+			res.status = BT_E_INTERNAL;
+			res.transient = true;
+			snprintf(res.message, sizeof(res.message),
+				 "cannot start a token request: %s", strerror(-r));
+		}
 		e->fetch = NULL;
 		cache_fetch_done(c, e, &res);
+		token_result_clear(&res);
 	}
 }
 
@@ -391,6 +396,19 @@ void cache_rebind(struct cache *c,
 		entry_free(
 		    c, e,
 		    "the identity was changed or removed by a configuration reload; try again");
+	}
+	cache_tick(c);
+}
+
+void cache_forget_identity(struct cache *c, const struct identity *id, const char *why)
+{
+	struct list *n, *tmp;
+
+	list_for_each_safe(n, tmp, &c->entries)
+	{
+		struct token_entry *e = list_entry(n, struct token_entry, node);
+		if (e->id == id)
+			entry_free(c, e, why);
 	}
 	cache_tick(c);
 }

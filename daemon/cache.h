@@ -63,8 +63,9 @@ struct cache_waiter {
 
 struct cache_ops {
 	/* Starts fetching e's token; cache_fetch_done() must follow later,
-	 * never from inside this call. Returns 0 or a negative errno. */
-	int (*fetch)(void *arg, struct token_entry *e);
+	 * never from inside this call. Returns 0, or a negative errno with err
+	 * saying why when err->status is set. */
+	int (*fetch)(void *arg, struct token_entry *e, struct token_result *err);
 	/* Abandons e's fetch; cache_fetch_done() will not follow. */
 	void (*cancel)(void *arg, struct token_entry *e);
 	/* Asks for cache_tick() at wall time `due` (INT64_MAX: never). */
@@ -140,6 +141,10 @@ void cache_tick(struct cache *c);
  * their waiters told. resolve returns the new identity for a name, or NULL. */
 void cache_rebind(struct cache *c,
 		  const struct identity *(*resolve)(void *, const struct identity *), void *arg);
+
+/* Drops every token and remembered error of id, telling waiters why: its
+ * signed-in user changed. */
+void cache_forget_identity(struct cache *c, const struct identity *id, const char *why);
 
 /* Iteration for status output. */
 struct token_entry *cache_first(struct cache *c);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../proto/duration.h"
+#include "certificate.h"
 #include "log.h"
 #include "secmem.h"
 
@@ -23,6 +24,8 @@
 #define CONFIG_SIZE_MAX (1024 * 1024)
 /* A client secret is about 40 characters; leave room for odd ones. */
 #define SECRET_SIZE_MAX (64 * 1024)
+/* A certificate file with its chain and key, PEM or PKCS#12. */
+#define CERTIFICATE_SIZE_MAX (256 * 1024)
 /* Identity names travel in requests and logs; keep them short and plain. */
 #define IDENTITY_NAME_MAX 64
 /* Upper bounds that keep a typo from configuring something absurd. */
@@ -106,9 +109,17 @@ const char *cloud_batch_resource(enum cloud c)
 	return clouds[c].batch;
 }
 
+static const char *const kind_names[] = {
+    [CRED_SECRET] = "secret",
+    [CRED_CERTIFICATE] = "certificate",
+    [CRED_MANAGED_IDENTITY] = "managed-identity",
+    [CRED_FEDERATED] = "federated",
+    [CRED_DEVICE_CODE] = "device-code",
+};
+
 const char *credential_kind_name(enum credential_kind k)
 {
-	return k == CRED_SECRET ? "secret" : "unknown";
+	return k >= CRED_SECRET && k <= CRED_DEVICE_CODE ? kind_names[k] : "unknown";
 }
 
 static void identity_clear(struct identity *id)
@@ -120,6 +131,16 @@ static void identity_clear(struct identity *id)
 	free(id->secret_file);
 	free(id->secret_credential);
 	secmem_free_str(id->secret);
+	free(id->certificate_file);
+	free(id->certificate_credential);
+	free(id->key_file);
+	free(id->passphrase_file);
+	free(id->passphrase_credential);
+	certificate_free(id->cert);
+	free(id->object_id);
+	free(id->resource_id);
+	free(id->imds_endpoint);
+	free(id->federated_token_file);
 	for (size_t i = 0; i < id->n_resources; i++)
 		free(id->resources[i]);
 	free(id->resources);
@@ -141,6 +162,8 @@ void config_free(struct config *c)
 	free(c->ca_file);
 	free(c->proxy);
 	free(c->compat_endpoint);
+	free(c->state_dir);
+	free(c->state_key_credential);
 	free(c);
 }
 
@@ -303,6 +326,43 @@ static int check_id_chars(struct parser *p, const char *key, const char *v)
 	return 0;
 }
 
+/* systemd credential names are file names in $CREDENTIALS_DIRECTORY. */
+static int check_credential_name(struct parser *p, const char *key, const char *v)
+{
+	if (!*v)
+		return 0;
+	if (strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
+		return perr(p, "%s: '%s' is not a credential name", key, v) ?: -1;
+	return 0;
+}
+
+static int set_path(struct parser *p, const char *key, const char *v, char **dst)
+{
+	if (*v && *v != '/')
+		return perr(p, "%s: '%s' must be an absolute path", key, v) ?: -1;
+	return set_string(dst, v);
+}
+
+/* http(s)://HOST[:PORT] with no path, query or credentials; trailing
+ * slashes dropped. */
+static int set_base_url(struct parser *p, const char *key, const char *v, bool http_ok, char **dst)
+{
+	size_t len = strlen(v), skip;
+
+	if (!*v)
+		return set_string(dst, v);
+	skip = !strncmp(v, "https://", 8) ? 8 : http_ok && !strncmp(v, "http://", 7) ? 7 : 0;
+	while (len > skip && v[len - 1] == '/')
+		len--;
+	if (!skip || len == skip || strpbrk(v + skip, "?#@ \t") ||
+	    memchr(v + skip, '/', len - skip))
+		return perr(p, "%s: '%s' must be an %s URL with a host and no path", key, v,
+			    http_ok ? "http:// or https://" : "https://")
+			   ?: -1;
+	free(*dst);
+	return (*dst = strndup(v, len)) ? 0 : -ENOMEM;
+}
+
 static int daemon_key(struct parser *p, const char *key, const char *v)
 {
 	struct config *c = p->c;
@@ -341,6 +401,13 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return set_string(&c->ca_file, v);
 	if (!strcmp(key, "proxy"))
 		return set_string(&c->proxy, v);
+	if (!strcmp(key, "state_dir")) {
+		if (*v && *v != '/')
+			return perr(p, "state_dir: '%s' must be an absolute path", v);
+		return set_string(&c->state_dir, v);
+	}
+	if (!strcmp(key, "state_key_credential"))
+		return check_credential_name(p, key, v) ?: set_string(&c->state_key_credential, v);
 	if (!strcmp(key, "compat_endpoint")) {
 		if (*v)
 			return perr(p, "compat_endpoint: the managed-identity compatible endpoint "
@@ -356,16 +423,11 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 	uint32_t n;
 
 	if (!strcmp(key, "credential")) {
-		if (!strcmp(v, "secret")) {
-			id->kind = CRED_SECRET;
-			return 0;
-		}
-		if (!strcmp(v, "certificate") || !strcmp(v, "managed-identity") ||
-		    !strcmp(v, "federated") || !strcmp(v, "device-code"))
-			return perr(p,
-				    "credential: '%s' is not available in this version of "
-				    "batchtokd; use credential = secret",
-				    v);
+		for (int k = CRED_SECRET; k <= CRED_DEVICE_CODE; k++)
+			if (!strcmp(v, kind_names[k])) {
+				id->kind = (enum credential_kind)k;
+				return 0;
+			}
 		return perr(p,
 			    "credential: '%s' is not one of secret, certificate, "
 			    "managed-identity, federated, device-code",
@@ -380,11 +442,45 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 			return perr(p, "secret_file: '%s' must be an absolute path", v);
 		return set_string(&id->secret_file, v);
 	}
-	if (!strcmp(key, "secret_credential")) {
-		if (!*v || strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
-			return perr(p, "secret_credential: '%s' is not a credential name", v);
-		return set_string(&id->secret_credential, v);
+	if (!strcmp(key, "secret_credential"))
+		return check_credential_name(p, key, v) ?: set_string(&id->secret_credential, v);
+	if (!strcmp(key, "certificate_file"))
+		return set_path(p, key, v, &id->certificate_file);
+	if (!strcmp(key, "certificate_credential"))
+		return check_credential_name(p, key, v)
+			   ?: set_string(&id->certificate_credential, v);
+	if (!strcmp(key, "key_file"))
+		return set_path(p, key, v, &id->key_file);
+	if (!strcmp(key, "certificate_passphrase_file"))
+		return set_path(p, key, v, &id->passphrase_file);
+	if (!strcmp(key, "certificate_passphrase_credential"))
+		return check_credential_name(p, key, v)
+			   ?: set_string(&id->passphrase_credential, v);
+	if (!strcmp(key, "send_x5c"))
+		return parse_bool(p, key, v, &id->send_x5c);
+	if (!strcmp(key, "assertion_algorithm")) {
+		if (!strcmp(v, "PS256"))
+			id->assertion_alg = ASSERTION_PS256;
+		else if (!strcmp(v, "RS256"))
+			id->assertion_alg = ASSERTION_RS256;
+		else
+			return perr(p, "assertion_algorithm: '%s' is not PS256 or RS256", v);
+		return 0;
 	}
+	if (!strcmp(key, "object_id"))
+		return check_id_chars(p, key, v) ?: set_string(&id->object_id, v);
+	if (!strcmp(key, "resource_id")) {
+		if (*v != '/' || strpbrk(v, " \t?#&%"))
+			return perr(p,
+				    "resource_id: '%s' is not an Azure resource ID "
+				    "(/subscriptions/.../userAssignedIdentities/NAME)",
+				    v);
+		return set_string(&id->resource_id, v);
+	}
+	if (!strcmp(key, "imds_endpoint"))
+		return set_base_url(p, key, v, true, &id->imds_endpoint);
+	if (!strcmp(key, "federated_token_file"))
+		return set_path(p, key, v, &id->federated_token_file);
 	if (!strcmp(key, "resources")) {
 		for (size_t i = 0; i < id->n_resources; i++)
 			free(id->resources[i]);
@@ -402,18 +498,8 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 			return perr(p, "cloud: '%s' is not public, usgov or china", v);
 		return 0;
 	}
-	if (!strcmp(key, "authority_host")) {
-		size_t len = strlen(v);
-		if (!*v)
-			return set_string(&id->authority, v);
-		if (strncmp(v, "https://", 8) != 0 || len < 9 || strpbrk(v + 8, "?#@ \t"))
-			return perr(p, "authority_host: '%s' must be an https:// URL with no query",
-				    v);
-		while (len > 8 && v[len - 1] == '/')
-			len--;
-		free(id->authority);
-		return (id->authority = strndup(v, len)) ? 0 : -ENOMEM;
-	}
+	if (!strcmp(key, "authority_host"))
+		return set_base_url(p, key, v, false, &id->authority);
 	if (!strcmp(key, "token_version"))
 		return parse_uint(p, key, v, 1, 2, 10, &n) ?: (id->token_version = (int)n, 0);
 	if (!strcmp(key, "allow_users"))
@@ -551,8 +637,25 @@ static char *reader(char *str, int num, void *stream)
 	return str;
 }
 
-/* Reads a secret file or systemd credential and checks who may read it. */
-static int load_secret(struct identity *id, struct config_errors *errs)
+/* A file holding key material: a path, or a systemd credential name. */
+struct protected_file {
+	const char *what; /* "secret", "certificate", ... for messages */
+	const char *path;
+	const char *credential;
+	size_t max;
+	bool binary; /* keep trailing whitespace (PKCS#12) */
+};
+
+#define id_error(errs, id, fmt, ...)                                                               \
+	(add_error((errs), "%s:%d: [identity %s]: " fmt, (id)->file, (id)->line, (id)->name,       \
+		   ##__VA_ARGS__)                                                                  \
+	     ?: -EINVAL)
+
+/* Reads a key-material file into secure memory after checking, as ssh does,
+ * that nobody but its owner (and group, for 0640) may read it and that it
+ * belongs to root or the daemon's user. *ret is NUL-terminated. */
+static int read_protected(const struct identity *id, const struct protected_file *f, char **ret,
+			  size_t *ret_len, struct config_errors *errs)
 {
 	const char *credentials = getenv("CREDENTIALS_DIRECTORY");
 	char path[4096], *buf = NULL;
@@ -560,66 +663,203 @@ static int load_secret(struct identity *id, struct config_errors *errs)
 	ssize_t n = 0;
 	int fd, r = 0;
 
-	if (id->secret_credential) {
+	if (f->credential) {
 		if (!credentials || !*credentials)
-			return add_error(errs,
-					 "%s:%d: [identity %s]: secret_credential = %s needs "
-					 "LoadCredential=%s:PATH in the service unit "
-					 "($CREDENTIALS_DIRECTORY is not set)",
-					 id->file, id->line, id->name, id->secret_credential,
-					 id->secret_credential)
-				   ?: -EINVAL;
-		snprintf(path, sizeof(path), "%s/%s", credentials, id->secret_credential);
+			return id_error(errs, id,
+					"%s_credential = %s needs LoadCredential=%s:PATH in the "
+					"service unit ($CREDENTIALS_DIRECTORY is not set)",
+					f->what, f->credential, f->credential);
+		snprintf(path, sizeof(path), "%s/%s", credentials, f->credential);
 	} else {
-		snprintf(path, sizeof(path), "%s", id->secret_file);
+		snprintf(path, sizeof(path), "%s", f->path);
 	}
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
-		return add_error(errs, "%s:%d: [identity %s]: cannot open secret %s: %s", id->file,
-				 id->line, id->name, path, strerror(errno))
-			   ?: -EINVAL;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		r = add_error(errs, "%s:%d: [identity %s]: secret %s is not a regular file",
-			      id->file, id->line, id->name, path)
-			?: -EINVAL;
-	} else if (st.st_mode & 0027) {
-		r = add_error(
-			errs,
-			"%s:%d: [identity %s]: secret %s is accessible by others (mode %04o): "
-			"run chmod 600 %s",
-			id->file, id->line, id->name, path, st.st_mode & 07777, path)
-			?: -EINVAL;
-	} else if (st.st_uid != geteuid() && st.st_uid != 0) {
-		r = add_error(errs,
-			      "%s:%d: [identity %s]: secret %s is owned by uid %u, not by root or "
-			      "the daemon's user (uid %u): chown it",
-			      id->file, id->line, id->name, path, st.st_uid, geteuid())
-			?: -EINVAL;
-	} else if (st.st_size > SECRET_SIZE_MAX) {
-		r = add_error(errs, "%s:%d: [identity %s]: secret %s is larger than %d bytes",
-			      id->file, id->line, id->name, path, SECRET_SIZE_MAX)
-			?: -EINVAL;
-	} else if (!(buf = secmem_alloc((size_t)st.st_size + 1))) {
+		return id_error(errs, id, "cannot open %s %s: %s", f->what, path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		r = id_error(errs, id, "%s %s is not a regular file", f->what, path);
+	else if (st.st_mode & 0027)
+		r = id_error(errs, id,
+			     "%s %s is accessible by others (mode %04o): run chmod 600 %s", f->what,
+			     path, st.st_mode & 07777, path);
+	else if (st.st_uid != geteuid() && st.st_uid != 0)
+		r = id_error(errs, id,
+			     "%s %s is owned by uid %u, not by root or the daemon's user (uid %u): "
+			     "chown it",
+			     f->what, path, st.st_uid, geteuid());
+	else if ((size_t)st.st_size > f->max)
+		r = id_error(errs, id, "%s %s is larger than %zu bytes", f->what, path, f->max);
+	else if (!(buf = secmem_alloc((size_t)st.st_size + 1)))
 		r = -ENOMEM;
-	} else {
+	else {
 		n = read(fd, buf, (size_t)st.st_size);
 		/* Editors and echo leave a newline; it is never part of a secret. */
-		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-			buf[--n] = 0;
+		while (!f->binary && n > 0 &&
+		       (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+			n--;
 		if (n <= 0)
-			r = add_error(errs,
-				      "%s:%d: [identity %s]: secret %s is empty or unreadable",
-				      id->file, id->line, id->name, path)
-				?: -EINVAL;
+			r = id_error(errs, id, "%s %s is empty or unreadable", f->what, path);
+		else
+			buf[n] = 0;
 	}
 	close(fd);
 	if (r < 0) {
 		secmem_free(buf, buf ? (size_t)st.st_size + 1 : 0);
 		return r;
 	}
-	id->secret = secmem_strndup(buf, (size_t)n);
+	*ret = secmem_strndup(buf, (size_t)n);
+	*ret_len = (size_t)n;
 	secmem_free(buf, (size_t)st.st_size + 1);
-	return id->secret ? 0 : -ENOMEM;
+	return *ret ? 0 : -ENOMEM;
+}
+
+static int load_secret(struct identity *id, struct config_errors *errs)
+{
+	struct protected_file f = {"secret", id->secret_file, id->secret_credential,
+				   SECRET_SIZE_MAX, false};
+	size_t n;
+
+	return read_protected(id, &f, &id->secret, &n, errs);
+}
+
+/* Loads the certificate, its key and passphrase: --check-config proves they
+ * load and match. */
+static int load_certificate(struct identity *id, struct config_errors *errs)
+{
+	struct protected_file cf = {"certificate", id->certificate_file, id->certificate_credential,
+				    CERTIFICATE_SIZE_MAX, true};
+	struct protected_file kf = {"key", id->key_file, NULL, CERTIFICATE_SIZE_MAX, false};
+	struct protected_file pf = {"certificate_passphrase", id->passphrase_file,
+				    id->passphrase_credential, SECRET_SIZE_MAX, false};
+	char *data = NULL, *key = NULL, *pass = NULL, err[512] = "";
+	size_t data_len = 0, key_len = 0, n;
+	int r;
+
+	r = read_protected(id, &cf, &data, &data_len, errs);
+	if (r == 0 && id->key_file)
+		r = read_protected(id, &kf, &key, &key_len, errs);
+	if (r == 0 && (id->passphrase_file || id->passphrase_credential))
+		r = read_protected(id, &pf, &pass, &n, errs);
+	if (r == 0) {
+		/* A secure-heap string may be longer than what it holds. */
+		r = certificate_load(data, data_len, key, key_len, pass, &id->cert, err,
+				     sizeof(err));
+		if (r == -ENOMEM)
+			;
+		else if (r < 0)
+			r = id_error(errs, id, "certificate %s: %s",
+				     id->certificate_file ? id->certificate_file
+							  : id->certificate_credential,
+				     err);
+	}
+	secmem_free(data, data_len + 1);
+	secmem_free(key, key_len + 1);
+	secmem_free_str(pass);
+	return r;
+}
+
+/* Environment defaults for federated credentials, as the AKS workload
+ * identity webhook injects them (ENTRA.md section 5). */
+static int federated_defaults(struct identity *id)
+{
+	const char *v;
+
+	if (!id->tenant && (v = getenv("AZURE_TENANT_ID")) && *v && !(id->tenant = strdup(v)))
+		return -ENOMEM;
+	if (!id->client_id && (v = getenv("AZURE_CLIENT_ID")) && *v && !(id->client_id = strdup(v)))
+		return -ENOMEM;
+	if (!id->federated_token_file && (v = getenv("AZURE_FEDERATED_TOKEN_FILE")) && *v == '/' &&
+	    !(id->federated_token_file = strdup(v)))
+		return -ENOMEM;
+	if (!id->authority && (v = getenv("AZURE_AUTHORITY_HOST")) && !strncmp(v, "https://", 8)) {
+		size_t len = strlen(v);
+		while (len > 8 && v[len - 1] == '/')
+			len--;
+		if (!(id->authority = strndup(v, len)))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Keys that make sense for one kind of credential only. */
+static void check_not_for(struct parser *p, const struct identity *id, const char *key,
+			  const void *set, enum credential_kind only)
+{
+	if (set && id->kind && id->kind != only)
+		perr(p, "[identity %s]: %s = applies to credential = %s, not %s", id->name, key,
+		     credential_kind_name(only), credential_kind_name(id->kind));
+}
+
+static int check_identity(struct parser *p, struct identity *id)
+{
+	const char *n = id->name;
+
+	check_not_for(p, id, "secret_file", id->secret_file, CRED_SECRET);
+	check_not_for(p, id, "secret_credential", id->secret_credential, CRED_SECRET);
+	check_not_for(p, id, "certificate_file", id->certificate_file, CRED_CERTIFICATE);
+	check_not_for(p, id, "certificate_credential", id->certificate_credential,
+		      CRED_CERTIFICATE);
+	check_not_for(p, id, "key_file", id->key_file, CRED_CERTIFICATE);
+	check_not_for(p, id, "certificate_passphrase_file", id->passphrase_file, CRED_CERTIFICATE);
+	check_not_for(p, id, "certificate_passphrase_credential", id->passphrase_credential,
+		      CRED_CERTIFICATE);
+	check_not_for(p, id, "object_id", id->object_id, CRED_MANAGED_IDENTITY);
+	check_not_for(p, id, "resource_id", id->resource_id, CRED_MANAGED_IDENTITY);
+	check_not_for(p, id, "imds_endpoint", id->imds_endpoint, CRED_MANAGED_IDENTITY);
+	check_not_for(p, id, "federated_token_file", id->federated_token_file, CRED_FEDERATED);
+
+	switch (id->kind) {
+	case CRED_SECRET:
+		if (!id->secret_file == !id->secret_credential)
+			perr(p,
+			     "[identity %s]: give exactly one of secret_file = or "
+			     "secret_credential =",
+			     n);
+		break;
+	case CRED_CERTIFICATE:
+		if (!id->certificate_file == !id->certificate_credential)
+			perr(p,
+			     "[identity %s]: give exactly one of certificate_file = or "
+			     "certificate_credential =",
+			     n);
+		if (id->passphrase_file && id->passphrase_credential)
+			perr(p,
+			     "[identity %s]: give at most one of certificate_passphrase_file = "
+			     "or certificate_passphrase_credential =",
+			     n);
+		break;
+	case CRED_MANAGED_IDENTITY:
+		if (!!id->client_id + !!id->object_id + !!id->resource_id > 1)
+			perr(p,
+			     "[identity %s]: a user-assigned identity is chosen by one of "
+			     "client_id =, object_id = or resource_id =, not several",
+			     n);
+		if (!id->imds_endpoint && !(id->imds_endpoint = strdup(IMDS_DEFAULT_ENDPOINT)))
+			return -ENOMEM;
+		return 0; /* no tenant or authority: IMDS knows them */
+	case CRED_FEDERATED:
+		if (federated_defaults(id) < 0)
+			return -ENOMEM;
+		if (!id->federated_token_file)
+			perr(p,
+			     "[identity %s]: federated_token_file = is missing (or set "
+			     "AZURE_FEDERATED_TOKEN_FILE in the daemon's environment)",
+			     n);
+		break;
+	case CRED_DEVICE_CODE:
+		if (id->token_version != 2)
+			perr(p, "[identity %s]: device-code sign-in needs token_version = 2", n);
+		if (!id->tenant && !(id->tenant = strdup("organizations")))
+			return -ENOMEM;
+		if (!id->client_id && !(id->client_id = strdup(AZURE_CLI_CLIENT_ID)))
+			return -ENOMEM;
+		break;
+	}
+	if (!id->tenant)
+		perr(p, "[identity %s]: tenant = is missing (your directory's tenant id)", n);
+	if (!id->client_id)
+		perr(p, "[identity %s]: client_id = is missing (the application id)", n);
+	return 0;
 }
 
 static int validate(struct parser *p, bool load_secrets)
@@ -632,18 +872,12 @@ static int validate(struct parser *p, bool load_secrets)
 		int before = (int)p->errs->n;
 		p->line = id->line;
 		if (!id->kind)
-			perr(p, "[identity %s]: credential = is missing (secret)", id->name);
-		if (!id->tenant)
-			perr(p, "[identity %s]: tenant = is missing (your directory's tenant id)",
-			     id->name);
-		if (!id->client_id)
-			perr(p, "[identity %s]: client_id = is missing (the application id)",
-			     id->name);
-		if (id->kind == CRED_SECRET && !id->secret_file == !id->secret_credential)
 			perr(p,
-			     "[identity %s]: give exactly one of secret_file = or "
-			     "secret_credential =",
+			     "[identity %s]: credential = is missing (secret, certificate, "
+			     "managed-identity, federated or device-code)",
 			     id->name);
+		if ((r = check_identity(p, id)) < 0)
+			return r;
 		if (!id->authority && !(id->authority = strdup(cloud_authority(id->cloud))))
 			return -ENOMEM;
 		if (id->n_resources == 0) {
@@ -653,9 +887,21 @@ static int validate(struct parser *p, bool load_secrets)
 		}
 		if (id->is_default)
 			defaults++;
-		if ((int)p->errs->n == before && load_secrets && id->kind == CRED_SECRET &&
-		    (r = load_secret(id, p->errs)) == -ENOMEM)
-			return r;
+		if ((int)p->errs->n == before && load_secrets) {
+			if (id->kind == CRED_SECRET)
+				r = load_secret(id, p->errs);
+			else if (id->kind == CRED_CERTIFICATE)
+				r = load_certificate(id, p->errs);
+			else if (id->kind == CRED_FEDERATED &&
+				 access(id->federated_token_file, R_OK))
+				r = id_error(p->errs, id,
+					     "cannot read federated_token_file %s: %s (is the "
+					     "projected service-account token mounted?)",
+					     id->federated_token_file, strerror(errno));
+			if (r == -ENOMEM)
+				return r;
+			r = 0;
+		}
 	}
 	if (defaults > 1) {
 		p->line = p->default_line;
@@ -674,7 +920,8 @@ static int validate(struct parser *p, bool load_secrets)
 }
 
 static int parse_text(const char *text, const char *name, const char *default_socket,
-		      bool load_secrets, struct config **ret, struct config_errors *errs)
+		      const char *default_state_dir, bool load_secrets, struct config **ret,
+		      struct config_errors *errs)
 {
 	struct parser p = {.errs = errs, .name = name, .text = text, .pos = text};
 	struct config *c = calloc(1, sizeof(*c));
@@ -705,6 +952,8 @@ static int parse_text(const char *text, const char *name, const char *default_so
 		goto nomem;
 	if (!c->socket && default_socket && !(c->socket = strdup(default_socket)))
 		goto nomem;
+	if (!c->state_dir && default_state_dir && !(c->state_dir = strdup(default_state_dir)))
+		goto nomem;
 	if (errs->n) {
 		config_free(c);
 		return -EINVAL;
@@ -720,7 +969,7 @@ nomem:
 int config_parse_string(const char *text, const char *name, struct config **ret,
 			struct config_errors *errs)
 {
-	return parse_text(text, name, NULL, false, ret, errs);
+	return parse_text(text, name, NULL, NULL, false, ret, errs);
 }
 
 int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs)
@@ -766,7 +1015,8 @@ int config_load(const struct config_options *opts, struct config **ret, struct c
 		free(text);
 		return -EINVAL;
 	}
-	r = parse_text(text, opts->path, opts->default_socket, true, ret, errs);
+	r = parse_text(text, opts->path, opts->default_socket, opts->default_state_dir, true, ret,
+		       errs);
 	free(text);
 	return r;
 }
@@ -788,7 +1038,12 @@ bool identity_same_credential(const struct identity *a, const struct identity *b
 {
 	return a->kind == b->kind && a->token_version == b->token_version &&
 	       str_eq(a->authority, b->authority) && str_eq(a->tenant, b->tenant) &&
-	       str_eq(a->client_id, b->client_id) &&
+	       str_eq(a->client_id, b->client_id) && str_eq(a->object_id, b->object_id) &&
+	       str_eq(a->resource_id, b->resource_id) &&
+	       str_eq(a->imds_endpoint, b->imds_endpoint) &&
+	       str_eq(a->federated_token_file, b->federated_token_file) &&
+	       a->send_x5c == b->send_x5c && a->assertion_alg == b->assertion_alg &&
+	       certificate_equal(a->cert, b->cert) &&
 	       (a->secret == b->secret ||
 		(a->secret && b->secret && secmem_equal(a->secret, b->secret)));
 }

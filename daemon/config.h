@@ -17,9 +17,17 @@
 
 enum credential_kind {
 	CRED_SECRET = 1,
-	/* certificate, managed-identity, federated and device-code are parsed
-	 * and refused until their sources exist. */
+	CRED_CERTIFICATE,
+	CRED_MANAGED_IDENTITY,
+	CRED_FEDERATED,
+	CRED_DEVICE_CODE,
 };
+
+/* Azure CLI's public client: the device-code default (ENTRA.md 6.5). */
+#define AZURE_CLI_CLIENT_ID   "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+#define IMDS_DEFAULT_ENDPOINT "http://169.254.169.254"
+
+struct certificate;
 
 enum cloud {
 	CLOUD_PUBLIC,
@@ -37,7 +45,23 @@ struct identity {
 	char *secret_file;	 /* or: */
 	char *secret_credential; /* systemd LoadCredential= name */
 	char *secret;		 /* loaded, in secure memory */
-	char **resources;	 /* first is the default */
+	/* credential = certificate */
+	char *certificate_file;	      /* or: */
+	char *certificate_credential; /* systemd LoadCredential= name */
+	char *key_file;		      /* when the key is not in the certificate file */
+	char *passphrase_file;	      /* or: */
+	char *passphrase_credential;
+	struct certificate *cert; /* loaded */
+	bool send_x5c;
+	int assertion_alg; /* enum assertion_alg */
+	/* credential = managed-identity: at most one selects a user-assigned
+	 * identity (client_id above, object_id or resource_id). */
+	char *object_id;
+	char *resource_id;
+	char *imds_endpoint; /* http(s)://HOST[:PORT], no path */
+	/* credential = federated */
+	char *federated_token_file;
+	char **resources; /* first is the default */
 	size_t n_resources;
 	enum cloud cloud;
 	char *authority; /* https://HOST[:PORT], from cloud or authority_host */
@@ -65,6 +89,8 @@ struct config {
 	char *ca_file;
 	char *proxy;
 	char *compat_endpoint;
+	char *state_dir;	    /* device-code sign-ins are kept here */
+	char *state_key_credential; /* systemd credential with the state key */
 	struct identity *identities;
 	size_t n_identities;
 	struct identity *default_identity; /* NULL if none */
@@ -78,7 +104,8 @@ struct config_errors {
 
 struct config_options {
 	const char *path;
-	const char *default_socket; /* used when [daemon] socket is unset */
+	const char *default_socket;    /* used when [daemon] socket is unset */
+	const char *default_state_dir; /* used when [daemon] state_dir is unset */
 };
 
 /* Loads and validates the file. On success *ret is a new config; on
@@ -95,9 +122,9 @@ void config_errors_clear(struct config_errors *e);
 
 struct identity *config_find_identity(const struct config *c, const char *name);
 
-/* Whether two identities would fetch the same tokens: same credential,
- * authority, tenant, client, secret and token version. Used on reload to keep
- * cached tokens. */
+/* Whether two identities would fetch the same tokens: same kind of
+ * credential, authority, tenant, client, secret or certificate, endpoints and
+ * files, and token version. Used on reload to keep cached tokens. */
 bool identity_same_credential(const struct identity *a, const struct identity *b);
 
 /* The resource a client may ask for: resource, or scope with its trailing

@@ -1,7 +1,11 @@
 /* credential.h - credential sources: how an identity proves itself to the
  * token service. The fetcher calls this one interface; each kind of
- * credential (a client secret now; certificates, managed identity, federated
- * tokens and device-code sign-in later) is one implementation of it. */
+ * credential (client secret, certificate, managed identity, federated token,
+ * a signed-in user's refresh token) is one implementation of it.
+ *
+ * Sources do no I/O: what they need from outside the config (the federated
+ * token file's current contents, the user's current refresh token) is read
+ * or looked up by the fetcher and handed in through cred_input. */
 #ifndef BATCHTOK_DAEMON_CREDENTIAL_H
 #define BATCHTOK_DAEMON_CREDENTIAL_H
 
@@ -11,14 +15,27 @@
 #include "entra.h"
 #include "http.h"
 
+/* A federated token is a JWT of a few KiB. */
+#define FEDERATED_TOKEN_MAX (64 * 1024)
+
+struct cred_input {
+	const struct identity *id;
+	const char *resource;
+	const char *assertion;	   /* federated: the token file, read for this request */
+	const char *refresh_token; /* device-code: the user's, or NULL if not signed in */
+	int64_t now;		   /* wall clock */
+};
+
 struct credential_ops {
 	const char *kind;
-	/* Fills req with the token request for resource. On failure req is
-	 * cleared and ret's message says why. */
-	int (*build_request)(const struct identity *id, const char *resource,
-			     struct http_request *req);
+	/* A file to read afresh before every request (it rotates), or NULL. */
+	const char *(*input_file)(const struct identity *id);
+	/* Fills req with the token request. On failure req is cleared and err
+	 * says why (status, message, transient). */
+	int (*build_request)(const struct cred_input *in, struct http_request *req,
+			     struct token_result *err);
 	/* Interprets the reply; sent_at is when the request went out. */
-	void (*parse_response)(const struct identity *id, const struct http_response *resp,
+	void (*parse_response)(const struct cred_input *in, const struct http_response *resp,
 			       int64_t sent_at, struct token_result *ret);
 };
 

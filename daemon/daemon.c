@@ -4,12 +4,15 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "certificate.h"
 #include "credential.h"
 #include "dispatch.h"
 #include "log.h"
@@ -20,12 +23,23 @@
 #define WALL_CLOCK_RECHECK_MS 60000
 /* Fixed connect timeout for the token service. */
 #define CONNECT_TIMEOUT 10
+/* How often certificate expiry is checked (and warned about). */
+#define CERT_CHECK_MS (12 * 3600 * 1000)
 
-/* One fetch in flight: the transfer and the entry it is for. */
+/* One fetch in flight: the entry it is for, then the file read (federated
+ * tokens) and the transfer. */
 struct fetch {
 	struct daemon *d;
 	struct token_entry *e;
 	struct http_transfer *t;
+	uv_work_t read;	  /* reading the credential's input file off the loop */
+	bool reading;	  /* read queued or running */
+	bool cancelled;	  /* cancelled while reading: the read's end frees it */
+	char *path;	  /* the input file */
+	char *input;	  /* its contents, secure memory */
+	size_t input_len; /* bytes read; the buffer holds one more */
+	int read_err;	  /* errno of the read */
+	uint64_t gen;	  /* device-code: the sign-in generation used */
 	int64_t sent_at;
 };
 
@@ -45,45 +59,165 @@ static uint32_t random_u32(void *arg)
 	return r;
 }
 
-static void on_fetched(void *arg, const struct http_response *resp)
+static void fetch_free(struct fetch *f)
 {
-	struct fetch *f = arg;
-	struct token_result r;
-
-	credential_for(f->e->id)->parse_response(f->e->id, resp, f->sent_at, &r);
-	cache_fetch_done(f->d->cache, f->e, &r);
-	token_result_clear(&r);
+	secmem_free(f->input, f->input ? f->input_len + 1 : 0);
+	free(f->path);
 	free(f);
 }
 
-static int fetch_start(void *arg, struct token_entry *e)
+static void on_fetched(void *arg, const struct http_response *resp)
+{
+	struct fetch *f = arg;
+	struct token_entry *e = f->e;
+	struct cred_input in = {.id = e->id, .resource = e->resource, .now = f->sent_at};
+	struct signin *si = signin_find(f->d->signins, e->id);
+	struct token_result r;
+
+	credential_for(e->id)->parse_response(&in, resp, f->sent_at, &r);
+	if (si && r.status == BT_OK && r.refresh_token)
+		signin_rotate(si, f->gen, r.refresh_token);
+	else if (si && !strcmp(r.error, "invalid_grant"))
+		signin_expired(si, f->gen, r.message);
+	e->fetch = NULL;
+	cache_fetch_done(f->d->cache, e, &r);
+	token_result_clear(&r);
+	fetch_free(f);
+}
+
+/* Builds the request from what the credential needs and sends it. */
+static int fetch_send(struct fetch *f, struct token_result *err)
+{
+	struct daemon *d = f->d;
+	struct token_entry *e = f->e;
+	struct signin *si = signin_find(d->signins, e->id);
+	struct cred_input in = {.id = e->id,
+				.resource = e->resource,
+				.assertion = f->input,
+				.refresh_token = si ? signin_refresh_token(si) : NULL,
+				.now = wall_now(NULL)};
+	struct http_request req = {0};
+	int r;
+
+	f->gen = si ? signin_generation(si) : 0;
+	r = credential_for(e->id)->build_request(&in, &req, err);
+	/* The assertion is in the request body now; wipe our copy. */
+	secmem_free(f->input, f->input ? f->input_len + 1 : 0);
+	f->input = NULL;
+	if (r < 0)
+		return r;
+	f->sent_at = in.now;
+	r = http_submit(d->http, &req, on_fetched, f, &f->t);
+	if (r < 0)
+		return r;
+	log_msg(LOG_DEBUG,
+		&(struct log_ctx){
+		    .identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},
+		"identity %s: requesting a token for %s", e->id->name, e->resource);
+	return 0;
+}
+
+/* In a worker thread: reads the input file into secure memory. Touches
+ * nothing but the fetch's own fields. */
+static void read_work(uv_work_t *req)
+{
+	struct fetch *f = req->data;
+	struct stat st;
+	ssize_t n;
+	int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+	f->read_err = 0;
+	if (fd < 0) {
+		f->read_err = errno;
+		return;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FEDERATED_TOKEN_MAX)
+		f->read_err = EINVAL;
+	else if (!(f->input = secmem_alloc((size_t)st.st_size + 1)))
+		f->read_err = ENOMEM;
+	else if ((n = read(fd, f->input, (size_t)st.st_size)) < 0)
+		f->read_err = errno;
+	else {
+		f->input_len = (size_t)st.st_size;
+		while (n > 0 && strchr("\r\n ", f->input[n - 1]))
+			f->input[--n] = 0;
+		if (n == 0)
+			f->read_err = ENODATA;
+	}
+	close(fd);
+}
+
+static void read_done(uv_work_t *req, int status)
+{
+	struct fetch *f = req->data;
+	struct token_result err = {0};
+	int r;
+
+	f->reading = false;
+	if (f->cancelled) {
+		fetch_free(f);
+		return;
+	}
+	if (status < 0 || f->read_err) {
+		int e = status < 0 ? -status : f->read_err;
+		err.status = BT_E_CREDENTIAL_REJECTED;
+		snprintf(err.message, sizeof(err.message),
+			 "identity '%s': cannot read federated_token_file %s: %s (check that the "
+			 "projected service-account token is mounted and rotated)",
+			 f->e->id->name, f->path,
+			 e == EINVAL	? "not a regular file of at most 64 KiB"
+			 : e == ENODATA ? "the file is empty"
+					: strerror(e));
+		r = -e;
+	} else {
+		r = fetch_send(f, &err);
+	}
+	if (r < 0) {
+		struct token_entry *e = f->e;
+		if (!err.status) {
+			err.status = BT_E_INTERNAL;
+			snprintf(err.message, sizeof(err.message),
+				 "cannot start a token request: %s", strerror(-r));
+		}
+		e->fetch = NULL;
+		fetch_free(f);
+		cache_fetch_done(e->cache, e, &err);
+	}
+	token_result_clear(&err);
+}
+
+static int fetch_start(void *arg, struct token_entry *e, struct token_result *err)
 {
 	struct daemon *d = arg;
-	struct http_request req = {0};
+	const struct credential_ops *ops = credential_for(e->id);
+	const char *path = ops->input_file ? ops->input_file(e->id) : NULL;
 	struct fetch *f;
 	int r;
 
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	r = credential_for(e->id)->build_request(e->id, e->resource, &req);
-	if (r < 0) {
-		free(f);
-		return r;
-	}
 	f->d = d;
 	f->e = e;
-	f->sent_at = wall_now(NULL);
-	r = http_submit(d->http, &req, on_fetched, f, &f->t);
+	if (path) {
+		/* Federated tokens rotate: read the file afresh, in the thread
+		 * pool, so a slow disk never stalls the loop. */
+		f->read.data = f;
+		if (!(f->path = strdup(path)) ||
+		    (r = uv_queue_work(&d->loop, &f->read, read_work, read_done)) < 0) {
+			fetch_free(f);
+			return -ENOMEM;
+		}
+		f->reading = true;
+		e->fetch = f;
+		return 0;
+	}
+	r = fetch_send(f, err);
 	if (r < 0) {
-		free(f);
+		fetch_free(f);
 		return r;
 	}
 	e->fetch = f;
-	log_msg(LOG_DEBUG,
-		&(struct log_ctx){
-		    .identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},
-		"identity %s: requesting a token for %s", e->id->name, e->resource);
 	return 0;
 }
 
@@ -94,9 +228,14 @@ static void fetch_cancel(void *arg, struct token_entry *e)
 	(void)arg;
 	if (!f)
 		return;
-	http_cancel(f->t);
-	free(f);
 	e->fetch = NULL;
+	if (f->reading) {
+		/* A running read cannot be stopped; its end frees the fetch. */
+		f->cancelled = true;
+		return;
+	}
+	http_cancel(f->t);
+	fetch_free(f);
 }
 
 static void on_cache_timer(uv_timer_t *t)
@@ -175,17 +314,68 @@ static void settings_from(const struct config *c, struct http_options *h, struct
 				     .idle_timeout = c->idle_timeout};
 }
 
+static void prefetch(struct daemon *d, const struct identity *id)
+{
+	if (!id->prefetch)
+		return;
+	for (size_t k = 0; k < id->n_resources; k++)
+		if (cache_prefetch(d->cache, id, id->resources[k]) < 0)
+			log_error("identity %s: cannot prefetch %s: out of memory", id->name,
+				  id->resources[k]);
+}
+
 static void prefetch_all(struct daemon *d)
 {
+	for (size_t i = 0; i < d->cfg->n_identities; i++)
+		prefetch(d, &d->cfg->identities[i]);
+}
+
+/* A user signed in or out: the old user's tokens must not be served. */
+static void on_signin_changed(void *arg, const struct identity *id)
+{
+	struct daemon *d = arg;
+
+	cache_forget_identity(d->cache, id, "the signed-in user changed; ask again");
+	prefetch(d, id);
+}
+
+/* Logs certificates that have expired or will within CERTIFICATE_WARN_AHEAD,
+ * at start, on reload and twice a day. */
+static void check_certificates(struct daemon *d)
+{
+	int64_t now = wall_now(NULL);
+
 	for (size_t i = 0; i < d->cfg->n_identities; i++) {
 		const struct identity *id = &d->cfg->identities[i];
-		if (!id->prefetch)
+		struct log_ctx ctx = {.identity = id->name, .uid = -1, .pid = -1};
+		int64_t end;
+		char date[32];
+		time_t t;
+		if (!id->cert)
 			continue;
-		for (size_t k = 0; k < id->n_resources; k++)
-			if (cache_prefetch(d->cache, id, id->resources[k]) < 0)
-				log_error("identity %s: cannot prefetch %s: out of memory",
-					  id->name, id->resources[k]);
+		end = certificate_not_after(id->cert);
+		t = (time_t)end;
+		strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
+		if (end <= now)
+			log_msg(LOG_ERR, &ctx,
+				"identity %s: certificate %s (thumbprint %s) expired on %s: renew "
+				"it and register the new one on the application",
+				id->name, certificate_subject(id->cert),
+				certificate_thumbprint(id->cert), date);
+		else if (end - now < CERTIFICATE_WARN_AHEAD)
+			log_msg(
+			    LOG_WARNING, &ctx,
+			    "identity %s: certificate %s (thumbprint %s) expires on %s, in %lld "
+			    "days: renew it and register the new one on the application",
+			    id->name, certificate_subject(id->cert),
+			    certificate_thumbprint(id->cert), date,
+			    (long long)((end - now) / 86400));
 	}
+}
+
+static void on_cert_timer(uv_timer_t *t)
+{
+	check_certificates(t->data);
 }
 
 static void status_line(struct daemon *d, char *buf, size_t n)
@@ -243,8 +433,10 @@ int daemon_reload(struct daemon *d, char **ret_error)
 		return -ENOMEM;
 	}
 	cache_rebind(d->cache, resolve_same, c);
+	signin_configure(d->signins, c);
 	config_free(d->cfg);
 	d->cfg = c;
+	check_certificates(d);
 	cache_configure(d->cache, &cs);
 	server_set_max_clients(d->server, c->max_clients);
 	log_set_level(c->log_level);
@@ -274,8 +466,11 @@ static void on_signal(uv_signal_t *s, int signum)
 	server_close(d->server);
 	cache_free(d->cache);
 	d->cache = NULL;
+	signin_store_free(d->signins);
+	d->signins = NULL;
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
+	uv_close((uv_handle_t *)&d->cert_timer, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -315,9 +510,13 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	settings_from(cfg, &ho, &cs);
 	uv_timer_init(&d->loop, &d->cache_timer);
 	d->cache_timer.data = d;
+	uv_timer_init(&d->loop, &d->cert_timer);
+	d->cert_timer.data = d;
 	if ((r = http_new(&d->loop, &ho, &d->http)) < 0 ||
-	    (r = cache_new(&ops, d, &cs, &d->cache)) < 0)
+	    (r = cache_new(&ops, d, &cs, &d->cache)) < 0 ||
+	    (r = signin_store_new(&d->loop, d->http, on_signin_changed, d, &d->signins)) < 0)
 		goto fail_loop;
+	signin_configure(d->signins, cfg);
 	sh.arg = d;
 	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
 		if (r == -EADDRINUSE)
@@ -336,6 +535,8 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&d->sigint, on_signal, SIGINT);
 	notify_init(&d->notify, &d->loop);
+	check_certificates(d);
+	uv_timer_start(&d->cert_timer, on_cert_timer, CERT_CHECK_MS, CERT_CHECK_MS);
 	prefetch_all(d);
 	status_line(d, status, sizeof(status));
 	log_info("batchtokd " BATCHTOK_VERSION_STRING " ready: %s", status);
@@ -351,8 +552,10 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 
 fail_loop:
 	cache_free(d->cache);
+	signin_store_free(d->signins);
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
+	uv_close((uv_handle_t *)&d->cert_timer, NULL);
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&d->loop);
 fail:

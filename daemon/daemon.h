@@ -12,6 +12,7 @@
 #include "http.h"
 #include "notify.h"
 #include "server.h"
+#include "signin.h"
 
 struct daemon {
 	uv_loop_t loop;
@@ -19,10 +20,12 @@ struct daemon {
 	struct config *cfg;
 	struct http *http;
 	struct cache *cache;
+	struct signin_store *signins;
 	struct server *server;
 	struct notify notify;
 	uv_timer_t cache_timer;
 	int64_t cache_due;
+	uv_timer_t cert_timer; /* warns of expiring certificates */
 	uv_signal_t sighup, sigterm, sigint;
 	int64_t started;
 	uint64_t reloads;

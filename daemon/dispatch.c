@@ -9,13 +9,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "certificate.h"
 #include "jwt.h"
 #include "log.h"
 
-/* A request waiting for the cache: the waiter and where the answer goes. */
+/* A request waiting for the cache or a sign-in: the waiter and where the
+ * answer goes. */
 struct pending {
 	struct cache_waiter w; /* first: the callback recovers the pending */
-	struct list node;      /* on its connection's pending list */
+	struct signin_waiter sw;
+	struct list node; /* on its connection's pending list */
 	struct conn *conn;
 	uint32_t id;
 	uint8_t type;
@@ -199,6 +202,35 @@ out:
 	bt_token_query_clear(&q);
 }
 
+/* What each kind of credential adds to an identity's status. */
+static int describe_credential(struct daemon *d, const struct identity *id, struct bt_record *irec)
+{
+	const struct signin *si;
+	int r = 0;
+
+	if (id->cert)
+		r = bt_record_add_str(irec, "certificate", certificate_subject(id->cert))
+			?: bt_record_add_str(irec, "thumbprint", certificate_thumbprint(id->cert))
+			?: bt_record_add_int(irec, "certificate_expires", BT_FIELD_TIME,
+					     certificate_not_after(id->cert));
+	if (r == 0 && id->kind == CRED_MANAGED_IDENTITY)
+		r = bt_record_add_str(irec, "imds_endpoint", id->imds_endpoint);
+	if (r == 0 && id->object_id)
+		r = bt_record_add_str(irec, "object_id", id->object_id);
+	if (r == 0 && id->resource_id)
+		r = bt_record_add_str(irec, "resource_id", id->resource_id);
+	if (r == 0 && id->federated_token_file)
+		r = bt_record_add_str(irec, "federated_token_file", id->federated_token_file);
+	if (r == 0 && (si = signin_find(d->signins, id))) {
+		r = bt_record_add_str(irec, "signed_in", *signin_user(si) ? signin_user(si) : "-");
+		if (r == 0 && signin_time(si))
+			r = bt_record_add_int(irec, "signed_in_at", BT_FIELD_TIME, signin_time(si));
+		if (r == 0 && signin_pending(si))
+			r = bt_record_add_int(irec, "login_pending", BT_FIELD_BOOL, 1);
+	}
+	return r;
+}
+
 static int describe_daemon(struct daemon *d, const struct conn *c, struct bt_record *rec)
 {
 	bool admin = daemon_peer_is_admin(d, &c->peer);
@@ -231,7 +263,8 @@ static int describe_daemon(struct daemon *d, const struct conn *c, struct bt_rec
 		    ?: bt_record_add_str(irec, "authority", id->authority)
 		    ?: bt_record_add_str(irec, "resources", resources)
 		    ?: bt_record_add_int(irec, "default", BT_FIELD_BOOL, id == d->cfg->default_identity)
-		    ?: bt_record_add_int(irec, "prefetch", BT_FIELD_BOOL, id->prefetch);
+		    ?: bt_record_add_int(irec, "prefetch", BT_FIELD_BOOL, id->prefetch)
+		    ?: describe_credential(d, id, irec);
 		for (struct token_entry *e = cache_first(d->cache); r == 0 && e;
 		     e = cache_next(e)) {
 			struct bt_record *t;
@@ -311,6 +344,104 @@ static void handle_reload(struct daemon *d, struct conn *c, struct bt_frame *f)
 	check_encoded(c, bt_encode_empty(&c->out, BT_RELOAD | BT_REPLY, f->id));
 }
 
+static void on_signin_event(struct signin_waiter *w, const struct signin_event *ev)
+{
+	struct pending *p = container_of(w, struct pending, sw);
+	struct conn *c = p->conn;
+	struct bt_record rec = {0};
+	int r;
+
+	if (ev->status != BT_OK) {
+		reply_error(c, p->id, ev->status, "%s", ev->message);
+	} else {
+		r = bt_record_add_str(&rec, "identity", p->identity->name);
+		if (r == 0 && ev->prompt)
+			r = bt_record_add_str(&rec, "message", ev->prompt->message)
+				?: bt_record_add_str(&rec, "user_code", ev->prompt->user_code)
+				?: bt_record_add_str(&rec, "verification_uri",
+						     ev->prompt->verification_uri)
+				?: bt_record_add_int(&rec, "expires_in", BT_FIELD_INT,
+						     ev->prompt->expires_in)
+				?: bt_record_add_int(&rec, "interval", BT_FIELD_INT,
+						     ev->prompt->interval);
+		if (r == 0 && ev->user)
+			r = bt_record_add_str(&rec, "user", ev->user);
+		if (r == 0)
+			r = bt_encode_record_reply(&c->out, p->type | BT_REPLY, p->id, &rec);
+		bt_record_clear(&rec);
+		check_encoded(c, r);
+	}
+	pending_free(p);
+	conn_request_done(c);
+}
+
+/* LOGIN, LOGIN_WAIT and LOGOUT change whom an identity's tokens speak for:
+ * administrators only (in user mode that is the user). */
+static void handle_signin(struct daemon *d, struct conn *c, struct bt_frame *f)
+{
+	const struct identity *ident;
+	struct pending *p;
+	char *name = NULL;
+	int r;
+
+	if (bt_decode_name_request(&f->body, &name) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed %s request",
+			    bt_type_name(f->type));
+		return;
+	}
+	ident = *name ? config_find_identity(d->cfg, name) : d->cfg->default_identity;
+	if (!ident) {
+		reply_error(c, f->id, BT_E_UNKNOWN_IDENTITY,
+			    "no identity named '%s': 'batchtok status' lists them", name);
+		goto out;
+	}
+	if (ident->kind != CRED_DEVICE_CODE) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST,
+			    "identity '%s' uses credential = %s; only device-code identities have "
+			    "a user who signs in",
+			    ident->name, credential_kind_name(ident->kind));
+		goto out;
+	}
+	if (!daemon_peer_is_admin(d, &c->peer)) {
+		struct log_ctx ctx = peer_ctx(c, ident->name, NULL);
+		log_msg(LOG_WARNING, &ctx, "denied %s of identity %s to pid %d uid %u",
+			bt_type_name(f->type), ident->name, (int)c->peer.pid,
+			(unsigned)c->peer.uid);
+		reply_error(c, f->id, BT_E_DENIED,
+			    "signing in and out is for administrators: run it as root, as the "
+			    "daemon's user or as a member of admin_group");
+		goto out;
+	}
+	if (f->type == BT_LOGOUT) {
+		signin_logout(d->signins, ident);
+		check_encoded(c, bt_encode_empty(&c->out, BT_LOGOUT | BT_REPLY, f->id));
+		goto out;
+	}
+	if (!(p = calloc(1, sizeof(*p)))) {
+		reply_error(c, f->id, BT_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	p->conn = c;
+	p->id = f->id;
+	p->type = f->type;
+	p->identity = ident;
+	p->sw.fn = on_signin_event;
+	p->sw.want_prompt = f->type == BT_LOGIN;
+	list_init(&p->sw.node);
+	list_add_tail(&c->pendings, &p->node);
+	c->n_pending++;
+	/* Either may answer (and free p) before returning. */
+	if (f->type == BT_LOGIN_WAIT) {
+		signin_wait(d->signins, ident, &p->sw);
+	} else if ((r = signin_login(d->signins, ident, &p->sw)) < 0) {
+		pending_free(p);
+		c->n_pending--;
+		reply_error(c, f->id, BT_E_INTERNAL, "cannot start the sign-in: %s", strerror(-r));
+	}
+out:
+	free(name);
+}
+
 static void handle_hello(struct conn *c, struct bt_frame *f)
 {
 	struct bt_hello h;
@@ -355,6 +486,11 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 	case BT_RELOAD:
 		handle_reload(d, c, f);
 		break;
+	case BT_LOGIN:
+	case BT_LOGIN_WAIT:
+	case BT_LOGOUT:
+		handle_signin(d, c, f);
+		break;
 	case BT_PING:
 		if (bt_decode_empty(&f->body) < 0)
 			reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed PING request");
@@ -380,7 +516,10 @@ void dispatch_conn_closed(void *arg, struct conn *c)
 
 	(void)arg;
 	while ((p = list_first(&c->pendings, struct pending, node))) {
-		cache_waiter_cancel(&p->w);
+		if (p->type == BT_LOGIN || p->type == BT_LOGIN_WAIT)
+			signin_waiter_cancel(&p->sw);
+		else
+			cache_waiter_cancel(&p->w);
 		pending_free(p);
 	}
 	c->n_pending = 0;

@@ -8,11 +8,24 @@
 #include <string.h>
 
 #include "../proto/msg.h"
+#include "jwt.h"
+
+/* Device codes live 15 minutes; accept up to an hour, and poll at least
+ * every minute. */
+#define DEVICE_CODE_LIFETIME_MAX 3600
+#define DEVICE_POLL_MAX		 60
 
 void token_result_clear(struct token_result *r)
 {
 	secmem_free_str(r->access_token);
+	secmem_free_str(r->refresh_token);
 	memset(r, 0, sizeof(*r));
+}
+
+void device_code_clear(struct device_code *dc)
+{
+	secmem_free_str(dc->device_code);
+	memset(dc, 0, sizeof(*dc));
 }
 
 int entra_token_url(const struct identity *id, char **ret)
@@ -67,11 +80,24 @@ static const struct {
     {7000218, "the request carried no credential"},
     {700027, "the client assertion's signature or certificate is not accepted: check the "
 	     "certificate registered on the application"},
-    {700024, "the client assertion is outside its validity window: check the clock"},
     {50196, "the service saw the same request too often: a client loop"},
     {90055, "the tenant is being throttled: requests will be retried later"},
     {70003, "the grant type is not supported for this application"},
     {700025, "the application is a public client and cannot use a secret"},
+    {700030, "the certificate's subject name is not authorized for this application (SNI)"},
+    {70008, "the sign-in has expired from inactivity: run 'batchtok login' again"},
+    {700082, "the sign-in has expired from inactivity: run 'batchtok login' again"},
+    {50173, "the sign-in was revoked (password change or admin): run 'batchtok login' again"},
+    {70043, "Conditional Access requires a fresh sign-in: run 'batchtok login' again"},
+    {50076, "multi-factor authentication is required: run 'batchtok login' again"},
+    {50079, "multi-factor authentication enrolment is required: run 'batchtok login' again"},
+    {70019, "the sign-in code expired before it was used: run 'batchtok login' again"},
+    {70018, "the sign-in code was not recognised: run 'batchtok login' again"},
+    {7000112, "the application is disabled in the tenant"},
+    {700024, "the client assertion is outside its validity window: check the clock, or "
+	     "that the federated token file is being rotated"},
+    {70021, "no federated identity credential on the application matches the token's "
+	    "issuer, subject and audience"},
 };
 
 const char *entra_aadsts_hint(long code)
@@ -129,7 +155,15 @@ static void copy_line(char *dst, size_t n, const char *src)
 			dst[i] = ' ';
 }
 
-static void parse_error(json_t *root, long status, struct token_result *ret)
+/* IMDS answers 404 and 410 while it updates, 429 when throttled, 5xx when
+ * Entra fails it; any other 4xx is a design-time error (ENTRA.md 3.1). */
+static bool transient_status(enum token_service svc, long status)
+{
+	return status == 429 || status >= 500 ||
+	       (svc == SERVICE_IMDS && (status == 404 || status == 410));
+}
+
+static void parse_error(json_t *root, long status, enum token_service svc, struct token_result *ret)
 {
 	const char *error = json_string_value(json_object_get(root, "error"));
 	const char *desc = json_string_value(json_object_get(root, "error_description"));
@@ -150,10 +184,16 @@ static void parse_error(json_t *root, long status, struct token_result *ret)
 		copy_line(first, sizeof(first), desc);
 	if (error)
 		copy_line(err, sizeof(err), error);
+	snprintf(ret->error, sizeof(ret->error), "%s", err);
 	hint = code > 0 ? entra_aadsts_hint(code) : NULL;
+	if (!hint && svc == SERVICE_IMDS && status == 400)
+		hint = "no managed identity matches: assign one to this machine, check "
+		       "client_id, object_id or resource_id, and the resource";
+	if (!hint && !strcmp(err, "authorization_declined"))
+		hint = "the user declined the sign-in";
 
-	if (status == 429 || status >= 500 ||
-	    (error && !strcmp(error, "temporarily_unavailable")) || ret->retry_after) {
+	if (transient_status(svc, status) || (error && !strcmp(error, "temporarily_unavailable")) ||
+	    ret->retry_after) {
 		ret->status = BT_E_UNAVAILABLE;
 		ret->transient = true;
 	} else {
@@ -162,15 +202,36 @@ static void parse_error(json_t *root, long status, struct token_result *ret)
 		 * changes. */
 		ret->status = BT_E_CREDENTIAL_REJECTED;
 	}
-	snprintf(ret->message, sizeof(ret->message), "token service: HTTP %ld%s%s%s%s%s%s", status,
+	snprintf(ret->message, sizeof(ret->message), "%s: HTTP %ld%s%s%s%s%s%s",
+		 svc == SERVICE_IMDS ? "managed identity endpoint" : "token service", status,
 		 *err ? " " : "", err, *first ? ": " : "", first, hint ? " -- " : "",
 		 hint ? hint : "");
 }
 
-void entra_parse_response(const struct http_response *resp, int64_t sent_at,
+/* Who signed in, from the id_token's claims (display only). */
+static void id_token_user(json_t *root, struct token_result *ret)
+{
+	static const char *const keys[] = {
+	    "preferred_username", "upn", "unique_name", "email", "name", "oid"};
+	json_t *id = json_object_get(root, "id_token"), *claims;
+
+	if (!json_is_string(id) || !(claims = jwt_claims(json_string_value(id))))
+		return;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const char *v = json_string_value(json_object_get(claims, keys[i]));
+		if (v && *v) {
+			copy_line(ret->user, sizeof(ret->user), v);
+			break;
+		}
+	}
+	json_decref(claims);
+}
+
+void entra_parse_response(const struct http_response *resp, int64_t sent_at, enum token_service svc,
 			  struct token_result *ret)
 {
-	json_t *root = NULL, *tok;
+	const char *who = svc == SERVICE_IMDS ? "managed identity endpoint" : "token service";
+	json_t *root = NULL, *tok, *rt;
 	json_error_t jerr;
 	int64_t expires_in, expires_on, refresh_in;
 	int has_in, has_on;
@@ -183,13 +244,12 @@ void entra_parse_response(const struct http_response *resp, int64_t sent_at,
 	case HTTP_TIMEOUT:
 		ret->status = BT_E_TIMEOUT;
 		ret->transient = true;
-		snprintf(ret->message, sizeof(ret->message), "token service timed out: %s",
-			 resp->error);
+		snprintf(ret->message, sizeof(ret->message), "%s timed out: %s", who, resp->error);
 		return;
 	default:
 		ret->status = BT_E_UNAVAILABLE;
 		ret->transient = true;
-		snprintf(ret->message, sizeof(ret->message), "token service unreachable: %s",
+		snprintf(ret->message, sizeof(ret->message), "%s unreachable: %s", who,
 			 resp->error);
 		return;
 	}
@@ -198,12 +258,11 @@ void entra_parse_response(const struct http_response *resp, int64_t sent_at,
 		ret->status = BT_E_UNAVAILABLE;
 		ret->transient = true;
 		snprintf(ret->message, sizeof(ret->message),
-			 "token service: HTTP %ld with a body that is not a JSON object",
-			 resp->status);
+			 "%s: HTTP %ld with a body that is not a JSON object", who, resp->status);
 		goto out;
 	}
 	if (resp->status != 200) {
-		parse_error(root, resp->status, ret);
+		parse_error(root, resp->status, svc, ret);
 		goto out;
 	}
 	tok = json_object_get(root, "access_token");
@@ -215,17 +274,22 @@ void entra_parse_response(const struct http_response *resp, int64_t sent_at,
 		ret->status = BT_E_UNAVAILABLE;
 		ret->transient = true;
 		snprintf(ret->message, sizeof(ret->message),
-			 "token service: the reply lacks a usable access_token or expiry");
+			 "%s: the reply lacks a usable access_token or expiry", who);
 		goto out;
 	}
 	/* expires_in counts from when we asked, on our own clock, which makes it
-	 * immune to skew; expires_on (v1, IMDS) is used only without it. */
-	ret->expires_on = has_in == 0 ? sent_at + expires_in : expires_on;
+	 * immune to skew; expires_on (v1) is used only without it. IMDS is the
+	 * exception: it hands out cached tokens whose expires_in counts from
+	 * issuance, so its expires_on is the truth. */
+	if (svc == SERVICE_IMDS && has_on == 0)
+		ret->expires_on = expires_on;
+	else
+		ret->expires_on = has_in == 0 ? sent_at + expires_in : expires_on;
 	if (ret->expires_on <= sent_at || ret->expires_on - sent_at > ENTRA_LIFETIME_MAX) {
 		ret->status = BT_E_UNAVAILABLE;
 		ret->transient = true;
 		snprintf(ret->message, sizeof(ret->message),
-			 "token service: the token's lifetime (%lld s) is out of range",
+			 "%s: the token's lifetime (%lld s) is out of range", who,
 			 (long long)(ret->expires_on - sent_at));
 		goto out;
 	}
@@ -237,6 +301,14 @@ void entra_parse_response(const struct http_response *resp, int64_t sent_at,
 		     ? json_string_value(json_object_get(root, "token_type"))
 		     : "Bearer");
 	ret->access_token = secmem_strndup(json_string_value(tok), json_string_length(tok));
+	rt = json_object_get(root, "refresh_token");
+	if (json_is_string(rt) && json_string_length(rt) > 0 &&
+	    json_string_length(rt) <= BT_TOKEN_MAX &&
+	    !(ret->refresh_token = secmem_strndup(json_string_value(rt), json_string_length(rt)))) {
+		secmem_free_str(ret->access_token);
+		ret->access_token = NULL;
+	}
+	id_token_user(root, ret);
 	if (!ret->access_token) {
 		ret->status = BT_E_INTERNAL;
 		snprintf(ret->message, sizeof(ret->message), "out of memory");
@@ -244,5 +316,125 @@ void entra_parse_response(const struct http_response *resp, int64_t sent_at,
 	}
 	ret->status = BT_OK;
 out:
+	json_decref(root);
+}
+
+int entra_user_scope(const char *resource, char **ret)
+{
+	return asprintf(ret, "%s/.default offline_access openid profile", resource) < 0 ? -ENOMEM
+											: 0;
+}
+
+/* The common start of a user-flow request: URL ENDPOINT, client_id, and the
+ * scope for resource when one is given. */
+static int user_request(const struct identity *id, const char *endpoint, const char *grant,
+			const char *resource, struct http_request *req)
+{
+	char *scope = NULL;
+	int r;
+
+	req->headers[0] = "Accept: application/json";
+	if (asprintf(&req->url, "%s/%s/oauth2/v2.0/%s", id->authority, id->tenant, endpoint) < 0) {
+		req->url = NULL;
+		return -ENOMEM;
+	}
+	r = grant ? secstr_add_param(&req->body, "grant_type", grant) : 0;
+	r = r ?: secstr_add_param(&req->body, "client_id", id->client_id);
+	if (r == 0 && resource && (r = entra_user_scope(resource, &scope)) == 0)
+		r = secstr_add_param(&req->body, "scope", scope);
+	free(scope);
+	if (r < 0)
+		http_request_clear(req);
+	return r;
+}
+
+int entra_device_code_request(const struct identity *id, struct http_request *req)
+{
+	return user_request(id, "devicecode", NULL, id->resources[0], req);
+}
+
+int entra_device_poll_request(const struct identity *id, const char *device_code,
+			      struct http_request *req)
+{
+	int r =
+	    user_request(id, "token", "urn:ietf:params:oauth:grant-type:device_code", NULL, req);
+
+	r = r ?: secstr_add_param(&req->body, "device_code", device_code);
+	if (r < 0)
+		http_request_clear(req);
+	return r;
+}
+
+int entra_refresh_request(const struct identity *id, const char *resource,
+			  const char *refresh_token, struct http_request *req)
+{
+	int r = user_request(id, "token", "refresh_token", resource, req);
+
+	r = r ?: secstr_add_param(&req->body, "refresh_token", refresh_token);
+	if (r < 0)
+		http_request_clear(req);
+	return r;
+}
+
+static void copy_field(json_t *root, const char *key, char *dst, size_t n)
+{
+	const char *v = json_string_value(json_object_get(root, key));
+
+	if (v)
+		copy_line(dst, n, v);
+}
+
+void entra_parse_device_code(const struct http_response *resp, struct device_code *ret,
+			     struct token_result *err)
+{
+	json_t *root = NULL, *dc;
+	int64_t expires_in = 900, interval = 5;
+
+	memset(ret, 0, sizeof(*ret));
+	if (resp->failure != HTTP_OK || resp->status != 200) {
+		/* Errors have the token endpoint's shape; a non-200 is never
+		 * taken for a token. */
+		entra_parse_response(resp, 0, SERVICE_ENTRA, err);
+		return;
+	}
+	memset(err, 0, sizeof(*err));
+	root = json_loadb(resp->body, resp->body_len, JSON_REJECT_DUPLICATES, NULL);
+	dc = json_object_get(root, "device_code");
+	/* MSAL defaults a missing interval and lifetime and accepts strings. */
+	if (!json_is_object(root) || !json_is_string(dc) || json_string_length(dc) == 0 ||
+	    json_string_length(dc) > BT_TOKEN_MAX ||
+	    !json_is_string(json_object_get(root, "user_code")) ||
+	    get_int(root, "expires_in", &expires_in) == -EINVAL ||
+	    get_int(root, "interval", &interval) == -EINVAL || expires_in <= 0 || interval < 0) {
+		err->status = BT_E_UNAVAILABLE;
+		err->transient = true;
+		snprintf(err->message, sizeof(err->message),
+			 "token service: the device-code reply lacks device_code, user_code or "
+			 "a valid expires_in and interval");
+		json_decref(root);
+		return;
+	}
+	copy_field(root, "user_code", ret->user_code, sizeof(ret->user_code));
+	copy_field(root, "verification_uri", ret->verification_uri, sizeof(ret->verification_uri));
+	if (!*ret->verification_uri) /* the v1 spelling */
+		copy_field(root, "verification_url", ret->verification_uri,
+			   sizeof(ret->verification_uri));
+	copy_field(root, "message", ret->message, sizeof(ret->message));
+	if (!*ret->message)
+		snprintf(ret->message, sizeof(ret->message),
+			 "To sign in, use a web browser to open the page %s and enter the code %s "
+			 "to authenticate.",
+			 ret->verification_uri, ret->user_code);
+	ret->expires_in =
+	    (uint32_t)(expires_in < DEVICE_CODE_LIFETIME_MAX ? expires_in
+							     : DEVICE_CODE_LIFETIME_MAX);
+	ret->interval = (uint32_t)(interval < 1			? 1
+				   : interval > DEVICE_POLL_MAX ? DEVICE_POLL_MAX
+								: interval);
+	ret->device_code = secmem_strndup(json_string_value(dc), json_string_length(dc));
+	if (!ret->device_code) {
+		err->status = BT_E_INTERNAL;
+		snprintf(err->message, sizeof(err->message), "out of memory");
+	}
 	json_decref(root);
 }

@@ -26,10 +26,32 @@ struct token_result {
 	int64_t refresh_on;   /* server's refresh hint, 0 if none */
 	uint32_t retry_after; /* seconds, 0 if none */
 	char aadsts[32];      /* "AADSTS7000215", or "" */
+	char error[48];	      /* the OAuth error string ("invalid_grant"), or "" */
 	char message[600];    /* one line for clients and logs; never a secret */
+	/* User sign-ins (device code, refresh token): */
+	char *refresh_token; /* the rotated refresh token, secure memory; or NULL */
+	char user[256];	     /* who signed in, from the id_token; or "" */
 };
 
 void token_result_clear(struct token_result *r);
+
+/* Which service answered: they differ in how errors are retried and in
+ * which expiry field to trust. */
+enum token_service {
+	SERVICE_ENTRA, /* the Entra ID token endpoint */
+	SERVICE_IMDS,  /* the instance metadata service (ENTRA.md 3.1) */
+};
+
+/* A device authorization (ENTRA.md 6.1). */
+struct device_code {
+	char *device_code; /* secure memory: it is a credential until used */
+	char user_code[64];
+	char verification_uri[512];
+	char message[1024];
+	uint32_t expires_in, interval;
+};
+
+void device_code_clear(struct device_code *dc);
 
 /* AUTHORITY/TENANT/oauth2/token (v1) or .../oauth2/v2.0/token (v2). */
 int entra_token_url(const struct identity *id, char **ret);
@@ -43,10 +65,25 @@ int entra_scope(const char *resource, char **ret);
 int entra_client_credentials_form(const struct identity *id, const char *resource,
 				  struct secstr *form);
 
-/* Interprets a token-endpoint reply (or transport failure). sent_at is the
+/* Interprets a token reply (or transport failure). sent_at is the
  * wall-clock time the request was sent, which expires_in counts from. */
-void entra_parse_response(const struct http_response *resp, int64_t sent_at,
+void entra_parse_response(const struct http_response *resp, int64_t sent_at, enum token_service svc,
 			  struct token_result *ret);
+
+/* The user-sign-in scope: RESOURCE/.default plus offline_access (for a
+ * refresh token), openid and profile (for the id_token naming the user). */
+int entra_user_scope(const char *resource, char **ret);
+/* POST .../oauth2/v2.0/devicecode for id's default resource. */
+int entra_device_code_request(const struct identity *id, struct http_request *req);
+/* Parses the device authorization reply; on failure ret->device_code is
+ * NULL and err says why. */
+void entra_parse_device_code(const struct http_response *resp, struct device_code *ret,
+			     struct token_result *err);
+/* The device-code poll and the refresh-token grant (ENTRA.md 6.2, 6.4). */
+int entra_device_poll_request(const struct identity *id, const char *device_code,
+			      struct http_request *req);
+int entra_refresh_request(const struct identity *id, const char *resource,
+			  const char *refresh_token, struct http_request *req);
 
 /* What an AADSTS code means and what to do, or NULL if unknown. */
 const char *entra_aadsts_hint(long code);

@@ -291,7 +291,7 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 	SET(CURLOPT_WRITEFUNCTION, on_data);
 	SET(CURLOPT_WRITEDATA, t);
 	SET(CURLOPT_ERRORBUFFER, t->errbuf);
-	SET(CURLOPT_PROTOCOLS_STR, "https");
+	SET(CURLOPT_PROTOCOLS_STR, t->req.direct ? "http,https" : "https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	SET(CURLOPT_TIMEOUT, (long)h->opts.timeout);
 	SET(CURLOPT_CONNECTTIMEOUT, (long)h->opts.connect_timeout);
@@ -302,7 +302,10 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 		SET(CURLOPT_CAINFO, h->ca_file);
 		SET(CURLOPT_CAPATH, SYSTEM_CA_PATH);
 	}
-	SET(CURLOPT_PROXY, h->proxy);
+	/* Metadata service requests bypass every proxy, configured or from
+	 * the environment. */
+	SET(CURLOPT_NOPROXY, t->req.direct ? "*" : NULL);
+	SET(CURLOPT_PROXY, t->req.direct ? NULL : h->proxy);
 	if (t->req.body.len) {
 		/* Our buffer, not a copy: it holds the secret and is wiped with
 		 * the transfer. */

@@ -2,9 +2,9 @@
  *
  * Knows nothing of Entra ID: it moves bytes. At most `concurrency` transfers
  * run at once, the rest wait in order. Connections are reused through the
- * multi handle's cache. HTTPS only, no redirects, TLS always verified,
- * explicit timeouts, a cap on response size.
- * curl's error codes are translated here and nowhere else. */
+ * multi handle's cache. HTTPS only (but for the metadata service), no redirects, TLS always
+ * verified, explicit timeouts, a cap on response size. curl's error codes are translated here and
+ * nowhere else. */
 #ifndef BATCHTOK_DAEMON_HTTP_H
 #define BATCHTOK_DAEMON_HTTP_H
 
@@ -21,6 +21,9 @@ struct http_request {
 	char *url;		/* owned */
 	struct secstr body;	/* POST body (may hold a secret); empty: GET */
 	const char *headers[4]; /* static "Name: value" strings, NULL-terminated */
+	/* The instance metadata service: plain http:// allowed and never
+	 * through a proxy (IMDS is link-local and refuses proxied requests). */
+	bool direct;
 };
 
 void http_request_clear(struct http_request *r);

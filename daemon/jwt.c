@@ -104,3 +104,28 @@ int jwt_describe(const char *token, char **ret)
 	*ret = s;
 	return 0;
 }
+
+json_t *jwt_claims(const char *token)
+{
+	const char *dot1 = strchr(token, '.'), *dot2;
+
+	if (!dot1 || !(dot2 = strchr(dot1 + 1, '.')))
+		return NULL;
+	return decode_part(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+}
+
+char *jwt_b64url_encode(const unsigned char *data, size_t n)
+{
+	char *out = malloc(4 * ((n + 2) / 3) + 1);
+	int len;
+
+	if (!out)
+		return NULL;
+	len = EVP_EncodeBlock((unsigned char *)out, data, (int)n);
+	while (len > 0 && out[len - 1] == '=')
+		len--;
+	out[len] = 0;
+	for (int i = 0; i < len; i++)
+		out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+	return out;
+}

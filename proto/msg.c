@@ -114,6 +114,11 @@ int bt_encode_text_reply(struct bt_buf *out, uint8_t type, uint32_t id, const ch
 	ENCODE_FRAME(out, type, id, bt_buf_put_cstring(out, text));
 }
 
+int bt_encode_name_request(struct bt_buf *out, uint8_t type, uint32_t id, const char *name)
+{
+	ENCODE_FRAME(out, type, id, bt_buf_put_cstring(out, name));
+}
+
 int bt_encode_empty(struct bt_buf *out, uint8_t type, uint32_t id)
 {
 	ENCODE_FRAME(out, type, id, 0);
@@ -236,6 +241,20 @@ int bt_decode_text_reply(struct bt_buf *body, char **ret)
 	r = bt_buf_get_cstring(body, BT_TOKEN_MAX, &s) ?: at_end(body);
 	if (r < 0) {
 		bt_free_secret(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+int bt_decode_name_request(struct bt_buf *body, char **ret)
+{
+	char *s = NULL;
+	int r;
+
+	r = bt_buf_get_cstring(body, BT_NAME_MAX, &s) ?: at_end(body);
+	if (r < 0) {
+		free(s);
 		return r;
 	}
 	*ret = s;
@@ -453,6 +472,12 @@ const char *bt_type_name(uint8_t type)
 		return "RELOAD";
 	case BT_PING:
 		return "PING";
+	case BT_LOGIN:
+		return "LOGIN";
+	case BT_LOGIN_WAIT:
+		return "LOGIN_WAIT";
+	case BT_LOGOUT:
+		return "LOGOUT";
 	}
 	return type == BT_ERROR ? "ERROR" : "unknown";
 }

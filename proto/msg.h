@@ -40,6 +40,9 @@ enum bt_type {
 	BT_INSPECT = 4,
 	BT_RELOAD = 5,
 	BT_PING = 6,
+	BT_LOGIN = 7,	   /* start (or join) a device-code sign-in: the prompt */
+	BT_LOGIN_WAIT = 8, /* wait for the sign-in to end: who signed in */
+	BT_LOGOUT = 9,
 	BT_REPLY = 0x80, /* a reply's type is the request's type | BT_REPLY */
 	BT_ERROR = 0xff,
 };
@@ -162,6 +165,8 @@ int bt_encode_token_reply(struct bt_buf *out, uint32_t id, const struct bt_token
 int bt_encode_text_reply(struct bt_buf *out, uint8_t type, uint32_t id, const char *text);
 int bt_encode_record_reply(struct bt_buf *out, uint8_t type, uint32_t id,
 			   const struct bt_record *m);
+/* A request naming one identity: LOGIN, LOGIN_WAIT, LOGOUT. */
+int bt_encode_name_request(struct bt_buf *out, uint8_t type, uint32_t id, const char *name);
 /* A request or reply with no body: STATUS, RELOAD, their replies. */
 int bt_encode_empty(struct bt_buf *out, uint8_t type, uint32_t id);
 int bt_encode_error(struct bt_buf *out, uint32_t id, uint32_t status, const char *message);
@@ -172,6 +177,7 @@ int bt_decode_hello_reply(struct bt_buf *body, struct bt_hello_reply *ret);
 int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret);
 int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret);
 int bt_decode_text_reply(struct bt_buf *body, char **ret);
+int bt_decode_name_request(struct bt_buf *body, char **ret);
 int bt_decode_record_reply(struct bt_buf *body, struct bt_record *ret);
 int bt_decode_empty(struct bt_buf *body);
 int bt_decode_error(struct bt_buf *body, struct bt_error *ret);

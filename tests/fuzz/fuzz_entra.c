@@ -1,6 +1,8 @@
-/* fuzz_entra.c - libFuzzer target for token-service replies: the first two
- * bytes pick the HTTP status, the rest is the body. Every reply yields a
- * token or a one-line message, never a crash. */
+/* fuzz_entra.c - libFuzzer target for token-service and metadata-service
+ * replies: the first two bytes pick the HTTP status, the service and a
+ * Retry-After, the rest is the body, read as a token reply and as a
+ * device-code reply. Every reply yields a token, a device code or a one-line
+ * message, never a crash. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const long statuses[] = {200, 200, 200, 400, 401, 429, 500, 503};
 	struct http_response resp = {0};
 	struct token_result r;
+	struct device_code dc;
 	char *body, *desc;
 
 	if (size < 2)
@@ -24,14 +27,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(body, data + 2, size - 2);
 	body[size - 2] = 0;
 	resp.status = statuses[data[0] % 8];
-	resp.retry_after = data[1] & 0x80 ? data[1] & 0x7f : 0;
+	resp.retry_after = data[1] & 0x80 ? data[1] & 0x3f : 0;
 	resp.body = body;
 	resp.body_len = size - 2;
-	entra_parse_response(&resp, 1700000000, &r);
-	if ((r.status == BT_OK) != (r.access_token != NULL) || strchr(r.message, '\n'))
+	entra_parse_response(&resp, 1700000000, data[1] & 0x40 ? SERVICE_IMDS : SERVICE_ENTRA, &r);
+	if ((r.status == BT_OK) != (r.access_token != NULL) || strchr(r.message, '\n') ||
+	    strchr(r.user, '\n') || (r.refresh_token && r.status != BT_OK))
 		abort();
 	if (r.access_token && jwt_describe(r.access_token, &desc) == 0)
 		free(desc);
+	token_result_clear(&r);
+	entra_parse_device_code(&resp, &dc, &r);
+	if (!dc.device_code == !r.status || strchr(dc.message, '\n') || strchr(r.message, '\n') ||
+	    (dc.device_code && (dc.interval < 1 || dc.expires_in < 1)))
+		abort();
+	device_code_clear(&dc);
 	token_result_clear(&r);
 	if (jwt_describe(body, &desc) == 0)
 		free(desc);

@@ -21,9 +21,10 @@ static int fetches, cancels;
 static struct token_entry *fetching;
 static int64_t armed;
 
-static int fake_fetch(void *arg, struct token_entry *e)
+static int fake_fetch(void *arg, struct token_entry *e, struct token_result *err)
 {
 	(void)arg;
+	(void)err;
 	fetches++;
 	fetching = e;
 	e->fetch = e; /* any non-NULL handle */

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "../../daemon/certificate.h"
 #include "../../daemon/config.h"
 
 #define IDENTITY                                                                                   \
@@ -174,6 +175,75 @@ static void test_clouds_and_defaults(void **state)
 	config_errors_clear(&e);
 }
 
+/* The PRODUCT.md examples of every credential kind, and their defaults. */
+static void test_credential_kinds(void **state)
+{
+	static const char text[] =
+	    "[daemon]\nstate_dir = /var/lib/batchtok\nstate_key_credential = key\n"
+	    "[identity sp-cert]\ncredential = certificate\ntenant = t\nclient_id = c\n"
+	    "certificate_file = /etc/batchtok/sp-cert.pem\nsend_x5c = no\n"
+	    "assertion_algorithm = RS256\n"
+	    "[identity node]\ncredential = managed-identity\nclient_id = u-1\n"
+	    "imds_endpoint = http://127.0.0.1:8080/\n"
+	    "[identity sys]\ncredential = managed-identity\n"
+	    "[identity aks]\ncredential = federated\ntenant = t\nclient_id = c\n"
+	    "federated_token_file = /var/run/secrets/azure/tokens/azure-identity-token\n"
+	    "[identity me]\ncredential = device-code\n";
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct identity *id;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), 0);
+	assert_string_equal(c->state_dir, "/var/lib/batchtok");
+	assert_string_equal(c->state_key_credential, "key");
+	id = config_find_identity(c, "sp-cert");
+	assert_int_equal(id->kind, CRED_CERTIFICATE);
+	assert_int_equal(id->assertion_alg, ASSERTION_RS256);
+	id = config_find_identity(c, "node");
+	assert_string_equal(id->imds_endpoint, "http://127.0.0.1:8080");
+	assert_string_equal(id->client_id, "u-1");
+	assert_null(id->tenant);
+	id = config_find_identity(c, "sys");
+	assert_string_equal(id->imds_endpoint, IMDS_DEFAULT_ENDPOINT);
+	assert_null(id->client_id);
+	id = config_find_identity(c, "me");
+	assert_string_equal(id->tenant, "organizations");
+	assert_string_equal(id->client_id, AZURE_CLI_CLIENT_ID);
+	assert_string_equal(credential_kind_name(id->kind), "device-code");
+	config_free(c);
+}
+
+static void test_credential_kind_errors(void **state)
+{
+	static const char text[] =
+	    "[identity a]\ncredential = certificate\ntenant = t\nclient_id = c\n"
+	    "secret_file = /s\ncertificate_passphrase_file = /p\n"
+	    "certificate_passphrase_credential = p\n"
+	    "[identity b]\ncredential = managed-identity\nclient_id = x\nobject_id = y\n"
+	    "imds_endpoint = http://h/path\n"
+	    "[identity c]\ncredential = federated\ntenant = t\nclient_id = c\n"
+	    "[identity d]\ncredential = device-code\ntoken_version = 1\n"
+	    "[identity e]\ncredential = secret\ntenant = t\nclient_id = c\nsecret_file = /s\n"
+	    "imds_endpoint = http://h\nauthority_host = https://h/x\n";
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	unsetenv("AZURE_FEDERATED_TOKEN_FILE");
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "secret_file = applies to credential = secret, not certificate"));
+	assert_true(has_error(&e, "exactly one of certificate_file"));
+	assert_true(has_error(&e, "at most one of certificate_passphrase_file"));
+	assert_true(has_error(&e, "not several"));
+	assert_true(has_error(&e, "imds_endpoint: 'http://h/path'"));
+	assert_true(has_error(&e, "federated_token_file = is missing"));
+	assert_true(has_error(&e, "device-code sign-in needs token_version = 2"));
+	assert_true(has_error(&e, "imds_endpoint = applies to credential = managed-identity"));
+	assert_true(has_error(&e, "authority_host: 'https://h/x'"));
+	config_errors_clear(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -184,6 +254,8 @@ int main(void)
 	    cmocka_unit_test(test_long_line_is_reported_not_split),
 	    cmocka_unit_test(test_resource_selection),
 	    cmocka_unit_test(test_clouds_and_defaults),
+	    cmocka_unit_test(test_credential_kinds),
+	    cmocka_unit_test(test_credential_kind_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

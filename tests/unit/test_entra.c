@@ -1,4 +1,5 @@
 /* test_entra.c - token endpoint URLs, forms and every kind of reply. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,13 +33,27 @@ static struct http_response ok(const char *body)
 	return (struct http_response){.status = 200, .body = body, .body_len = strlen(body)};
 }
 
+static int build(const struct identity *id, const char *assertion, const char *rt,
+		 struct http_request *req, struct token_result *err)
+{
+	struct cred_input in = {.id = id,
+				.resource = id->resources[0],
+				.assertion = assertion,
+				.refresh_token = rt,
+				.now = 1000};
+
+	memset(err, 0, sizeof(*err));
+	return credential_for(id)->build_request(&in, req, err);
+}
+
 static void test_v2_request(void **state)
 {
 	struct identity id = ident(2);
 	struct http_request req = {0};
+	struct token_result err;
 
 	(void)state;
-	assert_int_equal(credential_for(&id)->build_request(&id, id.resources[0], &req), 0);
+	assert_int_equal(build(&id, NULL, NULL, &req, &err), 0);
 	assert_string_equal(req.url, "https://login.microsoftonline.com/t-1/oauth2/v2.0/token");
 	assert_string_equal(req.headers[0], "Accept: application/json");
 	assert_null(req.headers[1]);
@@ -52,9 +67,10 @@ static void test_v1_request(void **state)
 {
 	struct identity id = ident(1);
 	struct http_request req = {0};
+	struct token_result err;
 
 	(void)state;
-	assert_int_equal(credential_for(&id)->build_request(&id, id.resources[0], &req), 0);
+	assert_int_equal(build(&id, NULL, NULL, &req, &err), 0);
 	assert_string_equal(req.url, "https://login.microsoftonline.com/t-1/oauth2/token");
 	assert_non_null(strstr(req.body.p, "&resource=https%3A%2F%2Fbatch.core.windows.net%2F&"));
 	http_request_clear(&req);
@@ -68,7 +84,7 @@ static void test_success_v2_and_v1(void **state)
 	(void)state;
 	resp = ok("{\"token_type\":\"Bearer\",\"expires_in\":3599,\"ext_expires_in\":3599,"
 		  "\"access_token\":\"eyJ.a.b\",\"refresh_in\":1800}");
-	entra_parse_response(&resp, 1000, &r);
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
 	assert_int_equal(r.status, BT_OK);
 	assert_string_equal(r.access_token, "eyJ.a.b");
 	assert_int_equal(r.expires_on, 4599);
@@ -77,12 +93,12 @@ static void test_success_v2_and_v1(void **state)
 	/* v1: numbers as strings; expires_in still counts from our clock. */
 	resp = ok("{\"token_type\":\"Bearer\",\"expires_in\":\"3599\",\"expires_on\":\"99\","
 		  "\"access_token\":\"x\",\"resource\":\"r\"}");
-	entra_parse_response(&resp, 1000, &r);
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
 	assert_int_equal(r.status, BT_OK);
 	assert_int_equal(r.expires_on, 4599);
 	token_result_clear(&r);
 	resp = ok("{\"access_token\":\"x\",\"expires_on\":\"5000\"}");
-	entra_parse_response(&resp, 1000, &r);
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
 	assert_int_equal(r.expires_on, 5000);
 	assert_string_equal(r.token_type, "Bearer");
 	token_result_clear(&r);
@@ -107,7 +123,7 @@ static void test_bad_success_bodies(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
 		struct http_response resp = ok(bodies[i]);
-		entra_parse_response(&resp, 1000, &r);
+		entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
 		assert_int_equal(r.status, BT_E_UNAVAILABLE);
 		assert_true(r.transient);
 		assert_null(r.access_token);
@@ -126,7 +142,7 @@ static void test_entra_errors(void **state)
 	struct token_result r;
 
 	(void)state;
-	entra_parse_response(&resp, 0, &r);
+	entra_parse_response(&resp, 0, SERVICE_ENTRA, &r);
 	assert_int_equal(r.status, BT_E_CREDENTIAL_REJECTED);
 	assert_false(r.transient);
 	assert_string_equal(r.aadsts, "AADSTS7000215");
@@ -136,12 +152,12 @@ static void test_entra_errors(void **state)
 	/* Throttling and 5xx are transient and keep Retry-After. */
 	resp = (struct http_response){
 	    .status = 429, .body = "{\"error\":\"x\"}", .body_len = 13, .retry_after = 60};
-	entra_parse_response(&resp, 0, &r);
+	entra_parse_response(&resp, 0, SERVICE_ENTRA, &r);
 	assert_int_equal(r.status, BT_E_UNAVAILABLE);
 	assert_true(r.transient);
 	assert_int_equal(r.retry_after, 60);
 	resp = (struct http_response){.status = 503, .body = "{}", .body_len = 2};
-	entra_parse_response(&resp, 0, &r);
+	entra_parse_response(&resp, 0, SERVICE_ENTRA, &r);
 	assert_true(r.transient);
 }
 
@@ -152,21 +168,181 @@ static void test_transport_failures(void **state)
 
 	(void)state;
 	snprintf(resp.error, sizeof(resp.error), "Operation timed out");
-	entra_parse_response(&resp, 0, &r);
+	entra_parse_response(&resp, 0, SERVICE_ENTRA, &r);
 	assert_int_equal(r.status, BT_E_TIMEOUT);
 	assert_true(r.transient);
 	resp.failure = HTTP_TLS;
-	entra_parse_response(&resp, 0, &r);
+	entra_parse_response(&resp, 0, SERVICE_ENTRA, &r);
 	assert_int_equal(r.status, BT_E_UNAVAILABLE);
 	assert_non_null(strstr(r.message, "unreachable"));
+}
+
+/* IMDS: a GET with Metadata: true, never through a proxy, the resource and
+ * the user-assigned selector in the query (ENTRA.md 3.1). */
+static void test_imds_request(void **state)
+{
+	struct identity id = ident(2);
+	struct http_request req = {0};
+	struct token_result err;
+
+	(void)state;
+	id.kind = CRED_MANAGED_IDENTITY;
+	id.client_id = NULL;
+	id.object_id = "o-1";
+	id.imds_endpoint = "http://169.254.169.254";
+	assert_int_equal(build(&id, NULL, NULL, &req, &err), 0);
+	assert_string_equal(req.url, "http://169.254.169.254/metadata/identity/oauth2/token"
+				     "?api-version=2018-02-01&resource=https%3A%2F%2F"
+				     "batch.core.windows.net%2F&object_id=o-1");
+	assert_string_equal(req.headers[0], "Metadata: true");
+	assert_true(req.direct);
+	assert_int_equal(req.body.len, 0);
+	http_request_clear(&req);
+}
+
+static void test_imds_replies(void **state)
+{
+	struct token_result r;
+	struct http_response resp;
+
+	(void)state;
+	/* All strings; expires_on wins because IMDS serves cached tokens. */
+	resp = ok("{\"access_token\":\"a.b.c\",\"refresh_token\":\"\",\"expires_in\":\"600\","
+		  "\"expires_on\":\"1700\",\"not_before\":\"0\",\"resource\":\"r\","
+		  "\"token_type\":\"Bearer\"}");
+	entra_parse_response(&resp, 1000, SERVICE_IMDS, &r);
+	assert_int_equal(r.status, BT_OK);
+	assert_int_equal(r.expires_on, 1700);
+	assert_null(r.refresh_token);
+	token_result_clear(&r);
+	/* 404 and 410 mean "updating": retried; 400 is a design-time error. */
+	for (long st = 404; st <= 410; st += 6) {
+		resp = (struct http_response){
+		    .status = st, .body = "{\"error\":\"x\"}", .body_len = 11};
+		entra_parse_response(&resp, 1000, SERVICE_IMDS, &r);
+		assert_int_equal(r.status, BT_E_UNAVAILABLE);
+		assert_true(r.transient);
+		token_result_clear(&r);
+	}
+	resp = (struct http_response){
+	    .status = 400,
+	    .body = "{\"error\":\"invalid_request\",\"error_description\":\"Identity not found\"}"};
+	resp.body_len = strlen(resp.body);
+	entra_parse_response(&resp, 1000, SERVICE_IMDS, &r);
+	assert_int_equal(r.status, BT_E_CREDENTIAL_REJECTED);
+	assert_false(r.transient);
+	assert_non_null(strstr(r.message, "managed identity endpoint: HTTP 400"));
+	assert_non_null(strstr(r.message, "assign one"));
+	token_result_clear(&r);
+	/* For Entra the same 404 is final. */
+	resp = (struct http_response){.status = 404, .body = "{}", .body_len = 2};
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_false(r.transient);
+	token_result_clear(&r);
+}
+
+static void test_federated_and_refresh_requests(void **state)
+{
+	struct identity id = ident(2);
+	struct http_request req = {0};
+	struct token_result err;
+
+	(void)state;
+	id.kind = CRED_FEDERATED;
+	assert_int_equal(build(&id, "e.y.j", NULL, &req, &err), 0);
+	assert_non_null(strstr(req.body.p,
+			       "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3A"
+			       "client-assertion-type%3Ajwt-bearer&client_assertion=e.y.j"));
+	assert_null(strstr(req.body.p, "client_secret"));
+	http_request_clear(&req);
+
+	id.kind = CRED_DEVICE_CODE;
+	assert_int_equal(build(&id, NULL, NULL, &req, &err), -ENOKEY);
+	assert_int_equal(err.status, BT_E_CREDENTIAL_REJECTED);
+	assert_non_null(strstr(err.message, "batchtok login -i batch"));
+	assert_null(req.url);
+	assert_int_equal(build(&id, NULL, "r&t", &req, &err), 0);
+	assert_string_equal(req.body.p,
+			    "grant_type=refresh_token&client_id=c-1&scope=https%3A%2F%2F"
+			    "batch.core.windows.net%2F%2F.default%20offline_access%20"
+			    "openid%20profile&refresh_token=r%26t");
+	http_request_clear(&req);
+}
+
+static void test_user_replies(void **state)
+{
+	/* {"preferred_username":"al@x"} as an unsigned JWT's claims. */
+	const char *body =
+	    "{\"access_token\":\"a.b.c\",\"expires_in\":3600,\"refresh_token\":"
+	    "\"RT2\",\"id_token\":\"e30.eyJwcmVmZXJyZWRfdXNlcm5hbWUiOiJhbEB4In0.c2ln\"}";
+	struct http_response resp = ok(body);
+	struct token_result r;
+
+	(void)state;
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_int_equal(r.status, BT_OK);
+	assert_string_equal(r.refresh_token, "RT2");
+	assert_string_equal(r.user, "al@x");
+	token_result_clear(&r);
+
+	resp =
+	    (struct http_response){.status = 400,
+				   .body = "{\"error\":\"invalid_grant\",\"error_codes\":[50173],"
+					   "\"error_description\":\"AADSTS50173: revoked\"}"};
+	resp.body_len = strlen(resp.body);
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_int_equal(r.status, BT_E_CREDENTIAL_REJECTED);
+	assert_string_equal(r.error, "invalid_grant");
+	assert_non_null(strstr(r.message, "batchtok login"));
+	token_result_clear(&r);
+}
+
+static void test_device_code_reply(void **state)
+{
+	struct http_response resp = ok(
+	    "{\"device_code\":\"DC\",\"user_code\":\"ABCD\",\"verification_url\":\"https://x/d\","
+	    "\"expires_in\":\"900\",\"interval\":0}");
+	struct device_code dc;
+	struct token_result err;
+
+	(void)state;
+	entra_parse_device_code(&resp, &dc, &err);
+	assert_string_equal(dc.device_code, "DC");
+	assert_string_equal(dc.user_code, "ABCD");
+	assert_string_equal(dc.verification_uri, "https://x/d"); /* the v1 spelling */
+	assert_int_equal(dc.expires_in, 900);
+	assert_int_equal(dc.interval, 1); /* never a busy loop */
+	assert_non_null(strstr(dc.message, "enter the code ABCD"));
+	device_code_clear(&dc);
+
+	resp = ok("{\"user_code\":\"ABCD\"}");
+	entra_parse_device_code(&resp, &dc, &err);
+	assert_null(dc.device_code);
+	assert_int_equal(err.status, BT_E_UNAVAILABLE);
+
+	resp = (struct http_response){
+	    .status = 400, .body = "{\"error\":\"invalid_client\",\"error_codes\":[7000218]}"};
+	resp.body_len = strlen(resp.body);
+	entra_parse_device_code(&resp, &dc, &err);
+	assert_null(dc.device_code);
+	assert_int_equal(err.status, BT_E_CREDENTIAL_REJECTED);
+	token_result_clear(&err);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_v2_request),	      cmocka_unit_test(test_v1_request),
-	    cmocka_unit_test(test_success_v2_and_v1), cmocka_unit_test(test_bad_success_bodies),
-	    cmocka_unit_test(test_entra_errors),      cmocka_unit_test(test_transport_failures),
+	    cmocka_unit_test(test_v2_request),
+	    cmocka_unit_test(test_v1_request),
+	    cmocka_unit_test(test_success_v2_and_v1),
+	    cmocka_unit_test(test_bad_success_bodies),
+	    cmocka_unit_test(test_entra_errors),
+	    cmocka_unit_test(test_transport_failures),
+	    cmocka_unit_test(test_imds_request),
+	    cmocka_unit_test(test_imds_replies),
+	    cmocka_unit_test(test_federated_and_refresh_requests),
+	    cmocka_unit_test(test_user_replies),
+	    cmocka_unit_test(test_device_code_reply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
