@@ -29,6 +29,48 @@ SECRET = "s3cr3t-Value~with.odd&chars=+/%"
 OTHER_CLIENT = "22222222-2222-2222-2222-222222222222"
 OTHER_SECRET = "another-secret-value-for-tests"
 BATCH = "https://batch.core.windows.net/"
+CERT_CLIENT = "33333333-3333-3333-3333-333333333333"
+FED_CLIENT = "44444444-4444-4444-4444-444444444444"
+PUBLIC_CLIENT = "55555555-5555-5555-5555-555555555555"
+MI_CLIENT = "66666666-6666-6666-6666-666666666666"
+MI_OBJECT = "77777777-7777-7777-7777-777777777777"
+MI_RESOURCE_ID = ("/subscriptions/0/resourceGroups/rg/providers/"
+                  "Microsoft.ManagedIdentity/userAssignedIdentities/node")
+FED_SUBJECT = "system:serviceaccount:default:batch"
+
+
+def make_cert(directory, name, days=30, start_days=-1, passphrase=None, pkcs12=False):
+    """A self-signed RSA certificate and key made at test time; returns
+    (path of the credential file, PEM of the certificate)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12 as p12
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "batchtok test " + name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=start_days))
+            .not_valid_after(now + datetime.timedelta(days=start_days + days))
+            .sign(key, hashes.SHA256()))
+    enc = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
+           else serialization.NoEncryption())
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    if pkcs12:
+        path = os.path.join(directory, name + ".pfx")
+        data = p12.serialize_key_and_certificates(b"batchtok", key, cert, None, enc)
+    else:
+        path = os.path.join(directory, name + ".pem")
+        data = pem + key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8, enc)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+    return path, pem.decode()
 
 
 def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
@@ -45,8 +87,24 @@ class FakeSTS:
     def __init__(self, workdir):
         self.dir = os.path.join(workdir, "sts")
         os.makedirs(self.dir)
+        # Certificates: registered, registered but expired, and one the
+        # application does not know (a wrong key).
+        self.certs = {}
+        for name, kw in {"good": {}, "expired": {"start_days": -30, "days": 29},
+                         "unregistered": {}}.items():
+            self.certs[name], pem = make_cert(self.dir, name, **kw)
+            if name != "unregistered":
+                self.certs[name + "_pem"] = pem
+        apps = {TENANT: {
+            CLIENT: SECRET, OTHER_CLIENT: OTHER_SECRET,
+            CERT_CLIENT: {"certificates": [self.certs["good_pem"],
+                                           self.certs["expired_pem"]]},
+            FED_CLIENT: {"federated": [{"subject": FED_SUBJECT}]},
+            PUBLIC_CLIENT: {"public": True}}}
+        imds = {"user_assigned": [{"client_id": MI_CLIENT, "object_id": MI_OBJECT,
+                                   "resource_id": MI_RESOURCE_ID}]}
         with open(os.path.join(self.dir, "apps.json"), "w") as f:
-            json.dump({"tenants": {TENANT: {CLIENT: SECRET, OTHER_CLIENT: OTHER_SECRET}}}, f)
+            json.dump({"tenants": apps, "imds": imds}, f)
         self.log = open(os.path.join(self.dir, "log"), "w")
         self.proc = subprocess.Popen([PYTHON, os.path.join(TOP, "tests", "fake_sts.py"),
                                       self.dir], stdout=self.log, stderr=subprocess.STDOUT)
@@ -55,6 +113,8 @@ class FakeSTS:
         with open(port_file) as f:
             self.port = int(f.read())
         self.url = "https://127.0.0.1:%d" % self.port
+        with open(os.path.join(self.dir, "imds_port")) as f:
+            self.imds_url = "http://127.0.0.1:%d" % int(f.read())
         self.ca = os.path.join(self.dir, "ca.pem")
         self.ctx = ssl.create_default_context(cafile=self.ca)
 
@@ -70,6 +130,17 @@ class FakeSTS:
     def fault(self, mode, **kw):
         kw["mode"] = mode
         return self.control("/_control/faults", kw)
+
+    def devices(self):
+        return self.control("/_control/devices")
+
+    def device(self, user_code, action, user="alice@contoso.com"):
+        return self.control("/_control/device", {"user_code": user_code, "action": action,
+                                                 "user": user})
+
+    def federated_token(self, subject=FED_SUBJECT, lifetime=3600):
+        return self.control("/_control/federated_token",
+                            {"subject": subject, "lifetime": lifetime})["token"]
 
     def reset(self):
         return self.control("/_control/reset", {})
@@ -143,7 +214,8 @@ class Daemon:
             o = {"credential": "secret", "tenant": TENANT, "client_id": CLIENT,
                  "authority_host": self.sts.url}
             o.update(opts)
-            if "secret_file" not in o and "secret_credential" not in o:
+            if o["credential"] == "secret" and "secret_file" not in o and \
+                    "secret_credential" not in o:
                 o["secret_file"] = self.secret_file(name + ".secret",
                                                     o.pop("secret", SECRET))
             o.pop("secret", None)

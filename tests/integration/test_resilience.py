@@ -73,7 +73,7 @@ def test_bad_secret_exit_6_and_secret_appears_nowhere(make_daemon, sts):
 
 
 def test_unknown_client_and_tenant_exit_6(make_daemon):
-    d = make_daemon({"batch": {"client_id": "33333333-3333-3333-3333-333333333333"},
+    d = make_daemon({"batch": {"client_id": "99999999-3333-3333-3333-333333333333"},
                      "t": {"tenant": "contoso.onmicrosoft.com"}})
     r = d.get("-i", "batch")
     assert r.rc == 6 and "AADSTS700016" in r.err and "client_id" in r.err, r
