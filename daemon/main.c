@@ -71,7 +71,8 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	char config_path[PATH_MAX], socket_path[PATH_MAX];
+	char config_path[PATH_MAX], socket_path[PATH_MAX], state_path[PATH_MAX];
+	const char *sd_state;
 	struct config_options co = {0};
 	struct config_errors errs = {0};
 	struct config *cfg;
@@ -152,6 +153,17 @@ int main(int argc, char **argv)
 		}
 	} else {
 		co.default_socket = "/run/batchtok/batchtokd.sock";
+	}
+	/* Sign-ins are kept in systemd's StateDirectory= when there is one. */
+	if ((sd_state = getenv("STATE_DIRECTORY")) && *sd_state == '/') {
+		snprintf(state_path, sizeof(state_path), "%.*s", (int)strcspn(sd_state, ":"),
+			 sd_state);
+		co.default_state_dir = state_path;
+	} else if (!user_mode) {
+		co.default_state_dir = "/var/lib/batchtok";
+	} else if (user_path(state_path, sizeof(state_path), "XDG_STATE_HOME", ".local/state",
+			     "batchtok") == 0) {
+		co.default_state_dir = state_path;
 	}
 
 	r = config_load(&co, &cfg, &errs);
