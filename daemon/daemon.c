@@ -66,23 +66,31 @@ static void fetch_free(struct fetch *f)
 	free(f);
 }
 
+static void on_signin_changed(void *arg, const struct identity *id);
+
 static void on_fetched(void *arg, const struct http_response *resp)
 {
 	struct fetch *f = arg;
+	struct daemon *d = f->d;
 	struct token_entry *e = f->e;
-	struct cred_input in = {.id = e->id, .resource = e->resource, .now = f->sent_at};
-	struct signin *si = signin_find(f->d->signins, e->id);
+	const struct identity *id = e->id;
+	struct cred_input in = {.id = id, .resource = e->resource, .now = f->sent_at};
+	struct signin *si = signin_find(d->signins, id);
 	struct token_result r;
+	bool ended = false;
 
-	credential_for(e->id)->parse_response(&in, resp, f->sent_at, &r);
+	credential_for(id)->parse_response(&in, resp, f->sent_at, &r);
 	if (si && r.status == BT_OK && r.refresh_token)
 		signin_rotate(si, f->gen, r.refresh_token);
 	else if (si && !strcmp(r.error, "invalid_grant"))
-		signin_expired(si, f->gen, r.message);
+		ended = signin_expired(si, f->gen, r.message);
 	e->fetch = NULL;
-	cache_fetch_done(f->d->cache, e, &r);
+	cache_fetch_done(d->cache, e, &r);
 	token_result_clear(&r);
 	fetch_free(f);
+	/* The user must sign in again: nothing of theirs is kept or retried. */
+	if (ended)
+		on_signin_changed(d, id);
 }
 
 /* Builds the request from what the credential needs and sends it. */
@@ -316,7 +324,10 @@ static void settings_from(const struct config *c, struct http_options *h, struct
 
 static void prefetch(struct daemon *d, const struct identity *id)
 {
-	if (!id->prefetch)
+	const struct signin *si = signin_find(d->signins, id);
+
+	/* Without a signed-in user there is nothing to fetch. */
+	if (!id->prefetch || (si && !signin_refresh_token(si)))
 		return;
 	for (size_t k = 0; k < id->n_resources; k++)
 		if (cache_prefetch(d->cache, id, id->resources[k]) < 0)

@@ -654,16 +654,17 @@ void signin_rotate(struct signin *si, uint64_t gen, const char *refresh_token)
 	persist(si, IO_SAVE);
 }
 
-void signin_expired(struct signin *si, uint64_t gen, const char *why)
+bool signin_expired(struct signin *si, uint64_t gen, const char *why)
 {
 	if (gen != si->gen || !si->rt)
-		return;
+		return false;
 	si_log(si, LOG_WARNING, "identity %s: the sign-in of %s has ended (%s)", si->name, si->user,
 	       why);
 	secmem_free_str(si->rt);
 	si->rt = NULL;
 	si->gen++;
 	persist(si, IO_DELETE);
+	return true;
 }
 
 struct signin *signin_find(struct signin_store *s, const struct identity *id)

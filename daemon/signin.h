@@ -66,8 +66,8 @@ bool signin_pending(const struct signin *si);	  /* a device-code flow is running
 /* A token request that used generation gen returned a new refresh token. */
 void signin_rotate(struct signin *si, uint64_t gen, const char *refresh_token);
 /* ...or was refused (invalid_grant): the sign-in is over if it is still the
- * one that request used. */
-void signin_expired(struct signin *si, uint64_t gen, const char *why);
+ * one that request used. Returns whether it ended it. */
+bool signin_expired(struct signin *si, uint64_t gen, const char *why);
 
 /* Starts (or joins the running) device-code flow for id, and queues w. */
 int signin_login(struct signin_store *s, const struct identity *id, struct signin_waiter *w);
