@@ -63,6 +63,35 @@ static void pending_free(struct pending *p)
 	free(p);
 }
 
+/* A request that will be answered later, queued on its connection; NULL
+ * (and the client told) when out of memory. */
+static struct pending *pending_add(struct conn *c, const struct bt_frame *f,
+				   const struct identity *ident, const char *resource)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+
+	if (!p || (resource && !(p->resource = strdup(resource)))) {
+		free(p);
+		reply_error(c, f->id, BT_E_INTERNAL, "out of memory");
+		return NULL;
+	}
+	p->conn = c;
+	p->id = f->id;
+	p->type = f->type;
+	p->identity = ident;
+	list_init(&p->sw.node);
+	list_add_tail(&c->pendings, &p->node);
+	c->n_pending++;
+	return p;
+}
+
+/* Takes back a pending request that could not be queued anywhere. */
+static void pending_drop(struct pending *p)
+{
+	p->conn->n_pending--;
+	pending_free(p);
+}
+
 static void answer_token(struct pending *p, const struct cache_answer *a)
 {
 	struct conn *c = p->conn;
@@ -175,25 +204,14 @@ static void handle_token_query(struct daemon *d, struct conn *c, struct bt_frame
 	ident = authorise(d, c, f->id, &q, &resource);
 	if (!ident)
 		goto out;
-	p = calloc(1, sizeof(*p));
-	if (!p || !(p->resource = strdup(resource))) {
-		free(p);
-		reply_error(c, f->id, BT_E_INTERNAL, "out of memory");
+	if (!(p = pending_add(c, f, ident, resource)))
 		goto out;
-	}
-	p->conn = c;
-	p->id = f->id;
-	p->type = f->type;
-	p->identity = ident;
 	p->w.fn = on_answer;
-	list_add_tail(&c->pendings, &p->node);
-	c->n_pending++;
 	/* cache_get() may answer (and free p) before it returns. */
 	r = cache_get(d->cache, ident, resource, q.min_validity, q.flags & BT_GET_FORCE_REFRESH,
 		      &p->w);
 	if (r < 0) {
-		pending_free(p);
-		c->n_pending--;
+		pending_drop(p);
 		reply_error(c, f->id, r == -EBUSY ? BT_E_BUSY : BT_E_INTERNAL,
 			    r == -EBUSY ? "too many clients are waiting for this token; try again"
 					: "out of memory");
@@ -417,25 +435,15 @@ static void handle_signin(struct daemon *d, struct conn *c, struct bt_frame *f)
 		check_encoded(c, bt_encode_empty(&c->out, BT_LOGOUT | BT_REPLY, f->id));
 		goto out;
 	}
-	if (!(p = calloc(1, sizeof(*p)))) {
-		reply_error(c, f->id, BT_E_INTERNAL, "out of memory");
+	if (!(p = pending_add(c, f, ident, NULL)))
 		goto out;
-	}
-	p->conn = c;
-	p->id = f->id;
-	p->type = f->type;
-	p->identity = ident;
 	p->sw.fn = on_signin_event;
 	p->sw.want_prompt = f->type == BT_LOGIN;
-	list_init(&p->sw.node);
-	list_add_tail(&c->pendings, &p->node);
-	c->n_pending++;
 	/* Either may answer (and free p) before returning. */
 	if (f->type == BT_LOGIN_WAIT) {
 		signin_wait(d->signins, ident, &p->sw);
 	} else if ((r = signin_login(d->signins, ident, &p->sw)) < 0) {
-		pending_free(p);
-		c->n_pending--;
+		pending_drop(p);
 		reply_error(c, f->id, BT_E_INTERNAL, "cannot start the sign-in: %s", strerror(-r));
 	}
 out:

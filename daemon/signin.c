@@ -555,8 +555,10 @@ static void on_device_code(void *arg, const struct http_response *resp)
 	}
 	si->deadline = now() + si->dc.expires_in;
 	si->interval = si->dc.interval;
-	si_log(si, LOG_INFO, "identity %s: waiting for the user to enter code %s at %s", si->name,
-	       si->dc.user_code, si->dc.verification_uri);
+	/* Not the user code: whoever reads the log could use it to sign in
+	 * with their own account in the user's place. */
+	si_log(si, LOG_INFO, "identity %s: waiting for the user to sign in at %s (code valid %u s)",
+	       si->name, si->dc.verification_uri, si->dc.expires_in);
 	ev.prompt = &si->dc;
 	answer(si, true, &ev);
 	poll_later(si);

@@ -319,9 +319,13 @@ def test_device_code_login_then_tokens_with_rotation(make_daemon, sts, tmp_path)
     d = make_daemon({"me": me_identity()}, state_dir=str(tmp_path / "state"))
     r = d.get()
     assert r.rc == 6 and "batchtok login -i me" in r.err, r
-    rc, out, err = sign_in(d, sts)
+    login = Login(d)
+    sts.device(login.code(), "approve", "alice@contoso.com")
+    rc, out, err = login.finish()
     assert rc == 0, err
     assert out == "signed in as alice@contoso.com\n"
+    # The code lets anyone sign in in the user's place: it is not logged.
+    assert login.code() not in d.read_log()
     scope = sts.stats()["last_device_scope"].split()
     assert BATCH + "/.default" in scope and "offline_access" in scope
     r = d.get()
