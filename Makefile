@@ -16,6 +16,10 @@ INCLUDEDIR ?= $(PREFIX)/include
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+MANDIR     ?= $(PREFIX)/share/man
+MANPAGES   := client/batchtok.1 daemon/batchtokd.conf.5 proto/batchtok-protocol.7 daemon/batchtokd.8
 PYTHON     ?= /usr/bin/python3
 
 CC       ?= cc
@@ -182,6 +186,10 @@ install: all
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR)
 	install -m 0644 systemd/batchtokd.service systemd/batchtokd.socket $(DESTDIR)$(UNITDIR)/
 	install -m 0644 systemd/user/batchtokd.service systemd/user/batchtokd.socket $(DESTDIR)$(USERUNITDIR)/
+	install -D -m 0644 systemd/batchtok.sysusers $(DESTDIR)$(SYSUSERSDIR)/batchtok.conf
+	install -D -m 0644 systemd/batchtok.tmpfiles $(DESTDIR)$(TMPFILESDIR)/batchtok.conf
+	for m in $(MANPAGES); do \
+		s=$${m##*.}; install -D -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 
 clean:
 	rm -rf build build-asan

@@ -98,7 +98,10 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
     for f in ("opt/bt/bin/batchtok", "opt/bt/sbin/batchtokd", "opt/bt/lib/libbatchtok.so.0",
               "opt/bt/lib/libbatchtok.a", "opt/bt/include/batchtok.h",
               "opt/bt/lib/pkgconfig/batchtok.pc", "opt/bt/lib/systemd/system/batchtokd.socket",
-              "etc/batchtok/batchtokd.conf.example"):
+              "etc/batchtok/batchtokd.conf.example", "opt/bt/lib/sysusers.d/batchtok.conf",
+              "opt/bt/lib/tmpfiles.d/batchtok.conf", "opt/bt/share/man/man1/batchtok.1",
+              "opt/bt/share/man/man5/batchtokd.conf.5", "opt/bt/share/man/man7/batchtok-protocol.7",
+              "opt/bt/share/man/man8/batchtokd.8"):
         assert os.path.exists(os.path.join(dest, f)), f
     with open(os.path.join(dest, "opt/bt/lib/pkgconfig/batchtok.pc")) as f:
         assert "libdir=/opt/bt/lib" in f.read()
