@@ -105,3 +105,82 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
         assert os.path.exists(os.path.join(dest, f)), f
     with open(os.path.join(dest, "opt/bt/lib/pkgconfig/batchtok.pc")) as f:
         assert "libdir=/opt/bt/lib" in f.read()
+
+
+def parse_journal(datagram):
+    """Fields of one native-protocol journal message: KEY=VALUE lines, or
+    KEY, a 64-bit little-endian length and the value for binary data."""
+    import struct
+    fields, i = {}, 0
+    while i < len(datagram):
+        nl = datagram.index(b"\n", i)
+        line = datagram[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            (n,) = struct.unpack("<Q", datagram[nl + 1:nl + 9])
+            k, v = line, datagram[nl + 9:nl + 9 + n]
+            i = nl + 9 + n + 1
+        fields[k.decode()] = v.decode()
+    return fields
+
+
+def test_journal_structured_fields(make_daemon, sts, tmp_path):
+    """Under systemd ($JOURNAL_STREAM names stderr) the daemon logs to the
+    journal with structured fields; here the journal is a socket of ours,
+    bound where the daemon looks for it in a private mount namespace."""
+    import pytest
+    from conftest import SECRET
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode:
+        pytest.skip("needs a private mount namespace (root with CAP_SYS_ADMIN)")
+    fake_run = tmp_path / "run"
+    (fake_run / "systemd" / "journal").mkdir(parents=True)
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(str(fake_run / "systemd" / "journal" / "socket"))
+    journal.settimeout(10)
+    d = make_daemon({"batch": {"default": "yes"}, "bad": {"secret": "Wr0ng-S3cret-value"}}, start=False,
+                    socket_mode="0666")
+    log = open(d.logpath, "a")
+    st = os.fstat(log.fileno())
+    env = dict(d.env, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+    d.log = log
+    d.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               'mount --bind "$0" /run && exec "$@"', str(fake_run),
+                               BATCHTOKD, "-c", d.conf], stdout=log, stderr=log, env=env)
+    wait_for(lambda: os.path.exists(d.sock), 10, what="the daemon's socket")
+    r = d.get()
+    assert r.rc == 0, r
+    token = r.out.strip()
+    assert d.get("-i", "bad").rc == 6
+    assert d.get(user=65534).rc == 4
+    msgs = []
+
+    def have(pred):
+        while not any(pred(m) for m in msgs):
+            msgs.append(parse_journal(journal.recv(65536)))
+        return next(m for m in msgs if pred(m))
+
+    audit = have(lambda m: m.get("BATCHTOK_TOKEN_FINGERPRINT") and
+                 m["MESSAGE"].startswith("handed token"))
+    assert audit["PRIORITY"] == "7" and audit["SYSLOG_IDENTIFIER"] == "batchtokd"
+    assert audit["BATCHTOK_IDENTITY"] == "batch"
+    assert audit["BATCHTOK_RESOURCE"] == "https://batch.core.windows.net/"
+    assert audit["BATCHTOK_CLIENT_UID"] == "0" and int(audit["BATCHTOK_CLIENT_PID"]) > 0
+    denial = have(lambda m: m["MESSAGE"].startswith("denied identity"))
+    assert denial["PRIORITY"] == "4" and denial["BATCHTOK_CLIENT_UID"] == "65534"
+    rejected = have(lambda m: m.get("BATCHTOK_AADSTS") == "AADSTS7000215")
+    assert rejected["PRIORITY"] == "3" and rejected["BATCHTOK_IDENTITY"] == "bad"
+    d.stop()
+    journal.settimeout(0.5)
+    try:
+        while True:
+            msgs.append(parse_journal(journal.recv(65536)))
+    except socket.timeout:
+        pass
+    text = repr(msgs)
+    assert token not in text
+    assert SECRET not in text and "Wr0ng-S3cret-value" not in text
+    # Nothing went to stderr: the journal had it all.
+    assert d.read_log() == ""
+    journal.close()
