@@ -4,6 +4,9 @@
 # copy of the tracked files with packaging/debian as debian/, and puts the
 # .deb files (and the .buildinfo/.changes) in OUTDIR (default build/deb).
 set -eu
+# Run from make (make check), the caller's variables (O=, SAN=1) must not
+# reach the package's own build.
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$top/build/deb}
 version=$(sed -n '1s/.*(\(.*\)).*/\1/p' "$top/packaging/debian/changelog")

@@ -16,7 +16,14 @@ MANPAGES = ["client/batchtok.1", "daemon/batchtokd.conf.5", "proto/batchtok-prot
             "daemon/batchtokd.8"]
 
 
+# Run from make check, make's variables (O=, SAN=1) must not reach the
+# packages' own builds.
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+
+
 def run(*args, **kw):
+    kw.setdefault("env", CLEAN_ENV)
     return subprocess.run(list(args), capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -29,7 +36,7 @@ def units_for_test(tmp_path):
         dst = tmp_path / rel
         dst.parent.mkdir(exist_ok=True)
         text = open(os.path.join(TOP, "systemd", rel)).read()
-        dst.write_text(text.replace("/usr/sbin/batchtokd", BATCHTOKD))
+        dst.write_text(text.replace("/usr/sbin/batchtokd", os.path.abspath(BATCHTOKD)))
         out[rel] = str(dst)
     return out
 
@@ -42,7 +49,7 @@ def test_units_verify_clean(tmp_path):
     xdg = tmp_path / "xdg"
     xdg.mkdir(mode=0o700)
     r = run("systemd-analyze", "verify", "--user", "--man=no", u["user/batchtokd.socket"],
-            u["user/batchtokd.service"], env=dict(os.environ, XDG_RUNTIME_DIR=str(xdg)))
+            u["user/batchtokd.service"], env=dict(CLEAN_ENV, XDG_RUNTIME_DIR=str(xdg)))
     assert r.returncode == 0 and r.stdout + r.stderr == "", r.stderr
 
 
