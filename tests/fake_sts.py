@@ -14,6 +14,8 @@ It also plays the other parties batchtokd talks to:
     (/_control/federated_token) that apps trust by issuer and subject;
   - device-code sign-in with approval, decline and expiry under test control,
     refresh tokens rotated on every use and revocable;
+  - an Azure Batch account (GET /jobs, paged) on a third port that checks
+    bearer tokens as Batch does: signature, audience, expiry;
   - the instance metadata service (IMDS), on a second, plain-HTTP port, with
     its quirks: Metadata: true required, all-string replies, cached tokens
     whose expires_in counts from issuance, 404/410/429/5xx on request.
@@ -158,6 +160,9 @@ class State:
             self.devices = {}         # device_code -> state
             self.device_settings = {"interval": 1, "expires_in": 900, "slow_down": 0}
             self.refresh_requests = 0
+            self.batch_requests = 0
+            self.batch_authorized = 0
+            self.batch_refused = 0
             self.refresh_tokens = {}  # token -> {user, client, tenant, revoked}
 
     def take_fault(self, target="sts"):
@@ -225,6 +230,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "device_polls": st.device_polls,
                     "last_device_scope": st.last_device_scope,
                     "refresh_requests": st.refresh_requests,
+                    "batch_requests": st.batch_requests,
+                    "batch_authorized": st.batch_authorized,
+                    "batch_refused": st.batch_refused,
                     "live_refresh_tokens": sum(1 for r in st.refresh_tokens.values()
                                                if not r["revoked"])})
             return
@@ -719,6 +727,67 @@ class ImdsHandler(Handler):
                              "token_type": "Bearer"})
 
 
+class BatchHandler(Handler):
+    """A fake Azure Batch account (ENTRA.md 9): GET /jobs checks the bearer
+    token as Batch does - signature by the token service, audience
+    https://batch.core.windows.net/ with its slash, expiry - and pages the
+    job list with odata.nextLink."""
+    server_version = "fake-batch/1"
+    JOBS = [{"id": "job-%d" % i, "state": "active", "poolInfo": {"poolId": "pool"}}
+            for i in range(3)]
+
+    def do_POST(self):
+        self.send_json(405, {"code": "UnsupportedHttpVerb"})
+
+    def refuse(self, detail):
+        with self.server.state.lock:
+            self.server.state.batch_refused += 1
+        self.send_json(401, {
+            "odata.metadata": "%s/$metadata#Microsoft.Azure.Batch.Protocol.Entities."
+                              "Container.errors/@Element" % self.server.batch_url,
+            "code": "AuthenticationFailed",
+            "message": {"lang": "en-US", "value": "Server failed to authenticate the "
+                                                  "request."},
+            "values": [{"key": "AuthenticationErrorDetail", "value": detail}]})
+
+    def do_GET(self):
+        st = self.server.state
+        url = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        with st.lock:
+            st.batch_requests += 1
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return self.refuse("The request is not authenticated: no bearer token.")
+        try:
+            h64, p64, s64 = auth[7:].split(".")
+            self.server.signing.public_key().verify(
+                b64url_decode(s64), (h64 + "." + p64).encode(), padding.PKCS1v15(),
+                hashes.SHA256())
+            claims = json.loads(b64url_decode(p64))
+        except Exception:
+            return self.refuse("The access token signature is invalid.")
+        if claims.get("aud") != "https://batch.core.windows.net/":
+            return self.refuse("The access token has been obtained from wrong audience or "
+                               "resource '%s'. It should exactly match (including forward "
+                               "slash) with one of the allowed audiences "
+                               "'https://batch.core.windows.net/'" % claims.get("aud"))
+        if claims.get("exp", 0) < time.time():
+            return self.refuse("The access token expiry UTC time is earlier than current "
+                               "UTC time.")
+        if url.path != "/jobs" or "api-version" not in q:
+            return self.send_json(404, {"code": "ResourceNotFound"})
+        with st.lock:
+            st.batch_authorized += 1
+        start = int(q.get("$skiptoken", 0))
+        page = {"odata.metadata": self.server.batch_url + "/$metadata#jobs",
+                "value": self.JOBS[start:start + 2]}
+        if start + 2 < len(self.JOBS):
+            page["odata.nextLink"] = "%s/jobs?api-version=%s&$skiptoken=%d" % (
+                self.server.batch_url, q["api-version"], start + 2)
+        self.send_json(200, page)
+
+
 def sign_jwt(header, claims, key):
     signing_input = (b64url(json.dumps(header).encode()) + "." +
                      b64url(json.dumps(claims).encode()))
@@ -762,7 +831,9 @@ def main():
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     state = State(apps, imds, lifetime)
     imdsd = Server(("127.0.0.1", 0), ImdsHandler)
-    for srv in (httpd, imdsd):
+    batchd = Server(("127.0.0.1", 0), BatchHandler)
+    batchd.socket = ctx.wrap_socket(batchd.socket, server_side=True)
+    for srv in (httpd, imdsd, batchd):
         srv.state = state
         srv.signing = signing
         srv.issuer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048) \
@@ -770,7 +841,11 @@ def main():
         srv.url = "https://127.0.0.1:%d" % httpd.server_address[1]
         srv.issuer_url = srv.url + "/oidc"
         srv.sign_jwt = sign_jwt
+        srv.batch_url = "https://127.0.0.1:%d" % batchd.server_address[1]
     threading.Thread(target=imdsd.serve_forever, daemon=True).start()
+    threading.Thread(target=batchd.serve_forever, daemon=True).start()
+    with open(os.path.join(state_dir, "batch_port"), "w") as f:
+        f.write(str(batchd.server_address[1]))
     with open(os.path.join(state_dir, "imds_port"), "w") as f:
         f.write(str(imdsd.server_address[1]))
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))

@@ -115,6 +115,8 @@ class FakeSTS:
         self.url = "https://127.0.0.1:%d" % self.port
         with open(os.path.join(self.dir, "imds_port")) as f:
             self.imds_url = "http://127.0.0.1:%d" % int(f.read())
+        with open(os.path.join(self.dir, "batch_port")) as f:
+            self.batch_url = "https://127.0.0.1:%d" % int(f.read())
         self.ca = os.path.join(self.dir, "ca.pem")
         self.ctx = ssl.create_default_context(cafile=self.ca)
 

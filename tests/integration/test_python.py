@@ -1,0 +1,82 @@
+"""The Python thin client (client/python, stdlib only) against a real daemon:
+its own API, an azure.core TokenCredential, and azure-batch's
+BatchServiceClient from Debian's python3-azure listing jobs from a fake Batch
+account that checks the bearer token as Batch does."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BATCH, CLIENT, PYTHON, TENANT, TOP, jwt_claims
+
+sys.path.insert(0, os.path.join(TOP, "client", "python"))
+import batchtok  # noqa: E402
+
+
+def test_thin_client_matches_the_command(make_daemon, sts):
+    d = make_daemon()
+    with batchtok.Client(d.sock) as c:
+        t = c.get_token()
+        assert c.ping() == "batchtokd 0.1.0"
+    assert t.access_token == d.get().out.strip()
+    assert (t.identity, t.resource, t.tenant, t.token_type) == ("batch", BATCH, TENANT, "Bearer")
+    assert jwt_claims(t.access_token)["appid"] == CLIENT
+    assert sts.stats()["token_requests"] == 1
+
+
+def test_token_credential(make_daemon, sts):
+    from azure.core.credentials import AccessToken
+    d = make_daemon()
+    cred = batchtok.BatchtokCredential(socket_path=d.sock)
+    tok = cred.get_token(batchtok.BATCH_SCOPE)
+    assert isinstance(tok, AccessToken)
+    assert jwt_claims(tok.token)["aud"] == BATCH
+    assert tok.expires_on == json.loads(d.get("-o", "json").out)["expires_on"]
+    with pytest.raises(ValueError):
+        cred.get_token(batchtok.BATCH_SCOPE, "https://management.azure.com//.default")
+    with pytest.raises(batchtok.BatchtokError) as e:
+        cred.get_token("https://vault.azure.net/.default")
+    assert e.value.exit_code == 5 and "does not serve" in str(e.value)
+    cred.close()
+
+
+def test_batch_service_client_lists_jobs(make_daemon, sts):
+    d = make_daemon()
+    script = """
+import sys
+sys.path.insert(0, %r)
+from azure.batch import BatchServiceClient
+import batchtok
+client = BatchServiceClient(batchtok.BatchtokBatchCredentials(socket_path=%r),
+                            batch_url=%r)
+print(" ".join(j.id for j in client.job.list()))
+""" % (os.path.join(TOP, "client", "python"), d.sock, sts.batch_url)
+    r = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, REQUESTS_CA_BUNDLE=sts.ca))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["job-0", "job-1", "job-2"]
+    st = sts.stats()
+    # Two pages, each request signed with the daemon's one cached token.
+    assert st["batch_authorized"] == 2 and st["batch_refused"] == 0
+    assert st["token_requests"] == 1
+
+
+def test_errors_and_access(make_daemon, sts, tmp_path):
+    d = make_daemon({"batch": {"allow_users": "root"}}, socket_mode="0666")
+    with pytest.raises(batchtok.BatchtokError) as e:
+        batchtok.Client(str(tmp_path / "nowhere.sock")).get_token()
+    assert e.value.exit_code == 3 and "cannot reach batchtokd" in str(e.value)
+    with pytest.raises(batchtok.BatchtokError) as e:
+        batchtok.Client(d.sock).get_token(identity="nope")
+    assert e.value.exit_code == 5
+    script = ("import sys; sys.path.insert(0, %r); import batchtok\n"
+              "try:\n    batchtok.Client(%r).get_token()\n"
+              "except batchtok.BatchtokError as e:\n    print(e.exit_code, e)\n"
+              % (os.path.join(TOP, "client", "python"), d.sock))
+    r = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: (os.setgroups([]), os.setgid(65534),
+                                           os.setuid(65534)))
+    assert r.stdout.startswith("4 uid 65534 may not use identity 'batch'"), r.stdout + r.stderr
