@@ -6,7 +6,7 @@
 set -eu
 # Run from make (make check), the caller's variables (O=, SAN=1) must not
 # reach the package's own build.
-unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES O SAN
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$top/build/deb}
 version=$(sed -n '1s/.*(\(.*\)).*/\1/p' "$top/packaging/debian/changelog")

@@ -19,7 +19,7 @@ MANPAGES = ["client/batchtok.1", "daemon/batchtokd.conf.5", "proto/batchtok-prot
 # Run from make check, make's variables (O=, SAN=1) must not reach the
 # packages' own builds.
 CLEAN_ENV = {k: v for k, v in os.environ.items()
-             if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+             if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "O", "SAN")}
 
 
 def run(*args, **kw):
