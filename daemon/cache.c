@@ -63,6 +63,14 @@ static void drop_token(struct token_entry *e)
 	e->obtained = e->expires_on = e->refresh_at = 0;
 }
 
+/* Whether a token expiring at expires_on stays valid for `validity` seconds.
+ * The clock counts whole seconds rounded down, so "now" may be up to a second
+ * behind: only strictly more than asked keeps the promise. */
+static bool valid_for(int64_t expires_on, int64_t now, uint32_t validity)
+{
+	return expires_on - now > (int64_t)validity;
+}
+
 static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
 			   const struct cache_answer *fail, int64_t now)
 {
@@ -73,7 +81,7 @@ static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
 		list_del(&w->node);
 		e->n_waiters--;
 		w->entry = NULL;
-		if (ok && ok->expires_on - now >= (int64_t)w->min_validity) {
+		if (ok && valid_for(ok->expires_on, now, w->min_validity)) {
 			e->served++;
 			w->fn(w, ok);
 		} else if (ok) {
@@ -198,7 +206,7 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 	w->min_validity = want_validity(c, min_validity);
 	if (force && now - e->last_forced < CACHE_FORCE_INTERVAL)
 		force = false; /* rate-limited: the cached token is as good */
-	if (!force && e->token && e->expires_on - now >= (int64_t)w->min_validity) {
+	if (!force && e->token && valid_for(e->expires_on, now, w->min_validity)) {
 		e->served++;
 		fill_ok(e, &a);
 		w->fn(w, &a);

@@ -310,6 +310,13 @@ static void test_min_validity_and_force(void **state)
 	get(c, &w, 0, true);
 	assert_string_equal(w.token, "tok3");
 	assert_int_equal(fetches, 3);
+	/* Whole seconds: "now" may be up to a second behind, so a token with
+	 * exactly the asked validity left is not handed out; one more is. */
+	get(c, &w, 599, false);
+	assert_string_equal(w.token, "tok3");
+	get(c, &w, 600, false);
+	assert_int_equal(w.called, 0);
+	assert_int_equal(fetches, 4);
 	cache_free(c);
 }
 
