@@ -233,12 +233,13 @@ int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret)
 	return 0;
 }
 
-int bt_decode_text_reply(struct bt_buf *body, char **ret)
+/* A body that is one string of at most max bytes. */
+static int decode_one_string(struct bt_buf *body, size_t max, char **ret)
 {
 	char *s = NULL;
 	int r;
 
-	r = bt_buf_get_cstring(body, BT_TOKEN_MAX, &s) ?: at_end(body);
+	r = bt_buf_get_cstring(body, max, &s) ?: at_end(body);
 	if (r < 0) {
 		bt_free_secret(s);
 		return r;
@@ -247,18 +248,14 @@ int bt_decode_text_reply(struct bt_buf *body, char **ret)
 	return 0;
 }
 
+int bt_decode_text_reply(struct bt_buf *body, char **ret)
+{
+	return decode_one_string(body, BT_TOKEN_MAX, ret);
+}
+
 int bt_decode_name_request(struct bt_buf *body, char **ret)
 {
-	char *s = NULL;
-	int r;
-
-	r = bt_buf_get_cstring(body, BT_NAME_MAX, &s) ?: at_end(body);
-	if (r < 0) {
-		free(s);
-		return r;
-	}
-	*ret = s;
-	return 0;
+	return decode_one_string(body, BT_NAME_MAX, ret);
 }
 
 int bt_decode_empty(struct bt_buf *body)
