@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jwt.h"
 #include "secmem.h"
@@ -288,6 +290,15 @@ const char *certificate_thumbprint(const struct certificate *c)
 	return c->thumbprint;
 }
 
+void certificate_date(int64_t t, char *buf, size_t n)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) || !strftime(buf, n, "%Y-%m-%d %H:%M UTC", &tm))
+		snprintf(buf, n, "@%lld", (long long)t);
+}
+
 bool certificate_equal(const struct certificate *a, const struct certificate *b)
 {
 	if (a == b)
@@ -358,7 +369,7 @@ int certificate_assertion(const struct certificate *c, enum assertion_alg alg, b
 	json_t *header = NULL, *claims = NULL;
 	char jti[37], *h = NULL, *p = NULL, *input = NULL, *s = NULL;
 	unsigned char *sig = NULL;
-	size_t sig_len;
+	size_t sig_len = 0;
 	int r = -ENOMEM;
 
 	if (uuid4(jti) < 0)
@@ -394,7 +405,12 @@ out:
 	free(h);
 	free(p);
 	free(input);
+	/* The signature makes the assertion a credential for ten minutes. */
+	if (sig)
+		OPENSSL_cleanse(sig, sig_len);
 	free(sig);
+	if (s)
+		OPENSSL_cleanse(s, strlen(s));
 	free(s);
 	return r;
 }

@@ -40,6 +40,8 @@ int64_t certificate_not_after(const struct certificate *c);
 const char *certificate_subject(const struct certificate *c);
 /* Hex SHA-1 thumbprint as the Azure portal shows it. */
 const char *certificate_thumbprint(const struct certificate *c);
+/* "YYYY-MM-DD HH:MM UTC", how certificate dates are shown in messages. */
+void certificate_date(int64_t t, char *buf, size_t n);
 /* Whether two loaded certificates are the same certificate and key. */
 bool certificate_equal(const struct certificate *a, const struct certificate *b);
 

@@ -343,21 +343,30 @@ static int set_path(struct parser *p, const char *key, const char *v, char **dst
 	return set_string(dst, v);
 }
 
-/* http(s)://HOST[:PORT] with no path, query or credentials; trailing
- * slashes dropped. */
-static int set_base_url(struct parser *p, const char *key, const char *v, bool http_ok, char **dst)
+enum url_kind {
+	URL_AUTHORITY, /* https://HOST[:PORT][/PATH] (ADFS-style authorities have a path) */
+	URL_IMDS,      /* http(s)://HOST[:PORT], no path: the API path is appended */
+};
+
+/* A base URL with no query, fragment or credentials; trailing slashes
+ * dropped. */
+static int set_base_url(struct parser *p, const char *key, const char *v, enum url_kind kind,
+			char **dst)
 {
 	size_t len = strlen(v), skip;
 
 	if (!*v)
 		return set_string(dst, v);
-	skip = !strncmp(v, "https://", 8) ? 8 : http_ok && !strncmp(v, "http://", 7) ? 7 : 0;
+	skip = !strncmp(v, "https://", 8)		       ? 8
+	       : kind == URL_IMDS && !strncmp(v, "http://", 7) ? 7
+							       : 0;
 	while (len > skip && v[len - 1] == '/')
 		len--;
 	if (!skip || len == skip || strpbrk(v + skip, "?#@ \t") ||
-	    memchr(v + skip, '/', len - skip))
-		return perr(p, "%s: '%s' must be an %s URL with a host and no path", key, v,
-			    http_ok ? "http:// or https://" : "https://")
+	    (kind == URL_IMDS && memchr(v + skip, '/', len - skip)))
+		return perr(p, "%s: '%s' must be an %s", key, v,
+			    kind == URL_IMDS ? "http:// or https:// URL with a host and no path"
+					     : "https:// URL with no query")
 			   ?: -1;
 	free(*dst);
 	return (*dst = strndup(v, len)) ? 0 : -ENOMEM;
@@ -368,11 +377,8 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 	struct config *c = p->c;
 	uint32_t n;
 
-	if (!strcmp(key, "socket")) {
-		if (*v && *v != '/')
-			return perr(p, "socket: '%s' must be an absolute path", v);
-		return set_string(&c->socket, v);
-	}
+	if (!strcmp(key, "socket"))
+		return set_path(p, key, v, &c->socket);
 	if (!strcmp(key, "socket_mode"))
 		return parse_uint(p, key, v, 0, 0777, 8, &n) ?: (c->socket_mode = n, 0);
 	if (!strcmp(key, "socket_group"))
@@ -401,11 +407,8 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return set_string(&c->ca_file, v);
 	if (!strcmp(key, "proxy"))
 		return set_string(&c->proxy, v);
-	if (!strcmp(key, "state_dir")) {
-		if (*v && *v != '/')
-			return perr(p, "state_dir: '%s' must be an absolute path", v);
-		return set_string(&c->state_dir, v);
-	}
+	if (!strcmp(key, "state_dir"))
+		return set_path(p, key, v, &c->state_dir);
 	if (!strcmp(key, "state_key_credential"))
 		return check_credential_name(p, key, v) ?: set_string(&c->state_key_credential, v);
 	if (!strcmp(key, "compat_endpoint")) {
@@ -437,11 +440,8 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return check_id_chars(p, key, v) ?: set_string(&id->tenant, v);
 	if (!strcmp(key, "client_id"))
 		return check_id_chars(p, key, v) ?: set_string(&id->client_id, v);
-	if (!strcmp(key, "secret_file")) {
-		if (*v != '/')
-			return perr(p, "secret_file: '%s' must be an absolute path", v);
-		return set_string(&id->secret_file, v);
-	}
+	if (!strcmp(key, "secret_file"))
+		return set_path(p, key, v, &id->secret_file);
 	if (!strcmp(key, "secret_credential"))
 		return check_credential_name(p, key, v) ?: set_string(&id->secret_credential, v);
 	if (!strcmp(key, "certificate_file"))
@@ -478,7 +478,7 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return set_string(&id->resource_id, v);
 	}
 	if (!strcmp(key, "imds_endpoint"))
-		return set_base_url(p, key, v, true, &id->imds_endpoint);
+		return set_base_url(p, key, v, URL_IMDS, &id->imds_endpoint);
 	if (!strcmp(key, "federated_token_file"))
 		return set_path(p, key, v, &id->federated_token_file);
 	if (!strcmp(key, "resources")) {
@@ -499,7 +499,7 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return 0;
 	}
 	if (!strcmp(key, "authority_host"))
-		return set_base_url(p, key, v, false, &id->authority);
+		return set_base_url(p, key, v, URL_AUTHORITY, &id->authority);
 	if (!strcmp(key, "token_version"))
 		return parse_uint(p, key, v, 1, 2, 10, &n) ?: (id->token_version = (int)n, 0);
 	if (!strcmp(key, "allow_users"))
@@ -760,7 +760,7 @@ static int load_certificate(struct identity *id, struct config_errors *errs)
 
 /* Environment defaults for federated credentials, as the AKS workload
  * identity webhook injects them (ENTRA.md section 5). */
-static int federated_defaults(struct identity *id)
+static int federated_defaults(struct parser *p, struct identity *id)
 {
 	const char *v;
 
@@ -771,13 +771,12 @@ static int federated_defaults(struct identity *id)
 	if (!id->federated_token_file && (v = getenv("AZURE_FEDERATED_TOKEN_FILE")) && *v == '/' &&
 	    !(id->federated_token_file = strdup(v)))
 		return -ENOMEM;
-	if (!id->authority && (v = getenv("AZURE_AUTHORITY_HOST")) && !strncmp(v, "https://", 8)) {
-		size_t len = strlen(v);
-		while (len > 8 && v[len - 1] == '/')
-			len--;
-		if (!(id->authority = strndup(v, len)))
-			return -ENOMEM;
-	}
+	/* The webhook sets it, sometimes with a trailing slash. */
+	if (!id->authority && (v = getenv("AZURE_AUTHORITY_HOST")) && *v)
+		return set_base_url(p, "AZURE_AUTHORITY_HOST", v, URL_AUTHORITY, &id->authority) ==
+			       -ENOMEM
+			   ? -ENOMEM
+			   : 0;
 	return 0;
 }
 
@@ -838,7 +837,7 @@ static int check_identity(struct parser *p, struct identity *id)
 			return -ENOMEM;
 		return 0; /* no tenant or authority: IMDS knows them */
 	case CRED_FEDERATED:
-		if (federated_defaults(id) < 0)
+		if (federated_defaults(p, id) < 0)
 			return -ENOMEM;
 		if (!id->federated_token_file)
 			perr(p,

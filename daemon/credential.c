@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../proto/msg.h"
 #include "certificate.h"
@@ -64,14 +63,6 @@ static int secret_build(const struct cred_input *in, struct http_request *req,
 
 /* --- certificate: a signed client assertion (ENTRA.md 2) --- */
 
-static void format_date(int64_t t, char *buf, size_t n)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	strftime(buf, n, "%Y-%m-%d %H:%M UTC", gmtime_r(&tt, &tm));
-}
-
 static int certificate_build(const struct cred_input *in, struct http_request *req,
 			     struct token_result *err)
 {
@@ -81,7 +72,7 @@ static int certificate_build(const struct cred_input *in, struct http_request *r
 
 	/* Entra would refuse it anyway; saying so here names the fix. */
 	if (in->now >= certificate_not_after(id->cert)) {
-		format_date(certificate_not_after(id->cert), date, sizeof(date));
+		certificate_date(certificate_not_after(id->cert), date, sizeof(date));
 		return fail(err, req, BT_E_CREDENTIAL_REJECTED, -EKEYEXPIRED,
 			    "the certificate of identity '%s' (%s, thumbprint %s) expired on %s: "
 			    "renew it, register the new one on the application and replace %s",
@@ -90,7 +81,7 @@ static int certificate_build(const struct cred_input *in, struct http_request *r
 			    id->certificate_file ? id->certificate_file : "the credential");
 	}
 	if (in->now < certificate_not_before(id->cert)) {
-		format_date(certificate_not_before(id->cert), date, sizeof(date));
+		certificate_date(certificate_not_before(id->cert), date, sizeof(date));
 		return fail(err, req, BT_E_CREDENTIAL_REJECTED, -EKEYREJECTED,
 			    "the certificate of identity '%s' is not valid before %s: check the "
 			    "clock",

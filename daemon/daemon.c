@@ -367,12 +367,10 @@ static void check_certificates(struct daemon *d)
 		struct log_ctx ctx = {.identity = id->name, .uid = -1, .pid = -1};
 		int64_t end;
 		char date[32];
-		time_t t;
 		if (!id->cert)
 			continue;
 		end = certificate_not_after(id->cert);
-		t = (time_t)end;
-		strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&t));
+		certificate_date(end, date, sizeof(date));
 		if (end <= now)
 			log_msg(LOG_ERR, &ctx,
 				"identity %s: certificate %s (thumbprint %s) expired on %s: renew "

@@ -319,7 +319,9 @@ out:
 	json_decref(root);
 }
 
-int entra_user_scope(const char *resource, char **ret)
+/* The user-sign-in scope: RESOURCE/.default plus offline_access (for a
+ * refresh token), openid and profile (for the id_token naming the user). */
+static int user_scope(const char *resource, char **ret)
 {
 	return asprintf(ret, "%s/.default offline_access openid profile", resource) < 0 ? -ENOMEM
 											: 0;
@@ -340,7 +342,7 @@ static int user_request(const struct identity *id, const char *endpoint, const c
 	}
 	r = grant ? secstr_add_param(&req->body, "grant_type", grant) : 0;
 	r = r ?: secstr_add_param(&req->body, "client_id", id->client_id);
-	if (r == 0 && resource && (r = entra_user_scope(resource, &scope)) == 0)
+	if (r == 0 && resource && (r = user_scope(resource, &scope)) == 0)
 		r = secstr_add_param(&req->body, "scope", scope);
 	free(scope);
 	if (r < 0)

@@ -70,9 +70,6 @@ int entra_client_credentials_form(const struct identity *id, const char *resourc
 void entra_parse_response(const struct http_response *resp, int64_t sent_at, enum token_service svc,
 			  struct token_result *ret);
 
-/* The user-sign-in scope: RESOURCE/.default plus offline_access (for a
- * refresh token), openid and profile (for the id_token naming the user). */
-int entra_user_scope(const char *resource, char **ret);
 /* POST .../oauth2/v2.0/devicecode for id's default resource. */
 int entra_device_code_request(const struct identity *id, struct http_request *req);
 /* Parses the device authorization reply; on failure ret->device_code is

@@ -188,7 +188,8 @@ static void test_credential_kinds(void **state)
 	    "[identity sys]\ncredential = managed-identity\n"
 	    "[identity aks]\ncredential = federated\ntenant = t\nclient_id = c\n"
 	    "federated_token_file = /var/run/secrets/azure/tokens/azure-identity-token\n"
-	    "[identity me]\ncredential = device-code\n";
+	    "[identity me]\ncredential = device-code\n"
+	    "authority_host = https://adfs.contoso.com/adfs/\n";
 	struct config_errors e = {0};
 	struct config *c = NULL;
 	struct identity *id;
@@ -210,6 +211,8 @@ static void test_credential_kinds(void **state)
 	id = config_find_identity(c, "me");
 	assert_string_equal(id->tenant, "organizations");
 	assert_string_equal(id->client_id, AZURE_CLI_CLIENT_ID);
+	/* ADFS-style authorities have a path; trailing slashes go. */
+	assert_string_equal(id->authority, "https://adfs.contoso.com/adfs");
 	assert_string_equal(credential_kind_name(id->kind), "device-code");
 	config_free(c);
 }
@@ -225,13 +228,18 @@ static void test_credential_kind_errors(void **state)
 	    "[identity c]\ncredential = federated\ntenant = t\nclient_id = c\n"
 	    "[identity d]\ncredential = device-code\ntoken_version = 1\n"
 	    "[identity e]\ncredential = secret\ntenant = t\nclient_id = c\nsecret_file = /s\n"
-	    "imds_endpoint = http://h\nauthority_host = https://h/x\n";
+	    "imds_endpoint = http://h\nauthority_host = https://h/x?tenant=t\n";
 	struct config_errors e = {0};
 	struct config *c = NULL;
 
 	(void)state;
 	unsetenv("AZURE_FEDERATED_TOKEN_FILE");
+	setenv("AZURE_AUTHORITY_HOST", "http://login.example", 1);
 	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), -EINVAL);
+	unsetenv("AZURE_AUTHORITY_HOST");
+	/* A bad value in the environment is reported, not skipped. */
+	assert_true(has_error(&e, "AZURE_AUTHORITY_HOST: 'http://login.example' must be an "
+				  "https:// URL"));
 	assert_true(has_error(&e, "secret_file = applies to credential = secret, not certificate"));
 	assert_true(has_error(&e, "exactly one of certificate_file"));
 	assert_true(has_error(&e, "at most one of certificate_passphrase_file"));
@@ -240,7 +248,7 @@ static void test_credential_kind_errors(void **state)
 	assert_true(has_error(&e, "federated_token_file = is missing"));
 	assert_true(has_error(&e, "device-code sign-in needs token_version = 2"));
 	assert_true(has_error(&e, "imds_endpoint = applies to credential = managed-identity"));
-	assert_true(has_error(&e, "authority_host: 'https://h/x'"));
+	assert_true(has_error(&e, "authority_host: 'https://h/x?tenant=t'"));
 	config_errors_clear(&e);
 }
 
