@@ -130,6 +130,13 @@ int bt_encode_error(struct bt_buf *out, uint32_t id, uint32_t status, const char
 		     bt_buf_put_u32(out, status) ?: bt_buf_put_cstring(out, message));
 }
 
+int bt_encode_compat_reply(struct bt_buf *out, uint32_t id, const struct bt_compat_reply *m)
+{
+	ENCODE_FRAME(out, BT_COMPAT | BT_REPLY, id,
+		     bt_buf_put_cstring(out, m->capability) ?: bt_buf_put_cstring(out, m->endpoint)
+		     ?: bt_buf_put_cstring(out, m->identity) ?: bt_buf_put_u64(out, m->expires_on));
+}
+
 static int put_record(struct bt_buf *out, const struct bt_record *r, int depth)
 {
 	int e;
@@ -234,6 +241,23 @@ int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret)
 }
 
 /* A body that is one string of at most max bytes. */
+int bt_decode_compat_reply(struct bt_buf *body, struct bt_compat_reply *ret)
+{
+	struct bt_compat_reply m = {0};
+	int r;
+
+	r = bt_buf_get_cstring(body, BT_NAME_MAX, &m.capability)
+	    ?: bt_buf_get_cstring(body, BT_RESOURCE_MAX, &m.endpoint)
+	    ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m.identity)
+	    ?: bt_buf_get_u64(body, &m.expires_on) ?: at_end(body);
+	if (r < 0) {
+		bt_compat_reply_clear(&m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
 static int decode_one_string(struct bt_buf *body, size_t max, char **ret)
 {
 	char *s = NULL;
@@ -438,6 +462,14 @@ void bt_token_query_clear(struct bt_token_query *m)
 	memset(m, 0, sizeof(*m));
 }
 
+void bt_compat_reply_clear(struct bt_compat_reply *m)
+{
+	bt_free_secret(m->capability);
+	free(m->endpoint);
+	free(m->identity);
+	memset(m, 0, sizeof(*m));
+}
+
 void bt_token_reply_clear(struct bt_token_reply *m)
 {
 	bt_free_secret(m->access_token);
@@ -475,6 +507,8 @@ const char *bt_type_name(uint8_t type)
 		return "LOGIN_WAIT";
 	case BT_LOGOUT:
 		return "LOGOUT";
+	case BT_COMPAT:
+		return "COMPAT";
 	}
 	return type == BT_ERROR ? "ERROR" : "unknown";
 }

@@ -43,6 +43,7 @@ enum bt_type {
 	BT_LOGIN = 7,	   /* start (or join) a device-code sign-in: the prompt */
 	BT_LOGIN_WAIT = 8, /* wait for the sign-in to end: who signed in */
 	BT_LOGOUT = 9,
+	BT_COMPAT = 10,	 /* a capability for the managed-identity compatible endpoint */
 	BT_REPLY = 0x80, /* a reply's type is the request's type | BT_REPLY */
 	BT_ERROR = 0xff,
 };
@@ -115,6 +116,15 @@ struct bt_token_reply {
 	char *tenant;
 };
 
+/* COMPAT's reply: what a program needs to reach the compatible endpoint as
+ * the asking user with one identity. */
+struct bt_compat_reply {
+	char *capability;    /* secret: the IDENTITY_HEADER value */
+	char *endpoint;	     /* base URL, "http://127.0.0.1:PORT" */
+	char *identity;	     /* the identity it is bound to */
+	uint64_t expires_on; /* epoch seconds */
+};
+
 struct bt_error {
 	uint32_t status; /* enum bt_status */
 	char *message;
@@ -162,10 +172,11 @@ int bt_encode_token_query(struct bt_buf *out, uint8_t type, uint32_t id,
 			  const struct bt_token_query *m);
 int bt_encode_token_reply(struct bt_buf *out, uint32_t id, const struct bt_token_reply *m);
 /* A reply that carries one string: INSPECT (claims JSON), PING (version). */
+int bt_encode_compat_reply(struct bt_buf *out, uint32_t id, const struct bt_compat_reply *m);
 int bt_encode_text_reply(struct bt_buf *out, uint8_t type, uint32_t id, const char *text);
 int bt_encode_record_reply(struct bt_buf *out, uint8_t type, uint32_t id,
 			   const struct bt_record *m);
-/* A request naming one identity: LOGIN, LOGIN_WAIT, LOGOUT. */
+/* A request naming one identity: LOGIN, LOGIN_WAIT, LOGOUT, COMPAT. */
 int bt_encode_name_request(struct bt_buf *out, uint8_t type, uint32_t id, const char *name);
 /* A request or reply with no body: STATUS, RELOAD, their replies. */
 int bt_encode_empty(struct bt_buf *out, uint8_t type, uint32_t id);
@@ -176,6 +187,7 @@ int bt_decode_hello(struct bt_buf *body, struct bt_hello *ret);
 int bt_decode_hello_reply(struct bt_buf *body, struct bt_hello_reply *ret);
 int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret);
 int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret);
+int bt_decode_compat_reply(struct bt_buf *body, struct bt_compat_reply *ret);
 int bt_decode_text_reply(struct bt_buf *body, char **ret);
 int bt_decode_name_request(struct bt_buf *body, char **ret);
 int bt_decode_record_reply(struct bt_buf *body, struct bt_record *ret);
@@ -185,6 +197,7 @@ int bt_decode_error(struct bt_buf *body, struct bt_error *ret);
 void bt_hello_reply_clear(struct bt_hello_reply *m);
 void bt_token_query_clear(struct bt_token_query *m);
 void bt_token_reply_clear(struct bt_token_reply *m);
+void bt_compat_reply_clear(struct bt_compat_reply *m);
 void bt_error_clear(struct bt_error *m);
 
 /* Names for logs and messages. */

@@ -41,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct bt_buf body = f.body;
 		struct bt_token_query q;
 		struct bt_token_reply t;
+		struct bt_compat_reply cr;
 		struct bt_hello h;
 		struct bt_hello_reply hr;
 		struct bt_error e;
@@ -54,6 +55,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		body = f.body;
 		if (bt_decode_token_reply(&body, &t) == 0)
 			bt_token_reply_clear(&t);
+		body = f.body;
+		if (bt_decode_compat_reply(&body, &cr) == 0)
+			bt_compat_reply_clear(&cr);
 		body = f.body;
 		(void)bt_decode_hello(&body, &h);
 		body = f.body;

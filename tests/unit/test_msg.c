@@ -67,6 +67,30 @@ static void test_token_reply_and_error_roundtrip(void **state)
 	bt_buf_free(&b);
 }
 
+static void test_compat_reply_roundtrip(void **state)
+{
+	struct bt_compat_reply m = {"bt1_cap", "http://127.0.0.1:50342", "batch", 1795325662}, d;
+	struct bt_buf b;
+	struct bt_frame f;
+
+	(void)state;
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_compat_reply(&b, 3, &m), 0);
+	take(&b, BT_COMPAT | BT_REPLY, 3, &f);
+	assert_int_equal(bt_decode_compat_reply(&f.body, &d), 0);
+	assert_string_equal(d.capability, "bt1_cap");
+	assert_string_equal(d.endpoint, "http://127.0.0.1:50342");
+	assert_string_equal(d.identity, "batch");
+	assert_true(d.expires_on == 1795325662);
+	bt_compat_reply_clear(&d);
+	/* A token reply is not a compat reply. */
+	bt_buf_reset(&b);
+	assert_int_equal(bt_encode_name_request(&b, BT_COMPAT, 4, "batch"), 0);
+	take(&b, BT_COMPAT, 4, &f);
+	assert_int_equal(bt_decode_compat_reply(&f.body, &d), -EBADMSG);
+	bt_buf_free(&b);
+}
+
 static void test_frame_limits(void **state)
 {
 	struct bt_buf b;
@@ -183,6 +207,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_token_query_roundtrip),
 	    cmocka_unit_test(test_token_reply_and_error_roundtrip),
+	    cmocka_unit_test(test_compat_reply_roundtrip),
 	    cmocka_unit_test(test_frame_limits),
 	    cmocka_unit_test(test_trailing_bytes_and_truncation_fail),
 	    cmocka_unit_test(test_encoder_failure_leaves_buffer),
