@@ -21,6 +21,9 @@ TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 MANDIR     ?= $(PREFIX)/share/man
 MANPAGES   := client/batchtok.1 daemon/batchtokd.conf.5 proto/batchtok-protocol.7 daemon/batchtokd.8
 PYTHON     ?= /usr/bin/python3
+# Where the Python client goes: the interpreter's own site directory unless
+# told (Debian: /usr/lib/python3/dist-packages).
+PYTHONDIR  ?= $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
@@ -36,20 +39,23 @@ ALL_CFLAGS = $(BASE) $(WARN) $(CFLAGS) $(CPPFLAGS)
 
 DAEMON_PKGS := libuv libcurl openssl libsystemd jansson inih
 DAEMON_CFLAGS = $(shell pkg-config --cflags $(DAEMON_PKGS))
-DAEMON_LIBS   = $(shell pkg-config --libs $(DAEMON_PKGS))
+# http-parser ships no pkg-config file.
+DAEMON_LIBS   = $(shell pkg-config --libs $(DAEMON_PKGS)) -lhttp_parser
 
 PROTO_SRC  := proto/buf.c proto/msg.c proto/duration.c
 CLIENT_LIB_SRC := client/libbatchtok.c client/status_format.c
 DAEMON_SRC := daemon/log.c daemon/secmem.c daemon/config.c daemon/credential.c \
               daemon/entra.c daemon/http.c daemon/schedule.c daemon/cache.c \
               daemon/jwt.c daemon/server.c daemon/dispatch.c daemon/notify.c \
-              daemon/daemon.c daemon/certificate.c daemon/sealed.c daemon/signin.c
+              daemon/daemon.c daemon/certificate.c daemon/sealed.c daemon/signin.c \
+              daemon/capability.c daemon/sockdiag.c daemon/http_in.c daemon/compat.c
 UNIT_TESTS := test_buf test_msg test_duration test_status_format test_config \
-              test_schedule test_entra test_cache test_jwt test_certificate test_sealed
-FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin
+              test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
+              test_capability test_http_in
+FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
-                test_sealed
+                test_sealed test_capability test_http_in
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
@@ -108,6 +114,7 @@ $(O)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/certificate.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/entra.c daemon/http.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_signin: tests/fuzz/fuzz_signin.c $(DAEMON_SRC) $(PROTO_SRC)
+$(O)/fuzz/fuzz_http_in: tests/fuzz/fuzz_http_in.c daemon/http_in.c
 $(O)/fuzz/%:
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(DAEMON_CFLAGS) -o $@ $(filter %.c,$^) $(DAEMON_LIBS) -lm
@@ -190,6 +197,8 @@ install: all
 	install -D -m 0644 systemd/batchtok.tmpfiles $(DESTDIR)$(TMPFILESDIR)/batchtok.conf
 	for m in $(MANPAGES); do \
 		s=$${m##*.}; install -D -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
+	install -D -m 0644 client/python/batchtok/__init__.py \
+		$(DESTDIR)$(PYTHONDIR)/batchtok/__init__.py
 
 clean:
 	rm -rf build build-asan

@@ -1,0 +1,265 @@
+/* http_in.c - the compat endpoint's requests, via http-parser. */
+#include "http_in.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+static const char *const header_names[HTTP_H_COUNT] = {
+    [HTTP_H_IDENTITY] = "x-identity-header",
+    [HTTP_H_SECRET] = "secret",
+    [HTTP_H_METADATA] = "metadata",
+    [HTTP_H_FORWARDED_FOR] = "x-forwarded-for",
+};
+
+static int refuse(struct http_in *r, int status, const char *why)
+{
+	if (!r->status) {
+		r->status = status;
+		r->error = why;
+	}
+	return -1;
+}
+
+/* Every byte of the head counts against HTTP_HEAD_MAX. */
+static int count(struct http_in *r, size_t n)
+{
+	r->head_len += n;
+	return r->head_len > HTTP_HEAD_MAX ? refuse(r, 431, "the request's headers are too large")
+					   : 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+	struct http_in *r = p->data;
+
+	r->target_len = 0;
+	r->field_len = 0;
+	r->field_long = false;
+	r->in_value = false;
+	r->cur = -1;
+	r->head_len = 0;
+	for (int i = 0; i < HTTP_H_COUNT; i++) {
+		OPENSSL_cleanse(r->h[i].value, r->h[i].len);
+		r->h[i].len = 0;
+		r->h[i].count = 0;
+	}
+	return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+	struct http_in *r = p->data;
+
+	if (count(r, n) < 0)
+		return -1;
+	if (n > HTTP_TARGET_MAX - r->target_len)
+		return refuse(r, 414, "the request target is too long");
+	memcpy(r->target + r->target_len, at, n);
+	r->target_len += n;
+	r->target[r->target_len] = '\0';
+	return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+	struct http_in *r = p->data;
+
+	if (count(r, n) < 0)
+		return -1;
+	if (r->in_value) {
+		r->in_value = false;
+		r->field_len = 0;
+		r->field_long = false;
+	}
+	if (n > HTTP_FIELD_NAME_MAX - r->field_len) {
+		r->field_long = true;
+		return 0;
+	}
+	memcpy(r->field + r->field_len, at, n);
+	r->field_len += n;
+	r->field[r->field_len] = '\0';
+	return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+	struct http_in *r = p->data;
+
+	if (count(r, n) < 0)
+		return -1;
+	if (!r->in_value) {
+		r->in_value = true;
+		r->cur = -1;
+		for (int i = 0; !r->field_long && i < HTTP_H_COUNT; i++)
+			if (strcasecmp(r->field, header_names[i]) == 0)
+				r->cur = i;
+		if (r->cur >= 0)
+			r->h[r->cur].count++;
+	}
+	if (r->cur < 0 || r->h[r->cur].count > 1)
+		return 0;
+	if (n > HTTP_VALUE_MAX - r->h[r->cur].len)
+		return refuse(r, 431, "a header value is too long");
+	memcpy(r->h[r->cur].value + r->h[r->cur].len, at, n);
+	r->h[r->cur].len += n;
+	r->h[r->cur].value[r->h[r->cur].len] = '\0';
+	return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct http_in *r = p->data;
+
+	r->method = p->method;
+	r->keep_alive = http_should_keep_alive(p) != 0;
+	if (p->upgrade)
+		return refuse(r, 400, "protocol upgrades are not supported");
+	/* Token requests have no body; not reading one keeps the bounds
+	 * simple. */
+	if ((p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != ULLONG_MAX))
+		return refuse(r, 413, "requests with a body are not accepted: use GET");
+	return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+	(void)at;
+	(void)n;
+	return refuse(p->data, 413, "requests with a body are not accepted: use GET");
+}
+
+static int on_message_complete(http_parser *p)
+{
+	struct http_in *r = p->data;
+
+	r->complete = true;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void http_in_init(struct http_in *r)
+{
+	memset(r, 0, sizeof(*r));
+	http_parser_init(&r->parser, HTTP_REQUEST);
+	r->parser.data = r;
+	r->cur = -1;
+}
+
+size_t http_in_feed(struct http_in *r, const char *data, size_t len)
+{
+	size_t n;
+
+	if (r->complete || r->status)
+		return 0;
+	n = http_parser_execute(&r->parser, &settings, data, len);
+	if (r->complete)
+		return n;
+	if (HTTP_PARSER_ERRNO(&r->parser) != HPE_OK)
+		refuse(r, 400, http_errno_description(HTTP_PARSER_ERRNO(&r->parser)));
+	return n;
+}
+
+void http_in_next(struct http_in *r)
+{
+	on_message_begin(&r->parser);
+	r->complete = false;
+	http_parser_pause(&r->parser, 0);
+}
+
+void http_in_wipe(struct http_in *r)
+{
+	OPENSSL_cleanse(r, sizeof(*r));
+}
+
+int http_in_path(const struct http_in *r, const char **path, size_t *len)
+{
+	struct http_parser_url u;
+
+	http_parser_url_init(&u);
+	if (http_parser_parse_url(r->target, r->target_len, 0, &u) != 0 ||
+	    !(u.field_set & (1 << UF_PATH)))
+		return -EINVAL;
+	*path = r->target + u.field_data[UF_PATH].off;
+	*len = u.field_data[UF_PATH].len;
+	return 0;
+}
+
+/* Decodes one application/x-www-form-urlencoded value. */
+static int decode(const char *v, size_t n, size_t max, char **ret)
+{
+	char *plus, *dec, *out;
+	int dlen;
+
+	if (n > 3 * max)
+		return -E2BIG;
+	if (!(plus = strndup(v, n)))
+		return -ENOMEM;
+	for (char *c = plus; *c; c++)
+		if (*c == '+')
+			*c = ' ';
+	dec = curl_easy_unescape(NULL, plus, (int)n, &dlen);
+	free(plus);
+	if (!dec)
+		return -ENOMEM;
+	for (int i = 0; i < dlen; i++)
+		if ((unsigned char)dec[i] < 0x20 || dec[i] == 0x7f) {
+			curl_free(dec);
+			return -EINVAL;
+		}
+	if ((size_t)dlen > max) {
+		curl_free(dec);
+		return -E2BIG;
+	}
+	out = strdup(dec);
+	curl_free(dec);
+	if (!out)
+		return -ENOMEM;
+	*ret = out;
+	return 0;
+}
+
+int http_in_param(const struct http_in *r, const char *name, size_t max, char **ret)
+{
+	struct http_parser_url u;
+	const char *q, *end, *found = NULL;
+	size_t nlen = strlen(name), found_len = 0;
+
+	http_parser_url_init(&u);
+	if (http_parser_parse_url(r->target, r->target_len, 0, &u) != 0)
+		return -EINVAL;
+	if (!(u.field_set & (1 << UF_QUERY)))
+		return -ENOENT;
+	q = r->target + u.field_data[UF_QUERY].off;
+	end = q + u.field_data[UF_QUERY].len;
+	while (q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *pair_end = amp ? amp : end;
+		const char *eq = memchr(q, '=', (size_t)(pair_end - q));
+		const char *key_end = eq ? eq : pair_end;
+		if ((size_t)(key_end - q) == nlen && memcmp(q, name, nlen) == 0) {
+			if (found)
+				return -EINVAL;
+			found = eq ? eq + 1 : pair_end;
+			found_len = (size_t)(pair_end - found);
+		}
+		q = amp ? amp + 1 : end;
+	}
+	if (!found)
+		return -ENOENT;
+	return decode(found, found_len, max, ret);
+}
