@@ -5,8 +5,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <grp.h>
 #include <ini.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,6 +40,7 @@
 #define DEFAULT_FETCH_CONCURRENCY 8
 #define DEFAULT_REQUEST_TIMEOUT	  30
 #define DEFAULT_IDLE_TIMEOUT	  3600
+#define DEFAULT_COMPAT_LIFETIME	  (12 * 3600)
 #define DEFAULT_SOCKET_MODE	  0660
 
 struct parser {
@@ -372,6 +375,62 @@ static int set_base_url(struct parser *p, const char *key, const char *v, enum u
 	return (*dst = strndup(v, len)) ? 0 : -ENOMEM;
 }
 
+/* compat_endpoint: 127.0.0.1:PORT, [::1]:PORT, or empty (off). Only a
+ * loopback address: the endpoint serves tokens over plain HTTP. */
+static int parse_loopback(struct parser *p, const char *key, const char *v, struct config *c)
+{
+	struct sockaddr_in *in = (struct sockaddr_in *)&c->compat_addr;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&c->compat_addr;
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon = strrchr(v, ':'), *written = v;
+	size_t hlen;
+	uint32_t port;
+
+	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
+	free(c->compat_endpoint);
+	c->compat_endpoint = NULL;
+	if (!*v)
+		return 0;
+	if (!colon || colon == v)
+		goto bad;
+	hlen = (size_t)(colon - v);
+	if (v[0] == '[') {
+		if (hlen < 3 || v[hlen - 1] != ']')
+			goto bad;
+		v++, hlen -= 2;
+	}
+	if (hlen >= sizeof(host))
+		goto bad;
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	if (parse_uint(p, key, colon + 1, 0, 65535, 10, &port) < 0)
+		return -1;
+	if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+		if ((ntohl(in->sin_addr.s_addr) >> 24) != 127)
+			goto not_loopback;
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)port);
+	} else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		if (!IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+			goto not_loopback;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+	} else {
+		goto bad;
+	}
+	return set_string(&c->compat_endpoint, written);
+not_loopback:
+	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
+	return perr(p,
+		    "%s: '%s' is not a loopback address: the endpoint speaks plain HTTP, so it "
+		    "listens on 127.0.0.1 or [::1] only",
+		    key, host);
+bad:
+	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
+	return perr(p, "%s: '%s' is not ADDRESS:PORT, like 127.0.0.1:50342 or [::1]:50342", key,
+		    written);
+}
+
 static int daemon_key(struct parser *p, const char *key, const char *v)
 {
 	struct config *c = p->c;
@@ -411,12 +470,13 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return set_path(p, key, v, &c->state_dir);
 	if (!strcmp(key, "state_key_credential"))
 		return check_credential_name(p, key, v) ?: set_string(&c->state_key_credential, v);
-	if (!strcmp(key, "compat_endpoint")) {
-		if (*v)
-			return perr(p, "compat_endpoint: the managed-identity compatible endpoint "
-				       "is not available in this version; leave it empty");
-		return 0;
-	}
+	if (!strcmp(key, "compat_endpoint"))
+		return parse_loopback(p, key, v, c);
+	if (!strcmp(key, "compat_lifetime"))
+		return parse_secs(p, key, v, &c->compat_lifetime)
+			   ?: (c->compat_lifetime
+				   ? 0
+				   : perr(p, "compat_lifetime: must be at least 1s"));
 	return perr(p, "unknown key '%s' in [daemon]", key);
 }
 
@@ -937,6 +997,7 @@ static int parse_text(const char *text, const char *name, const char *default_so
 	c->fetch_concurrency = DEFAULT_FETCH_CONCURRENCY;
 	c->request_timeout = DEFAULT_REQUEST_TIMEOUT;
 	c->idle_timeout = DEFAULT_IDLE_TIMEOUT;
+	c->compat_lifetime = DEFAULT_COMPAT_LIFETIME;
 	p.c = c;
 	if (!(c->path = strdup(name)))
 		goto nomem;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define CONFIG_SYSTEM_PATH "/etc/batchtok/batchtokd.conf"
@@ -88,7 +89,9 @@ struct config {
 	uint32_t idle_timeout;	  /* stop refreshing tokens unused this long */
 	char *ca_file;
 	char *proxy;
-	char *compat_endpoint;
+	char *compat_endpoint; /* as written; NULL: the endpoint is off */
+	struct sockaddr_storage compat_addr;
+	uint32_t compat_lifetime;   /* seconds a capability is valid */
 	char *state_dir;	    /* device-code sign-ins are kept here */
 	char *state_key_credential; /* systemd credential with the state key */
 	struct identity *identities;

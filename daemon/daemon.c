@@ -441,6 +441,11 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	if (c->socket && d->cfg->socket && strcmp(c->socket, d->cfg->socket) != 0)
 		log_warning("socket = changed to %s; it takes effect at the next restart",
 			    c->socket);
+	if (strcmp(c->compat_endpoint ? c->compat_endpoint : "",
+		   d->cfg->compat_endpoint ? d->cfg->compat_endpoint : "") != 0)
+		log_warning(
+		    "compat_endpoint = changed to '%s'; it takes effect at the next restart",
+		    c->compat_endpoint ? c->compat_endpoint : "");
 	settings_from(c, &ho, &cs);
 	if (http_configure(d->http, &ho) < 0) {
 		config_free(c);
@@ -479,6 +484,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	log_info("received %s, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	notify_stopping();
 	server_close(d->server);
+	compat_close(d->compat);
+	d->compat = NULL;
 	cache_free(d->cache);
 	d->cache = NULL;
 	signin_store_free(d->signins);
@@ -540,6 +547,10 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 				  cfg->socket);
 		else
 			log_error("cannot listen on %s: %s", cfg->socket, strerror(-r));
+		goto fail_loop;
+	}
+	if (cfg->compat_endpoint && (r = compat_new(d, &d->compat)) < 0) {
+		server_close(d->server);
 		goto fail_loop;
 	}
 	uv_signal_init(&d->loop, &d->sighup);

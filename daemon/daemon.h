@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "cache.h"
+#include "compat.h"
 #include "config.h"
 #include "http.h"
 #include "notify.h"
@@ -22,6 +23,7 @@ struct daemon {
 	struct cache *cache;
 	struct signin_store *signins;
 	struct server *server;
+	struct compat *compat; /* NULL: compat_endpoint is off */
 	struct notify notify;
 	uv_timer_t cache_timer;
 	int64_t cache_due;

@@ -141,21 +141,20 @@ static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
 	conn_request_done(c);
 }
 
-/* Resolves and authorises a token query; replies with the error itself and
- * returns NULL if the request cannot go on. */
-static const struct identity *authorise(struct daemon *d, struct conn *c, uint32_t id,
-					const struct bt_token_query *q, const char **ret_resource)
+/* The identity a request names (empty: the default), if the peer may use
+ * it; otherwise replies with the error itself and returns NULL. */
+static const struct identity *usable_identity(struct daemon *d, struct conn *c, uint32_t id,
+					      const char *name)
 {
 	const struct identity *ident;
-	const char *resource;
 
-	if (*q->identity) {
-		ident = config_find_identity(d->cfg, q->identity);
+	if (*name) {
+		ident = config_find_identity(d->cfg, name);
 		if (!ident) {
 			reply_error(c, id, BT_E_UNKNOWN_IDENTITY,
 				    "no identity named '%s': 'batchtok status' lists the ones you "
 				    "may use",
-				    q->identity);
+				    name);
 			return NULL;
 		}
 	} else if (!(ident = d->cfg->default_identity)) {
@@ -174,6 +173,19 @@ static const struct identity *authorise(struct daemon *d, struct conn *c, uint32
 			    (unsigned)c->peer.uid, ident->name);
 		return NULL;
 	}
+	return ident;
+}
+
+/* Resolves and authorises a token query; replies with the error itself and
+ * returns NULL if the request cannot go on. */
+static const struct identity *authorise(struct daemon *d, struct conn *c, uint32_t id,
+					const struct bt_token_query *q, const char **ret_resource)
+{
+	const struct identity *ident = usable_identity(d, c, id, q->identity);
+	const char *resource;
+
+	if (!ident)
+		return NULL;
 	resource = identity_resource(ident, q->resource, q->scope);
 	if (!resource) {
 		reply_error(c, id, BT_E_RESOURCE_NOT_ALLOWED,
@@ -262,6 +274,12 @@ static int describe_daemon(struct daemon *d, const struct conn *c, struct bt_rec
 	    ?: bt_record_add_int(rec, "upstream_requests", BT_FIELD_INT,
 				 (int64_t)cache_fetch_count(d->cache))
 	    ?: bt_record_add_int(rec, "reloads", BT_FIELD_INT, (int64_t)d->reloads);
+	if (r == 0 && d->compat)
+		r = bt_record_add_str(rec, "compat_endpoint", compat_url(d->compat))
+			?: bt_record_add_int(rec, "compat_clients", BT_FIELD_INT,
+					     compat_client_count(d->compat))
+			?: bt_record_add_int(rec, "compat_capabilities", BT_FIELD_INT,
+					     (int64_t)compat_capability_count(d->compat));
 	for (size_t i = 0; r == 0 && i < d->cfg->n_identities; i++) {
 		const struct identity *id = &d->cfg->identities[i];
 		struct bt_record *irec;
@@ -450,6 +468,57 @@ out:
 	free(name);
 }
 
+/* COMPAT: a capability for the compatible endpoint, for this peer and one
+ * identity it may use. */
+static void handle_compat(struct daemon *d, struct conn *c, struct bt_frame *f)
+{
+	char *name = NULL, text[CAPABILITY_TEXT_SIZE];
+	const struct identity *ident;
+	int64_t expires_on;
+	int r;
+
+	if (bt_decode_name_request(&f->body, &name) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed COMPAT request");
+		return;
+	}
+	if (!(ident = usable_identity(d, c, f->id, name)))
+		goto out;
+	if (!d->compat) {
+		reply_error(c, f->id, BT_E_UNSUPPORTED,
+			    "the managed-identity compatible endpoint is off: an administrator "
+			    "can set compat_endpoint = 127.0.0.1:PORT in batchtokd.conf and "
+			    "restart batchtokd");
+		goto out;
+	}
+	r = compat_grant(d->compat, &c->peer, ident, text, &expires_on);
+	if (r == -EBUSY) {
+		reply_error(c, f->id, BT_E_BUSY,
+			    "too many compat capabilities are live for uid %u; they expire after "
+			    "compat_lifetime (%us)",
+			    (unsigned)c->peer.uid, d->cfg->compat_lifetime);
+		goto out;
+	}
+	if (r < 0) {
+		reply_error(c, f->id, BT_E_INTERNAL, "cannot issue a capability: %s", strerror(-r));
+		goto out;
+	}
+	{
+		struct bt_compat_reply m = {.capability = text,
+					    .endpoint = (char *)compat_url(d->compat),
+					    .identity = ident->name,
+					    .expires_on = (uint64_t)expires_on};
+		struct log_ctx ctx = peer_ctx(c, ident->name, NULL);
+		log_msg(LOG_INFO, &ctx,
+			"issued a compat capability for identity %s to pid %d uid %u, valid %us",
+			ident->name, (int)c->peer.pid, (unsigned)c->peer.uid,
+			d->cfg->compat_lifetime);
+		check_encoded(c, bt_encode_compat_reply(&c->out, f->id, &m));
+		explicit_bzero(text, sizeof(text));
+	}
+out:
+	free(name);
+}
+
 static void handle_hello(struct conn *c, struct bt_frame *f)
 {
 	struct bt_hello h;
@@ -498,6 +567,9 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 	case BT_LOGIN_WAIT:
 	case BT_LOGOUT:
 		handle_signin(d, c, f);
+		break;
+	case BT_COMPAT:
+		handle_compat(d, c, f);
 		break;
 	case BT_PING:
 		if (bt_decode_empty(&f->body) < 0)

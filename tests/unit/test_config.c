@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <netinet/in.h>
 
 #include "../../daemon/certificate.h"
 #include "../../daemon/config.h"
@@ -252,6 +253,46 @@ static void test_credential_kind_errors(void **state)
 	config_errors_clear(&e);
 }
 
+static void test_compat_endpoint(void **state)
+{
+	static const char good[] = "[daemon]\ncompat_endpoint = [::1]:50342\n"
+				   "compat_lifetime = 1h\n" IDENTITY;
+	static const char bad[] = "[daemon]\ncompat_endpoint = 10.0.0.1:50342\n"
+				  "compat_endpoint = 127.0.0.1\ncompat_endpoint = [::1:80\n"
+				  "compat_endpoint = 127.0.0.1:65536\ncompat_endpoint = "
+				  "localhost:80\ncompat_lifetime = 0\n" IDENTITY;
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	const struct sockaddr_in *in;
+
+	(void)state;
+	assert_int_equal(config_parse_string(good, "t.conf", &c, &e), 0);
+	assert_string_equal(c->compat_endpoint, "[::1]:50342");
+	assert_int_equal(c->compat_addr.ss_family, AF_INET6);
+	assert_int_equal(c->compat_lifetime, 3600);
+	config_free(c);
+	/* Off by default; 127.0.0.0/8 and port 0 (any free port) allowed. */
+	assert_int_equal(config_parse_string(IDENTITY, "t.conf", &c, &e), 0);
+	assert_null(c->compat_endpoint);
+	assert_int_equal(c->compat_lifetime, 12 * 3600);
+	config_free(c);
+	assert_int_equal(config_parse_string("[daemon]\ncompat_endpoint = 127.1.2.3:0\n" IDENTITY,
+					     "t.conf", &c, &e),
+			 0);
+	in = (const struct sockaddr_in *)&c->compat_addr;
+	assert_int_equal(in->sin_family, AF_INET);
+	assert_int_equal(in->sin_port, 0);
+	config_free(c);
+	assert_int_equal(config_parse_string(bad, "t.conf", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "t.conf:2: compat_endpoint: '10.0.0.1' is not a loopback"));
+	assert_true(has_error(&e, "t.conf:3: compat_endpoint: '127.0.0.1' is not ADDRESS:PORT"));
+	assert_true(has_error(&e, "t.conf:4: compat_endpoint: '[::1:80' is not ADDRESS:PORT"));
+	assert_true(has_error(&e, "t.conf:5: compat_endpoint: '65536' is not a number"));
+	assert_true(has_error(&e, "t.conf:6: compat_endpoint: 'localhost:80' is not ADDRESS:PORT"));
+	assert_true(has_error(&e, "t.conf:7: compat_lifetime: must be at least 1s"));
+	config_errors_clear(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -264,6 +305,7 @@ int main(void)
 	    cmocka_unit_test(test_clouds_and_defaults),
 	    cmocka_unit_test(test_credential_kinds),
 	    cmocka_unit_test(test_credential_kind_errors),
+	    cmocka_unit_test(test_compat_endpoint),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

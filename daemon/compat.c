@@ -1,0 +1,760 @@
+/* compat.c - the managed-identity compatible endpoint: connections, the
+ * three request shapes, authorisation, answers. */
+#include "compat.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "http_in.h"
+#include "log.h"
+#include "secmem.h"
+#include "sockdiag.h"
+
+#define READ_SIZE    4096
+#define IMDS_PATH    "/metadata/identity/oauth2/token"
+#define APPSVC_PATH  "/msi/token"
+#define SELECTOR_MAX 1024 /* a client_id, object id or resource ID */
+
+struct compat {
+	struct daemon *d;
+	uv_tcp_t listener;
+	int nl_fd;
+	struct list conns;
+	unsigned n_conns;
+	struct capability_store caps;
+	char url[80];
+};
+
+enum shape {
+	SHAPE_APPSVC_2019, /* X-IDENTITY-HEADER */
+	SHAPE_APPSVC_2017, /* secret */
+	SHAPE_IMDS,	   /* Metadata: true; the capability in the path or header */
+};
+
+struct compat_conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	struct compat *cp;
+	struct list node;
+	int handles; /* open libuv handles and writes; freed at 0 */
+	bool closing;
+	bool reading;
+	bool busy;	 /* a request is being answered */
+	bool keep_alive; /* for the request being answered */
+	uid_t uid;	 /* owner of the client's socket */
+	int owner_err;	 /* why the owner is unknown, 0: known */
+	char peer[64];	 /* "127.0.0.1:PORT" for logs */
+	struct cache_waiter w;
+	bool waiting;
+	char *resource;	 /* as the client asked: echoed back */
+	char *identity;	 /* the identity's name and client ID, for the answer */
+	char *client_id; /* and logs; copied because a reload may free them */
+	struct http_in req;
+	char in[READ_SIZE];
+	size_t in_off, in_len;
+	uv_write_t wr;
+	char *out; /* a response, wiped when written */
+	size_t out_len;
+};
+
+static void conn_process(struct compat_conn *c);
+static void conn_resume(struct compat_conn *c);
+
+static int64_t wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
+}
+
+static struct log_ctx conn_ctx(const struct compat_conn *c)
+{
+	return (struct log_ctx){.identity = c->identity,
+				.resource = c->resource,
+				.uid = c->owner_err ? -1 : (long)c->uid,
+				.pid = -1};
+}
+
+static void forget_request(struct compat_conn *c)
+{
+	free(c->resource);
+	free(c->identity);
+	free(c->client_id);
+	c->resource = c->identity = c->client_id = NULL;
+}
+
+static void conn_unref(struct compat_conn *c)
+{
+	if (--c->handles > 0)
+		return;
+	forget_request(c);
+	http_in_wipe(&c->req);
+	explicit_bzero(c->in, sizeof(c->in));
+	free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	conn_unref(h->data);
+}
+
+static void conn_close(struct compat_conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (c->waiting) {
+		cache_waiter_cancel(&c->w);
+		c->waiting = false;
+	}
+	list_del(&c->node);
+	c->cp->n_conns--;
+	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void free_compat(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+	conn_close(t->data);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+	struct compat_conn *c = w->data;
+
+	explicit_bzero(c->out, c->out_len);
+	free(c->out);
+	c->out = NULL;
+	c->out_len = 0;
+	if (c->closing) {
+		conn_unref(c);
+		return;
+	}
+	conn_unref(c);
+	if (status < 0 || !c->keep_alive) {
+		conn_close(c);
+		return;
+	}
+	c->busy = false;
+	forget_request(c);
+	http_in_next(&c->req);
+	uv_timer_start(&c->timer, on_timeout, COMPAT_IDLE_TIMEOUT * 1000, 0);
+	conn_process(c);
+}
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Payload Too Large";
+	case 414:
+		return "URI Too Long";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 503:
+		return "Service Unavailable";
+	}
+	return "Internal Server Error";
+}
+
+/* Sends status with body (a JSON document, taken and wiped). */
+static void respond(struct compat_conn *c, int status, char *body)
+{
+	size_t blen = body ? strlen(body) : 0;
+	char head[256];
+	int hlen;
+	uv_buf_t buf;
+
+	hlen = snprintf(head, sizeof(head),
+			"HTTP/1.1 %d %s\r\n"
+			"Content-Type: application/json; charset=utf-8\r\n"
+			"Content-Length: %zu\r\n"
+			"Cache-Control: no-store\r\n"
+			"Connection: %s\r\n\r\n",
+			status, reason(status), blen, c->keep_alive ? "keep-alive" : "close");
+	c->out_len = (size_t)hlen + blen;
+	c->out = malloc(c->out_len);
+	if (!c->out) {
+		secmem_lib_free(body);
+		conn_close(c);
+		return;
+	}
+	memcpy(c->out, head, (size_t)hlen);
+	if (body)
+		memcpy(c->out + hlen, body, blen);
+	secmem_lib_free(body);
+	buf = uv_buf_init(c->out, (unsigned)c->out_len);
+	c->wr.data = c;
+	if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &buf, 1, on_written) < 0) {
+		explicit_bzero(c->out, c->out_len);
+		free(c->out);
+		c->out = NULL;
+		conn_close(c);
+		return;
+	}
+	c->handles++;
+}
+
+static void respond_error(struct compat_conn *c, int status, const char *error, const char *fmt,
+			  ...) __attribute__((format(printf, 4, 5)));
+
+static void respond_error(struct compat_conn *c, int status, const char *error, const char *fmt,
+			  ...)
+{
+	char msg[BT_MESSAGE_MAX];
+	json_t *doc;
+	char *body;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	doc = json_pack("{s:s, s:s}", "error", error, "error_description", msg);
+	body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	if (!body) {
+		conn_close(c);
+		return;
+	}
+	respond(c, status, body);
+}
+
+static int http_status_for(uint32_t bt_status)
+{
+	switch (bt_status) {
+	case BT_E_UNAVAILABLE:
+	case BT_E_TIMEOUT:
+	case BT_E_BUSY:
+		return 503;
+	}
+	return 500;
+}
+
+static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
+{
+	struct compat_conn *c = container_of(w, struct compat_conn, w);
+	int64_t now = wall_now();
+	struct log_ctx ctx = conn_ctx(c);
+	char exp_in[24], exp_on[24], nbf[24];
+	json_t *doc;
+	char *body;
+
+	c->waiting = false;
+	if (a->status != BT_OK) {
+		respond_error(c, http_status_for(a->status),
+			      a->status == BT_E_CREDENTIAL_REJECTED ? "credential_rejected"
+								    : "service_unavailable",
+			      "%s", a->message);
+		return;
+	}
+	snprintf(exp_in, sizeof(exp_in), "%lld", (long long)(a->expires_on - now));
+	snprintf(exp_on, sizeof(exp_on), "%lld", (long long)a->expires_on);
+	snprintf(nbf, sizeof(nbf), "%lld", (long long)now);
+	doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "access_token", a->access_token,
+			"expires_in", exp_in, "expires_on", exp_on, "not_before", nbf, "resource",
+			c->resource, "token_type", "Bearer");
+	if (doc && c->client_id &&
+	    json_object_set_new(doc, "client_id", json_string(c->client_id)) < 0) {
+		json_decref(doc);
+		doc = NULL;
+	}
+	body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	if (!body) {
+		respond_error(c, 500, "internal_error", "out of memory");
+		return;
+	}
+	ctx.fingerprint = a->fingerprint;
+	log_msg(LOG_DEBUG, &ctx, "handed token %s for %s to uid %u over the compat endpoint (%s)",
+		a->fingerprint, c->resource, (unsigned)c->uid, c->peer);
+	respond(c, 200, body);
+}
+
+static bool path_is(const char *p, size_t n, const char *want)
+{
+	size_t w = strlen(want);
+
+	/* A trailing slash is tolerated: MSI_ENDPOINT values often end in one. */
+	return (n == w || (n == w + 1 && p[w] == '/')) && memcmp(p, want, w) == 0;
+}
+
+/* The resource the identity serves for what the client asked: exactly, or
+ * differing only in a trailing slash (SDKs turn "R/.default" into R, and
+ * Batch's resource ends in a slash). */
+static const char *match_resource(const struct identity *id, const char *asked)
+{
+	const char *r = identity_resource(id, asked, NULL);
+	size_t n = strlen(asked);
+
+	if (r || n == 0)
+		return r;
+	for (size_t i = 0; i < id->n_resources; i++) {
+		const char *have = id->resources[i];
+		size_t h = strlen(have);
+		if ((h == n + 1 && have[n] == '/' && !strncmp(have, asked, n)) ||
+		    (n == h + 1 && asked[h] == '/' && !strncmp(have, asked, h)))
+			return have;
+	}
+	return NULL;
+}
+
+/* Optional selectors must name the capability's identity. Returns 0 or
+ * answers the request and returns -1. */
+static int check_selectors(struct compat_conn *c, enum shape shape, const struct identity *id)
+{
+	static const struct {
+		const char *param;
+		int field; /* 0 client_id, 1 object_id, 2 resource_id */
+	} sel[] = {
+	    {"client_id", 0}, {"clientid", 0},	{"principal_id", 1},
+	    {"object_id", 1}, {"mi_res_id", 2}, {"msi_res_id", 2},
+	};
+	for (size_t i = 0; i < sizeof(sel) / sizeof(sel[0]); i++) {
+		const char *have = sel[i].field == 0   ? id->client_id
+				   : sel[i].field == 1 ? id->object_id
+						       : id->resource_id;
+		char *v = NULL;
+		int r = http_in_param(&c->req, sel[i].param, SELECTOR_MAX, &v);
+		if (r == -ENOENT)
+			continue;
+		if (r < 0) {
+			respond_error(c, 400, "invalid_request", "the %s parameter is malformed",
+				      sel[i].param);
+			return -1;
+		}
+		if (!have || strcasecmp(v, have) != 0) {
+			respond_error(c, 400, "invalid_request",
+				      "%s=%s does not name identity '%s', the one this capability "
+				      "is for: drop the parameter (or AZURE_CLIENT_ID), or get a "
+				      "capability for the identity you mean",
+				      sel[i].param, v, id->name);
+			free(v);
+			return -1;
+		}
+		free(v);
+	}
+	(void)shape;
+	return 0;
+}
+
+/* The capability presented, by shape; NULL (and the request answered) if
+ * there is none usable. */
+static const char *presented(struct compat_conn *c, enum shape shape, const char *path_cap,
+			     size_t path_cap_len, size_t *len)
+{
+	int h = shape == SHAPE_APPSVC_2017 ? HTTP_H_SECRET : HTTP_H_IDENTITY;
+	const char *name = shape == SHAPE_APPSVC_2017 ? "secret" : "X-IDENTITY-HEADER";
+
+	if (path_cap) {
+		*len = path_cap_len;
+		return path_cap;
+	}
+	if (c->req.h[h].count == 0) {
+		respond_error(c, 401, "unauthorized",
+			      "no %s header: run the program under 'batchtok exec --compat -i "
+			      "IDENTITY', which sets IDENTITY_HEADER",
+			      name);
+		return NULL;
+	}
+	if (c->req.h[h].count > 1) {
+		respond_error(c, 400, "invalid_request", "the %s header appears more than once",
+			      name);
+		return NULL;
+	}
+	*len = c->req.h[h].len;
+	return c->req.h[h].value;
+}
+
+static void handle_request(struct compat_conn *c)
+{
+	struct compat *cp = c->cp;
+	struct daemon *d = cp->d;
+	const struct capability *cap;
+	const struct identity *id;
+	const char *path, *cap_text, *path_cap = NULL, *resource;
+	size_t plen, path_cap_len = 0, cap_len;
+	enum shape shape;
+	char *api = NULL;
+	struct peer who;
+	struct log_ctx ctx;
+	int64_t now = wall_now();
+	int r;
+
+	if (c->req.method != HTTP_GET) {
+		respond_error(c, 405, "invalid_request", "only GET is served here");
+		return;
+	}
+	if (http_in_path(&c->req, &path, &plen) < 0) {
+		respond_error(c, 400, "invalid_request", "the request target is not a path");
+		return;
+	}
+	r = http_in_param(&c->req, "api-version", 32, &api);
+	if (path_is(path, plen, APPSVC_PATH)) {
+		if (r == 0 && strcmp(api, "2019-08-01") == 0)
+			shape = SHAPE_APPSVC_2019;
+		else if (r == 0 && strcmp(api, "2017-09-01") == 0)
+			shape = SHAPE_APPSVC_2017;
+		else {
+			respond_error(c, 400, "invalid_request",
+				      "api-version must be 2019-08-01 (X-IDENTITY-HEADER) or "
+				      "2017-09-01 (secret)");
+			goto out;
+		}
+	} else {
+		size_t ilen = strlen(IMDS_PATH);
+		if (plen > ilen && !memcmp(path + plen - ilen, IMDS_PATH, ilen) && path[0] == '/' &&
+		    plen - ilen > 1) {
+			path_cap = path + 1;
+			path_cap_len = plen - ilen - 1;
+		} else if (!path_is(path, plen, IMDS_PATH)) {
+			respond_error(c, 404, "not_found",
+				      "not a managed-identity token path: use " APPSVC_PATH
+				      " or " IMDS_PATH);
+			goto out;
+		}
+		shape = SHAPE_IMDS;
+		if (r < 0) {
+			respond_error(c, 400, "invalid_request", "api-version is required");
+			goto out;
+		}
+		if (c->req.h[HTTP_H_METADATA].count != 1 ||
+		    strcmp(c->req.h[HTTP_H_METADATA].value, "true") != 0) {
+			respond_error(
+			    c, 400, "bad_request",
+			    "Required metadata header not specified: send Metadata: true");
+			goto out;
+		}
+		if (c->req.h[HTTP_H_FORWARDED_FOR].count) {
+			respond_error(c, 400, "bad_request",
+				      "proxied requests (X-Forwarded-For) are refused");
+			goto out;
+		}
+	}
+	if (!(cap_text = presented(c, shape, path_cap, path_cap_len, &cap_len)))
+		goto out;
+	cap = capability_find(&cp->caps, cap_text, cap_len, now);
+	if (!cap) {
+		log_msg(LOG_WARNING, LOG_CTX_NONE,
+			"compat endpoint: unknown capability from %s (uid %ld)", c->peer,
+			c->owner_err ? -1L : (long)c->uid);
+		respond_error(c, 401, "unauthorized",
+			      "the capability is not one this batchtokd issued (it may have "
+			      "restarted): run the program under 'batchtok exec --compat' again");
+		goto out;
+	}
+	if (cap->expires_on <= now) {
+		respond_error(c, 401, "unauthorized",
+			      "the capability expired (compat_lifetime): run the program under "
+			      "'batchtok exec --compat' again");
+		goto out;
+	}
+	if (c->owner_err || c->uid != cap->uid) {
+		if (c->owner_err)
+			log_msg(LOG_WARNING, LOG_CTX_NONE,
+				"compat endpoint: cannot tell who owns the connection from %s: %s",
+				c->peer, strerror(-c->owner_err));
+		else
+			log_msg(
+			    LOG_WARNING, LOG_CTX_NONE,
+			    "compat endpoint: uid %u presented a capability of uid %u (from %s)",
+			    (unsigned)c->uid, (unsigned)cap->uid, c->peer);
+		respond_error(c, 403, "forbidden",
+			      "this capability was issued to another user: get your own with "
+			      "'batchtok exec --compat'");
+		goto out;
+	}
+	if (!(id = config_find_identity(d->cfg, cap->identity))) {
+		respond_error(c, 403, "forbidden",
+			      "identity '%s' is no longer configured: ask for a capability for "
+			      "another one",
+			      cap->identity);
+		goto out;
+	}
+	who = (struct peer){.uid = cap->uid,
+			    .gid = cap->gid,
+			    .pid = -1,
+			    .groups = cap->groups,
+			    .n_groups = cap->n_groups};
+	if (!daemon_peer_may_use(d, &who, id)) {
+		ctx = (struct log_ctx){.identity = id->name, .uid = (long)cap->uid, .pid = -1};
+		log_msg(LOG_WARNING, &ctx, "denied identity %s to uid %u over the compat endpoint",
+			id->name, (unsigned)cap->uid);
+		respond_error(c, 403, "forbidden",
+			      "uid %u may no longer use identity '%s': an administrator can add "
+			      "the user to its allow_users or allow_groups",
+			      (unsigned)cap->uid, id->name);
+		goto out;
+	}
+	if (check_selectors(c, shape, id) < 0)
+		goto out;
+	r = http_in_param(&c->req, "resource", BT_RESOURCE_MAX, &c->resource);
+	if (r < 0) {
+		respond_error(c, 400, "invalid_request",
+			      r == -ENOENT ? "resource is required, for example "
+					     "resource=https://batch.core.windows.net/"
+					   : "the resource parameter is malformed or too long");
+		goto out;
+	}
+	if (!(resource = match_resource(id, c->resource))) {
+		respond_error(c, 400, "invalid_resource",
+			      "identity '%s' does not serve resource '%s' (its resources: %s%s): "
+			      "ask for one of those, or add it to resources =",
+			      id->name, c->resource, id->resources[0],
+			      id->n_resources > 1 ? ", ..." : "");
+		goto out;
+	}
+	if (!(c->identity = strdup(id->name)) ||
+	    (id->client_id && !(c->client_id = strdup(id->client_id)))) {
+		respond_error(c, 500, "internal_error", "out of memory");
+		goto out;
+	}
+	c->w.fn = on_answer;
+	c->waiting = true;
+	/* cache_get() may answer before it returns. */
+	r = cache_get(d->cache, id, resource, 0, false, &c->w);
+	if (r < 0) {
+		c->waiting = false;
+		respond_error(c, 503, "service_unavailable",
+			      r == -EBUSY ? "too many clients are waiting for this token; try again"
+					  : "out of memory");
+	}
+out:
+	free(api);
+}
+
+/* Parses what has been read; answers one request at a time. */
+static void conn_process(struct compat_conn *c)
+{
+	while (!c->closing && !c->busy && c->in_off < c->in_len) {
+		c->in_off += http_in_feed(&c->req, c->in + c->in_off, c->in_len - c->in_off);
+		if (c->req.status) {
+			c->busy = true;
+			c->keep_alive = false;
+			respond_error(c, c->req.status, "invalid_request", "%s", c->req.error);
+			return;
+		}
+		if (c->req.complete) {
+			c->busy = true;
+			c->keep_alive = c->req.keep_alive;
+			uv_timer_stop(&c->timer);
+			handle_request(c);
+			return;
+		}
+	}
+	if (c->closing || c->busy)
+		return;
+	c->in_off = c->in_len = 0;
+	conn_resume(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct compat_conn *c = h->data;
+
+	(void)suggested;
+	/* Reading resumes only once everything read before is parsed. */
+	*buf = uv_buf_init(c->in, sizeof(c->in));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct compat_conn *c = s->data;
+
+	(void)buf;
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	if (n == 0)
+		return;
+	c->in_off = 0;
+	c->in_len = (size_t)n;
+	/* While a request is answered nothing more is read; the rest of this
+	 * read waits in c->in. */
+	uv_read_stop(s);
+	c->reading = false;
+	conn_process(c);
+}
+
+/* Resumes reading after a response, through conn_process(). */
+static void conn_resume(struct compat_conn *c)
+{
+	if (!c->closing && !c->busy && !c->reading && c->in_off >= c->in_len) {
+		c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
+		if (!c->reading)
+			conn_close(c);
+	}
+}
+
+static void describe(const struct sockaddr_storage *ss, char *buf, size_t n)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(buf, n, "%s:%u", host, port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(buf, n, "[%s]:%u", host, port);
+	} else {
+		snprintf(buf, n, "?");
+	}
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct compat *cp = server->data;
+	struct sockaddr_storage peer, local;
+	int plen = sizeof(peer), llen = sizeof(local);
+	struct compat_conn *c;
+
+	if (status < 0) {
+		log_warning("compat endpoint: accept failed: %s", uv_strerror(status));
+		return;
+	}
+	if (!(c = calloc(1, sizeof(*c)))) {
+		log_error("compat endpoint: out of memory accepting a connection");
+		return;
+	}
+	c->cp = cp;
+	http_in_init(&c->req);
+	uv_tcp_init(server->loop, &c->tcp);
+	uv_timer_init(server->loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->handles = 2;
+	list_add_tail(&cp->conns, &c->node);
+	cp->n_conns++;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+		conn_close(c);
+		return;
+	}
+	if (cp->n_conns > cp->d->cfg->max_clients) {
+		log_warning("compat endpoint: max_clients (%u) reached; closing a new connection",
+			    cp->d->cfg->max_clients);
+		conn_close(c);
+		return;
+	}
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) < 0 ||
+	    uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) < 0) {
+		conn_close(c);
+		return;
+	}
+	describe(&peer, c->peer, sizeof(c->peer));
+	c->owner_err = sockdiag_tcp_owner(cp->nl_fd, &peer, &local, &c->uid);
+	uv_timer_start(&c->timer, on_timeout, COMPAT_IDLE_TIMEOUT * 1000, 0);
+	conn_process(c);
+}
+
+int compat_new(struct daemon *d, struct compat **ret)
+{
+	const struct sockaddr_storage *addr = &d->cfg->compat_addr;
+	struct sockaddr_storage bound;
+	int blen = sizeof(bound);
+	struct compat *cp = calloc(1, sizeof(*cp));
+	int r;
+
+	if (!cp)
+		return -ENOMEM;
+	cp->d = d;
+	list_init(&cp->conns);
+	capability_store_init(&cp->caps);
+	if ((cp->nl_fd = sockdiag_open()) < 0) {
+		r = cp->nl_fd;
+		log_error("compat endpoint: cannot open a sock_diag netlink socket (%s): it is "
+			  "needed to tell who connects; allow AF_NETLINK, or unset "
+			  "compat_endpoint",
+			  strerror(-r));
+		free(cp);
+		return r;
+	}
+	uv_tcp_init(&d->loop, &cp->listener);
+	cp->listener.data = cp;
+	if ((r = uv_tcp_bind(&cp->listener, (const struct sockaddr *)addr, 0)) < 0 ||
+	    (r = uv_listen((uv_stream_t *)&cp->listener, 128, on_connection)) < 0 ||
+	    (r = uv_tcp_getsockname(&cp->listener, (struct sockaddr *)&bound, &blen)) < 0) {
+		log_error("compat endpoint: cannot listen on %s: %s", d->cfg->compat_endpoint,
+			  uv_strerror(r));
+		close(cp->nl_fd);
+		cp->nl_fd = -1;
+		uv_close((uv_handle_t *)&cp->listener, free_compat);
+		return r;
+	}
+	describe(&bound, cp->url + 7, sizeof(cp->url) - 7);
+	memcpy(cp->url, "http://", 7);
+	log_info("compat endpoint listening on %s", cp->url);
+	*ret = cp;
+	return 0;
+}
+
+const char *compat_url(const struct compat *cp)
+{
+	return cp->url;
+}
+
+unsigned compat_client_count(const struct compat *cp)
+{
+	return cp ? cp->n_conns : 0;
+}
+
+size_t compat_capability_count(const struct compat *cp)
+{
+	return cp ? cp->caps.n : 0;
+}
+
+int compat_grant(struct compat *cp, const struct peer *p, const struct identity *id,
+		 char text[CAPABILITY_TEXT_SIZE], int64_t *expires_on)
+{
+	const struct capability *cap;
+	int r;
+
+	r = capability_issue(&cp->caps, p->uid, p->gid, p->groups, p->n_groups, id->name,
+			     wall_now(), cp->d->cfg->compat_lifetime, text, &cap);
+	if (r == 0)
+		*expires_on = cap->expires_on;
+	return r;
+}
+
+void compat_close(struct compat *cp)
+{
+	struct compat_conn *c;
+
+	if (!cp)
+		return;
+	while ((c = list_first(&cp->conns, struct compat_conn, node)))
+		conn_close(c);
+	capability_store_clear(&cp->caps);
+	close(cp->nl_fd);
+	uv_close((uv_handle_t *)&cp->listener, free_compat);
+}

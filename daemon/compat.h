@@ -1,0 +1,53 @@
+/* compat.h - the managed-identity compatible endpoint (compat_endpoint =).
+ *
+ * An HTTP/1.1 server on a loopback address, on the daemon's loop, that
+ * answers the token requests unmodified Azure SDKs send to a managed-identity
+ * endpoint (ENTRA.md 3 and 4):
+ *
+ *   GET /msi/token?api-version=2019-08-01&resource=R   X-IDENTITY-HEADER: CAP
+ *   GET /msi/token?api-version=2017-09-01&resource=R   secret: CAP
+ *   GET [/CAP]/metadata/identity/oauth2/token?api-version=...&resource=R
+ *                                                      Metadata: true
+ *
+ * CAP is a capability (capability.h) the daemon issued over its Unix socket
+ * to a user allowed one identity. A request is answered only when the
+ * capability is live, the TCP connection's owner (sockdiag.h) is the uid it
+ * was issued to, that uid may still use the identity, and the identity
+ * serves the resource; tokens come from the same cache as the Unix socket's.
+ * Answers carry every field old and new SDKs parse; errors are JSON with
+ * error and error_description. */
+#ifndef BATCHTOK_DAEMON_COMPAT_H
+#define BATCHTOK_DAEMON_COMPAT_H
+
+#include <stdint.h>
+
+#include "capability.h"
+#include "config.h"
+#include "server.h"
+
+struct daemon;
+struct compat;
+
+/* An idle connection, or one whose request does not arrive whole, is closed
+ * after this many seconds. */
+#define COMPAT_IDLE_TIMEOUT 30
+
+/* Listens on d->cfg's compat_addr. Returns 0, or a negative errno with the
+ * cause logged. */
+int compat_new(struct daemon *d, struct compat **ret);
+/* "http://127.0.0.1:PORT", the port as bound (compat_endpoint may say 0). */
+const char *compat_url(const struct compat *cp);
+unsigned compat_client_count(const struct compat *cp);
+size_t compat_capability_count(const struct compat *cp);
+
+/* Issues a capability for peer p and identity id (the caller has checked
+ * that p may use it), valid for the configured compat_lifetime. Returns 0,
+ * -EBUSY (too many live), -ENOMEM or -EIO. */
+int compat_grant(struct compat *cp, const struct peer *p, const struct identity *id,
+		 char text[CAPABILITY_TEXT_SIZE], int64_t *expires_on);
+
+/* Closes the listener and every connection, and forgets every capability;
+ * memory is released in close callbacks. Accepts NULL. */
+void compat_close(struct compat *cp);
+
+#endif
