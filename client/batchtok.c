@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ static const char usage_text[] =
     "  status   [-o text|json]\n"
     "  inspect  [-i IDENTITY] [-r RESOURCE]\n"
     "  exec     [-i IDENTITY] [-r RESOURCE] [--env NAME] -- COMMAND [ARGS...]\n"
+    "  exec     --compat [-i IDENTITY] -- COMMAND [ARGS...]   (Azure SDKs' managed identity)\n"
     "  login    -i IDENTITY          device-code sign-in (prints the code and URL, waits)\n"
     "  logout   -i IDENTITY\n"
     "  reload\n"
@@ -105,9 +107,10 @@ struct query {
 	struct batchtok_request req;
 	const char *output;
 	const char *env_name;
+	bool compat;
 };
 
-enum { OPT_SCOPE = 256, OPT_MIN_VALIDITY, OPT_FORCE, OPT_ENV };
+enum { OPT_SCOPE = 256, OPT_MIN_VALIDITY, OPT_FORCE, OPT_ENV, OPT_COMPAT };
 
 static int parse_query(int argc, char **argv, const char *allowed, struct query *q)
 {
@@ -119,6 +122,7 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 	    {"min-validity", required_argument, NULL, OPT_MIN_VALIDITY},
 	    {"force-refresh", no_argument, NULL, OPT_FORCE},
 	    {"env", required_argument, NULL, OPT_ENV},
+	    {"compat", no_argument, NULL, OPT_COMPAT},
 	    {0},
 	};
 	uint64_t secs;
@@ -155,6 +159,9 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 			break;
 		case OPT_ENV:
 			q->env_name = optarg;
+			break;
+		case OPT_COMPAT:
+			q->compat = true;
 			break;
 		default:
 			return usage("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -278,27 +285,69 @@ static int cmd_inspect(struct ctx *ctx, int argc, char **argv)
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }
 
+/* exec --compat: the environment that points Azure SDKs' managed-identity
+ * credentials at the daemon's compatible endpoint (ENTRA.md 4.1): App
+ * Service's variables, and the older MSI_ pair that some SDKs still read.
+ * Variables that would make an SDK pick another kind of managed identity
+ * (Service Fabric, Azure Arc) are removed. */
+static int set_compat_env(struct ctx *ctx, const char *identity)
+{
+	struct batchtok_compat *c;
+	char *url = NULL;
+	int r;
+
+	if ((r = batchtok_compat_grant(ctx->bt, identity, &c)) < 0)
+		return report(ctx->bt, r);
+	if (asprintf(&url, "%s/msi/token", c->endpoint) < 0)
+		url = NULL;
+	r = !url || setenv("IDENTITY_ENDPOINT", url, 1) < 0 ||
+		    setenv("IDENTITY_HEADER", c->capability, 1) < 0 ||
+		    setenv("MSI_ENDPOINT", url, 1) < 0 ||
+		    setenv("MSI_SECRET", c->capability, 1) < 0 ||
+		    unsetenv("IDENTITY_SERVER_THUMBPRINT") < 0 || unsetenv("IMDS_ENDPOINT") < 0
+		? -1
+		: 0;
+	free(url);
+	batchtok_compat_free(c);
+	if (r < 0) {
+		fprintf(stderr, "batchtok: cannot set the environment: %s\n", strerror(errno));
+		return EXIT_OTHER;
+	}
+	return 0;
+}
+
 static int cmd_exec(struct ctx *ctx, int argc, char **argv)
 {
-	struct query q = {.env_name = "BATCHTOK_ACCESS_TOKEN"};
+	struct query q = {.env_name = NULL};
 	struct batchtok_token *t;
 	int r;
 
-	if ((r = parse_query(argc, argv, "irD", &q)))
+	if ((r = parse_query(argc, argv, "irDE", &q)))
 		return r;
 	if (optind >= argc)
 		return usage("%s", "exec needs a command to run: batchtok exec -- COMMAND");
+	if (q.compat && (q.req.resource || q.env_name))
+		return usage("%s", "--compat passes no token: the program asks for its own "
+				   "resource; drop -r and --env");
+	if (!q.env_name)
+		q.env_name = "BATCHTOK_ACCESS_TOKEN";
 	if (!*q.env_name || strchr(q.env_name, '='))
 		return usage("--env: '%s' is not a variable name", q.env_name);
 	if ((r = connect_daemon(ctx)))
 		return r;
-	if ((r = batchtok_get_token(ctx->bt, &q.req, &t)) < 0)
-		return report(ctx->bt, r);
-	r = setenv(q.env_name, t->access_token, 1);
-	batchtok_token_free(t);
-	if (r < 0) {
-		fprintf(stderr, "batchtok: cannot set %s: %s\n", q.env_name, strerror(errno));
-		return EXIT_OTHER;
+	if (q.compat) {
+		if ((r = set_compat_env(ctx, q.req.identity)))
+			return r;
+	} else {
+		if ((r = batchtok_get_token(ctx->bt, &q.req, &t)) < 0)
+			return report(ctx->bt, r);
+		r = setenv(q.env_name, t->access_token, 1);
+		batchtok_token_free(t);
+		if (r < 0) {
+			fprintf(stderr, "batchtok: cannot set %s: %s\n", q.env_name,
+				strerror(errno));
+			return EXIT_OTHER;
+		}
 	}
 	batchtok_free(ctx->bt);
 	ctx->bt = NULL;

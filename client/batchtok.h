@@ -13,6 +13,8 @@
  *   -EHOSTUNREACH  the token service is unavailable and no valid token is cached
  *   -ETIMEDOUT     no answer within the handle's timeout
  *   -EINVAL        bad arguments, or a request the daemon found malformed
+ *   -EOPNOTSUPP    the daemon does not offer what was asked (compat_endpoint)
+ *   -EBUSY         the daemon has too many requests of this kind; retry later
  *   -EPROTO        the daemon sent something this library cannot read
  *   -ENOMEM, -EIO  as usual
  * After a failure batchtok_error() says what failed and what to do about it.
@@ -107,6 +109,24 @@ int batchtok_login_wait(batchtok *bt, const char *identity, char **ret);
 /* Signs the identity's user out: the daemon forgets the refresh token,
  * deletes its saved copy and stops serving that user's tokens. */
 int batchtok_logout(batchtok *bt, const char *identity);
+
+/* What a program needs to get tokens from the daemon's managed-identity
+ * compatible endpoint as this user with one identity, the way Azure SDKs ask
+ * App Service: IDENTITY_ENDPOINT = endpoint + "/msi/token", IDENTITY_HEADER
+ * = capability. The capability is bound to this user and the identity and
+ * expires; it works only from connections this user owns. */
+struct batchtok_compat {
+	char *endpoint;	    /* "http://127.0.0.1:PORT" */
+	char *capability;   /* a secret */
+	char *identity;	    /* the identity it is for */
+	int64_t expires_on; /* Unix time */
+};
+
+/* Asks the daemon for a capability for identity (NULL: the default) in
+ * *ret (batchtok_compat_free()). -EOPNOTSUPP if compat_endpoint is off. */
+int batchtok_compat_grant(batchtok *bt, const char *identity, struct batchtok_compat **ret);
+/* Wipes the capability and frees; accepts NULL. */
+void batchtok_compat_free(struct batchtok_compat *c);
 
 /* Round trip; *ret (may be NULL) receives the daemon's version string. */
 int batchtok_ping(batchtok *bt, char **ret);

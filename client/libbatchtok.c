@@ -607,3 +607,44 @@ int batchtok_logout(batchtok *bt, const char *identity)
 {
 	return name_request(bt, BT_LOGOUT, identity, NULL);
 }
+
+void batchtok_compat_free(struct batchtok_compat *c)
+{
+	if (!c)
+		return;
+	bt_free_secret(c->capability);
+	free(c->endpoint);
+	free(c->identity);
+	free(c);
+}
+
+int batchtok_compat_grant(batchtok *bt, const char *identity, struct batchtok_compat **ret)
+{
+	struct bt_compat_reply m;
+	struct batchtok_compat *c;
+	struct bt_frame f;
+	uint32_t id = 0;
+	int r;
+
+	if ((r = begin(bt, &id)) < 0)
+		return r;
+	if (bt_encode_name_request(&bt->out, BT_COMPAT, id, identity ? identity : "") < 0)
+		return fail(bt, -EINVAL, "the identity name is too long");
+	if ((r = transact(bt, id, BT_COMPAT, &f)) < 0)
+		return r;
+	r = bt_decode_compat_reply(&f.body, &m);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed COMPAT reply");
+	if (!(c = calloc(1, sizeof(*c)))) {
+		bt_compat_reply_clear(&m);
+		return fail(bt, -ENOMEM, "out of memory");
+	}
+	/* The decoded strings move into c. */
+	c->capability = m.capability;
+	c->endpoint = m.endpoint;
+	c->identity = m.identity;
+	c->expires_on = (int64_t)m.expires_on;
+	*ret = c;
+	return 0;
+}
