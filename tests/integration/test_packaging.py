@@ -63,7 +63,7 @@ def test_service_exposure_at_most_2():
     for want in ("Type=notify", "WatchdogSec=", "ExecReload=", "User=batchtok",
                  "CapabilityBoundingSet=\n", "ProtectSystem=strict", "PrivateTmp=yes",
                  "MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service",
-                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n", "StateDirectory="):
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n", "StateDirectory="):
         assert want in text, want
     sock = open(os.path.join(TOP, "systemd", "user", "batchtokd.socket")).read()
     assert "ListenStream=%t/batchtok/batchtokd.sock" in sock
@@ -117,6 +117,11 @@ def test_deb_contents(debs):
     # The client library needs libc alone.
     info = run("dpkg-deb", "-f", str(debs / "libbatchtok0_0.1.0_amd64.deb"), "Depends").stdout
     assert info.strip().startswith("libc6") and "," not in info
+    # The Python client: the standard library only, importable where
+    # Debian's python3 looks.
+    py = debs / "python3-batchtok_0.1.0_all.deb"
+    assert "/usr/lib/python3/dist-packages/batchtok/__init__.py" in deb_files(py)
+    assert run("dpkg-deb", "-f", str(py), "Depends").stdout.strip() == "python3:any"
 
 
 def test_deb_maintainer_scripts(debs, tmp_path):
@@ -158,6 +163,7 @@ def test_rpm_spec_builds(tmp_path):
     rpms = sorted(os.listdir(top / "RPMS" / "x86_64"))
     assert rpms == ["batchtok-0.1.0-1.x86_64.rpm", "batchtok-devel-0.1.0-1.x86_64.rpm",
                     "batchtok-libs-0.1.0-1.x86_64.rpm"]
+    assert os.listdir(top / "RPMS" / "noarch") == ["python3-batchtok-0.1.0-1.noarch.rpm"]
     files = run("rpm", "-qlp", str(top / "RPMS" / "x86_64" / rpms[0])).stdout.split()
     assert "/usr/sbin/batchtokd" in files and "/usr/lib/sysusers.d/batchtok.conf" in files
     shutil.rmtree(top)
