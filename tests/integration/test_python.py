@@ -80,3 +80,21 @@ def test_errors_and_access(make_daemon, sts, tmp_path):
                        preexec_fn=lambda: (os.setgroups([]), os.setgid(65534),
                                            os.setuid(65534)))
     assert r.stdout.startswith("4 uid 65534 may not use identity 'batch'"), r.stdout + r.stderr
+
+
+def test_pip_installs_the_client(tmp_path):
+    """`pip install ./client/python` works offline and installs an importable
+    package (no dependencies beyond the standard library)."""
+    target = tmp_path / "site"
+    r = subprocess.run([PYTHON, "-m", "pip", "install", "--no-index", "--no-deps",
+                        "--no-build-isolation", "--target", str(target),
+                        os.path.join(TOP, "client", "python")],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PIP_NO_CACHE_DIR="1"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([PYTHON, "-I", "-c", "import sys; sys.path.insert(0, %r); import batchtok; "
+                        "print(batchtok.__file__, batchtok.BATCH_SCOPE)" % str(target)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    path, scope = r.stdout.split()
+    assert path.startswith(str(target)) and scope == "https://batch.core.windows.net//.default"

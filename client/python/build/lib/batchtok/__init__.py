@@ -1,0 +1,279 @@
+"""batchtok: Microsoft Entra ID access tokens from the local batchtokd, for
+Python programs and the Azure SDKs.
+
+Standard library only; it speaks batchtokd's wire protocol
+(proto/PROTOCOL.md) over the daemon's Unix socket, the way libbatchtok does.
+
+    from batchtok import BatchtokCredential
+    cred = BatchtokCredential(identity="batch-prod")
+    token = cred.get_token("https://batch.core.windows.net//.default")
+
+BatchtokCredential is an azure.core TokenCredential (get_token(*scopes) ->
+AccessToken) for clients built on azure-core; BatchtokBatchCredentials is
+the msrest-style credential (signed_session) that azure-batch's
+BatchServiceClient (13.x, msrest-based) takes.
+"""
+
+import collections
+import os
+import socket
+import struct
+import threading
+
+__all__ = ["Client", "Token", "BatchtokError", "BatchtokCredential",
+           "BatchtokBatchCredentials", "default_socket", "BATCH_RESOURCE", "BATCH_SCOPE"]
+__version__ = "0.1.0"
+
+BATCH_RESOURCE = "https://batch.core.windows.net/"
+BATCH_SCOPE = BATCH_RESOURCE + "/.default"
+SYSTEM_SOCKET = "/run/batchtok/batchtokd.sock"
+
+PROTO_VERSION = 1
+HELLO, GET_TOKEN, PING = 1, 2, 6
+REPLY, ERROR = 0x80, 0xFF
+FORCE_REFRESH = 0x1
+REPLY_MAX = 1024 * 1024
+
+# Status codes carried by ERROR, and the errno-like exit codes batchtok uses.
+STATUS_NAMES = {1: "internal", 2: "bad request", 3: "denied", 4: "unknown identity",
+                5: "resource not allowed", 6: "credential rejected", 7: "unavailable",
+                8: "timeout", 9: "unsupported", 10: "version", 11: "busy"}
+STATUS_EXIT = {3: 4, 4: 5, 5: 5, 6: 6, 7: 7, 8: 8}
+
+Token = collections.namedtuple(
+    "Token", "access_token expires_on token_type identity resource tenant")
+
+
+class BatchtokError(Exception):
+    """batchtokd refused or could not be reached. status is the protocol's
+    status code (0 when the daemon was not reached); exit_code is what the
+    batchtok command would exit with."""
+
+    def __init__(self, message, status=0):
+        super().__init__(message)
+        self.status = status
+        self.exit_code = STATUS_EXIT.get(status, 3 if status == 0 else 1)
+
+
+def default_socket():
+    """$BATCHTOK_SOCKET, else the user's socket if it exists, else the
+    system's, as batchtok and libbatchtok choose."""
+    path = os.environ.get("BATCHTOK_SOCKET")
+    if path:
+        return path
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        user = os.path.join(runtime, "batchtok", "batchtokd.sock")
+        if os.path.exists(user):
+            return user
+    return SYSTEM_SOCKET
+
+
+def _string(s):
+    b = (s or "").encode()
+    if b"\0" in b:
+        raise ValueError("strings sent to batchtokd cannot hold NUL")
+    return struct.pack(">I", len(b)) + b
+
+
+class _Reader:
+    def __init__(self, body):
+        self.body, self.pos = body, 0
+
+    def take(self, n):
+        if self.pos + n > len(self.body):
+            raise BatchtokError("batchtokd sent a malformed reply", 1)
+        b = self.body[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def u32(self):
+        return struct.unpack(">I", self.take(4))[0]
+
+    def u64(self):
+        return struct.unpack(">Q", self.take(8))[0]
+
+    def string(self):
+        return self.take(self.u32()).decode()
+
+    def end(self):
+        if self.pos != len(self.body):
+            raise BatchtokError("batchtokd sent a malformed reply", 1)
+
+
+class Client:
+    """One connection to batchtokd; safe to share between threads (requests
+    are serialised). It connects on first use and reconnects after an
+    error."""
+
+    def __init__(self, socket_path=None, timeout=60.0):
+        self.socket_path = socket_path or default_socket()
+        self.timeout = timeout
+        self._sock = None
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    def close(self):
+        with self._lock:
+            self._drop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _drop(self):
+        if self._sock:
+            self._sock.close()
+        self._sock = None
+
+    def _connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.socket_path)
+        except OSError as e:
+            s.close()
+            raise BatchtokError("cannot reach batchtokd at %s: %s (is it running?)"
+                                % (self.socket_path, e.strerror or e)) from None
+        self._sock = s
+        return self._frame(HELLO, struct.pack(">II", PROTO_VERSION, PROTO_VERSION))
+
+    def _frame(self, type_, body):
+        frame_id = self._next_id
+        self._next_id = self._next_id % 0xFFFFFFFF + 1
+        return frame_id, struct.pack(">IBI", 5 + len(body), type_, frame_id) + body
+
+    def _recv_exact(self, n):
+        chunks, left = [], n
+        while left:
+            b = self._sock.recv(min(left, 65536))
+            if not b:
+                raise BatchtokError("batchtokd closed the connection", 1)
+            chunks.append(b)
+            left -= len(b)
+        return b"".join(chunks)
+
+    def _read_frame(self):
+        (length,) = struct.unpack(">I", self._recv_exact(4))
+        if length < 5 or length > REPLY_MAX:
+            raise BatchtokError("batchtokd sent a malformed frame", 1)
+        data = self._recv_exact(length)
+        return data[0], struct.unpack(">I", data[1:5])[0], data[5:]
+
+    def _request(self, type_, body):
+        with self._lock:
+            try:
+                out = b""
+                hello_id = None
+                if self._sock is None:
+                    hello_id, hello = self._connect()
+                    out += hello
+                req_id, frame = self._frame(type_, body)
+                self._sock.sendall(out + frame)
+                while True:
+                    rtype, rid, rbody = self._read_frame()
+                    if rid == hello_id and rtype == HELLO | REPLY:
+                        continue
+                    if rtype == ERROR:
+                        r = _Reader(rbody)
+                        status, message = r.u32(), r.string()
+                        if rid == hello_id:
+                            self._drop()
+                        raise BatchtokError(message or STATUS_NAMES.get(status, "error"),
+                                            status)
+                    if rid != req_id or rtype != type_ | REPLY:
+                        raise BatchtokError("batchtokd answered out of step", 1)
+                    return _Reader(rbody)
+            except socket.timeout:
+                self._drop()
+                raise BatchtokError("batchtokd did not answer within %.0f s" % self.timeout,
+                                    8) from None
+            except BatchtokError as e:
+                if e.status in (0, 1):
+                    self._drop()
+                raise
+            except OSError as e:
+                self._drop()
+                raise BatchtokError("lost the connection to batchtokd: %s" % e) from None
+
+    def get_token(self, identity=None, resource=None, scope=None, min_validity=0,
+                  force_refresh=False):
+        """A Token for identity (default: the daemon's) and resource (default:
+        the identity's first) or scope ("RESOURCE/.default")."""
+        body = (_string(identity) + _string(resource) + _string(scope) +
+                struct.pack(">II", int(min_validity), FORCE_REFRESH if force_refresh else 0))
+        r = self._request(GET_TOKEN, body)
+        t = Token(r.string(), r.u64(), r.string(), r.string(), r.string(), r.string())
+        r.end()
+        return t
+
+    def ping(self):
+        r = self._request(PING, b"")
+        v = r.string()
+        r.end()
+        return v
+
+
+def _access_token_type():
+    try:
+        from azure.core.credentials import AccessToken
+        return AccessToken
+    except ImportError:
+        return collections.namedtuple("AccessToken", "token expires_on")
+
+
+class BatchtokCredential:
+    """An azure.core TokenCredential backed by batchtokd: the daemon caches and
+    refreshes, so every call is one round trip on a local socket."""
+
+    def __init__(self, identity=None, socket_path=None, client=None, timeout=60.0):
+        self.identity = identity
+        self._client = client or Client(socket_path, timeout)
+        self._access_token = _access_token_type()
+
+    def get_token(self, *scopes, claims=None, tenant_id=None, **kwargs):
+        if len(scopes) != 1:
+            raise ValueError("batchtokd serves one resource per token: pass exactly one "
+                             "scope, like %r" % BATCH_SCOPE)
+        scope = scopes[0]
+        if scope.endswith("/.default"):
+            t = self._client.get_token(self.identity, scope=scope,
+                                       force_refresh=bool(claims))
+        else:
+            t = self._client.get_token(self.identity, resource=scope,
+                                       force_refresh=bool(claims))
+        return self._access_token(t.access_token, int(t.expires_on))
+
+    def close(self):
+        self._client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class BatchtokBatchCredentials:
+    """Credentials for msrest-based clients such as azure-batch 13.x's
+    BatchServiceClient: signed_session() puts the daemon's current token in
+    the Authorization header before every request."""
+
+    def __init__(self, identity=None, resource=BATCH_RESOURCE, socket_path=None, client=None,
+                 timeout=60.0):
+        self.identity = identity
+        self.resource = resource
+        self._client = client or Client(socket_path, timeout)
+
+    def signed_session(self, session=None):
+        if session is None:
+            import requests  # what msrest itself uses
+            session = requests.Session()
+        t = self._client.get_token(self.identity, resource=self.resource)
+        session.headers["Authorization"] = "%s %s" % (t.token_type, t.access_token)
+        return session
+
+    def refresh_session(self, session=None):
+        return self.signed_session(session)
