@@ -23,6 +23,11 @@
 #define IMDS_PATH    "/metadata/identity/oauth2/token"
 #define APPSVC_PATH  "/msi/token"
 #define SELECTOR_MAX 1024 /* a client_id, object id or resource ID */
+/* After a last response the connection is shut down for writing and what the
+ * client still sends is read and dropped for at most this long, so closing
+ * with unread input does not reset the connection before the client has read
+ * the response. */
+#define LINGER_MS 2000
 
 struct compat {
 	struct daemon *d;
@@ -50,6 +55,7 @@ struct compat_conn {
 	bool reading;
 	bool busy;	 /* a request is being answered */
 	bool keep_alive; /* for the request being answered */
+	bool lingering;	 /* shut down after the last response; input is dropped */
 	uid_t uid;	 /* owner of the client's socket */
 	int owner_err;	 /* why the owner is unknown, 0: known */
 	char peer[64];	 /* "127.0.0.1:PORT" for logs */
@@ -62,6 +68,7 @@ struct compat_conn {
 	char in[READ_SIZE];
 	size_t in_off, in_len;
 	uv_write_t wr;
+	uv_shutdown_t sd;
 	char *out; /* a response, wiped when written */
 	size_t out_len;
 };
@@ -133,6 +140,36 @@ static void on_timeout(uv_timer_t *t)
 	conn_close(t->data);
 }
 
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void on_shut_down(uv_shutdown_t *sd, int status)
+{
+	struct compat_conn *c = sd->data;
+
+	(void)status;
+	conn_unref(c);
+}
+
+/* The last response is out: say so, then drop input until the client
+ * closes or LINGER_MS passes. */
+static void conn_linger(struct compat_conn *c)
+{
+	c->lingering = true;
+	c->sd.data = c;
+	if (uv_shutdown(&c->sd, (uv_stream_t *)&c->tcp, on_shut_down) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->handles++;
+	if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->reading = true;
+	uv_timer_start(&c->timer, on_timeout, LINGER_MS, 0);
+}
+
 static void on_written(uv_write_t *w, int status)
 {
 	struct compat_conn *c = w->data;
@@ -146,8 +183,12 @@ static void on_written(uv_write_t *w, int status)
 		return;
 	}
 	conn_unref(c);
-	if (status < 0 || !c->keep_alive) {
+	if (status < 0) {
 		conn_close(c);
+		return;
+	}
+	if (!c->keep_alive) {
+		conn_linger(c);
 		return;
 	}
 	c->busy = false;
@@ -592,7 +633,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
-	if (n == 0)
+	if (n == 0 || c->lingering)
 		return;
 	c->in_off = 0;
 	c->in_len = (size_t)n;
