@@ -85,10 +85,14 @@ def test_errors_and_access(make_daemon, sts, tmp_path):
 def test_pip_installs_the_client(tmp_path):
     """`pip install ./client/python` works offline and installs an importable
     package (no dependencies beyond the standard library)."""
+    import shutil
     target = tmp_path / "site"
+    # pip builds in the source directory: give it a copy, not the tree.
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(TOP, "client", "python"), src,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     r = subprocess.run([PYTHON, "-m", "pip", "install", "--no-index", "--no-deps",
-                        "--no-build-isolation", "--target", str(target),
-                        os.path.join(TOP, "client", "python")],
+                        "--no-build-isolation", "--target", str(target), str(src)],
                        capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PIP_NO_CACHE_DIR="1"))
     assert r.returncode == 0, r.stdout + r.stderr
