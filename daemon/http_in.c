@@ -38,6 +38,7 @@ static int on_message_begin(http_parser *p)
 	struct http_in *r = p->data;
 
 	r->target_len = 0;
+	r->url_ok = false;
 	r->field_len = 0;
 	r->field_long = false;
 	r->in_value = false;
@@ -117,6 +118,8 @@ static int on_headers_complete(http_parser *p)
 
 	r->method = p->method;
 	r->keep_alive = http_should_keep_alive(p) != 0;
+	http_parser_url_init(&r->url);
+	r->url_ok = http_parser_parse_url(r->target, r->target_len, 0, &r->url) == 0;
 	if (p->upgrade)
 		return refuse(r, 400, "protocol upgrades are not supported");
 	/* Token requests have no body; not reading one keeps the bounds
@@ -188,14 +191,10 @@ void http_in_wipe(struct http_in *r)
 
 int http_in_path(const struct http_in *r, const char **path, size_t *len)
 {
-	struct http_parser_url u;
-
-	http_parser_url_init(&u);
-	if (http_parser_parse_url(r->target, r->target_len, 0, &u) != 0 ||
-	    !(u.field_set & (1 << UF_PATH)))
+	if (!r->url_ok || !(r->url.field_set & (1 << UF_PATH)))
 		return -EINVAL;
-	*path = r->target + u.field_data[UF_PATH].off;
-	*len = u.field_data[UF_PATH].len;
+	*path = r->target + r->url.field_data[UF_PATH].off;
+	*len = r->url.field_data[UF_PATH].len;
 	return 0;
 }
 
@@ -235,17 +234,15 @@ static int decode(const char *v, size_t n, size_t max, char **ret)
 
 int http_in_param(const struct http_in *r, const char *name, size_t max, char **ret)
 {
-	struct http_parser_url u;
 	const char *q, *end, *found = NULL;
 	size_t nlen = strlen(name), found_len = 0;
 
-	http_parser_url_init(&u);
-	if (http_parser_parse_url(r->target, r->target_len, 0, &u) != 0)
+	if (!r->url_ok)
 		return -EINVAL;
-	if (!(u.field_set & (1 << UF_QUERY)))
+	if (!(r->url.field_set & (1 << UF_QUERY)))
 		return -ENOENT;
-	q = r->target + u.field_data[UF_QUERY].off;
-	end = q + u.field_data[UF_QUERY].len;
+	q = r->target + r->url.field_data[UF_QUERY].off;
+	end = q + r->url.field_data[UF_QUERY].len;
 	while (q < end) {
 		const char *amp = memchr(q, '&', (size_t)(end - q));
 		const char *pair_end = amp ? amp : end;

@@ -31,6 +31,8 @@ struct http_in {
 	http_parser parser;
 	char target[HTTP_TARGET_MAX + 1];
 	size_t target_len;
+	struct http_parser_url url; /* the target's parts, once it is whole */
+	bool url_ok;
 	char field[HTTP_FIELD_NAME_MAX + 1];
 	size_t field_len;
 	bool field_long;

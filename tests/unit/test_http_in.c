@@ -120,18 +120,18 @@ static void test_limits_and_garbage(void **state)
 	assert_int_equal(refused("\x16\x03\x01\x02\x00", 5), 400);
 	assert_int_equal(refused("GET / HTTP/1.1\r\nHost: a\r\nHost b\r\n\r\n", 35), 400);
 	/* A long target. */
-	n = (size_t)sprintf(big, "GET /");
+	n = (size_t)snprintf(big, HTTP_HEAD_MAX + 100, "GET /");
 	memset(big + n, 'a', HTTP_TARGET_MAX);
 	n += HTTP_TARGET_MAX;
-	n += (size_t)sprintf(big + n, " HTTP/1.1\r\n\r\n");
+	n += (size_t)snprintf(big + n, HTTP_HEAD_MAX + 100 - n, " HTTP/1.1\r\n\r\n");
 	assert_int_equal(refused(big, n), 414);
 	/* A long kept header, and a long head. */
-	n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nsecret: ");
+	n = (size_t)snprintf(big, HTTP_HEAD_MAX + 100, "GET / HTTP/1.1\r\nsecret: ");
 	memset(big + n, 's', HTTP_VALUE_MAX + 1);
 	n += HTTP_VALUE_MAX + 1;
-	n += (size_t)sprintf(big + n, "\r\n\r\n");
+	n += (size_t)snprintf(big + n, HTTP_HEAD_MAX + 100 - n, "\r\n\r\n");
 	assert_int_equal(refused(big, n), 431);
-	n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nx-pad: ");
+	n = (size_t)snprintf(big, HTTP_HEAD_MAX + 100, "GET / HTTP/1.1\r\nx-pad: ");
 	memset(big + n, 'p', HTTP_HEAD_MAX);
 	n += HTTP_HEAD_MAX;
 	assert_int_equal(refused(big, n), 431);
