@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -75,14 +74,6 @@ struct compat_conn {
 
 static void conn_process(struct compat_conn *c);
 static void conn_resume(struct compat_conn *c);
-
-static int64_t wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec;
-}
 
 static struct log_ctx conn_ctx(const struct compat_conn *c)
 {
@@ -178,11 +169,11 @@ static void on_written(uv_write_t *w, int status)
 	free(c->out);
 	c->out = NULL;
 	c->out_len = 0;
-	if (c->closing) {
+	if (c->closing) { /* the write was cancelled by the close */
 		conn_unref(c);
 		return;
 	}
-	conn_unref(c);
+	c->handles--; /* the connection's handles keep it alive */
 	if (status < 0) {
 		conn_close(c);
 		return;
@@ -287,21 +278,28 @@ static void respond_error(struct compat_conn *c, int status, const char *error, 
 	respond(c, status, body);
 }
 
-static int http_status_for(uint32_t bt_status)
+/* A cache error as an HTTP status and error code: 503 for what may pass,
+ * 500 for what will not. */
+static int http_status_for(uint32_t bt_status, const char **error)
 {
 	switch (bt_status) {
 	case BT_E_UNAVAILABLE:
 	case BT_E_TIMEOUT:
 	case BT_E_BUSY:
+		*error = "service_unavailable";
 		return 503;
+	case BT_E_CREDENTIAL_REJECTED:
+		*error = "credential_rejected";
+		return 500;
 	}
+	*error = "internal_error";
 	return 500;
 }
 
 static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
 {
 	struct compat_conn *c = container_of(w, struct compat_conn, w);
-	int64_t now = wall_now();
+	int64_t now = daemon_wall_now();
 	struct log_ctx ctx = conn_ctx(c);
 	char exp_in[24], exp_on[24], nbf[24];
 	json_t *doc;
@@ -309,10 +307,9 @@ static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
 
 	c->waiting = false;
 	if (a->status != BT_OK) {
-		respond_error(c, http_status_for(a->status),
-			      a->status == BT_E_CREDENTIAL_REJECTED ? "credential_rejected"
-								    : "service_unavailable",
-			      "%s", a->message);
+		const char *error;
+		int status = http_status_for(a->status, &error);
+		respond_error(c, status, error, "%s", a->message);
 		return;
 	}
 	snprintf(exp_in, sizeof(exp_in), "%lld", (long long)(a->expires_on - now));
@@ -368,7 +365,7 @@ static const char *match_resource(const struct identity *id, const char *asked)
 
 /* Optional selectors must name the capability's identity. Returns 0 or
  * answers the request and returns -1. */
-static int check_selectors(struct compat_conn *c, enum shape shape, const struct identity *id)
+static int check_selectors(struct compat_conn *c, const struct identity *id)
 {
 	static const struct {
 		const char *param;
@@ -401,7 +398,6 @@ static int check_selectors(struct compat_conn *c, enum shape shape, const struct
 		}
 		free(v);
 	}
-	(void)shape;
 	return 0;
 }
 
@@ -445,7 +441,7 @@ static void handle_request(struct compat_conn *c)
 	char *api = NULL;
 	struct peer who;
 	struct log_ctx ctx;
-	int64_t now = wall_now();
+	int64_t now = daemon_wall_now();
 	int r;
 
 	if (c->req.method != HTTP_GET) {
@@ -553,7 +549,7 @@ static void handle_request(struct compat_conn *c)
 			      (unsigned)cap->uid, id->name);
 		goto out;
 	}
-	if (check_selectors(c, shape, id) < 0)
+	if (check_selectors(c, id) < 0)
 		goto out;
 	r = http_in_param(&c->req, "resource", BT_RESOURCE_MAX, &c->resource);
 	if (r < 0) {
@@ -781,7 +777,7 @@ int compat_grant(struct compat *cp, const struct peer *p, const struct identity 
 	int r;
 
 	r = capability_issue(&cp->caps, p->uid, p->gid, p->groups, p->n_groups, id->name,
-			     wall_now(), cp->d->cfg->compat_lifetime, text, &cap);
+			     daemon_wall_now(), cp->d->cfg->compat_lifetime, text, &cap);
 	if (r == 0)
 		*expires_on = cap->expires_on;
 	return r;

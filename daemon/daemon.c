@@ -43,16 +43,18 @@ struct fetch {
 	int64_t sent_at;
 };
 
-/* Whole seconds of the wall clock. Not time(): glibc may read the coarse
- * clock, which lags by a tick and so reads the previous second just after a
- * boundary. */
-static int64_t wall_now(void *arg)
+int64_t daemon_wall_now(void)
 {
 	struct timespec ts;
 
-	(void)arg;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec;
+}
+
+static int64_t wall_now(void *arg)
+{
+	(void)arg;
+	return daemon_wall_now();
 }
 
 static uint32_t random_u32(void *arg)

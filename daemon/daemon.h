@@ -43,6 +43,11 @@ int daemon_run(const struct config_options *opts, struct config *cfg);
  * running config stays and *ret_error (free()) says why. */
 int daemon_reload(struct daemon *d, char **ret_error);
 
+/* Whole seconds of the wall clock, the one every expiry is judged by. Not
+ * time(): glibc may read the coarse clock, which lags by a tick and so reads
+ * the previous second just after a boundary. */
+int64_t daemon_wall_now(void);
+
 /* Is the peer root, the daemon's own user, or in admin_group? */
 bool daemon_peer_is_admin(const struct daemon *d, const struct peer *p);
 /* May the peer use identity id? */

@@ -316,3 +316,13 @@ def test_endpoint_off_and_bad_addresses(make_daemon, sts):
     p = subprocess.run([os.path.join(os.path.dirname(BATCHTOK), "batchtokd"), "-c", d2.conf,
                         "--check-config"], capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "not a loopback address" in p.stderr
+
+
+def test_rejected_credential_is_a_500_naming_the_cause(make_daemon, sts):
+    wrong = "not-the-secret"
+    d = make_daemon({"batch": {"secret": wrong}}, **COMPAT)
+    env = compat_env(d)
+    status, body = http_get(token_url(env), {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
+    assert status == 500 and body["error"] == "credential_rejected"
+    assert "AADSTS7000215" in body["error_description"]
+    assert wrong not in json.dumps(body) and wrong not in d.read_log()
