@@ -54,7 +54,8 @@ struct parser {
 	struct identity *cur;
 	int default_line;
 	char section[128];
-	char **user_names; /* allow_users entries resolved after parsing */
+	char **user_names;	     /* allow_users entries resolved after parsing */
+	const char *credentials_dir; /* config_options.credentials_dir */
 };
 
 static int add_error(struct config_errors *e, const char *fmt, ...)
@@ -711,25 +712,71 @@ struct protected_file {
 		   ##__VA_ARGS__)                                                                  \
 	     ?: -EINVAL)
 
+/* Where the systemd credential NAME is: in $CREDENTIALS_DIRECTORY inside the
+ * unit; outside it, with credentials_dir set (root checking the installed
+ * config), where the packaged unit's LoadCredential= takes batchtok_FILE
+ * from: credentials_dir/FILE. */
+static int credential_path(const struct identity *id, const struct protected_file *f,
+			   const char *credentials_dir, char *buf, size_t n,
+			   struct config_errors *errs)
+{
+	static const char prefix[] = CREDENTIAL_PREFIX;
+	const char *env = getenv("CREDENTIALS_DIRECTORY"), *name = f->credential;
+	char guess[4096];
+	int k;
+
+	if (env && *env) {
+		k = snprintf(buf, n, "%s/%s", env, name);
+		snprintf(guess, sizeof(guess), "%s/%s%s", env, prefix, name);
+	} else if (credentials_dir && !strncmp(name, prefix, sizeof(prefix) - 1)) {
+		k = snprintf(buf, n, "%s/%s", credentials_dir, name + sizeof(prefix) - 1);
+	} else if (credentials_dir) {
+		k = snprintf(buf, n, "%s/%s", credentials_dir, name);
+		if (access(buf, F_OK) == 0)
+			return id_error(errs, id,
+					"%s_credential = %s: the unit passes %s as %s%s: write "
+					"that name",
+					f->what, name, buf, prefix, name);
+		return id_error(errs, id,
+				"%s_credential = %s: the packaged unit passes each file FILE in "
+				"%s as %sFILE: put the file there and write that name",
+				f->what, name, credentials_dir, prefix);
+	} else {
+		return id_error(errs, id,
+				"%s_credential = %s needs LoadCredential=%s:PATH in the service "
+				"unit ($CREDENTIALS_DIRECTORY is not set); run by hand, use "
+				"%s_file = PATH",
+				f->what, name, name, f->what);
+	}
+	if (k <= 0 || (size_t)k >= n)
+		return id_error(errs, id, "%s_credential = %s: the name is too long", f->what,
+				name);
+	/* The name the unit gives is batchtok_FILE; FILE alone is a common
+	 * slip. */
+	if (env && *env && access(buf, F_OK) < 0 && strncmp(name, prefix, sizeof(prefix) - 1) &&
+	    access(guess, F_OK) == 0)
+		return id_error(errs, id,
+				"%s_credential = %s: no such credential; the unit passes it as "
+				"%s%s: write that name",
+				f->what, name, prefix, name);
+	return 0;
+}
+
 /* Reads a key-material file into secure memory after checking, as ssh does,
  * that nobody but its owner (and group, for 0640) may read it and that it
  * belongs to root or the daemon's user. *ret is NUL-terminated. */
-static int read_protected(const struct identity *id, const struct protected_file *f, char **ret,
-			  size_t *ret_len, struct config_errors *errs)
+static int read_protected(const struct identity *id, const struct protected_file *f,
+			  const char *credentials_dir, char **ret, size_t *ret_len,
+			  struct config_errors *errs)
 {
-	const char *credentials = getenv("CREDENTIALS_DIRECTORY");
 	char path[4096], *buf = NULL;
 	struct stat st;
 	ssize_t n = 0;
 	int fd, r = 0;
 
 	if (f->credential) {
-		if (!credentials || !*credentials)
-			return id_error(errs, id,
-					"%s_credential = %s needs LoadCredential=%s:PATH in the "
-					"service unit ($CREDENTIALS_DIRECTORY is not set)",
-					f->what, f->credential, f->credential);
-		snprintf(path, sizeof(path), "%s/%s", credentials, f->credential);
+		if ((r = credential_path(id, f, credentials_dir, path, sizeof(path), errs)) < 0)
+			return r;
 	} else {
 		snprintf(path, sizeof(path), "%s", f->path);
 	}
@@ -773,18 +820,19 @@ static int read_protected(const struct identity *id, const struct protected_file
 	return *ret ? 0 : -ENOMEM;
 }
 
-static int load_secret(struct identity *id, struct config_errors *errs)
+static int load_secret(struct identity *id, const char *credentials_dir, struct config_errors *errs)
 {
 	struct protected_file f = {"secret", id->secret_file, id->secret_credential,
 				   SECRET_SIZE_MAX, false};
 	size_t n;
 
-	return read_protected(id, &f, &id->secret, &n, errs);
+	return read_protected(id, &f, credentials_dir, &id->secret, &n, errs);
 }
 
 /* Loads the certificate, its key and passphrase: --check-config proves they
  * load and match. */
-static int load_certificate(struct identity *id, struct config_errors *errs)
+static int load_certificate(struct identity *id, const char *credentials_dir,
+			    struct config_errors *errs)
 {
 	struct protected_file cf = {"certificate", id->certificate_file, id->certificate_credential,
 				    CERTIFICATE_SIZE_MAX, true};
@@ -795,11 +843,11 @@ static int load_certificate(struct identity *id, struct config_errors *errs)
 	size_t data_len = 0, key_len = 0, n;
 	int r;
 
-	r = read_protected(id, &cf, &data, &data_len, errs);
+	r = read_protected(id, &cf, credentials_dir, &data, &data_len, errs);
 	if (r == 0 && id->key_file)
-		r = read_protected(id, &kf, &key, &key_len, errs);
+		r = read_protected(id, &kf, credentials_dir, &key, &key_len, errs);
 	if (r == 0 && (id->passphrase_file || id->passphrase_credential))
-		r = read_protected(id, &pf, &pass, &n, errs);
+		r = read_protected(id, &pf, credentials_dir, &pass, &n, errs);
 	if (r == 0) {
 		/* A secure-heap string may be longer than what it holds. */
 		r = certificate_load(data, data_len, key, key_len, pass, &id->cert, err,
@@ -948,9 +996,9 @@ static int validate(struct parser *p, bool load_secrets)
 			defaults++;
 		if ((int)p->errs->n == before && load_secrets) {
 			if (id->kind == CRED_SECRET)
-				r = load_secret(id, p->errs);
+				r = load_secret(id, p->credentials_dir, p->errs);
 			else if (id->kind == CRED_CERTIFICATE)
-				r = load_certificate(id, p->errs);
+				r = load_certificate(id, p->credentials_dir, p->errs);
 			else if (id->kind == CRED_FEDERATED &&
 				 access(id->federated_token_file, R_OK))
 				r = id_error(p->errs, id,
@@ -978,11 +1026,14 @@ static int validate(struct parser *p, bool load_secrets)
 	return p->errs->n ? -EINVAL : 0;
 }
 
-static int parse_text(const char *text, const char *name, const char *default_socket,
-		      const char *default_state_dir, bool load_secrets, struct config **ret,
-		      struct config_errors *errs)
+/* opts NULL: a config in memory, whose secrets are not read. */
+static int parse_text(const char *text, const char *name, const struct config_options *opts,
+		      struct config **ret, struct config_errors *errs)
 {
 	struct parser p = {.errs = errs, .name = name, .text = text, .pos = text};
+	bool load_secrets = opts != NULL;
+	const char *default_socket = opts ? opts->default_socket : NULL;
+	const char *default_state_dir = opts ? opts->default_state_dir : NULL;
 	struct config *c = calloc(1, sizeof(*c));
 	int r;
 
@@ -999,6 +1050,7 @@ static int parse_text(const char *text, const char *name, const char *default_so
 	c->idle_timeout = DEFAULT_IDLE_TIMEOUT;
 	c->compat_lifetime = DEFAULT_COMPAT_LIFETIME;
 	p.c = c;
+	p.credentials_dir = opts ? opts->credentials_dir : NULL;
 	if (!(c->path = strdup(name)))
 		goto nomem;
 	r = ini_parse_stream(reader, &p, handler, &p);
@@ -1029,7 +1081,7 @@ nomem:
 int config_parse_string(const char *text, const char *name, struct config **ret,
 			struct config_errors *errs)
 {
-	return parse_text(text, name, NULL, NULL, false, ret, errs);
+	return parse_text(text, name, NULL, ret, errs);
 }
 
 int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs)
@@ -1075,8 +1127,7 @@ int config_load(const struct config_options *opts, struct config **ret, struct c
 		free(text);
 		return -EINVAL;
 	}
-	r = parse_text(text, opts->path, opts->default_socket, opts->default_state_dir, true, ret,
-		       errs);
+	r = parse_text(text, opts->path, opts, ret, errs);
 	free(text);
 	return r;
 }

@@ -15,6 +15,10 @@
 #include <sys/types.h>
 
 #define CONFIG_SYSTEM_PATH "/etc/batchtok/batchtokd.conf"
+/* The packaged unit's LoadCredential=batchtok:CREDENTIALS_SYSTEM_DIR passes
+ * each file FILE there as the credential batchtok_FILE. */
+#define CREDENTIALS_SYSTEM_DIR "/etc/batchtok/credentials"
+#define CREDENTIAL_PREFIX      "batchtok_"
 
 enum credential_kind {
 	CRED_SECRET = 1,
@@ -109,6 +113,10 @@ struct config_options {
 	const char *path;
 	const char *default_socket;    /* used when [daemon] socket is unset */
 	const char *default_state_dir; /* used when [daemon] state_dir is unset */
+	/* Outside a unit ($CREDENTIALS_DIRECTORY unset), *_credential =
+	 * batchtok_FILE is read from here as the unit would pass it; NULL: such
+	 * keys need the unit. */
+	const char *credentials_dir;
 };
 
 /* Loads and validates the file. On success *ret is a new config; on

@@ -24,11 +24,14 @@
 #define SECURE_HEAP_SIZE (1024 * 1024)
 
 static const char usage_text[] =
-    "usage: batchtokd [-c FILE] [--user] [--check-config] [--foreground]\n"
+    "usage: batchtokd [--system | --user] [-c FILE] [--check-config] [--foreground]\n"
     "                 [--log-level LEVEL] [--version] [--help]\n"
+    "  --system             system mode: " CONFIG_SYSTEM_PATH ", /run/batchtok,\n"
+    "                       /var/lib/batchtok (the default for root)\n"
+    "  --user               per-user mode: XDG config, state and $XDG_RUNTIME_DIR socket\n"
+    "                       (the default for any other user)\n"
     "  -c, --config FILE    configuration (default " CONFIG_SYSTEM_PATH ",\n"
     "                       or $XDG_CONFIG_HOME/batchtok/batchtokd.conf in user mode)\n"
-    "  --user               per-user mode: user config and $XDG_RUNTIME_DIR socket\n"
     "  --check-config       validate the configuration and exit 0 or 1\n"
     "  --foreground         stay in the foreground (always the case; for scripts)\n"
     "  --log-level LEVEL    error, warning, info or debug (overrides the config)\n";
@@ -63,6 +66,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
+	    {"system", no_argument, NULL, 's'},
 	    {"user", no_argument, NULL, 'u'},
 	    {"check-config", no_argument, NULL, 'k'},
 	    {"foreground", no_argument, NULL, 'f'},
@@ -76,16 +80,22 @@ int main(int argc, char **argv)
 	struct config_options co = {0};
 	struct config_errors errs = {0};
 	struct config *cfg;
-	int c, r, level = -1;
-	bool user_mode = geteuid() != 0, check = false;
+	int c, r, level = -1, mode = 0; /* 's' or 'u' when asked for */
+	bool user_mode, check = false;
 
 	while ((c = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			co.path = optarg;
 			break;
+		case 's':
 		case 'u':
-			user_mode = true;
+			if (mode && mode != c) {
+				fputs("batchtokd: --system and --user exclude each other\n",
+				      stderr);
+				return 2;
+			}
+			mode = c;
 			break;
 		case 'k':
 			check = true;
@@ -116,8 +126,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "batchtokd: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	/* The units always say which; by hand, root means the system's daemon. */
+	user_mode = mode ? mode == 'u' : geteuid() != 0;
 	harden();
 	log_init(level >= 0 ? level : LOG_INFO);
+	if (!check)
+		log_info("batchtokd " BATCHTOK_VERSION_STRING " starting in %s mode%s",
+			 user_mode ? "user" : "system",
+			 mode	     ? ""
+			 : user_mode ? " (not root; --system to choose)"
+				     : " (root)");
 	if (secmem_init(SECURE_HEAP_SIZE) < 0 && !check)
 		log_warning("could not lock the secure heap in memory (RLIMIT_MEMLOCK?); "
 			    "secrets are still wiped but may be swapped");
@@ -153,6 +171,9 @@ int main(int argc, char **argv)
 		}
 	} else {
 		co.default_socket = "/run/batchtok/batchtokd.sock";
+		/* Run by hand, read what the packaged unit would pass. */
+		if (!getenv("CREDENTIALS_DIRECTORY"))
+			co.credentials_dir = CREDENTIALS_SYSTEM_DIR;
 	}
 	/* Sign-ins are kept in systemd's StateDirectory= when there is one. */
 	if ((sd_state = getenv("STATE_DIRECTORY")) && *sd_state == '/') {
@@ -183,7 +204,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
-		printf("%s: OK (%zu identities)\n", co.path, cfg->n_identities);
+		printf("%s: OK (%zu identities, %s mode)\n", co.path, cfg->n_identities,
+		       user_mode ? "user" : "system");
 		config_free(cfg);
 		return 0;
 	}

@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../../daemon/certificate.h"
 #include "../../daemon/config.h"
@@ -293,6 +295,80 @@ static void test_compat_endpoint(void **state)
 	config_errors_clear(&e);
 }
 
+/* Writes text to path with the given mode. */
+static void write_file(const char *path, const char *text, int mode)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, (mode_t)mode), 0);
+}
+
+/* Outside the unit, system mode reads batchtok_FILE from the directory the
+ * packaged unit's LoadCredential= passes (credentials_dir); inside it,
+ * $CREDENTIALS_DIRECTORY. FILE alone gets a message naming batchtok_FILE. */
+static void test_credentials_outside_the_unit(void **state)
+{
+	char dir[] = "/tmp/bt-cred-XXXXXX", creds[64], conf[64], secret[96], text[512];
+	struct config_options o = {0};
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(creds, sizeof(creds), "%s/credentials", dir);
+	snprintf(conf, sizeof(conf), "%s/batchtokd.conf", dir);
+	snprintf(secret, sizeof(secret), "%s/batch-prod.secret", creds);
+	assert_int_equal(mkdir(creds, 0700), 0);
+	write_file(secret, "s3cret\n", 0600);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	o.path = conf;
+	o.default_socket = "/run/batchtok/batchtokd.sock";
+
+	snprintf(text, sizeof(text),
+		 "[identity batch-prod]\ncredential = secret\ntenant = t\nclient_id = c\n"
+		 "secret_credential = batchtok_batch-prod.secret\n");
+	write_file(conf, text, 0644);
+	/* Without credentials_dir (user mode) the unit is needed. */
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "needs LoadCredential=batchtok_batch-prod.secret"));
+	config_errors_clear(&e);
+	o.credentials_dir = creds;
+	assert_int_equal(config_load(&o, &c, &e), 0);
+	assert_string_equal(config_find_identity(c, "batch-prod")->secret, "s3cret");
+	config_free(c);
+	/* The file must still be private. */
+	assert_int_equal(chmod(secret, 0644), 0);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "is accessible by others"));
+	config_errors_clear(&e);
+	assert_int_equal(chmod(secret, 0600), 0);
+
+	/* The file's own name: the message gives the name the unit uses. */
+	snprintf(text, sizeof(text),
+		 "[identity batch-prod]\ncredential = secret\ntenant = t\nclient_id = c\n"
+		 "secret_credential = batch-prod.secret\n");
+	write_file(conf, text, 0644);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "as batchtok_batch-prod.secret: write that name"));
+	config_errors_clear(&e);
+	/* The same slip inside the unit. */
+	rename(secret, strcat(strcpy(text, creds), "/batchtok_batch-prod.secret"));
+	setenv("CREDENTIALS_DIRECTORY", creds, 1);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "no such credential; the unit passes it as "
+				  "batchtok_batch-prod.secret"));
+	config_errors_clear(&e);
+	unsetenv("CREDENTIALS_DIRECTORY");
+
+	unlink(text);
+	unlink(conf);
+	rmdir(creds);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,6 +382,7 @@ int main(void)
 	    cmocka_unit_test(test_credential_kinds),
 	    cmocka_unit_test(test_credential_kind_errors),
 	    cmocka_unit_test(test_compat_endpoint),
+	    cmocka_unit_test(test_credentials_outside_the_unit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
