@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,6 +110,54 @@ static const char *default_path(char *buf, size_t n)
 	return BATCHTOK_SYSTEM_SOCKET;
 }
 
+/* Whether the caller is in group g, as the kernel sees it. */
+static bool in_group(gid_t g)
+{
+	int n = getgroups(0, NULL);
+	gid_t *groups = n > 0 ? calloc((size_t)n, sizeof(*groups)) : NULL;
+	bool in = getegid() == g;
+
+	if (groups && (n = getgroups(n, groups)) > 0)
+		for (int i = 0; i < n && !in; i++)
+			in = groups[i] == g;
+	free(groups);
+	return in;
+}
+
+/* connect() said EACCES: tell a directory that cannot be entered from a
+ * socket group one is not in (or is in, while the mode shuts it out). */
+static int denied(batchtok *bt, const char *path)
+{
+	char dir[sizeof(bt->path)], grp[64];
+	const char *slash = strrchr(path, '/');
+	struct group *gr;
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		snprintf(dir, sizeof(dir), "%.*s", slash && slash != path ? (int)(slash - path) : 1,
+			 slash ? path : ".");
+		return fail(
+		    bt, -EACCES,
+		    "cannot enter %s, the directory of the socket %s: ask the administrator "
+		    "to make it searchable (chmod 755 %s)",
+		    dir, path, dir);
+	}
+	gr = getgrgid(st.st_gid);
+	if (gr)
+		snprintf(grp, sizeof(grp), "%s", gr->gr_name);
+	else
+		snprintf(grp, sizeof(grp), "%u", (unsigned)st.st_gid);
+	if (in_group(st.st_gid))
+		return fail(bt, -EACCES,
+			    "permission denied on %s although you are in its group %s: its mode "
+			    "%04o does not let the group connect (socket_mode = 0660)",
+			    path, grp, (unsigned)(st.st_mode & 07777));
+	return fail(bt, -EACCES,
+		    "permission denied on %s: ask the administrator to add you to its group %s "
+		    "(then log in again)",
+		    path, grp);
+}
+
 int batchtok_connect(batchtok *bt, const char *path)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -131,10 +181,7 @@ int batchtok_connect(batchtok *bt, const char *path)
 		r = errno;
 		close(fd);
 		if (r == EACCES || r == EPERM)
-			return fail(bt, -EACCES,
-				    "permission denied on %s: ask the administrator to add you "
-				    "to the daemon's socket group",
-				    path);
+			return denied(bt, path);
 		return fail(bt, -ECONNREFUSED,
 			    "cannot reach batchtokd at %s (%s): is the daemon running? "
 			    "(systemctl status batchtokd; or set -S/BATCHTOK_SOCKET)",

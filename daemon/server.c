@@ -25,6 +25,9 @@
 #define ACCEPT_PAUSE_MS 1000
 /* How often half-sent frames are looked for. */
 #define SWEEP_MS 5000
+/* The directory the daemon makes for its socket: anyone may pass through;
+ * the socket's own mode and group decide who may connect. */
+#define SOCKET_DIR_MODE 0755
 
 struct server {
 	uv_loop_t *loop;
@@ -361,6 +364,7 @@ static int mkdir_parent(const char *path)
 {
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char *slash;
+	int fd, r;
 
 	snprintf(dir, sizeof(dir), "%s", path);
 	slash = strrchr(dir, '/');
@@ -369,9 +373,15 @@ static int mkdir_parent(const char *path)
 	*slash = 0;
 	/* Only the last component is created: the runtime directory above it
 	 * belongs to systemd or the user. */
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+	if (mkdir(dir, SOCKET_DIR_MODE) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	/* The daemon's umask is 0077; those the socket's own mode admits must
+	 * be able to reach it. */
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return -errno;
-	return 0;
+	r = fchmod(fd, SOCKET_DIR_MODE) < 0 ? -errno : 0;
+	close(fd);
+	return r;
 }
 
 /* Binds path, replacing a stale socket file but never a live daemon's. */
