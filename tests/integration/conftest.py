@@ -5,6 +5,7 @@ Every process started here is stopped by its PID; every wait is bounded."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -71,6 +72,69 @@ def make_cert(directory, name, days=30, start_days=-1, passphrase=None, pkcs12=F
         f.write(data)
     os.chmod(path, 0o600)
     return path, pem.decode()
+
+
+def as_user(uid):
+    """subprocess keyword arguments that run a process as uid (its group the
+    same number, no supplementary groups), in a working directory any user can
+    enter: never the checkout, which may sit under a private directory such as
+    a 0700 /root. What such a process executes or reads comes from `shared`."""
+    return {"preexec_fn": lambda: (os.setgroups([]), os.setgid(uid), os.setuid(uid)),
+            "cwd": "/"}
+
+
+def public_mkdtemp(prefix):
+    """A new 0755 directory whose every ancestor any user can enter: under the
+    temporary directory unless TMPDIR is private, then under /tmp."""
+    base = tempfile.gettempdir()
+    d = os.path.realpath(base)
+    while d != "/":
+        if not os.stat(d).st_mode & 0o001:
+            base = "/tmp"
+            break
+        d = os.path.dirname(d)
+    path = tempfile.mkdtemp(prefix=prefix, dir=base)
+    os.chmod(path, 0o755)
+    return path
+
+
+class Shared:
+    """Copies of what a process running as another user executes or reads, in
+    a directory every user can enter, made once per session: the checkout and
+    the build directory may be private to their owner, and the tests must not
+    depend on where they live."""
+
+    def __init__(self):
+        self.dir = public_mkdtemp("batchtok-shared-")
+        self.batchtok = self.copy(BATCHTOK)
+        self.batchtokd = self.copy(BATCHTOKD)
+        # The Python client: add self.python_path to sys.path to import it.
+        self.python_path = os.path.join(self.dir, "python")
+        shutil.copytree(os.path.join(TOP, "client", "python", "batchtok"),
+                        os.path.join(self.python_path, "batchtok"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for root, dirs, files in os.walk(self.python_path):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+
+    def copy(self, path, name=None):
+        """A copy of the file at path that every user can read (and execute,
+        if the original is executable); returns the copy's path."""
+        dst = os.path.join(self.dir, name or os.path.basename(path))
+        shutil.copyfile(path, dst)
+        os.chmod(dst, 0o755 if os.stat(path).st_mode & 0o100 else 0o644)
+        return dst
+
+    def remove(self):
+        shutil.rmtree(self.dir)
+
+
+@pytest.fixture(scope="session")
+def shared():
+    s = Shared()
+    yield s
+    s.remove()
 
 
 def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
@@ -183,13 +247,13 @@ class Result:
 
 
 class Daemon:
-    def __init__(self, workdir, sts, identities, daemon_opts, env=None, start=True):
+    def __init__(self, workdir, sts, shared, identities, daemon_opts, env=None, start=True):
         self.dir = workdir
         self.sts = sts
+        self.shared = shared
         # The socket sits in a directory any user can reach, so that tests can
         # connect as another user and let the daemon's own checks decide.
-        self.sockdir = tempfile.mkdtemp(prefix="batchtok-sock-")
-        os.chmod(self.sockdir, 0o755)
+        self.sockdir = public_mkdtemp("batchtok-sock-")
         self.sock = os.path.join(self.sockdir, "batchtokd.sock")
         self.conf = os.path.join(workdir, "batchtokd.conf")
         self.logpath = os.path.join(workdir, "batchtokd.log")
@@ -240,10 +304,12 @@ class Daemon:
             return f.read()
 
     def run(self, *args, timeout=60, user=None, env=None):
-        kw = {}
+        """batchtok ARGS against this daemon; with user, run as that uid (from
+        the shared copy of the command, which that user can execute)."""
+        prog, kw = BATCHTOK, {}
         if user is not None:
-            kw["preexec_fn"] = lambda: (os.setgroups([]), os.setgid(user), os.setuid(user))
-        p = subprocess.run([BATCHTOK, "-S", self.sock] + list(args), capture_output=True,
+            prog, kw = self.shared.batchtok, as_user(user)
+        p = subprocess.run([prog, "-S", self.sock] + list(args), capture_output=True,
                            text=True, timeout=timeout, env=env, **kw)
         return Result(p)
 
@@ -276,11 +342,12 @@ class Daemon:
 
 
 @pytest.fixture
-def make_daemon(sts, tmp_path):
+def make_daemon(sts, shared, tmp_path):
     made = []
 
     def make(identities=None, start=True, env=None, **daemon_opts):
-        d = Daemon(str(tmp_path), sts, identities or {"batch": {}}, daemon_opts, env, start)
+        d = Daemon(str(tmp_path), sts, shared, identities or {"batch": {}}, daemon_opts, env,
+                   start)
         made.append(d)
         return d
 

@@ -15,8 +15,8 @@ import threading
 import time
 import urllib.parse
 
-from conftest import (BATCH, BATCHTOK, CLIENT, OTHER_CLIENT, PYTHON, SECRET, jwt_claims,
-                      wait_for)
+from conftest import (BATCH, BATCHTOK, CLIENT, OTHER_CLIENT, PYTHON, SECRET, as_user,
+                      jwt_claims, wait_for)
 
 NOBODY = 65534
 COMPAT = {"compat_endpoint": "127.0.0.1:0"}
@@ -65,9 +65,7 @@ def http_get(url, headers=None, user=None):
     process running as that uid, so the connection is that user's."""
     if user is not None:
         p = subprocess.run([PYTHON, "-c", GET_SCRIPT, url, json.dumps(headers or {})],
-                           capture_output=True, text=True, timeout=60,
-                           preexec_fn=lambda: (os.setgroups([]), os.setgid(user),
-                                               os.setuid(user)))
+                           capture_output=True, text=True, timeout=60, **as_user(user))
         assert p.returncode == 0, p.stderr
         out = json.loads(p.stdout)
         return out["status"], out["body"]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import BATCH, CLIENT, PYTHON, TENANT, TOP, jwt_claims
+from conftest import BATCH, CLIENT, PYTHON, TENANT, TOP, as_user, jwt_claims
 
 sys.path.insert(0, os.path.join(TOP, "client", "python"))
 import batchtok  # noqa: E402
@@ -64,7 +64,7 @@ print(" ".join(j.id for j in client.job.list()))
     assert st["token_requests"] == 1
 
 
-def test_errors_and_access(make_daemon, sts, tmp_path):
+def test_errors_and_access(make_daemon, sts, shared, tmp_path):
     d = make_daemon({"batch": {"allow_users": "root"}}, socket_mode="0666")
     with pytest.raises(batchtok.BatchtokError) as e:
         batchtok.Client(str(tmp_path / "nowhere.sock")).get_token()
@@ -75,10 +75,9 @@ def test_errors_and_access(make_daemon, sts, tmp_path):
     script = ("import sys; sys.path.insert(0, %r); import batchtok\n"
               "try:\n    batchtok.Client(%r).get_token()\n"
               "except batchtok.BatchtokError as e:\n    print(e.exit_code, e)\n"
-              % (os.path.join(TOP, "client", "python"), d.sock))
+              % (shared.python_path, d.sock))
     r = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60,
-                       preexec_fn=lambda: (os.setgroups([]), os.setgid(65534),
-                                           os.setuid(65534)))
+                       **as_user(65534))
     assert r.stdout.startswith("4 uid 65534 may not use identity 'batch'"), r.stdout + r.stderr
 
 

@@ -7,11 +7,10 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 
-from conftest import (BATCHTOKD, OTHER_CLIENT, OTHER_SECRET, SECRET, frame, hello,
-                      read_frame, wait_for)
+from conftest import (BATCHTOKD, OTHER_CLIENT, OTHER_SECRET, SECRET, as_user, frame, hello,
+                      public_mkdtemp, read_frame, wait_for)
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 
@@ -164,11 +163,11 @@ def test_secret_from_systemd_credentials_directory(make_daemon, tmp_path):
     assert d.get().rc == 0
 
 
-def test_process_is_hardened(sts):
+def test_process_is_hardened(sts, shared):
     # Run as an unprivileged user: only then does non-dumpability show, as
     # /proc/PID files owned by root instead of by the process's own user.
-    work = tempfile.mkdtemp(prefix="batchtok-hard-")
-    os.chmod(work, 0o755)
+    # Everything it executes or reads is where that user can reach it.
+    work = public_mkdtemp("batchtok-hard-")
     secret = os.path.join(work, "secret")
     with open(secret, "w") as f:
         f.write(SECRET)
@@ -180,12 +179,10 @@ def test_process_is_hardened(sts):
     with open(conf, "w") as f:
         f.write("[daemon]\nsocket = %s\nca_file = %s\n[identity a]\ncredential = secret\n"
                 "tenant = t\nclient_id = c\nsecret_file = %s\nauthority_host = %s\n"
-                % (sock, sts.ca, secret, sts.url))
+                % (sock, shared.copy(sts.ca), secret, sts.url))
     os.chmod(conf, 0o644)
-    p = subprocess.Popen([BATCHTOKD, "-c", conf], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL,
-                         preexec_fn=lambda: (os.setgroups([]), os.setgid(NOBODY),
-                                             os.setuid(NOBODY)))
+    p = subprocess.Popen([shared.batchtokd, "-c", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, **as_user(NOBODY))
     try:
         wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 10, what="batchtokd")
         assert p.poll() is None
