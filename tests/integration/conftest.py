@@ -227,6 +227,7 @@ def sts():
     s = FakeSTS(work)
     yield s
     s.stop()
+    shutil.rmtree(work)
 
 
 @pytest.fixture(autouse=True)
