@@ -1,0 +1,49 @@
+"""Details a user meets walking the README: each command's --help, exec's exit
+codes for a command that cannot run, denials that name the user,
+--check-config's socket directory, and the man pages as rendered."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import TOP
+
+MANDOC = shutil.which("mandoc")
+
+
+def render(page):
+    """The page as mandoc prints it to a terminal, without overstrikes."""
+    r = subprocess.run([MANDOC, "-T", "ascii", os.path.join(TOP, page)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return subprocess.run(["col", "-b"], input=r.stdout, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def words(text):
+    return " ".join(text.split())
+
+
+@pytest.mark.skipif(not MANDOC, reason="mandoc is not installed")
+def test_conf_page_renders_compat_endpoint():
+    """The compat_endpoint entry of batchtokd.conf(5) reads as written: both
+    example addresses quoted, the parenthesis closed after the port-0 note."""
+    text = words(render("daemon/batchtokd.conf.5"))
+    assert ("An HTTP endpoint on a loopback address (`127.0.0.1:50342' or `[::1]:50342'; "
+            "port 0 picks a free one) that answers managed-identity token requests") in text, \
+        text[text.find("compat_endpoint="):][:600]
+
+
+@pytest.mark.skipif(not MANDOC, reason="mandoc is not installed")
+def test_man_pages_lint_without_style_messages():
+    """mandoc -T lint reports nothing but cross-references to the project's own
+    pages, which are not installed where it looks."""
+    pages = ["client/batchtok.1", "daemon/batchtokd.conf.5", "daemon/batchtokd.8",
+             "proto/batchtok-protocol.7"]
+    r = subprocess.run([MANDOC, "-T", "lint"] + [os.path.join(TOP, p) for p in pages],
+                       capture_output=True, text=True, timeout=60)
+    left = [line for line in (r.stdout + r.stderr).splitlines()
+            if line and "referenced manual not found" not in line]
+    assert not left, "\n".join(left)
