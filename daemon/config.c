@@ -626,9 +626,30 @@ static int begin_section(struct parser *p, const char *section)
 	return 0;
 }
 
+/* The length of value without a trailing '#' comment. inih as distributions
+ * build it ends a value only at a ';' that follows whitespace; PRODUCT.md
+ * promises '#' too, so its rule is applied here for '#': a '#' after
+ * whitespace, or first in the value (inih has skipped the whitespace after
+ * the '='), starts a comment; a '#' inside a word does not. The whitespace
+ * before the comment goes with it, as inih strips it before a ';'. */
+static size_t value_length(const char *value)
+{
+	size_t end = 0;
+
+	for (size_t i = 0; value[i]; i++) {
+		if (value[i] == '#' && (i == 0 || isspace((unsigned char)value[i - 1])))
+			break;
+		if (!isspace((unsigned char)value[i]))
+			end = i + 1;
+	}
+	return end;
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parser *p = user;
+	size_t n = value_length(value);
+	char *v = NULL;
 	int r;
 
 	if (p->long_line) {
@@ -637,12 +658,15 @@ static int handler(void *user, const char *section, const char *key, const char 
 	}
 	if (strcmp(section, p->section) != 0 && (r = begin_section(p, section)) == -ENOMEM)
 		return 0;
+	if (value[n] && !(v = strndup(value, n)))
+		return 0;
 	if (!strcmp(section, "daemon"))
-		r = daemon_key(p, key, value);
+		r = daemon_key(p, key, v ? v : value);
 	else if (p->cur)
-		r = identity_key(p, key, value);
+		r = identity_key(p, key, v ? v : value);
 	else
 		r = 0; /* the section was already reported */
+	free(v);
 	return r == -ENOMEM ? 0 : 1;
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <syslog.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -116,6 +117,42 @@ static void test_empty_and_repeated_sections(void **state)
 	config_errors_clear(&e);
 	assert_int_equal(config_parse_string(IDENTITY IDENTITY, "t", &c, &e), -EINVAL);
 	assert_true(has_error(&e, "t:6: [identity batch-prod] is defined twice"));
+	config_errors_clear(&e);
+}
+
+/* PRODUCT.md: ';' or '#' start comments, also after a value. As inih does
+ * for ';', a '#' starts a comment only after whitespace (or first in the
+ * value); inside a word it is part of the value. */
+static void test_comments_after_values(void **state)
+{
+	static const char text[] =
+	    "[daemon]   # the daemon\nsocket = /run/bt#1/batchtokd.sock\n"
+	    "log_level = debug   # comment\nmin_validity = 10m\t# tab before\n"
+	    "ca_file = # nothing\nproxy = ; nothing\n"
+	    "compat_endpoint = 127.0.0.1:50342 # off by default\n" IDENTITY
+	    "resources = https://batch.core.windows.net/ api://x # two\n"
+	    "allow_users = 0, root  # admins ; and more\n";
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct identity *id;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), 0);
+	assert_string_equal(c->socket, "/run/bt#1/batchtokd.sock");
+	assert_int_equal(c->log_level, LOG_DEBUG);
+	assert_int_equal(c->min_validity, 600);
+	assert_null(c->ca_file);
+	assert_null(c->proxy);
+	assert_string_equal(c->compat_endpoint, "127.0.0.1:50342");
+	id = config_find_identity(c, "batch-prod");
+	assert_int_equal(id->n_resources, 2);
+	assert_string_equal(id->resources[1], "api://x");
+	assert_int_equal(id->n_allow_uids, 2);
+	config_free(c);
+	/* Inside a word '#' stays in the value. */
+	assert_int_equal(config_parse_string(IDENTITY "prefetch = yes#\n", "t.conf", &c, &e),
+			 -EINVAL);
+	assert_true(has_error(&e, "t.conf:6: prefetch: 'yes#' is not yes or no"));
 	config_errors_clear(&e);
 }
 
@@ -376,6 +413,7 @@ int main(void)
 	    cmocka_unit_test(test_errors_name_file_and_line),
 	    cmocka_unit_test(test_missing_pieces),
 	    cmocka_unit_test(test_empty_and_repeated_sections),
+	    cmocka_unit_test(test_comments_after_values),
 	    cmocka_unit_test(test_long_line_is_reported_not_split),
 	    cmocka_unit_test(test_resource_selection),
 	    cmocka_unit_test(test_clouds_and_defaults),
