@@ -1,7 +1,9 @@
 # batchtok - build, test, benchmark, install.
 #
 #   make            build everything into $(O)/
-#   make check      unit + integration tests, then all again under ASan+UBSan
+#   make check      unit, fuzz-corpus, integration and boot tests, then unit and
+#                   integration again under ASan+UBSan
+#   make boot       the packages installed and booted under systemd (nspawn)
 #   make demo       run the daemon against the local fake token service
 #   make bench      print performance figures against in-run baselines
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -153,9 +155,15 @@ integration: all
 # One pass: build, unit, integration.
 check-one: all unit integration
 
+# The packages installed into a Debian root booted with systemd as PID 1
+# (tests/boot/): once per `make check`, not again under ASan.
+boot: deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/boot
+
 check: deps
 	$(MAKE) check-one
 	$(MAKE) fuzz
+	$(MAKE) boot
 	$(MAKE) O=build-asan SAN=1 check-one
 	@echo "make check: all passed (plain and ASan+UBSan)"
 
@@ -203,4 +211,4 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps unit fuzz fuzz-build integration check-one check demo bench format install clean
+.PHONY: all deps unit fuzz fuzz-build integration boot check-one check demo bench format install clean

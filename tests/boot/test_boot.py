@@ -1,0 +1,429 @@
+"""The boot tier: batchtok's packages installed with apt-get into a Debian 12
+root booted with systemd as PID 1 (systemd-nspawn -b), used as the README
+says, by a member of the socket group, a stranger and an administrator.
+
+One container serves the whole file; the tests run in file order, each
+building on the state the one before left, as an administrator's session
+would. The fake token service runs on this machine's loopback, which the
+container shares. Every wait is bounded; the container is powered off (and
+its nspawn process stopped by PID) at the end."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
+from conftest import CLIENT, SECRET, TENANT, FakeSTS, wait_for  # noqa: E402
+
+BUILD = os.environ.get("BATCHTOK_BUILD", os.path.join(TOP, "build"))
+CACHE = os.environ.get("BATCHTOK_BOOT_CACHE", "/var/cache/batchtok-boot")
+# The last commit before the packaged service could start: its client is the
+# "older batchtok" that must keep working against the new daemon.
+OLD_COMMIT = "d46386e"
+PATH = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+APT_ENV = "DEBIAN_FRONTEND=noninteractive"
+CONFOLD = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+
+
+def run(*argv, timeout=120, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def need(cmd):
+    if not shutil.which(cmd):
+        pytest.fail("the boot tier needs %s (tests/install-deps.sh installs it)" % cmd)
+
+
+class Result:
+    def __init__(self, p):
+        self.rc, self.out, self.err = p.returncode, p.stdout, p.stderr
+
+    def __repr__(self):
+        return "rc=%d\nstdout: %s\nstderr: %s" % (self.rc, self.out[-3000:], self.err[-3000:])
+
+
+class Machine:
+    """A booted container, driven from outside with nsenter."""
+
+    def __init__(self, work, root_tar, debs):
+        self.work = work
+        self.root = os.path.join(work, "root")
+        self.name = "batchtok-boot-%d" % os.getpid()
+        os.makedirs(self.root)
+        r = run("tar", "-C", self.root, "-xf", root_tar)
+        assert r.returncode == 0, r.stderr
+        self.log = open(os.path.join(work, "console.log"), "w")
+        # --keep-unit and --register=no: no machined or host systemd needed.
+        # CAP_IPC_LOCK: without it nspawn's own seccomp filter refuses mlock()
+        # to everything in the container, which a host's PID 1 never does.
+        self.nspawn = subprocess.Popen(
+            ["systemd-nspawn", "--boot", "--directory", self.root, "--machine", self.name,
+             "--register=no", "--keep-unit", "--capability=CAP_IPC_LOCK",
+             "--console=pipe", "--bind-ro=%s:/var/tmp/debs" % debs],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        self.leader = wait_for(self.find_leader, 30, what="the container's init")
+        state = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and state not in ("running", "degraded"):
+            r = self.sh("systemctl is-system-running --wait", timeout=90)
+            state = r.out.strip()
+        if state not in ("running", "degraded"):
+            self.stop()
+            pytest.fail("the container did not boot (state %r); console: %s"
+                        % (state, self.console()))
+
+    def find_leader(self):
+        if self.nspawn.poll() is not None:
+            pytest.fail("systemd-nspawn exited with %d: %s"
+                        % (self.nspawn.returncode, self.console()))
+        r = run("pgrep", "-P", str(self.nspawn.pid))
+        return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.split() else None
+
+    def console(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()[-4000:]
+
+    def sh(self, cmd, user=None, timeout=60, env=None):
+        """Runs cmd with /bin/sh inside the container, as root or as user (with
+        that user's groups), with a clean environment."""
+        envs = ["PATH=" + PATH, "LANG=C.UTF-8"] + ["%s=%s" % kv for kv in (env or {}).items()]
+        argv = ["nsenter", "--target", str(self.leader), "--all", "--"]
+        if user:
+            argv += ["runuser", "-u", user, "--"]
+            envs.append("HOME=/home/" + user)
+        else:
+            envs.append("HOME=/root")
+        argv += ["env", "-i"] + envs + ["/bin/sh", "-c", cmd]
+        return Result(run(*argv, timeout=timeout))
+
+    def ok(self, cmd, **kw):
+        r = self.sh(cmd, **kw)
+        assert r.rc == 0, "%s\n%r" % (cmd, r)
+        return r.out
+
+    def path(self, p):
+        return os.path.join(self.root, p.lstrip("/"))
+
+    def write(self, p, text, mode=0o644):
+        with open(self.path(p), "w") as f:
+            f.write(text)
+        os.chmod(self.path(p), mode)
+
+    def stop(self):
+        if self.nspawn.poll() is None:
+            self.sh("systemctl poweroff", timeout=30)
+            try:
+                self.nspawn.wait(60)
+            except subprocess.TimeoutExpired:
+                self.nspawn.send_signal(signal.SIGTERM)
+                try:
+                    self.nspawn.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.nspawn.kill()
+                    self.nspawn.wait(10)
+        self.log.close()
+
+
+def build_debs(out):
+    r = run(os.path.join(TOP, "packaging", "build-deb.sh"), out, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {f.split("_")[0]: os.path.join(out, f) for f in os.listdir(out)
+            if f.endswith(".deb") and "dbgsym" not in f}
+
+
+def lower_version(deb, out):
+    """The same package with a lower version and the conffile as it was
+    before admin_group was enabled in it: the release an upgrade comes from."""
+    tree = tempfile.mkdtemp(dir=out)
+    assert run("dpkg-deb", "-R", deb, tree).returncode == 0
+    control = os.path.join(tree, "DEBIAN", "control")
+    with open(control) as f:
+        text = f.read()
+    version = re.search(r"^Version: (.*)$", text, re.M).group(1)
+    text = re.sub(r"^Version: .*$", "Version: 0.0.1~old", text, flags=re.M)
+    text = text.replace("(= %s)" % version, "(= 0.0.1~old)")
+    with open(control, "w") as f:
+        f.write(text)
+    conf = os.path.join(tree, "etc", "batchtok", "batchtokd.conf")
+    if os.path.exists(conf):
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(re.sub(r"^admin_group", "# admin_group", text, flags=re.M))
+        md5 = os.path.join(tree, "DEBIAN", "md5sums")
+        r = run("sh", "-c", "cd %s && find . -type f ! -path './DEBIAN/*' | sed 's|^\\./||' "
+                "| sort | xargs md5sum" % tree)
+        with open(md5, "w") as f:
+            f.write(r.stdout)
+    name = os.path.basename(deb).replace("_" + version + "_", "_0.0.1~old_")
+    r = run("dpkg-deb", "--root-owner-group", "-b", tree, os.path.join(out, name))
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(tree)
+    return os.path.join(out, name)
+
+
+def old_client(work):
+    """batchtok built from OLD_COMMIT, or None where the clone lacks it."""
+    if run("git", "-C", TOP, "cat-file", "-e", OLD_COMMIT + "^{commit}").returncode != 0:
+        return None
+    src = os.path.join(work, "old-src")
+    r = run("git", "-C", TOP, "worktree", "add", "--detach", src, OLD_COMMIT)
+    assert r.returncode == 0, r.stderr
+    try:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "O", "SAN")}
+        r = run("make", "-s", "-C", src, "O=build", "build/batchtok", env=env, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        dst = os.path.join(work, "batchtok-old")
+        shutil.copy(os.path.join(src, "build", "batchtok"), dst)
+        return dst
+    finally:
+        run("git", "-C", TOP, "worktree", "remove", "--force", src)
+
+
+@pytest.fixture(scope="module")
+def env():
+    for cmd in ("systemd-nspawn", "mmdebstrap", "nsenter", "dpkg-buildpackage"):
+        need(cmd)
+    if os.geteuid() != 0:
+        pytest.fail("the boot tier runs as root (systemd-nspawn)")
+    work = tempfile.mkdtemp(prefix="batchtok-boot-", dir=os.environ.get("BOOT_TMPDIR"))
+    os.chmod(work, 0o755)
+    debs_dir = os.path.join(work, "debs")
+    os.makedirs(debs_dir)
+    new = build_debs(os.path.join(work, "build"))
+    for n in ("batchtokd", "libbatchtok0"):
+        shutil.copy(new[n], debs_dir)
+    old = [lower_version(new[n], debs_dir) for n in ("batchtokd", "libbatchtok0")]
+    r = run(os.path.join(HERE, "make-root.sh"), new["batchtokd"], new["libbatchtok0"],
+            env=dict(os.environ, BATCHTOK_BOOT_CACHE=CACHE), timeout=600)
+    assert r.returncode == 0, r.stderr
+    root_tar = r.stdout.strip()
+    sts = FakeSTS(work)
+    m = None
+    try:
+        m = Machine(os.path.join(work, "machine"), root_tar, debs_dir)
+        m.sts = sts
+        m.new = ["/var/tmp/debs/" + os.path.basename(new[n]) for n in ("batchtokd", "libbatchtok0")]
+        m.old = ["/var/tmp/debs/" + os.path.basename(p) for p in old]
+        m.old_client = old_client(work)
+        yield m
+    finally:
+        if m:
+            m.stop()
+        sts.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def config(m, extra=""):
+    return ("[daemon]\nadmin_group = batchtok-admin\nca_file = /etc/batchtok/test-ca.pem\n%s\n"
+            "[identity batch-prod]\ncredential = secret\ntenant = %s\nclient_id = %s\n"
+            "secret_credential = batchtok_batch-prod.secret\nauthority_host = %s\n"
+            "allow_groups = batchtok\nprefetch = yes\n" % (extra, TENANT, CLIENT, m.sts.url))
+
+
+def get(m, user, *args, **kw):
+    return m.sh("batchtok get " + " ".join(args), user=user, **kw)
+
+
+def journal(m, *args):
+    return m.ok("journalctl --no-pager -q " + " ".join(args))
+
+
+# --- an installed release, configured as the README says -------------------
+
+
+def test_install_creates_users_and_enables_nothing(env):
+    m = env
+    m.ok("%s apt-get install -y -q %s" % (APT_ENV, " ".join(m.old)), timeout=180)
+    assert "batchtok" in m.ok("getent passwd batchtok")
+    assert m.ok("getent group batchtok-admin").startswith("batchtok-admin:")
+    assert m.sh("systemctl is-enabled batchtokd.socket").out.strip() == "disabled"
+    assert m.sh("systemctl is-active batchtokd.service").out.strip() == "inactive"
+    assert oct(os.stat(m.path("/etc/batchtok/credentials")).st_mode & 0o777) == "0o700"
+    # The users of the rest of the file.
+    m.ok("useradd -m -G batchtok alice && useradd -m bob && "
+         "useradd -m -G batchtok,batchtok-admin carol && useradd -m dave")
+
+
+def test_readme_setup_and_check_config(env):
+    m = env
+    shutil.copy(m.sts.ca, m.path("/etc/batchtok/test-ca.pem"))
+    # README step 1: the secret, readable by root alone.
+    m.ok("umask 077; printf '%%s\\n' '%s' > /etc/batchtok/credentials/batch-prod.secret"
+         % SECRET)
+    # Step 2: the identity (an administrator's change to the conffile).
+    m.write("/etc/batchtok/batchtokd.conf", config(m))
+    # Step 3: checked by root outside the unit, as the unit will pass it.
+    out = m.ok("batchtokd --check-config")
+    assert "OK (1 identities, system mode)" in out
+    r = m.sh("chmod 644 /etc/batchtok/credentials/batch-prod.secret; batchtokd --check-config;"
+             " rc=$?; chmod 600 /etc/batchtok/credentials/batch-prod.secret; exit $rc")
+    assert r.rc == 1 and "/etc/batchtok/credentials/batch-prod.secret is accessible" in r.err
+    assert SECRET not in r.out + r.err
+
+
+def test_socket_activation_by_a_group_members_first_get(env):
+    m = env
+    m.ok("systemctl enable --now batchtokd.socket")
+    before = m.sts.stats()["token_requests"]
+    r = get(m, "alice")
+    assert r.rc == 0, r
+    token = r.out.strip()
+    assert token.count(".") == 2
+    assert m.sh("systemctl is-active batchtokd.service").out.strip() == "active"
+    assert get(m, "alice").out.strip() == token
+    assert m.sts.stats()["token_requests"] - before == 1
+    m.token = token
+
+
+# --- the upgrade to this tree's packages -------------------------------------
+
+
+def test_upgrade_keeps_changed_conffile_and_restarts_cleanly(env):
+    m = env
+    pid = m.ok("systemctl show -P MainPID batchtokd").strip()
+    assert pid != "0"
+    m.ok("%s apt-get install -y -q %s %s" % (APT_ENV, CONFOLD, " ".join(m.new)), timeout=180)
+    assert m.ok("dpkg-query -W -f '${Version}' batchtokd") != "0.0.1~old"
+    with open(m.path("/etc/batchtok/batchtokd.conf")) as f:
+        assert f.read() == config(m), "the administrator's config was replaced"
+    # The package's own new version sits beside it, as dpkg does.
+    assert os.path.exists(m.path("/etc/batchtok/batchtokd.conf.dpkg-dist"))
+    new_pid = m.ok("systemctl show -P MainPID batchtokd").strip()
+    assert new_pid not in ("0", pid), "the upgrade did not restart the running daemon"
+    assert m.ok("systemctl show -P Result batchtokd").strip() == "success"
+    r = get(m, "alice")
+    assert r.rc == 0, r
+
+
+def test_older_batchtok_works_with_the_new_daemon(env):
+    m = env
+    if not m.old_client:
+        pytest.skip("this clone lacks commit %s (shallow?): no older client to run" % OLD_COMMIT)
+    shutil.copy(m.old_client, m.path("/usr/local/bin/batchtok-old"))
+    r = m.sh("batchtok-old get", user="alice")
+    assert r.rc == 0, r
+    assert r.out.strip() == get(m, "alice").out.strip()
+    r = m.sh("batchtok-old status", user="alice")
+    assert r.rc == 0 and "batch-prod" in r.out, r
+
+
+# --- the running service -------------------------------------------------------
+
+
+def test_secure_heap_is_locked_under_the_unit(env):
+    m = env
+    pid = m.ok("systemctl show -P MainPID batchtokd").strip()
+    status = m.ok("cat /proc/%s/status" % pid)
+    locked = int(re.search(r"^VmLck:\s+(\d+) kB", status, re.M).group(1))
+    assert locked >= 1024, "VmLck is %d kB under the shipped unit" % locked
+
+
+def test_clean_start_logs_no_warning_and_names_its_mode(env):
+    m = env
+    m.ok("systemctl restart batchtokd")
+    inv = m.ok("systemctl show -P InvocationID batchtokd").strip()
+    assert get(m, "alice").rc == 0
+    lines = journal(m, "_SYSTEMD_INVOCATION_ID=%s" % inv, "-o", "cat").splitlines()
+    assert lines and "starting in system mode" in lines[0], lines
+    warnings = journal(m, "_SYSTEMD_INVOCATION_ID=%s" % inv, "-p", "warning", "-o", "cat")
+    assert warnings.strip() == "", warnings
+
+
+def test_journal_has_structured_fields_and_no_secret(env):
+    m = env
+    token = get(m, "alice").out.strip()
+    entries = [json.loads(l) for l in journal(m, "-u", "batchtokd", "-o", "json").splitlines()]
+    assert any(e.get("BATCHTOK_IDENTITY") == "batch-prod" for e in entries)
+    assert any(e.get("BATCHTOK_TOKEN_FINGERPRINT") for e in entries)
+    everything = m.ok("journalctl --no-pager -o json")
+    assert SECRET not in everything
+    assert token not in everything and m.token not in everything
+
+
+def test_stranger_is_denied(env):
+    m = env
+    r = get(m, "bob")
+    assert r.rc == 4, r
+    assert "group batchtok" in r.err and r.out == "", r
+
+
+def test_admin_may_reload_a_member_may_not(env):
+    m = env
+    r = m.sh("batchtok reload", user="carol")
+    assert r.rc == 0, r
+    r = m.sh("batchtok reload", user="alice")
+    assert r.rc == 4 and "admin" in r.err, r
+    assert get(m, "alice").rc == 0
+
+
+def test_systemctl_reload_restart_stop(env):
+    m = env
+    pid = m.ok("systemctl show -P MainPID batchtokd").strip()
+    m.ok("systemctl reload batchtokd")
+    assert m.ok("systemctl show -P MainPID batchtokd").strip() == pid
+    assert get(m, "alice").rc == 0
+    m.ok("systemctl restart batchtokd")
+    assert m.ok("systemctl show -P MainPID batchtokd").strip() != pid
+    assert get(m, "alice").rc == 0
+    m.ok("systemctl stop batchtokd")
+    assert m.ok("systemctl show -P Result batchtokd").strip() == "success"
+    assert m.sh("systemctl is-active batchtokd.service").out.strip() == "inactive"
+    # The socket stays: the next client starts it again.
+    assert get(m, "alice").rc == 0
+    assert m.sh("systemctl is-active batchtokd.service").out.strip() == "active"
+
+
+def test_user_units_with_lingering(env):
+    m = env
+    uid = m.ok("id -u dave").strip()
+    m.ok("loginctl enable-linger dave")
+    user_env = {"XDG_RUNTIME_DIR": "/run/user/" + uid}
+    wait_for(lambda: m.sh("test -S /run/user/%s/bus && systemctl --user is-system-running"
+                          % uid, user="dave", env=user_env).out.strip()
+             in ("running", "degraded"), 60, step=0.2, what="dave's user manager")
+    m.ok("mkdir -p ~/.config/batchtok && umask 077 && printf '%%s\\n' '%s' > "
+         "~/.config/batchtok/secret" % SECRET, user="dave")
+    conf = config(m).replace("secret_credential = batchtok_batch-prod.secret",
+                             "secret_file = /home/dave/.config/batchtok/secret")
+    conf = conf.replace("admin_group = batchtok-admin\n", "").replace(
+        "allow_groups = batchtok", "allow_users = dave")
+    m.write("/home/dave/.config/batchtok/batchtokd.conf", conf)
+    m.ok("chown -R dave: /home/dave/.config")
+    m.ok("systemctl --user enable --now batchtokd.socket", user="dave", env=user_env)
+    r = m.sh("batchtok get", user="dave", env=user_env)
+    assert r.rc == 0, r
+    assert m.sh("systemctl --user is-active batchtokd.service", user="dave",
+                env=user_env).out.strip() == "active"
+    status = m.ok("batchtok status", user="dave", env=user_env)
+    assert "batch-prod" in status
+    m.ok("systemctl --user stop batchtokd.service batchtokd.socket", user="dave", env=user_env)
+    m.ok("loginctl disable-linger dave")
+
+
+# --- removal -------------------------------------------------------------------
+
+
+def test_purge_keeps_users_removes_state_and_says_what_it_leaves(env):
+    m = env
+    m.ok("systemctl disable --now batchtokd.socket batchtokd.service")
+    r = m.sh("%s apt-get purge -y -q batchtokd libbatchtok0" % APT_ENV, timeout=180)
+    assert r.rc == 0, r
+    said = r.out + r.err
+    assert "/etc/batchtok/credentials" in said and "batch-prod.secret" in said, said
+    assert not os.path.exists(m.path("/var/lib/batchtok"))
+    assert m.sh("getent passwd batchtok").rc == 0
+    assert m.sh("getent group batchtok-admin").rc == 0
+    assert not os.path.exists(m.path("/usr/sbin/batchtokd"))
