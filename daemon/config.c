@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -432,61 +433,249 @@ bad:
 		    written);
 }
 
+/* --- the keys: one table per section, which the parser's switch and the
+ * "did you mean" hints both use, so the two cannot drift apart: a name added
+ * to an enum needs its case (-Wswitch) and its entry in the table (the unit
+ * test checks every entry is non-NULL and accepted). --- */
+
+enum daemon_key_id {
+	DK_SOCKET,
+	DK_SOCKET_MODE,
+	DK_SOCKET_GROUP,
+	DK_ADMIN_GROUP,
+	DK_LOG_LEVEL,
+	DK_MIN_VALIDITY,
+	DK_REQUEST_TIMEOUT,
+	DK_IDLE_TIMEOUT,
+	DK_MAX_CLIENTS,
+	DK_FETCH_CONCURRENCY,
+	DK_CA_FILE,
+	DK_PROXY,
+	DK_STATE_DIR,
+	DK_STATE_KEY_CREDENTIAL,
+	DK_COMPAT_ENDPOINT,
+	DK_COMPAT_LIFETIME,
+	DK_COUNT, /* not a key: the name is unknown */
+};
+
+static const char *const daemon_keys[DK_COUNT] = {
+    [DK_SOCKET] = "socket",
+    [DK_SOCKET_MODE] = "socket_mode",
+    [DK_SOCKET_GROUP] = "socket_group",
+    [DK_ADMIN_GROUP] = "admin_group",
+    [DK_LOG_LEVEL] = "log_level",
+    [DK_MIN_VALIDITY] = "min_validity",
+    [DK_REQUEST_TIMEOUT] = "request_timeout",
+    [DK_IDLE_TIMEOUT] = "idle_timeout",
+    [DK_MAX_CLIENTS] = "max_clients",
+    [DK_FETCH_CONCURRENCY] = "fetch_concurrency",
+    [DK_CA_FILE] = "ca_file",
+    [DK_PROXY] = "proxy",
+    [DK_STATE_DIR] = "state_dir",
+    [DK_STATE_KEY_CREDENTIAL] = "state_key_credential",
+    [DK_COMPAT_ENDPOINT] = "compat_endpoint",
+    [DK_COMPAT_LIFETIME] = "compat_lifetime",
+};
+
+enum identity_key_id {
+	IK_CREDENTIAL,
+	IK_TENANT,
+	IK_CLIENT_ID,
+	IK_SECRET_FILE,
+	IK_SECRET_CREDENTIAL,
+	IK_CERTIFICATE_FILE,
+	IK_CERTIFICATE_CREDENTIAL,
+	IK_KEY_FILE,
+	IK_CERTIFICATE_PASSPHRASE_FILE,
+	IK_CERTIFICATE_PASSPHRASE_CREDENTIAL,
+	IK_SEND_X5C,
+	IK_ASSERTION_ALGORITHM,
+	IK_OBJECT_ID,
+	IK_RESOURCE_ID,
+	IK_IMDS_ENDPOINT,
+	IK_FEDERATED_TOKEN_FILE,
+	IK_RESOURCES,
+	IK_CLOUD,
+	IK_AUTHORITY_HOST,
+	IK_TOKEN_VERSION,
+	IK_ALLOW_USERS,
+	IK_ALLOW_GROUPS,
+	IK_PREFETCH,
+	IK_DEFAULT,
+	IK_COUNT, /* not a key: the name is unknown */
+};
+
+static const char *const identity_keys[IK_COUNT] = {
+    [IK_CREDENTIAL] = "credential",
+    [IK_TENANT] = "tenant",
+    [IK_CLIENT_ID] = "client_id",
+    [IK_SECRET_FILE] = "secret_file",
+    [IK_SECRET_CREDENTIAL] = "secret_credential",
+    [IK_CERTIFICATE_FILE] = "certificate_file",
+    [IK_CERTIFICATE_CREDENTIAL] = "certificate_credential",
+    [IK_KEY_FILE] = "key_file",
+    [IK_CERTIFICATE_PASSPHRASE_FILE] = "certificate_passphrase_file",
+    [IK_CERTIFICATE_PASSPHRASE_CREDENTIAL] = "certificate_passphrase_credential",
+    [IK_SEND_X5C] = "send_x5c",
+    [IK_ASSERTION_ALGORITHM] = "assertion_algorithm",
+    [IK_OBJECT_ID] = "object_id",
+    [IK_RESOURCE_ID] = "resource_id",
+    [IK_IMDS_ENDPOINT] = "imds_endpoint",
+    [IK_FEDERATED_TOKEN_FILE] = "federated_token_file",
+    [IK_RESOURCES] = "resources",
+    [IK_CLOUD] = "cloud",
+    [IK_AUTHORITY_HOST] = "authority_host",
+    [IK_TOKEN_VERSION] = "token_version",
+    [IK_ALLOW_USERS] = "allow_users",
+    [IK_ALLOW_GROUPS] = "allow_groups",
+    [IK_PREFETCH] = "prefetch",
+    [IK_DEFAULT] = "default",
+};
+
+/* The index of key in a table of n names, or n if it is not there. */
+static size_t key_index(const char *const *keys, size_t n, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(keys[i], key))
+			break;
+	return i;
+}
+
+/* Levenshtein distance between a and b, ignoring case; b is a known key
+ * (short), a is what was written, compared only when it is short too. */
+#define KEY_HINT_LEN 64
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[KEY_HINT_LEN + 1], diag, up;
+
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cost =
+			    tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+			up = row[j];
+			row[j] = diag + cost;
+			if (up + 1 < row[j])
+				row[j] = up + 1;
+			if (row[j - 1] + 1 < row[j])
+				row[j] = row[j - 1] + 1;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The known key closest to key, if one is close: at most two edits away
+ * (fewer edits than key has characters), else one that key begins (at least
+ * three characters of it); NULL if none. */
+static const char *closest_key(const char *const *keys, size_t n, const char *key)
+{
+	size_t len = strlen(key), best_d = SIZE_MAX;
+	const char *best = NULL;
+
+	if (len == 0 || len > KEY_HINT_LEN)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		size_t d = strlen(keys[i]) > KEY_HINT_LEN ? SIZE_MAX : edit_distance(key, keys[i]);
+		if (d > 2 || d >= len)
+			d = len >= 3 && !strncasecmp(keys[i], key, len) ? 3 : SIZE_MAX;
+		if (d < best_d) {
+			best_d = d;
+			best = keys[i];
+		}
+	}
+	return best;
+}
+
+/* Reports key as unknown in section ("[daemon]", "[identity NAME]"), with
+ * the section it belongs in if it is the other section's, else the closest
+ * key of this one. */
+static int unknown_key(struct parser *p, const char *section, const char *key,
+		       const char *const *keys, size_t n, const char *const *other, size_t n_other,
+		       const char *other_section)
+{
+	const char *hint;
+
+	if (key_index(other, n_other, key) < n_other)
+		return perr(p, "unknown key '%s' in %s: %s = belongs in %s", key, section, key,
+			    other_section);
+	if ((hint = closest_key(keys, n, key)))
+		return perr(p, "unknown key '%s' in %s: did you mean %s?", key, section, hint);
+	return perr(p, "unknown key '%s' in %s", key, section);
+}
+
+const char *const *config_keys(bool identity, size_t *ret_n)
+{
+	*ret_n = identity ? IK_COUNT : DK_COUNT;
+	return identity ? identity_keys : daemon_keys;
+}
+
 static int daemon_key(struct parser *p, const char *key, const char *v)
 {
 	struct config *c = p->c;
 	uint32_t n;
 
-	if (!strcmp(key, "socket"))
+	switch ((enum daemon_key_id)key_index(daemon_keys, DK_COUNT, key)) {
+	case DK_SOCKET:
 		return set_path(p, key, v, &c->socket);
-	if (!strcmp(key, "socket_mode"))
+	case DK_SOCKET_MODE:
 		return parse_uint(p, key, v, 0, 0777, 8, &n) ?: (c->socket_mode = n, 0);
-	if (!strcmp(key, "socket_group"))
+	case DK_SOCKET_GROUP:
 		return *v ? resolve_group(p, key, v, &c->socket_gid) : 0;
-	if (!strcmp(key, "admin_group"))
+	case DK_ADMIN_GROUP:
 		return *v ? resolve_group(p, key, v, &c->admin_gid) : 0;
-	if (!strcmp(key, "log_level")) {
+	case DK_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) < 0)
 			return perr(p, "log_level: '%s' is not error, warning, info or debug", v);
 		return 0;
-	}
-	if (!strcmp(key, "min_validity"))
+	case DK_MIN_VALIDITY:
 		return parse_secs(p, key, v, &c->min_validity);
-	if (!strcmp(key, "request_timeout"))
+	case DK_REQUEST_TIMEOUT:
 		return parse_secs(p, key, v, &c->request_timeout)
 			   ?: (c->request_timeout
 				   ? 0
 				   : perr(p, "request_timeout: must be at least 1s"));
-	if (!strcmp(key, "idle_timeout"))
+	case DK_IDLE_TIMEOUT:
 		return parse_secs(p, key, v, &c->idle_timeout);
-	if (!strcmp(key, "max_clients"))
+	case DK_MAX_CLIENTS:
 		return parse_uint(p, key, v, 1, MAX_CLIENTS_LIMIT, 10, &c->max_clients);
-	if (!strcmp(key, "fetch_concurrency"))
+	case DK_FETCH_CONCURRENCY:
 		return parse_uint(p, key, v, 1, FETCH_CONCURRENCY_LIMIT, 10, &c->fetch_concurrency);
-	if (!strcmp(key, "ca_file"))
+	case DK_CA_FILE:
 		return set_string(&c->ca_file, v);
-	if (!strcmp(key, "proxy"))
+	case DK_PROXY:
 		return set_string(&c->proxy, v);
-	if (!strcmp(key, "state_dir"))
+	case DK_STATE_DIR:
 		return set_path(p, key, v, &c->state_dir);
-	if (!strcmp(key, "state_key_credential"))
+	case DK_STATE_KEY_CREDENTIAL:
 		return check_credential_name(p, key, v) ?: set_string(&c->state_key_credential, v);
-	if (!strcmp(key, "compat_endpoint"))
+	case DK_COMPAT_ENDPOINT:
 		return parse_loopback(p, key, v, c);
-	if (!strcmp(key, "compat_lifetime"))
+	case DK_COMPAT_LIFETIME:
 		return parse_secs(p, key, v, &c->compat_lifetime)
 			   ?: (c->compat_lifetime
 				   ? 0
 				   : perr(p, "compat_lifetime: must be at least 1s"));
-	return perr(p, "unknown key '%s' in [daemon]", key);
+	case DK_COUNT:
+		break;
+	}
+	return unknown_key(p, "[daemon]", key, daemon_keys, DK_COUNT, identity_keys, IK_COUNT,
+			   "an [identity NAME] section");
 }
 
 static int identity_key(struct parser *p, const char *key, const char *v)
 {
 	struct identity *id = p->cur;
+	char section[IDENTITY_NAME_MAX + 16];
 	uint32_t n;
 
-	if (!strcmp(key, "credential")) {
+	switch ((enum identity_key_id)key_index(identity_keys, IK_COUNT, key)) {
+	case IK_CREDENTIAL:
 		for (int k = CRED_SECRET; k <= CRED_DEVICE_CODE; k++)
 			if (!strcmp(v, kind_names[k])) {
 				id->kind = (enum credential_kind)k;
@@ -496,30 +685,29 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 			    "credential: '%s' is not one of secret, certificate, "
 			    "managed-identity, federated, device-code",
 			    v);
-	}
-	if (!strcmp(key, "tenant"))
+	case IK_TENANT:
 		return check_id_chars(p, key, v) ?: set_string(&id->tenant, v);
-	if (!strcmp(key, "client_id"))
+	case IK_CLIENT_ID:
 		return check_id_chars(p, key, v) ?: set_string(&id->client_id, v);
-	if (!strcmp(key, "secret_file"))
+	case IK_SECRET_FILE:
 		return set_path(p, key, v, &id->secret_file);
-	if (!strcmp(key, "secret_credential"))
+	case IK_SECRET_CREDENTIAL:
 		return check_credential_name(p, key, v) ?: set_string(&id->secret_credential, v);
-	if (!strcmp(key, "certificate_file"))
+	case IK_CERTIFICATE_FILE:
 		return set_path(p, key, v, &id->certificate_file);
-	if (!strcmp(key, "certificate_credential"))
+	case IK_CERTIFICATE_CREDENTIAL:
 		return check_credential_name(p, key, v)
 			   ?: set_string(&id->certificate_credential, v);
-	if (!strcmp(key, "key_file"))
+	case IK_KEY_FILE:
 		return set_path(p, key, v, &id->key_file);
-	if (!strcmp(key, "certificate_passphrase_file"))
+	case IK_CERTIFICATE_PASSPHRASE_FILE:
 		return set_path(p, key, v, &id->passphrase_file);
-	if (!strcmp(key, "certificate_passphrase_credential"))
+	case IK_CERTIFICATE_PASSPHRASE_CREDENTIAL:
 		return check_credential_name(p, key, v)
 			   ?: set_string(&id->passphrase_credential, v);
-	if (!strcmp(key, "send_x5c"))
+	case IK_SEND_X5C:
 		return parse_bool(p, key, v, &id->send_x5c);
-	if (!strcmp(key, "assertion_algorithm")) {
+	case IK_ASSERTION_ALGORITHM:
 		if (!strcmp(v, "PS256"))
 			id->assertion_alg = ASSERTION_PS256;
 		else if (!strcmp(v, "RS256"))
@@ -527,28 +715,25 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		else
 			return perr(p, "assertion_algorithm: '%s' is not PS256 or RS256", v);
 		return 0;
-	}
-	if (!strcmp(key, "object_id"))
+	case IK_OBJECT_ID:
 		return check_id_chars(p, key, v) ?: set_string(&id->object_id, v);
-	if (!strcmp(key, "resource_id")) {
+	case IK_RESOURCE_ID:
 		if (*v != '/' || strpbrk(v, " \t?#&%"))
 			return perr(p,
 				    "resource_id: '%s' is not an Azure resource ID "
 				    "(/subscriptions/.../userAssignedIdentities/NAME)",
 				    v);
 		return set_string(&id->resource_id, v);
-	}
-	if (!strcmp(key, "imds_endpoint"))
+	case IK_IMDS_ENDPOINT:
 		return set_base_url(p, key, v, URL_IMDS, &id->imds_endpoint);
-	if (!strcmp(key, "federated_token_file"))
+	case IK_FEDERATED_TOKEN_FILE:
 		return set_path(p, key, v, &id->federated_token_file);
-	if (!strcmp(key, "resources")) {
+	case IK_RESOURCES:
 		for (size_t i = 0; i < id->n_resources; i++)
 			free(id->resources[i]);
 		id->n_resources = 0;
 		return each_item(p, key, v, add_resource, id);
-	}
-	if (!strcmp(key, "cloud")) {
+	case IK_CLOUD:
 		if (!strcmp(v, "public"))
 			id->cloud = CLOUD_PUBLIC;
 		else if (!strcmp(v, "usgov"))
@@ -558,24 +743,28 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		else
 			return perr(p, "cloud: '%s' is not public, usgov or china", v);
 		return 0;
-	}
-	if (!strcmp(key, "authority_host"))
+	case IK_AUTHORITY_HOST:
 		return set_base_url(p, key, v, URL_AUTHORITY, &id->authority);
-	if (!strcmp(key, "token_version"))
+	case IK_TOKEN_VERSION:
 		return parse_uint(p, key, v, 1, 2, 10, &n) ?: (id->token_version = (int)n, 0);
-	if (!strcmp(key, "allow_users"))
+	case IK_ALLOW_USERS:
 		return each_item(p, key, v, add_user, id);
-	if (!strcmp(key, "allow_groups"))
+	case IK_ALLOW_GROUPS:
 		return each_item(p, key, v, add_group, id);
-	if (!strcmp(key, "prefetch"))
+	case IK_PREFETCH:
 		return parse_bool(p, key, v, &id->prefetch);
-	if (!strcmp(key, "default")) {
+	case IK_DEFAULT: {
 		int r = parse_bool(p, key, v, &id->is_default);
 		if (r == 0 && id->is_default)
 			p->default_line = p->line;
 		return r;
 	}
-	return perr(p, "unknown key '%s' in [identity %s]", key, id->name);
+	case IK_COUNT:
+		break;
+	}
+	snprintf(section, sizeof(section), "[identity %s]", id->name);
+	return unknown_key(p, section, key, identity_keys, IK_COUNT, daemon_keys, DK_COUNT,
+			   "[daemon]");
 }
 
 static int check_name(struct parser *p, const char *name)

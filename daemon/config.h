@@ -133,6 +133,10 @@ void config_errors_clear(struct config_errors *e);
 
 struct identity *config_find_identity(const struct config *c, const char *name);
 
+/* The keys the [daemon] section (identity false) or an [identity NAME]
+ * section accepts: the parser's own table, *ret_n names long. */
+const char *const *config_keys(bool identity, size_t *ret_n);
+
 /* Whether two identities would fetch the same tokens: same kind of
  * credential, authority, tenant, client, secret or certificate, endpoints and
  * files, and token version. Used on reload to keep cached tokens. */

@@ -81,6 +81,69 @@ static void test_errors_name_file_and_line(void **state)
 	config_errors_clear(&e);
 }
 
+/* An unknown key names the closest known key of its section, or the section
+ * it belongs in; the message starts as it always did. */
+static void test_unknown_key_hints(void **state)
+{
+	static const char text[] = "[daemon]\nsoket = /run/x.sock\nLOG_LEVEL = info\n"
+				   "bogus = 1\nallow_users = root\nfetch = 2\n"
+				   "[identity x]\nalow_groups = batch\ncredentail = secret\n"
+				   "socket = /y\nxyz = 1\nsecret = /s\n";
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), -EINVAL);
+	assert_true(
+	    has_error(&e, "t.conf:2: unknown key 'soket' in [daemon]: did you mean socket?"));
+	assert_true(has_error(&e, "t.conf:3: unknown key 'LOG_LEVEL' in [daemon]: did you mean "
+				  "log_level?"));
+	assert_true(has_error(&e, "t.conf:4: unknown key 'bogus' in [daemon]"));
+	assert_false(has_error(&e, "'bogus' in [daemon]: "));
+	assert_true(has_error(&e, "t.conf:5: unknown key 'allow_users' in [daemon]: allow_users = "
+				  "belongs in an [identity NAME] section"));
+	assert_true(has_error(&e, "t.conf:6: unknown key 'fetch' in [daemon]: did you mean "
+				  "fetch_concurrency?"));
+	assert_true(has_error(&e, "t.conf:8: unknown key 'alow_groups' in [identity x]: did you "
+				  "mean allow_groups?"));
+	assert_true(has_error(&e, "t.conf:9: unknown key 'credentail' in [identity x]: did you "
+				  "mean credential?"));
+	assert_true(has_error(&e, "t.conf:10: unknown key 'socket' in [identity x]: socket = "
+				  "belongs in [daemon]"));
+	assert_true(has_error(&e, "t.conf:11: unknown key 'xyz' in [identity x]"));
+	assert_false(has_error(&e, "'xyz' in [identity x]: "));
+	assert_true(has_error(&e, "t.conf:12: unknown key 'secret' in [identity x]: did you mean "
+				  "secret_file?"));
+	config_errors_clear(&e);
+}
+
+/* The hints come from the parser's own tables: every key listed is one the
+ * parser takes (a value may be wrong, the key is never unknown). */
+static void test_every_listed_key_is_accepted(void **state)
+{
+	char text[512];
+	struct config_errors e = {0};
+	struct config *c;
+	const char *const *keys;
+	size_t n;
+
+	(void)state;
+	for (int identity = 0; identity <= 1; identity++) {
+		keys = config_keys(identity, &n);
+		assert_true(n > 10);
+		for (size_t i = 0; i < n; i++) {
+			assert_non_null(keys[i]);
+			snprintf(text, sizeof(text), "%s%s = x\n",
+				 identity ? IDENTITY : "[daemon]\n", keys[i]);
+			if (config_parse_string(text, "t", &c, &e) == 0)
+				config_free(c);
+			if (has_error(&e, "unknown key"))
+				fail_msg("%s is listed but not accepted: %s", keys[i], e.msgs[0]);
+			config_errors_clear(&e);
+		}
+	}
+}
+
 static void test_missing_pieces(void **state)
 {
 	struct config_errors e = {0};
@@ -411,6 +474,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_product_example),
 	    cmocka_unit_test(test_errors_name_file_and_line),
+	    cmocka_unit_test(test_unknown_key_hints),
+	    cmocka_unit_test(test_every_listed_key_is_accepted),
 	    cmocka_unit_test(test_missing_pieces),
 	    cmocka_unit_test(test_empty_and_repeated_sections),
 	    cmocka_unit_test(test_comments_after_values),
