@@ -676,6 +676,7 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 
 	switch ((enum identity_key_id)key_index(identity_keys, IK_COUNT, key)) {
 	case IK_CREDENTIAL:
+		id->credential_line = p->line;
 		for (int k = CRED_SECRET; k <= CRED_DEVICE_CODE; k++)
 			if (!strcmp(v, kind_names[k])) {
 				id->kind = (enum credential_kind)k;
@@ -1191,7 +1192,8 @@ static int validate(struct parser *p, bool load_secrets)
 		struct identity *id = &c->identities[i];
 		int before = (int)p->errs->n;
 		p->line = id->line;
-		if (!id->kind)
+		/* A credential = whose value was wrong is reported where it is. */
+		if (!id->kind && !id->credential_line)
 			perr(p,
 			     "[identity %s]: credential = is missing (secret, certificate, "
 			     "managed-identity, federated or device-code)",

@@ -45,6 +45,7 @@ struct identity {
 	char *file; /* where it was defined, for messages */
 	int line;
 	enum credential_kind kind;
+	int credential_line; /* of credential =, even with a bad value; 0: none */
 	char *tenant;
 	char *client_id;
 	char *secret_file;	 /* or: */

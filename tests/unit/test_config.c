@@ -169,6 +169,29 @@ static void test_missing_pieces(void **state)
 	config_errors_clear(&e);
 }
 
+/* A wrong credential = is reported once, where it is; it is not also
+ * "missing". */
+static void test_bad_credential_is_not_also_missing(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string("[identity x]\ncredential = telepathy\ntenant = t\n"
+					     "client_id = c\n",
+					     "t.conf", &c, &e),
+			 -EINVAL);
+	assert_true(has_error(&e, "t.conf:2: credential: 'telepathy' is not one of"));
+	assert_false(has_error(&e, "credential = is missing"));
+	assert_int_equal(e.n, 1);
+	config_errors_clear(&e);
+	assert_int_equal(
+	    config_parse_string("[identity x]\ntenant = t\nclient_id = c\n", "t.conf", &c, &e),
+	    -EINVAL);
+	assert_true(has_error(&e, "t.conf:1: [identity x]: credential = is missing"));
+	config_errors_clear(&e);
+}
+
 static void test_empty_and_repeated_sections(void **state)
 {
 	struct config_errors e = {0};
@@ -477,6 +500,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_key_hints),
 	    cmocka_unit_test(test_every_listed_key_is_accepted),
 	    cmocka_unit_test(test_missing_pieces),
+	    cmocka_unit_test(test_bad_credential_is_not_also_missing),
 	    cmocka_unit_test(test_empty_and_repeated_sections),
 	    cmocka_unit_test(test_comments_after_values),
 	    cmocka_unit_test(test_long_line_is_reported_not_split),
