@@ -4,8 +4,11 @@ socket is told."""
 
 import grp
 import os
+import shutil
+import signal
+import subprocess
 
-from conftest import SECRET
+from conftest import CLIENT, SECRET, TENANT, as_user, public_mkdtemp, wait_for
 
 NOBODY = 65534
 
@@ -64,3 +67,41 @@ def test_client_names_the_socket_group_it_is_not_in(make_daemon):
     assert r.rc == 4, r
     assert "add you to its group %s" % group in r.err, r.err
     assert SECRET not in r.err
+
+
+def test_dedicated_user_runs_system_mode_by_hand(sts, shared, tmp_path):
+    # As the packaged unit does, but by hand: a non-root user with --system.
+    work = public_mkdtemp("batchtok-dedicated-")
+    try:
+        secret = os.path.join(work, "secret")
+        with open(secret, "w") as f:
+            f.write(SECRET)
+        os.chmod(secret, 0o600)
+        os.chown(secret, NOBODY, -1)
+        sock = os.path.join(work, "run", "batchtokd.sock")
+        os.mkdir(os.path.dirname(sock))
+        os.chown(os.path.dirname(sock), NOBODY, -1)
+        conf = os.path.join(work, "batchtokd.conf")
+        with open(conf, "w") as f:
+            f.write("[daemon]\nsocket = %s\nca_file = %s\n[identity a]\ncredential = secret\n"
+                    "tenant = %s\nclient_id = %s\nsecret_file = %s\nauthority_host = %s\n"
+                    "allow_users = %d\n" % (sock, shared.copy(sts.ca, "ca.pem"), TENANT,
+                                             CLIENT, secret, sts.url, NOBODY))
+        os.chmod(conf, 0o644)
+        log = open(os.path.join(str(tmp_path), "log"), "w+")
+        p = subprocess.Popen([shared.batchtokd, "--system", "-c", conf], stdout=log,
+                             stderr=subprocess.STDOUT, **as_user(NOBODY))
+        try:
+            wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 10,
+                     what="batchtokd")
+            r = subprocess.run([shared.batchtok, "-S", sock, "get"], capture_output=True,
+                               text=True, timeout=30, **as_user(NOBODY))
+            assert r.returncode == 0, r.stderr
+        finally:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(10) == 0
+        log.seek(0)
+        first = log.read().splitlines()[0]
+        assert "starting in system mode" in first and "(" not in first, first
+    finally:
+        shutil.rmtree(work)
