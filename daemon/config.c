@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <arpa/inet.h>
 #include <grp.h>
+#include <limits.h>
 #include <ini.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -54,6 +55,7 @@ struct parser {
 	int long_line; /* the line being read did not fit inih's buffer */
 	struct identity *cur;
 	int default_line;
+	int socket_line; /* of [daemon] socket =; 0: the default socket */
 	char section[128];
 	char **user_names;	     /* allow_users entries resolved after parsing */
 	const char *credentials_dir; /* config_options.credentials_dir */
@@ -622,6 +624,7 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 
 	switch ((enum daemon_key_id)key_index(daemon_keys, DK_COUNT, key)) {
 	case DK_SOCKET:
+		p->socket_line = p->line;
 		return set_path(p, key, v, &c->socket);
 	case DK_SOCKET_MODE:
 		return parse_uint(p, key, v, 0, 0777, 8, &n) ?: (c->socket_mode = n, 0);
@@ -1241,6 +1244,55 @@ static int validate(struct parser *p, bool load_secrets)
 	return p->errs->n ? -EINVAL : 0;
 }
 
+/* The daemon makes only the last directory of its socket's path: the one
+ * above it belongs to systemd (/run) or the user ($XDG_RUNTIME_DIR). A path
+ * whose directory and the directory above are both missing would fail at
+ * bind; say so now, with the line and the fix. Under socket activation the
+ * path is not bound, but the packaged socket unit's directory exists then.
+ * A directory that cannot be searched is not reported: whoever checks may
+ * not be the daemon's user. */
+static void check_socket_dir(struct parser *p, const char *socket)
+{
+	char dir[PATH_MAX], parent[PATH_MAX], where[PATH_MAX + 64], *slash;
+	const char *fix = p->socket_line ? "choose" : "set socket = in [daemon] to";
+	struct stat st;
+	int err;
+
+	if (!socket || snprintf(dir, sizeof(dir), "%s", socket) >= (int)sizeof(dir) ||
+	    !(slash = strrchr(dir, '/')) || slash == dir)
+		return;
+	*slash = 0;
+	snprintf(parent, sizeof(parent), "%s", dir);
+	slash = strrchr(parent, '/');
+	if (slash == parent)
+		slash[1] = 0; /* the root */
+	else
+		*slash = 0;
+	if (p->socket_line)
+		snprintf(where, sizeof(where), "%s:%d: socket", p->name, p->socket_line);
+	else
+		snprintf(where, sizeof(where), "%s: the default socket %s", p->name, socket);
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+		return;
+	err = stat(parent, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+	if (err == 0 && access(dir, F_OK) < 0)
+		return; /* the daemon makes dir */
+	if (err == 0)
+		add_error(p->errs, "%s: %s is not a directory: %s a socket in a directory", where,
+			  dir, fix);
+	else if (err == ENOENT)
+		add_error(p->errs,
+			  "%s: the directory %s does not exist, nor %s above it, and batchtokd "
+			  "creates only the last one: create %s (mkdir -p %s), or %s a socket in "
+			  "an existing directory",
+			  where, dir, parent, parent, parent, fix);
+	else if (err == ENOTDIR)
+		add_error(p->errs,
+			  "%s: %s cannot be a directory: a part of its path is a file: %s a socket "
+			  "in a directory",
+			  where, dir, fix);
+}
+
 /* opts NULL: a config in memory, whose secrets are not read. */
 static int parse_text(const char *text, const char *name, const struct config_options *opts,
 		      struct config **ret, struct config_errors *errs)
@@ -1279,6 +1331,8 @@ static int parse_text(const char *text, const char *name, const struct config_op
 		goto nomem;
 	if (!c->socket && default_socket && !(c->socket = strdup(default_socket)))
 		goto nomem;
+	if (opts)
+		check_socket_dir(&p, c->socket);
 	if (!c->state_dir && default_state_dir && !(c->state_dir = strdup(default_state_dir)))
 		goto nomem;
 	if (errs->n) {

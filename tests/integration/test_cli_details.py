@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import TOP
+from conftest import BATCHTOKD, TOP
 
 MANDOC = shutil.which("mandoc")
 
@@ -47,3 +47,27 @@ def test_man_pages_lint_without_style_messages():
     left = [line for line in (r.stdout + r.stderr).splitlines()
             if line and "referenced manual not found" not in line]
     assert not left, "\n".join(left)
+
+
+def check_config(path):
+    r = subprocess.run([BATCHTOKD, "--check-config", "-c", str(path)], capture_output=True,
+                       text=True, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_check_config_reports_a_socket_in_a_missing_directory(tmp_path):
+    """batchtokd creates only the socket's own directory: --check-config says,
+    with file and line, when the directory above it is missing too, and how
+    to fix it; one level missing is fine."""
+    conf = tmp_path / "batchtokd.conf"
+    missing = tmp_path / "no" / "such"
+    conf.write_text("[daemon]\n; where clients connect\nsocket = %s/batchtokd.sock\n\n"
+                    "[identity node]\ncredential = managed-identity\n" % missing)
+    rc, out = check_config(conf)
+    assert rc == 1, out
+    assert ("%s:3: socket: the directory %s does not exist, nor %s above it, and batchtokd "
+            "creates only the last one: create %s (mkdir -p %s)"
+            % (conf, missing, missing.parent, missing.parent, missing.parent)) in out, out
+    (tmp_path / "no").mkdir()
+    rc, out = check_config(conf)
+    assert rc == 0 and "OK" in out, out

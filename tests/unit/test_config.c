@@ -22,6 +22,9 @@
 	"00000000-0000-0000-0000-000000000000\n"                                                   \
 	"client_id = 11111111-1111-1111-1111-111111111111\nsecret_file = /etc/batchtok/s\n"
 
+/* An identity config_load() accepts without reading any file. */
+#define MANAGED_IDENTITY "[identity node]\ncredential = managed-identity\n"
+
 static int has_error(const struct config_errors *e, const char *needle)
 {
 	for (size_t i = 0; i < e->n; i++)
@@ -492,6 +495,64 @@ static void test_credentials_outside_the_unit(void **state)
 	rmdir(dir);
 }
 
+/* The daemon makes only the socket's own directory: a path whose directory
+ * and the one above are both missing is reported at load, with its line; a
+ * config in memory is not checked against the file system. */
+static void test_socket_directory(void **state)
+{
+	char dir[] = "/tmp/bt-sock-XXXXXX", conf[64], text[512], want[256];
+	struct config_options o = {0};
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/batchtokd.conf", dir);
+	o.path = conf;
+	o.default_socket = "/run/batchtok/batchtokd.sock";
+
+	/* dir exists: the daemon makes dir/new. */
+	snprintf(text, sizeof(text), "[daemon]\nsocket = %s/new/s.sock\n" MANAGED_IDENTITY, dir);
+	write_file(conf, text, 0644);
+	assert_int_equal(config_load(&o, &c, &e), 0);
+	config_free(c);
+	/* Neither dir/a/b nor dir/a: reported, with the fix. */
+	snprintf(text, sizeof(text),
+		 "[daemon]\n# the socket\nsocket = %s/a/b/s.sock\n" MANAGED_IDENTITY, dir);
+	write_file(conf, text, 0644);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	snprintf(want, sizeof(want),
+		 "%s:3: socket: the directory %s/a/b does not exist, nor %s/a above it, and "
+		 "batchtokd creates only the last one: create %s/a (mkdir -p %s/a)",
+		 conf, dir, dir, dir, dir);
+	assert_true(has_error(&e, want));
+	assert_int_equal(e.n, 1);
+	config_errors_clear(&e);
+	/* The same text in memory is not checked. */
+	assert_int_equal(config_parse_string(text, "t", &c, &e), 0);
+	config_free(c);
+	/* The default socket is checked too, and the fix is socket =. */
+	snprintf(text, sizeof(text), "%s/a/b/s.sock", dir);
+	o.default_socket = text;
+	write_file(conf, MANAGED_IDENTITY, 0644);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	snprintf(want, sizeof(want), "%s: the default socket %s/a/b/s.sock: the directory", conf,
+		 dir);
+	assert_true(has_error(&e, want));
+	assert_true(has_error(&e, "or set socket = in [daemon] to a socket in an existing"));
+	config_errors_clear(&e);
+	/* A file where a directory should be. */
+	snprintf(text, sizeof(text), "[daemon]\nsocket = %s/s.sock\n" MANAGED_IDENTITY, conf);
+	write_file(conf, text, 0644);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	snprintf(want, sizeof(want), "%s:2: socket: %s is not a directory", conf, conf);
+	assert_true(has_error(&e, want));
+	config_errors_clear(&e);
+
+	unlink(conf);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -510,6 +571,7 @@ int main(void)
 	    cmocka_unit_test(test_credential_kind_errors),
 	    cmocka_unit_test(test_compat_endpoint),
 	    cmocka_unit_test(test_credentials_outside_the_unit),
+	    cmocka_unit_test(test_socket_directory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
