@@ -30,20 +30,63 @@ enum exit_code {
 /* Longest --min-validity accepted: a token never lives longer than a day. */
 #define MIN_VALIDITY_MAX (24 * 3600)
 
-static const char usage_text[] =
-    "usage: batchtok [-S SOCKET] [-t TIMEOUT] COMMAND [OPTIONS]\n"
-    "  get      [-i IDENTITY] [-r RESOURCE | --scope SCOPE] [--min-validity DUR]\n"
-    "           [--force-refresh] [-o token|json|header|env]\n"
-    "  status   [-o text|json]\n"
-    "  inspect  [-i IDENTITY] [-r RESOURCE]\n"
-    "  exec     [-i IDENTITY] [-r RESOURCE] [--env NAME] -- COMMAND [ARGS...]\n"
-    "  exec     --compat [-i IDENTITY] -- COMMAND [ARGS...]   (Azure SDKs' managed identity)\n"
-    "  login    -i IDENTITY          device-code sign-in (prints the code and URL, waits)\n"
-    "  logout   -i IDENTITY\n"
-    "  reload\n"
-    "  ping\n"
-    "Socket: -S, else $BATCHTOK_SOCKET, else the user socket if it exists, "
-    "else " BATCHTOK_SYSTEM_SOCKET ".\n";
+/* -i and -r as the commands that name a token explain them. */
+#define HELP_IDENTITY                                                                              \
+	"  -i, --identity IDENTITY  one of the daemon's identities (default: its default\n"        \
+	"                           identity; 'batchtok status' lists those you may use)\n"
+#define HELP_RESOURCE                                                                              \
+	"  -r, --resource RESOURCE  what the token is for (default: the identity's first\n"        \
+	"                           resource, normally https://batch.core.windows.net/)\n"
+
+struct ctx;
+
+/* A command, its synopsis and its help. The synopsis has a line per form of
+ * the command; a line starting with a space continues the form above. */
+struct command {
+	const char *name;
+	int (*run)(struct ctx *ctx, int argc, char **argv);
+	const char *synopsis;
+	const char *help; /* what it does and its options: COMMAND --help */
+};
+
+static const struct command *find_command(const char *name);
+
+/* Prints c's synopsis: after "  NAME" in the list of all commands, or as
+ * its own usage line (alone). */
+static void print_synopsis(FILE *f, const struct command *c, bool alone)
+{
+	const char *lead = alone ? "usage: batchtok " : "  ";
+	int name_end = (int)(strlen(lead) + strlen(c->name)), width;
+	char head[64];
+
+	width = snprintf(head, sizeof(head), alone ? "%s%s " : "%s%-8s ", lead, c->name);
+	for (const char *line = c->synopsis, *nl; *line; line = nl + 1) {
+		int n;
+
+		nl = strchr(line, '\n');
+		n = (int)(nl - line);
+		if (*line == ' ')
+			fprintf(f, "%*s%.*s\n", width, "", n - 1, line + 1);
+		else if (n == 0) /* no options: no blanks after the name */
+			fprintf(f, "%.*s\n", name_end, head);
+		else
+			fprintf(f, "%s%.*s\n", head, n, line);
+		/* Later forms line up under the first: "usage:" becomes blanks. */
+		if (alone)
+			memset(head, ' ', 6);
+	}
+}
+
+/* COMMAND --help or -h: the command's usage and help, on stdout. */
+static int command_help(const char *name)
+{
+	const struct command *c = find_command(name);
+
+	print_synopsis(stdout, c, true);
+	fputs(c->help, stdout);
+	fputs("-S SOCKET and -t TIMEOUT go before the command: see 'batchtok --help'.\n", stdout);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
 
 static int usage(const char *fmt, const char *arg)
 {
@@ -108,10 +151,13 @@ struct query {
 	const char *output;
 	const char *env_name;
 	bool compat;
+	bool help; /* --help was given and answered: exit with what parse_query returned */
 };
 
 enum { OPT_SCOPE = 256, OPT_MIN_VALIDITY, OPT_FORCE, OPT_ENV, OPT_COMPAT };
 
+/* Parses a command's options (argv[0] is the command); returns 0, or the
+ * exit status when it has printed a usage error, or help (q->help). */
 static int parse_query(int argc, char **argv, const char *allowed, struct query *q)
 {
 	static const struct option opts[] = {
@@ -123,6 +169,7 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 	    {"force-refresh", no_argument, NULL, OPT_FORCE},
 	    {"env", required_argument, NULL, OPT_ENV},
 	    {"compat", no_argument, NULL, OPT_COMPAT},
+	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	uint64_t secs;
@@ -130,7 +177,11 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+i:r:o:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+i:r:o:h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			q->help = true;
+			return command_help(argv[0]);
+		}
 		if (c != '?' && c != ':' && !strchr(allowed, c < 256 ? c : 'A' + (c - 256)))
 			return usage("option '%s' does not apply to this command",
 				     argv[optind - 1]);
@@ -251,7 +302,8 @@ static int cmd_get(struct ctx *ctx, int argc, char **argv)
 	struct batchtok_token *t;
 	int r;
 
-	if ((r = parse_query(argc, argv, "iroABC", &q)) || (r = check_output(q.output, formats)))
+	if ((r = parse_query(argc, argv, "iroABC", &q)) || q.help ||
+	    (r = check_output(q.output, formats)))
 		return r;
 	if (optind != argc)
 		return usage("unexpected argument '%s'", argv[optind]);
@@ -270,7 +322,7 @@ static int cmd_inspect(struct ctx *ctx, int argc, char **argv)
 	char *json;
 	int r;
 
-	if ((r = parse_query(argc, argv, "ir", &q)))
+	if ((r = parse_query(argc, argv, "ir", &q)) || q.help)
 		return r;
 	if (optind != argc)
 		return usage("unexpected argument '%s'", argv[optind]);
@@ -322,7 +374,7 @@ static int cmd_exec(struct ctx *ctx, int argc, char **argv)
 	struct batchtok_token *t;
 	int r;
 
-	if ((r = parse_query(argc, argv, "irDE", &q)))
+	if ((r = parse_query(argc, argv, "irDE", &q)) || q.help)
 		return r;
 	if (optind >= argc)
 		return usage("%s", "exec needs a command to run: batchtok exec -- COMMAND");
@@ -363,7 +415,8 @@ static int cmd_status(struct ctx *ctx, int argc, char **argv)
 	char *s;
 	int r;
 
-	if ((r = parse_query(argc, argv, "o", &q)) || (r = check_output(q.output, formats)))
+	if ((r = parse_query(argc, argv, "o", &q)) || q.help ||
+	    (r = check_output(q.output, formats)))
 		return r;
 	if (optind != argc)
 		return usage("unexpected argument '%s'", argv[optind]);
@@ -377,14 +430,15 @@ static int cmd_status(struct ctx *ctx, int argc, char **argv)
 }
 
 /* login and logout: the identity's user signs in or out, in the daemon. */
-static int cmd_signin(struct ctx *ctx, const char *cmd, int argc, char **argv)
+static int cmd_signin(struct ctx *ctx, int argc, char **argv)
 {
+	const char *cmd = argv[0];
 	struct batchtok_login *l;
 	struct query q = {0};
 	char *user = NULL;
 	int r;
 
-	if ((r = parse_query(argc, argv, "i", &q)))
+	if ((r = parse_query(argc, argv, "i", &q)) || q.help)
 		return r;
 	if (optind != argc)
 		return usage("unexpected argument '%s'", argv[optind]);
@@ -412,11 +466,14 @@ static int cmd_signin(struct ctx *ctx, const char *cmd, int argc, char **argv)
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }
 
-static int cmd_simple(struct ctx *ctx, const char *cmd, int argc)
+static int cmd_simple(struct ctx *ctx, int argc, char **argv)
 {
+	const char *cmd = argv[0];
 	char *version = NULL;
 	int r;
 
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return command_help(cmd);
 	if (argc > 1)
 		return usage("%s takes no arguments", cmd);
 	if ((r = connect_daemon(ctx)))
@@ -434,6 +491,64 @@ static int cmd_simple(struct ctx *ctx, const char *cmd, int argc)
 	return EXIT_OK;
 }
 
+static const struct command commands[] = {
+    {"get", cmd_get,
+     "[-i IDENTITY] [-r RESOURCE | --scope SCOPE] [--min-validity DUR]\n"
+     " [--force-refresh] [-o token|json|header|env]\n",
+     "Prints an access token of an identity for a resource.\n" HELP_IDENTITY HELP_RESOURCE
+     "      --scope SCOPE        the resource the v2 way: RESOURCE/.default\n"
+     "      --min-validity DUR   a token valid at least this long (90, 90s, 5m, 1h)\n"
+     "      --force-refresh      fetch a new token, not the cached one (at most once\n"
+     "                           per 30 s per token)\n"
+     "  -o, --output FORMAT      token: the bare token (the default); json: the fields of\n"
+     "                           'az account get-access-token'; header: 'Authorization:\n"
+     "                           Bearer TOKEN'; env: shell-quoted BATCHTOK_ACCESS_TOKEN=\n"
+     "                           and BATCHTOK_EXPIRES_ON=\n"},
+    {"status", cmd_status, "[-o text|json]\n",
+     "Prints the daemon's state: its identities you may use and their cached tokens.\n"
+     "  -o, --output FORMAT      text (the default) or json\n"},
+    {"inspect", cmd_inspect, "[-i IDENTITY] [-r RESOURCE]\n",
+     "Prints the current token's decoded header and claims as JSON, never its\n"
+     "signature.\n" HELP_IDENTITY HELP_RESOURCE},
+    {"exec", cmd_exec,
+     "[-i IDENTITY] [-r RESOURCE] [--env NAME] -- COMMAND [ARGS...]\n"
+     "--compat [-i IDENTITY] -- COMMAND [ARGS...]\n",
+     "Runs COMMAND with a token in its environment, or with --compat, pointed at the\n"
+     "daemon's managed-identity compatible endpoint for Azure SDKs.\n" HELP_IDENTITY HELP_RESOURCE
+     "      --env NAME           the variable that holds the token (default\n"
+     "                           BATCHTOK_ACCESS_TOKEN)\n"
+     "      --compat             set IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT and\n"
+     "                           MSI_SECRET instead; SDKs ask for their own resource\n"},
+    {"login", cmd_signin, "-i IDENTITY\n",
+     "Signs a user in to a device-code identity: prints the web page and the code to\n"
+     "enter there, then waits and prints who signed in. For administrators.\n" HELP_IDENTITY},
+    {"logout", cmd_signin, "-i IDENTITY\n",
+     "Forgets the signed-in user of a device-code identity. For administrators.\n" HELP_IDENTITY},
+    {"reload", cmd_simple, "\n",
+     "Asks the daemon to reload its configuration. For administrators.\n"},
+    {"ping", cmd_simple, "\n", "Prints the daemon's version.\n"},
+    {0},
+};
+
+static const struct command *find_command(const char *name)
+{
+	for (const struct command *c = commands; c->name; c++)
+		if (!strcmp(c->name, name))
+			return c;
+	return NULL;
+}
+
+static void print_usage(FILE *f)
+{
+	fputs("usage: batchtok [-S SOCKET] [-t TIMEOUT] COMMAND [OPTIONS]\n", f);
+	for (const struct command *c = commands; c->name; c++)
+		print_synopsis(f, c, false);
+	fputs("'batchtok COMMAND --help' says what a command does and what its options mean.\n"
+	      "Socket: -S, else $BATCHTOK_SOCKET, else the user socket if it exists, "
+	      "else " BATCHTOK_SYSTEM_SOCKET ".\n",
+	      f);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -445,7 +560,7 @@ int main(int argc, char **argv)
 	};
 	struct ctx ctx = {.timeout_ms = 60000};
 	uint64_t timeout;
-	const char *cmd;
+	const struct command *cmd;
 	int c, r;
 
 	opterr = 0;
@@ -460,8 +575,8 @@ int main(int argc, char **argv)
 			ctx.timeout_ms = (int)timeout * 1000;
 			break;
 		case 'h':
-			fputs(usage_text, stdout);
-			return EXIT_OK;
+			print_usage(stdout);
+			return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 		case 'V':
 			printf("batchtok %s\n", BATCHTOK_VERSION);
 			return EXIT_OK;
@@ -471,26 +586,9 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return usage("%s", "no command given");
-	cmd = argv[optind];
-	argc -= optind;
-	argv += optind;
-	if (strcmp(cmd, "get") && strcmp(cmd, "status") && strcmp(cmd, "inspect") &&
-	    strcmp(cmd, "exec") && strcmp(cmd, "reload") && strcmp(cmd, "ping") &&
-	    strcmp(cmd, "login") && strcmp(cmd, "logout"))
-		return usage("unknown command '%s'", cmd);
-
-	if (strcmp(cmd, "get") == 0)
-		r = cmd_get(&ctx, argc, argv);
-	else if (strcmp(cmd, "inspect") == 0)
-		r = cmd_inspect(&ctx, argc, argv);
-	else if (strcmp(cmd, "exec") == 0)
-		r = cmd_exec(&ctx, argc, argv);
-	else if (strcmp(cmd, "status") == 0)
-		r = cmd_status(&ctx, argc, argv);
-	else if (strcmp(cmd, "login") == 0 || strcmp(cmd, "logout") == 0)
-		r = cmd_signin(&ctx, cmd, argc, argv);
-	else
-		r = cmd_simple(&ctx, cmd, argc);
+	if (!(cmd = find_command(argv[optind])))
+		return usage("unknown command '%s'", argv[optind]);
+	r = cmd->run(&ctx, argc - optind, argv + optind);
 	batchtok_free(ctx.bt);
 	return r;
 }

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import BATCHTOKD, TOP
+from conftest import BATCHTOK, BATCHTOKD, TOP
 
 MANDOC = shutil.which("mandoc")
 
@@ -71,3 +71,39 @@ def test_check_config_reports_a_socket_in_a_missing_directory(tmp_path):
     (tmp_path / "no").mkdir()
     rc, out = check_config(conf)
     assert rc == 0 and "OK" in out, out
+
+
+COMMANDS = ("get", "status", "inspect", "exec", "login", "logout", "reload", "ping")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_help(tmp_path, flag):
+    """batchtok COMMAND --help (or -h) prints that command's usage on stdout
+    and exits 0, without a daemon; options before it are parsed as usual."""
+    sock = str(tmp_path / "none.sock")
+    for cmd in COMMANDS:
+        takes_i = cmd not in ("status", "reload", "ping")
+        for args in ([cmd, flag], [cmd, "-i", "x", flag] if takes_i else [cmd, flag]):
+            p = subprocess.run([BATCHTOK, "-S", sock] + args, capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 0, (args, p.stderr)
+            assert p.stdout.startswith("usage: batchtok %s" % cmd), (args, p.stdout)
+            assert p.stderr == "", (args, p.stderr)
+    p = subprocess.run([BATCHTOK, "get", "--help"], capture_output=True, text=True, timeout=60)
+    for option in ("--identity", "--resource", "--scope", "--min-validity", "--force-refresh",
+                   "--output"):
+        assert option in p.stdout, p.stdout
+    # The list of all commands points at COMMAND --help.
+    p = subprocess.run([BATCHTOK, "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "'batchtok COMMAND --help'" in p.stdout, p.stdout
+    assert all("\n  %s " % c in p.stdout or "\n  %s\n" % c in p.stdout for c in COMMANDS)
+
+
+def test_help_after_the_command_to_run_is_the_command_s(tmp_path):
+    """In exec, what follows -- (or the command's name) belongs to the command:
+    its --help is not batchtok's."""
+    sock = str(tmp_path / "none.sock")
+    for args in (["exec", "--", "ls", "--help"], ["exec", "ls", "-h"]):
+        p = subprocess.run([BATCHTOK, "-S", sock] + args, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 3 and p.stdout == "", (args, p.stdout, p.stderr)
