@@ -25,6 +25,9 @@ enum exit_code {
 	EXIT_REJECTED = 6,
 	EXIT_UNAVAILABLE = 7,
 	EXIT_TIMEOUT = 8,
+	/* exec: as shells and env(1) report a command they cannot run. */
+	EXIT_CANNOT_RUN = 126, /* found, but not executable */
+	EXIT_NOT_FOUND = 127,
 };
 
 /* Longest --min-validity accepted: a token never lives longer than a day. */
@@ -368,6 +371,16 @@ static int set_compat_env(struct ctx *ctx, const char *identity)
 	return 0;
 }
 
+/* execvp() failed with err: say why, and exit as env(1) does. */
+static int exec_failed(const char *command, int err)
+{
+	if (err == ENOENT && !strchr(command, '/'))
+		fprintf(stderr, "batchtok: cannot run %s: command not found in PATH\n", command);
+	else
+		fprintf(stderr, "batchtok: cannot run %s: %s\n", command, strerror(err));
+	return err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
+}
+
 static int cmd_exec(struct ctx *ctx, int argc, char **argv)
 {
 	struct query q = {.env_name = NULL};
@@ -404,8 +417,7 @@ static int cmd_exec(struct ctx *ctx, int argc, char **argv)
 	batchtok_free(ctx->bt);
 	ctx->bt = NULL;
 	execvp(argv[optind], argv + optind);
-	fprintf(stderr, "batchtok: cannot run %s: %s\n", argv[optind], strerror(errno));
-	return EXIT_OTHER;
+	return exec_failed(argv[optind], errno);
 }
 
 static int cmd_status(struct ctx *ctx, int argc, char **argv)
@@ -518,7 +530,9 @@ static const struct command commands[] = {
      "      --env NAME           the variable that holds the token (default\n"
      "                           BATCHTOK_ACCESS_TOKEN)\n"
      "      --compat             set IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT and\n"
-     "                           MSI_SECRET instead; SDKs ask for their own resource\n"},
+     "                           MSI_SECRET instead; SDKs ask for their own resource\n"
+     "Exits with COMMAND's status; 127 if COMMAND is not found, 126 if it cannot be\n"
+     "run.\n"},
     {"login", cmd_signin, "-i IDENTITY\n",
      "Signs a user in to a device-code identity: prints the web page and the code to\n"
      "enter there, then waits and prints who signed in. For administrators.\n" HELP_IDENTITY},

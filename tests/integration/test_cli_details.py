@@ -107,3 +107,28 @@ def test_help_after_the_command_to_run_is_the_command_s(tmp_path):
         p = subprocess.run([BATCHTOK, "-S", sock] + args, capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 3 and p.stdout == "", (args, p.stdout, p.stderr)
+
+
+def test_exec_exits_127_or_126_when_the_command_cannot_run(make_daemon, sts, tmp_path):
+    """As shells and env(1) do: 127 for a command not found, 126 for one found
+    but not executable, each with a message naming the command and why."""
+    d = make_daemon()
+    r = d.run("exec", "--", "batchtok-no-such-command", "arg")
+    assert r.rc == 127, r
+    assert r.err == ("batchtok: cannot run batchtok-no-such-command: command not found in "
+                     "PATH\n"), r
+    missing = str(tmp_path / "missing")
+    r = d.run("exec", "--", missing)
+    assert r.rc == 127 and r.err == "batchtok: cannot run %s: No such file or directory\n" \
+        % missing, r
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    r = d.run("exec", "--", str(script))
+    assert r.rc == 126 and r.err == "batchtok: cannot run %s: Permission denied\n" \
+        % script, r
+    r = d.run("exec", "--", str(tmp_path))
+    assert r.rc == 126 and r.err.startswith("batchtok: cannot run %s: " % tmp_path), r
+    # A command that runs exits with its own status.
+    r = d.run("exec", "--", "/bin/sh", "-c", "exit 3")
+    assert r.rc == 3 and r.err == "", r
