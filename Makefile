@@ -8,7 +8,7 @@
 #   make bench      print performance figures against in-run baselines
 #   make install    PREFIX=/usr/local DESTDIR=
 
-VERSION    := 0.1.0
+VERSION    := 0.2.0
 O          ?= build
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -66,7 +66,11 @@ all: $(O)/batchtokd $(O)/batchtok $(O)/libbatchtok.so $(O)/libbatchtok.a $(O)/ba
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
 
-$(O)/obj/%.o: %.c
+# Objects carry the version (BATCHTOK_VERSION_STRING): a new one rebuilds them.
+$(O)/.version-$(VERSION):
+	@mkdir -p $(O) && rm -f $(O)/.version-* && touch $@
+
+$(O)/obj/%.o: %.c $(O)/.version-$(VERSION)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) $(if $(filter daemon/% $(DAEMON_TESTS:%=tests/unit/%.c) tests/bench/%,$<),$(DAEMON_CFLAGS)) -MMD -MP -c $< -o $@
@@ -86,6 +90,7 @@ $(O)/libbatchtok.so: $(call obj,$(CLIENT_LIB_SRC) $(PROTO_SRC)) client/libbatcht
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	     -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' client/batchtok.pc.in
 $(O)/batchtok.pc: client/batchtok.pc.in
+	@mkdir -p $(O)
 	$(PC_SED) > $@
 
 # The command links the library statically: it starts as fast as a trivial

@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define BATCHTOK_VERSION "0.1.0"
+#define BATCHTOK_VERSION "0.2.0"
 
 #define BATCHTOK_SYSTEM_SOCKET "/run/batchtok/batchtokd.sock"
 

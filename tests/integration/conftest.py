@@ -24,6 +24,16 @@ BATCHTOKD = os.path.join(BUILD, "batchtokd")
 BATCHTOK = os.path.join(BUILD, "batchtok")
 PYTHON = "/usr/bin/python3"
 
+
+def _version():
+    """The version the Makefile builds (VERSION := X)."""
+    import re
+    with open(os.path.join(TOP, "Makefile")) as f:
+        return re.search(r"^VERSION\s*:=\s*(\S+)", f.read(), re.M).group(1)
+
+
+VERSION = _version()
+
 TENANT = "00000000-0000-0000-0000-000000000000"
 CLIENT = "11111111-1111-1111-1111-111111111111"
 SECRET = "s3cr3t-Value~with.odd&chars=+/%"

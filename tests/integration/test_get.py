@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from conftest import (BATCH, BATCHTOK, BATCHTOKD, CLIENT, OTHER_CLIENT, OTHER_SECRET, SECRET,
-                      TENANT, jwt_claims)
+                      TENANT, VERSION, jwt_claims)
 
 
 def test_get_prints_bare_token_for_batch(make_daemon, sts):
@@ -149,7 +149,7 @@ def test_unreachable_daemon_exits_3(tmp_path):
 
 def test_ping_status_and_versions(make_daemon):
     d = make_daemon()
-    assert d.run("ping").out == "batchtokd 0.1.0\n"
+    assert d.run("ping").out == "batchtokd %s\n" % VERSION
     d.get()
     st = json.loads(d.run("status", "-o", "json").out)
     assert st["upstream_requests"] == 1
@@ -164,4 +164,4 @@ def test_ping_status_and_versions(make_daemon):
         assert SECRET not in out and d.get().out.strip() not in out
     for prog in (BATCHTOK, BATCHTOKD):
         assert subprocess.run([prog, "--version"], capture_output=True,
-                              text=True).stdout.endswith("0.1.0\n")
+                              text=True).stdout.endswith(VERSION + "\n")

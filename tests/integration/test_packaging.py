@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import BATCHTOKD, TOP
+from conftest import BATCHTOKD, TOP, VERSION
 
 MANPAGES = ["client/batchtok.1", "daemon/batchtokd.conf.5", "proto/batchtok-protocol.7",
             "daemon/batchtokd.8"]
@@ -97,7 +97,7 @@ def deb_files(path):
 
 
 def test_deb_contents(debs):
-    daemon = deb_files(debs / "batchtokd_0.1.0_amd64.deb")
+    daemon = deb_files(debs / ("batchtokd_%s_amd64.deb" % VERSION))
     for f in ("/usr/sbin/batchtokd", "/usr/bin/batchtok", "/etc/batchtok/batchtokd.conf",
               "/lib/systemd/system/batchtokd.service", "/lib/systemd/system/batchtokd.socket",
               "/usr/lib/systemd/user/batchtokd.service",
@@ -107,25 +107,25 @@ def test_deb_contents(debs):
               "/usr/share/man/man5/batchtokd.conf.5.gz",
               "/usr/share/man/man7/batchtok-protocol.7.gz"):
         assert f in daemon, f
-    lib = deb_files(debs / "libbatchtok0_0.1.0_amd64.deb")
+    lib = deb_files(debs / ("libbatchtok0_%s_amd64.deb" % VERSION))
     assert {f for f in lib if "/lib/" in f} == {"/usr/lib/x86_64-linux-gnu/libbatchtok.so.0"}
-    dev = deb_files(debs / "libbatchtok-dev_0.1.0_amd64.deb")
+    dev = deb_files(debs / ("libbatchtok-dev_%s_amd64.deb" % VERSION))
     for f in ("/usr/include/batchtok.h", "/usr/lib/x86_64-linux-gnu/libbatchtok.a",
               "/usr/lib/x86_64-linux-gnu/libbatchtok.so",
               "/usr/lib/x86_64-linux-gnu/pkgconfig/batchtok.pc"):
         assert f in dev, f
     # The client library needs libc alone.
-    info = run("dpkg-deb", "-f", str(debs / "libbatchtok0_0.1.0_amd64.deb"), "Depends").stdout
+    info = run("dpkg-deb", "-f", str(debs / ("libbatchtok0_%s_amd64.deb" % VERSION)), "Depends").stdout
     assert info.strip().startswith("libc6") and "," not in info
     # The Python client: the standard library only, importable where
     # Debian's python3 looks.
-    py = debs / "python3-batchtok_0.1.0_all.deb"
+    py = debs / ("python3-batchtok_%s_all.deb" % VERSION)
     assert "/usr/lib/python3/dist-packages/batchtok/__init__.py" in deb_files(py)
     assert run("dpkg-deb", "-f", str(py), "Depends").stdout.strip() == "python3:any"
 
 
 def test_deb_maintainer_scripts(debs, tmp_path):
-    run("dpkg-deb", "-e", str(debs / "batchtokd_0.1.0_amd64.deb"), str(tmp_path / "c"))
+    run("dpkg-deb", "-e", str(debs / ("batchtokd_%s_amd64.deb" % VERSION)), str(tmp_path / "c"))
     postinst = (tmp_path / "c" / "postinst").read_text()
     # The user exists before tmpfiles.d creates its directory.
     assert 0 < postinst.index("systemd-sysusers") < postinst.index("systemd-tmpfiles")
@@ -153,17 +153,18 @@ def test_rpm_spec_builds(tmp_path):
     top = tmp_path / "rpm"
     (top / "SOURCES").mkdir(parents=True)
     tree = run("git", "-C", TOP, "stash", "create").stdout.strip() or "HEAD"
-    r = run("git", "-C", TOP, "archive", "--prefix=batchtok-0.1.0/", "-o",
-            str(top / "SOURCES" / "batchtok-0.1.0.tar.gz"), tree)
+    r = run("git", "-C", TOP, "archive", "--prefix=batchtok-%s/" % VERSION, "-o",
+            str(top / "SOURCES" / ("batchtok-%s.tar.gz" % VERSION)), tree)
     assert r.returncode == 0, r.stderr
     # --nodeps: Debian has no RPM database to satisfy BuildRequires from.
     r = run("rpmbuild", "--define", "_topdir " + str(top), "--nodeps", "-bb",
             os.path.join(TOP, "packaging", "batchtok.spec"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rpms = sorted(os.listdir(top / "RPMS" / "x86_64"))
-    assert rpms == ["batchtok-0.1.0-1.x86_64.rpm", "batchtok-devel-0.1.0-1.x86_64.rpm",
-                    "batchtok-libs-0.1.0-1.x86_64.rpm"]
-    assert os.listdir(top / "RPMS" / "noarch") == ["python3-batchtok-0.1.0-1.noarch.rpm"]
+    assert rpms == ["batchtok-%s-1.x86_64.rpm" % VERSION,
+                    "batchtok-devel-%s-1.x86_64.rpm" % VERSION,
+                    "batchtok-libs-%s-1.x86_64.rpm" % VERSION]
+    assert os.listdir(top / "RPMS" / "noarch") == ["python3-batchtok-%s-1.noarch.rpm" % VERSION]
     files = run("rpm", "-qlp", str(top / "RPMS" / "x86_64" / rpms[0])).stdout.split()
     assert "/usr/sbin/batchtokd" in files and "/usr/lib/sysusers.d/batchtok.conf" in files
     shutil.rmtree(top)

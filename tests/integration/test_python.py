@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import BATCH, CLIENT, PYTHON, TENANT, TOP, as_user, jwt_claims
+from conftest import BATCH, CLIENT, PYTHON, TENANT, TOP, VERSION, as_user, jwt_claims
 
 sys.path.insert(0, os.path.join(TOP, "client", "python"))
 import batchtok  # noqa: E402
@@ -20,7 +20,7 @@ def test_thin_client_matches_the_command(make_daemon, sts):
     d = make_daemon()
     with batchtok.Client(d.sock) as c:
         t = c.get_token()
-        assert c.ping() == "batchtokd 0.1.0"
+        assert c.ping() == "batchtokd " + VERSION
     assert t.access_token == d.get().out.strip()
     assert (t.identity, t.resource, t.tenant, t.token_type) == ("batch", BATCH, TENANT, "Bearer")
     assert jwt_claims(t.access_token)["appid"] == CLIENT
