@@ -50,14 +50,15 @@ DAEMON_SRC := daemon/log.c daemon/secmem.c daemon/config.c daemon/credential.c \
               daemon/entra.c daemon/http.c daemon/schedule.c daemon/cache.c \
               daemon/jwt.c daemon/server.c daemon/dispatch.c daemon/notify.c \
               daemon/daemon.c daemon/certificate.c daemon/sealed.c daemon/signin.c \
-              daemon/capability.c daemon/sockdiag.c daemon/http_in.c daemon/compat.c
+              daemon/capability.c daemon/sockdiag.c daemon/http_in.c daemon/compat.c \
+              daemon/usernames.c
 UNIT_TESTS := test_buf test_msg test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
-              test_capability test_http_in
+              test_capability test_http_in test_usernames
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
-                test_sealed test_capability test_http_in
+                test_sealed test_capability test_http_in test_usernames
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 

@@ -60,6 +60,8 @@ struct compat_conn {
 	char peer[64];	 /* "127.0.0.1:PORT" for logs */
 	struct cache_waiter w;
 	bool waiting;
+	struct username_waiter uw; /* the refused user's name is looked up */
+	bool naming;
 	char *resource;	 /* as the client asked: echoed back */
 	char *identity;	 /* the identity's name and client ID, for the answer */
 	char *client_id; /* and logs; copied because a reload may free them */
@@ -114,6 +116,10 @@ static void conn_close(struct compat_conn *c)
 	if (c->waiting) {
 		cache_waiter_cancel(&c->w);
 		c->waiting = false;
+	}
+	if (c->naming) {
+		usernames_waiter_cancel(&c->uw);
+		c->naming = false;
 	}
 	list_del(&c->node);
 	c->cp->n_conns--;
@@ -429,6 +435,55 @@ static const char *presented(struct compat_conn *c, enum shape shape, const char
 	return c->req.h[h].value;
 }
 
+/* Refuses identity to uid (the capability's user), naming the user if name
+ * is known, and logs it. */
+static void respond_denied(struct compat_conn *c, const char *identity, uid_t uid, const char *name)
+{
+	struct log_ctx ctx = {.identity = identity, .uid = (long)uid, .pid = -1};
+	char who[USERNAME_DESCRIBE_SIZE];
+
+	usernames_describe(who, sizeof(who), uid, name);
+	log_msg(LOG_WARNING, &ctx, "denied identity %s to %s over the compat endpoint", identity,
+		who);
+	respond_error(c, 403, "forbidden",
+		      "%s may no longer use identity '%s': an administrator can add the user to "
+		      "its allow_users or allow_groups",
+		      who, identity);
+}
+
+static void on_user_name(struct username_waiter *w, uid_t uid, const char *name)
+{
+	struct compat_conn *c = container_of(w, struct compat_conn, uw);
+
+	c->naming = false;
+	respond_denied(c, c->identity, uid, name);
+}
+
+/* Refuses id to uid. The user's name comes from the cache, or the response
+ * waits while the thread pool looks it up (NSS may block; the loop must
+ * not). */
+static void deny(struct compat_conn *c, const struct identity *id, uid_t uid)
+{
+	struct usernames *u = c->cp->d->usernames;
+	const char *name;
+
+	if (usernames_peek(u, uid, &name)) {
+		respond_denied(c, id->name, uid, name);
+		return;
+	}
+	free(c->identity);
+	if (!(c->identity = strdup(id->name))) {
+		respond_error(c, 500, "internal_error", "out of memory");
+		return;
+	}
+	c->uw.fn = on_user_name;
+	if (usernames_lookup(u, uid, &c->uw) < 0) {
+		respond_denied(c, id->name, uid, NULL);
+		return;
+	}
+	c->naming = true;
+}
+
 static void handle_request(struct compat_conn *c)
 {
 	struct compat *cp = c->cp;
@@ -440,7 +495,6 @@ static void handle_request(struct compat_conn *c)
 	enum shape shape;
 	char *api = NULL;
 	struct peer who;
-	struct log_ctx ctx;
 	int64_t now = daemon_wall_now();
 	int r;
 
@@ -540,13 +594,7 @@ static void handle_request(struct compat_conn *c)
 			    .groups = cap->groups,
 			    .n_groups = cap->n_groups};
 	if (!daemon_peer_may_use(d, &who, id)) {
-		ctx = (struct log_ctx){.identity = id->name, .uid = (long)cap->uid, .pid = -1};
-		log_msg(LOG_WARNING, &ctx, "denied identity %s to uid %u over the compat endpoint",
-			id->name, (unsigned)cap->uid);
-		respond_error(c, 403, "forbidden",
-			      "uid %u may no longer use identity '%s': an administrator can add "
-			      "the user to its allow_users or allow_groups",
-			      (unsigned)cap->uid, id->name);
+		deny(c, id, cap->uid);
 		goto out;
 	}
 	if (check_selectors(c, id) < 0)

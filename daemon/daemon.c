@@ -488,6 +488,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	server_close(d->server);
 	compat_close(d->compat);
 	d->compat = NULL;
+	usernames_free(d->usernames);
+	d->usernames = NULL;
 	cache_free(d->cache);
 	d->cache = NULL;
 	signin_store_free(d->signins);
@@ -538,7 +540,8 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	d->cert_timer.data = d;
 	if ((r = http_new(&d->loop, &ho, &d->http)) < 0 ||
 	    (r = cache_new(&ops, d, &cs, &d->cache)) < 0 ||
-	    (r = signin_store_new(&d->loop, d->http, on_signin_changed, d, &d->signins)) < 0)
+	    (r = signin_store_new(&d->loop, d->http, on_signin_changed, d, &d->signins)) < 0 ||
+	    (r = usernames_new(&d->loop, &d->usernames)) < 0)
 		goto fail_loop;
 	signin_configure(d->signins, cfg);
 	sh.arg = d;
@@ -579,6 +582,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	return r;
 
 fail_loop:
+	usernames_free(d->usernames);
 	cache_free(d->cache);
 	signin_store_free(d->signins);
 	http_close(d->http);

@@ -14,6 +14,7 @@
 #include "notify.h"
 #include "server.h"
 #include "signin.h"
+#include "usernames.h"
 
 struct daemon {
 	uv_loop_t loop;
@@ -23,7 +24,8 @@ struct daemon {
 	struct cache *cache;
 	struct signin_store *signins;
 	struct server *server;
-	struct compat *compat; /* NULL: compat_endpoint is off */
+	struct compat *compat;	     /* NULL: compat_endpoint is off */
+	struct usernames *usernames; /* of refused users, for messages */
 	struct notify notify;
 	uv_timer_t cache_timer;
 	int64_t cache_due;

@@ -13,11 +13,13 @@
 #include "jwt.h"
 #include "log.h"
 
-/* A request waiting for the cache or a sign-in: the waiter and where the
- * answer goes. */
+/* A request waiting for the cache, a sign-in or the name of a refused
+ * user: the waiter and where the answer goes. */
 struct pending {
 	struct cache_waiter w; /* first: the callback recovers the pending */
 	struct signin_waiter sw;
+	struct username_waiter uw;
+	char *denied;	  /* the identity refused, while uw waits */
 	struct list node; /* on its connection's pending list */
 	struct conn *conn;
 	uint32_t id;
@@ -60,6 +62,7 @@ static void pending_free(struct pending *p)
 {
 	list_del(&p->node);
 	free(p->resource);
+	free(p->denied);
 	free(p);
 }
 
@@ -141,11 +144,64 @@ static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
 	conn_request_done(c);
 }
 
-/* The identity a request names (empty: the default), if the peer may use
- * it; otherwise replies with the error itself and returns NULL. */
-static const struct identity *usable_identity(struct daemon *d, struct conn *c, uint32_t id,
-					      const char *name)
+/* Tells the peer it may not use identity, naming the user if name is
+ * known, and logs it. */
+static void send_denial(struct conn *c, uint32_t id, const char *identity, const char *name)
 {
+	struct log_ctx ctx = peer_ctx(c, identity, NULL);
+	char who[USERNAME_DESCRIBE_SIZE];
+
+	usernames_describe(who, sizeof(who), c->peer.uid, name);
+	log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d, %s", identity, (int)c->peer.pid,
+		who);
+	reply_error(c, id, BT_E_DENIED,
+		    "%s may not use identity '%s': an administrator can add the user to its "
+		    "allow_users or allow_groups",
+		    who, identity);
+}
+
+static void on_user_name(struct username_waiter *w, uid_t uid, const char *name)
+{
+	struct pending *p = container_of(w, struct pending, uw);
+	struct conn *c = p->conn;
+
+	(void)uid;
+	send_denial(c, p->id, p->denied, name);
+	pending_free(p);
+	conn_request_done(c);
+}
+
+/* Refuses ident to the peer. The user's name comes from the cache, or the
+ * request waits while the thread pool looks it up (NSS may block; the loop
+ * must not). */
+static void deny(struct daemon *d, struct conn *c, const struct bt_frame *f,
+		 const struct identity *ident)
+{
+	const char *name;
+	struct pending *p;
+
+	if (usernames_peek(d->usernames, c->peer.uid, &name)) {
+		send_denial(c, f->id, ident->name, name);
+		return;
+	}
+	if (!(p = pending_add(c, f, NULL, NULL)))
+		return;
+	p->uw.fn = on_user_name;
+	if (!(p->denied = strdup(ident->name)) ||
+	    usernames_lookup(d->usernames, c->peer.uid, &p->uw) < 0) {
+		pending_drop(p);
+		send_denial(c, f->id, ident->name, NULL);
+	}
+}
+
+/* The identity a request names (empty: the default), if the peer may use
+ * it; otherwise replies with the error itself (or has the reply follow) and
+ * returns NULL. */
+static const struct identity *usable_identity(struct daemon *d, struct conn *c,
+					      const struct bt_frame *f, const char *name)
+{
+	uint32_t id = f->id;
+
 	const struct identity *ident;
 
 	if (*name) {
@@ -164,13 +220,7 @@ static const struct identity *usable_identity(struct daemon *d, struct conn *c, 
 		return NULL;
 	}
 	if (!daemon_peer_may_use(d, &c->peer, ident)) {
-		struct log_ctx ctx = peer_ctx(c, ident->name, NULL);
-		log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d uid %u", ident->name,
-			(int)c->peer.pid, (unsigned)c->peer.uid);
-		reply_error(c, id, BT_E_DENIED,
-			    "uid %u may not use identity '%s': an administrator can add the user "
-			    "to its allow_users or allow_groups",
-			    (unsigned)c->peer.uid, ident->name);
+		deny(d, c, f, ident);
 		return NULL;
 	}
 	return ident;
@@ -178,10 +228,11 @@ static const struct identity *usable_identity(struct daemon *d, struct conn *c, 
 
 /* Resolves and authorises a token query; replies with the error itself and
  * returns NULL if the request cannot go on. */
-static const struct identity *authorise(struct daemon *d, struct conn *c, uint32_t id,
+static const struct identity *authorise(struct daemon *d, struct conn *c, const struct bt_frame *f,
 					const struct bt_token_query *q, const char **ret_resource)
 {
-	const struct identity *ident = usable_identity(d, c, id, q->identity);
+	const struct identity *ident = usable_identity(d, c, f, q->identity);
+	uint32_t id = f->id;
 	const char *resource;
 
 	if (!ident)
@@ -213,7 +264,7 @@ static void handle_token_query(struct daemon *d, struct conn *c, struct bt_frame
 			    bt_type_name(f->type));
 		return;
 	}
-	ident = authorise(d, c, f->id, &q, &resource);
+	ident = authorise(d, c, f, &q, &resource);
 	if (!ident)
 		goto out;
 	if (!(p = pending_add(c, f, ident, resource)))
@@ -481,7 +532,7 @@ static void handle_compat(struct daemon *d, struct conn *c, struct bt_frame *f)
 		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed COMPAT request");
 		return;
 	}
-	if (!(ident = usable_identity(d, c, f->id, name)))
+	if (!(ident = usable_identity(d, c, f, name)))
 		goto out;
 	if (!d->compat) {
 		reply_error(c, f->id, BT_E_UNSUPPORTED,
@@ -596,7 +647,9 @@ void dispatch_conn_closed(void *arg, struct conn *c)
 
 	(void)arg;
 	while ((p = list_first(&c->pendings, struct pending, node))) {
-		if (p->type == BT_LOGIN || p->type == BT_LOGIN_WAIT)
+		if (p->denied)
+			usernames_waiter_cancel(&p->uw);
+		else if (p->type == BT_LOGIN || p->type == BT_LOGIN_WAIT)
 			signin_waiter_cancel(&p->sw);
 		else
 			cache_waiter_cancel(&p->w);

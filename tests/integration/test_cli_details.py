@@ -2,13 +2,16 @@
 codes for a command that cannot run, denials that name the user,
 --check-config's socket directory, and the man pages as rendered."""
 
+import json
 import os
+import pwd
 import shutil
 import subprocess
+import urllib.parse
 
 import pytest
 
-from conftest import BATCHTOK, BATCHTOKD, TOP
+from conftest import BATCH, BATCHTOK, BATCHTOKD, PYTHON, TOP, as_user, wait_for
 
 MANDOC = shutil.which("mandoc")
 
@@ -132,3 +135,63 @@ def test_exec_exits_127_or_126_when_the_command_cannot_run(make_daemon, sts, tmp
     # A command that runs exits with its own status.
     r = d.run("exec", "--", "/bin/sh", "-c", "exit 3")
     assert r.rc == 3 and r.err == "", r
+
+
+NOBODY = 65534
+
+
+def test_a_denial_names_the_user(make_daemon, sts):
+    """'user NAME (uid N) may not use identity ...': the reply and the log name
+    the user, whether the name is looked up (first) or cached (second)."""
+    name = pwd.getpwuid(NOBODY).pw_name
+    d = make_daemon({"batch": {"allow_users": "root"}}, socket_mode="0666")
+    for _ in range(2):
+        r = d.get(user=NOBODY)
+        assert r.rc == 4, r
+        assert r.err == ("batchtok: user %s (uid %d) may not use identity 'batch': an "
+                         "administrator can add the user to its allow_users or allow_groups\n"
+                         % (name, NOBODY)), r
+    assert d.read_log().count("denied identity batch to pid ") == 2
+    assert ", user %s (uid %d)" % (name, NOBODY) in d.read_log()
+    # Other requests on the same connection go on: status still answers.
+    assert "identity" not in d.run("status", user=NOBODY).err
+
+
+GET_AS_NOBODY = """
+import http.client, json, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+c.request("GET", u.path + "?" + u.query, headers={"X-IDENTITY-HEADER": sys.argv[2]})
+r = c.getresponse()
+print(json.dumps({"status": r.status, "body": json.loads(r.read() or "null")}))
+"""
+
+
+def test_a_compat_denial_names_the_user(make_daemon, sts):
+    """A capability whose user was dropped from the identity: the 403 names
+    the user."""
+    name = pwd.getpwuid(NOBODY).pw_name
+    d = make_daemon({"batch": {"allow_users": "nobody"}}, socket_mode="0666",
+                    compat_endpoint="127.0.0.1:0")
+    r = d.run("exec", "--compat", "-i", "batch", "--", "env", user=NOBODY)
+    assert r.rc == 0, r
+    env = dict(line.split("=", 1) for line in r.out.splitlines() if "=" in line)
+    with open(d.conf) as f:
+        conf = f.read()
+    with open(d.conf, "w") as f:
+        f.write(conf.replace("allow_users = nobody", "allow_users = root"))
+    before = d.read_log().count("configuration reloaded")
+    d.hup()
+    wait_for(lambda: d.read_log().count("configuration reloaded") > before, 10,
+             what="the reload")
+    url = "%s?api-version=2019-08-01&resource=%s" % (env["IDENTITY_ENDPOINT"],
+                                                    urllib.parse.quote(BATCH, safe=""))
+    p = subprocess.run([PYTHON, "-c", GET_AS_NOBODY, url, env["IDENTITY_HEADER"]],
+                       capture_output=True, text=True, timeout=60, **as_user(NOBODY))
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["status"] == 403, out
+    assert out["body"]["error_description"].startswith(
+        "user %s (uid %d) may no longer use identity 'batch'" % (name, NOBODY)), out
+    assert "denied identity batch to user %s (uid %d) over the compat endpoint" \
+        % (name, NOBODY) in d.read_log()

@@ -78,7 +78,9 @@ def test_errors_and_access(make_daemon, sts, shared, tmp_path):
               % (shared.python_path, d.sock))
     r = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60,
                        **as_user(65534))
-    assert r.stdout.startswith("4 uid 65534 may not use identity 'batch'"), r.stdout + r.stderr
+    # The daemon names the user: "user nobody (uid 65534) may not use ...".
+    assert r.stdout.startswith("4 user ") and \
+        "(uid 65534) may not use identity 'batch'" in r.stdout, r.stdout + r.stderr
 
 
 def test_pip_installs_the_client(tmp_path):
