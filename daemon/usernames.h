@@ -28,7 +28,14 @@ struct username_waiter {
 	struct list node; /* on its lookup while it waits */
 };
 
+/* Writes uid's name into name (n bytes) and returns true, or returns false;
+ * runs in a pool thread. */
+typedef bool usernames_resolver(uid_t uid, char *name, size_t n);
+
 int usernames_new(uv_loop_t *loop, struct usernames **ret);
+/* For tests: looks names up with resolve instead of getpwuid_r, and bounds
+ * waits at wait_ms. */
+void usernames_set_resolver(struct usernames *u, usernames_resolver *resolve, unsigned wait_ms);
 /* Frees u (NULL is fine). Lookups still running in the thread pool end on
  * their own and call no waiter: cancel or forget them before. */
 void usernames_free(struct usernames *u);
@@ -38,9 +45,10 @@ void usernames_free(struct usernames *u);
 bool usernames_peek(struct usernames *u, uid_t uid, const char **ret_name);
 
 /* Looks uid up in the thread pool, joining a lookup of the same uid that is
- * already running; w->fn is called on the loop when it ends, never before
- * this returns. The result is cached. Returns 0 or a negative errno, and
- * then w is not waiting. */
+ * already running; w->fn is called on the loop when it ends or after a
+ * second at most (then with NULL: the lookup goes on and fills the cache),
+ * never before this returns. Returns 0 or a negative errno, and then w is
+ * not waiting. */
 int usernames_lookup(struct usernames *u, uid_t uid, struct username_waiter *w);
 
 /* Stops w waiting; harmless if it is not waiting. */

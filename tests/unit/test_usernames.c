@@ -119,6 +119,53 @@ static void test_bounded(void **state)
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static uv_sem_t release;
+
+/* A name server that answers only when the test lets it. */
+static bool slow_resolve(uid_t uid, char *name, size_t n)
+{
+	(void)uid;
+	uv_sem_wait(&release);
+	snprintf(name, n, "late");
+	return true;
+}
+
+/* A name server that does not answer cannot hold a denial: the waiter is
+ * answered without a name after the bound, and the lookup goes on to fill
+ * the cache for the next one. */
+static void test_wait_is_bounded(void **state)
+{
+	struct got first = {.w.fn = on_name}, second = {.w.fn = on_name};
+	struct usernames *u;
+	const char *name;
+	uv_loop_t loop;
+
+	(void)state;
+	assert_int_equal(uv_sem_init(&release, 0), 0);
+	assert_int_equal(uv_loop_init(&loop), 0);
+	assert_int_equal(usernames_new(&loop, &u), 0);
+	usernames_set_resolver(u, slow_resolve, 10);
+	assert_int_equal(usernames_lookup(u, 1234, &first.w), 0);
+	while (first.calls == 0)
+		uv_run(&loop, UV_RUN_ONCE);
+	assert_int_equal(first.calls, 1);
+	assert_false(first.named);
+	assert_false(usernames_peek(u, 1234, &name));
+	/* The next waiter joins the running lookup with a wait of its own. */
+	usernames_set_resolver(u, slow_resolve, 60000);
+	assert_int_equal(usernames_lookup(u, 1234, &second.w), 0);
+	uv_sem_post(&release);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(first.calls, 1);
+	assert_int_equal(second.calls, 1);
+	assert_string_equal(second.name, "late");
+	assert_true(usernames_peek(u, 1234, &name));
+	assert_string_equal(name, "late");
+	usernames_free(u);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	uv_sem_destroy(&release);
+}
+
 static void test_describe(void **state)
 {
 	char buf[USERNAME_DESCRIBE_SIZE];
@@ -135,6 +182,7 @@ int main(void)
 	    cmocka_unit_test(test_lookup_then_cached),
 	    cmocka_unit_test(test_cancel_and_free_while_running),
 	    cmocka_unit_test(test_bounded),
+	    cmocka_unit_test(test_wait_is_bounded),
 	    cmocka_unit_test(test_describe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
