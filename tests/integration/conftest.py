@@ -116,17 +116,22 @@ class Shared:
 
     def __init__(self):
         self.dir = public_mkdtemp("batchtok-shared-")
-        self.batchtok = self.copy(BATCHTOK)
-        self.batchtokd = self.copy(BATCHTOKD)
-        # The Python client: add self.python_path to sys.path to import it.
-        self.python_path = os.path.join(self.dir, "python")
-        shutil.copytree(os.path.join(TOP, "client", "python", "batchtok"),
-                        os.path.join(self.python_path, "batchtok"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for root, dirs, files in os.walk(self.python_path):
-            os.chmod(root, 0o755)
-            for f in files:
-                os.chmod(os.path.join(root, f), 0o644)
+        try:
+            self.batchtok = self.copy(BATCHTOK)
+            self.batchtokd = self.copy(BATCHTOKD)
+            # The Python client: add self.python_path to sys.path to import it.
+            self.python_path = os.path.join(self.dir, "python")
+            shutil.copytree(os.path.join(TOP, "client", "python", "batchtok"),
+                            os.path.join(self.python_path, "batchtok"),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            for root, dirs, files in os.walk(self.python_path):
+                os.chmod(root, 0o755)
+                for f in files:
+                    os.chmod(os.path.join(root, f), 0o644)
+        except BaseException:
+            # A build directory without the programs, say: leave nothing behind.
+            self.remove()
+            raise
 
     def copy(self, path, name=None):
         """A copy of the file at path that every user can read (and execute,
