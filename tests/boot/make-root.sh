@@ -28,7 +28,7 @@ done
 deps=$(for d in "$@"; do dpkg-deb -f "$d" Depends; done |
 	tr ',' '\n' | sed -e 's/[(|].*//' -e 's/[[:space:]]//g' |
 	grep -v -e '^$' -e '^libbatchtok' | sort -u | tr '\n' ',')
-pkgs="systemd,systemd-sysv,dbus,libpam-systemd,dbus-user-session,procps,${deps%,}"
+pkgs="systemd,systemd-sysv,dbus,libpam-systemd,dbus-user-session,${deps%,}"
 
 suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
 key=$( { echo "$suite $pkgs"; mmdebstrap --version; cat $sources; } | sha256sum | cut -c1-16)
