@@ -1,6 +1,6 @@
 #!/bin/sh
 # build-deb.sh [OUTDIR] - builds the Debian packages (batchtokd, libbatchtok0,
-# libbatchtok-dev) from this checkout with dpkg-buildpackage -us -uc -b, in a
+# libbatchtok-dev, python3-batchtok) from this checkout with dpkg-buildpackage -us -uc -b, in a
 # copy of the tracked files with packaging/debian as debian/, and puts the
 # .deb files (and the .buildinfo/.changes) in OUTDIR (default build/deb).
 set -eu
