@@ -364,7 +364,8 @@ static int mkdir_parent(const char *path)
 {
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char *slash;
-	int fd, r;
+	mode_t mask;
+	int r;
 
 	snprintf(dir, sizeof(dir), "%s", path);
 	slash = strrchr(dir, '/');
@@ -373,14 +374,12 @@ static int mkdir_parent(const char *path)
 	*slash = 0;
 	/* Only the last component is created: the runtime directory above it
 	 * belongs to systemd or the user. */
-	if (mkdir(dir, SOCKET_DIR_MODE) < 0)
-		return errno == EEXIST ? 0 : -errno;
 	/* The daemon's umask is 0077; those the socket's own mode admits must
-	 * be able to reach it. */
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-		return -errno;
-	r = fchmod(fd, SOCKET_DIR_MODE) < 0 ? -errno : 0;
-	close(fd);
+	 * be able to reach it. The mode is given at creation, not changed by
+	 * path afterwards: no later swap of a path component can redirect it. */
+	mask = umask(0022);
+	r = mkdir(dir, SOCKET_DIR_MODE) < 0 && errno != EEXIST ? -errno : 0;
+	umask(mask);
 	return r;
 }
 
