@@ -338,8 +338,9 @@ static int check_credential_name(struct parser *p, const char *key, const char *
 {
 	if (!*v)
 		return 0;
+	/* The value is not repeated: it might be a secret pasted by mistake. */
 	if (strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
-		return perr(p, "%s: '%s' is not a credential name", key, v) ?: -1;
+		return perr(p, "%s: not a credential name (a file name, no '/')", key) ?: -1;
 	return 0;
 }
 
@@ -932,46 +933,51 @@ struct protected_file {
 /* Where the systemd credential NAME is: in $CREDENTIALS_DIRECTORY inside the
  * unit; outside it, with credentials_dir set (root checking the installed
  * config), where the packaged unit's LoadCredential= takes batchtok_FILE
- * from: credentials_dir/FILE. */
+ * from: credentials_dir/FILE. Messages repeat a name only when a file of
+ * that name exists: a value that names nothing may be a secret pasted by
+ * mistake. */
 static int credential_path(const struct identity *id, const struct protected_file *f,
 			   const char *credentials_dir, char *buf, size_t n,
 			   struct config_errors *errs)
 {
 	static const char prefix[] = CREDENTIAL_PREFIX;
 	const char *env = getenv("CREDENTIALS_DIRECTORY"), *name = f->credential;
+	const char *rest = name + sizeof(prefix) - 1;
+	bool prefixed = !strncmp(name, prefix, sizeof(prefix) - 1);
 	char guess[4096];
 	int k;
 
 	if (env && *env) {
 		k = snprintf(buf, n, "%s/%s", env, name);
 		snprintf(guess, sizeof(guess), "%s/%s%s", env, prefix, name);
-	} else if (credentials_dir && !strncmp(name, prefix, sizeof(prefix) - 1)) {
-		k = snprintf(buf, n, "%s/%s", credentials_dir, name + sizeof(prefix) - 1);
+	} else if (credentials_dir && prefixed) {
+		if (!*rest || !strcmp(rest, ".") || !strcmp(rest, ".."))
+			return id_error(errs, id, "%s_credential = %s: no file name after %s",
+					f->what, name, prefix);
+		k = snprintf(buf, n, "%s/%s", credentials_dir, rest);
 	} else if (credentials_dir) {
 		k = snprintf(buf, n, "%s/%s", credentials_dir, name);
-		if (access(buf, F_OK) == 0)
+		if (k > 0 && (size_t)k < n && access(buf, F_OK) == 0)
 			return id_error(errs, id,
 					"%s_credential = %s: the unit passes %s as %s%s: write "
 					"that name",
 					f->what, name, buf, prefix, name);
 		return id_error(errs, id,
-				"%s_credential = %s: the packaged unit passes each file FILE in "
-				"%s as %sFILE: put the file there and write that name",
-				f->what, name, credentials_dir, prefix);
+				"%s_credential: the packaged unit passes each file FILE in %s as "
+				"%sFILE: put the file there and write that name",
+				f->what, credentials_dir, prefix);
 	} else {
 		return id_error(errs, id,
-				"%s_credential = %s needs LoadCredential=%s:PATH in the service "
-				"unit ($CREDENTIALS_DIRECTORY is not set); run by hand, use "
+				"%s_credential needs LoadCredential= in the service unit "
+				"($CREDENTIALS_DIRECTORY is not set); run by hand, use "
 				"%s_file = PATH",
-				f->what, name, name, f->what);
+				f->what, f->what);
 	}
 	if (k <= 0 || (size_t)k >= n)
-		return id_error(errs, id, "%s_credential = %s: the name is too long", f->what,
-				name);
+		return id_error(errs, id, "%s_credential: the name is too long", f->what);
 	/* The name the unit gives is batchtok_FILE; FILE alone is a common
 	 * slip. */
-	if (env && *env && access(buf, F_OK) < 0 && strncmp(name, prefix, sizeof(prefix) - 1) &&
-	    access(guess, F_OK) == 0)
+	if (env && *env && !prefixed && access(buf, F_OK) < 0 && access(guess, F_OK) == 0)
 		return id_error(errs, id,
 				"%s_credential = %s: no such credential; the unit passes it as "
 				"%s%s: write that name",
@@ -997,7 +1003,14 @@ static int read_protected(const struct identity *id, const struct protected_file
 	} else {
 		snprintf(path, sizeof(path), "%s", f->path);
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* systemd passes regular files alone as credentials, never what a
+	 * symlink points to: read the same outside the unit. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (f->credential ? O_NOFOLLOW : 0));
+	if (fd < 0 && errno == ELOOP && f->credential)
+		return id_error(errs, id,
+				"%s %s is a symbolic link: systemd passes only regular files as "
+				"credentials",
+				f->what, path);
 	if (fd < 0)
 		return id_error(errs, id, "cannot open %s %s: %s", f->what, path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))

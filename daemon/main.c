@@ -172,7 +172,8 @@ int main(int argc, char **argv)
 	} else {
 		co.default_socket = "/run/batchtok/batchtokd.sock";
 		/* Run by hand, read what the packaged unit would pass. */
-		if (!getenv("CREDENTIALS_DIRECTORY"))
+		const char *creds = getenv("CREDENTIALS_DIRECTORY");
+		if (!creds || !*creds)
 			co.credentials_dir = CREDENTIALS_SYSTEM_DIR;
 	}
 	/* Sign-ins are kept in systemd's StateDirectory= when there is one. */

@@ -459,7 +459,8 @@ static void test_credentials_outside_the_unit(void **state)
 	write_file(conf, text, 0644);
 	/* Without credentials_dir (user mode) the unit is needed. */
 	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
-	assert_true(has_error(&e, "needs LoadCredential=batchtok_batch-prod.secret"));
+	assert_true(has_error(&e, "secret_credential needs LoadCredential="));
+	assert_false(has_error(&e, "batch-prod.secret"));
 	config_errors_clear(&e);
 	o.credentials_dir = creds;
 	assert_int_equal(config_load(&o, &c, &e), 0);
@@ -471,6 +472,35 @@ static void test_credentials_outside_the_unit(void **state)
 	assert_true(has_error(&e, "is accessible by others"));
 	config_errors_clear(&e);
 	assert_int_equal(chmod(secret, 0600), 0);
+
+	/* systemd passes no symlinks: neither is one read outside the unit. */
+	snprintf(text, sizeof(text), "%s/link.secret", creds);
+	assert_int_equal(symlink(secret, text), 0);
+	write_file(conf,
+		   "[identity batch-prod]\ncredential = secret\ntenant = t\nclient_id = c\n"
+		   "secret_credential = batchtok_link.secret\n",
+		   0644);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "link.secret is a symbolic link"));
+	config_errors_clear(&e);
+	unlink(text);
+	/* Nothing after the prefix. */
+	write_file(conf,
+		   "[identity batch-prod]\ncredential = secret\ntenant = t\nclient_id = c\n"
+		   "secret_credential = batchtok_..\n",
+		   0644);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "no file name after batchtok_"));
+	config_errors_clear(&e);
+	/* A value naming no file is not repeated: it may be a pasted secret. */
+	write_file(conf,
+		   "[identity batch-prod]\ncredential = secret\ntenant = t\nclient_id = c\n"
+		   "secret_credential = Zx8Q~pasted.secret\n",
+		   0644);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "put the file there"));
+	assert_false(has_error(&e, "Zx8Q"));
+	config_errors_clear(&e);
 
 	/* The file's own name: the message gives the name the unit uses. */
 	snprintf(text, sizeof(text),
