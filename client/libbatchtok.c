@@ -124,29 +124,49 @@ static bool in_group(gid_t g)
 	return in;
 }
 
+/* The first directory on the way to path that the caller cannot search, into
+ * buf; false if every one can be searched. */
+static bool unsearchable_dir(const char *path, char *buf, size_t n)
+{
+	const char *slash = path;
+
+	while ((slash = strchr(slash + 1, '/'))) {
+		int k = snprintf(buf, n, "%.*s", (int)(slash - path), path);
+		if (k <= 0 || (size_t)k >= n)
+			return false;
+		if (access(buf, X_OK) < 0 && errno == EACCES)
+			return true;
+	}
+	return false;
+}
+
+/* The name of group g, or its number. */
+static void group_name(gid_t g, char *buf, size_t n)
+{
+	char tmp[4096];
+	struct group gr, *res = NULL;
+
+	if (getgrgid_r(g, &gr, tmp, sizeof(tmp), &res) == 0 && res)
+		snprintf(buf, n, "%s", res->gr_name);
+	else
+		snprintf(buf, n, "%u", (unsigned)g);
+}
+
 /* connect() said EACCES: tell a directory that cannot be entered from a
  * socket group one is not in (or is in, while the mode shuts it out). */
 static int denied(batchtok *bt, const char *path)
 {
 	char dir[sizeof(bt->path)], grp[64];
-	const char *slash = strrchr(path, '/');
-	struct group *gr;
 	struct stat st;
 
-	if (stat(path, &st) < 0) {
-		snprintf(dir, sizeof(dir), "%.*s", slash && slash != path ? (int)(slash - path) : 1,
-			 slash ? path : ".");
-		return fail(
-		    bt, -EACCES,
-		    "cannot enter %s, the directory of the socket %s: ask the administrator "
-		    "to make it searchable (chmod 755 %s)",
-		    dir, path, dir);
-	}
-	gr = getgrgid(st.st_gid);
-	if (gr)
-		snprintf(grp, sizeof(grp), "%s", gr->gr_name);
-	else
-		snprintf(grp, sizeof(grp), "%u", (unsigned)st.st_gid);
+	if (unsearchable_dir(path, dir, sizeof(dir)))
+		return fail(bt, -EACCES,
+			    "cannot enter %s, on the way to the socket %s: ask the administrator "
+			    "to let you through (chmod 755 %s)",
+			    dir, path, dir);
+	if (stat(path, &st) < 0)
+		return fail(bt, -EACCES, "permission denied on %s", path);
+	group_name(st.st_gid, grp, sizeof(grp));
 	if (in_group(st.st_gid))
 		return fail(bt, -EACCES,
 			    "permission denied on %s although you are in its group %s: its mode "

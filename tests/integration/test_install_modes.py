@@ -48,15 +48,23 @@ def test_socket_directory_the_daemon_makes_is_traversable(make_daemon):
 def test_client_says_which_directory_it_cannot_enter(make_daemon):
     d = socket_in_new_directory(make_daemon, socket_mode="0666")
     run = os.path.dirname(d.sock)
-    os.chmod(run, 0o700)
+    # The directory above the socket's: the message names that one, not the
+    # socket's own (which is searchable).
+    os.chmod(d.sockdir, 0o700)
     try:
         r = d.get(user=NOBODY)
+    finally:
+        os.chmod(d.sockdir, 0o755)
+    os.chmod(run, 0o700)
+    try:
+        r2 = d.get(user=NOBODY)
     finally:
         os.chmod(run, 0o755)
         stop_and_clean(d)
     assert r.rc == 4, r
-    assert "cannot enter %s" % run in r.err and "chmod 755" in r.err, r.err
+    assert "cannot enter %s," % d.sockdir in r.err and "chmod 755" in r.err, r.err
     assert "group" not in r.err, r.err
+    assert r2.rc == 4 and "cannot enter %s," % run in r2.err, r2.err
 
 
 def test_client_names_the_socket_group_it_is_not_in(make_daemon):
