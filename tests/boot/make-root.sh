@@ -6,7 +6,8 @@
 # The root has systemd as init, D-Bus and logind (for user managers with
 # lingering) and every package the given .deb files depend on, so that they
 # install inside with apt-get and no network. A new root is made when the
-# sources, the package list or mmdebstrap change; older ones are removed.
+# sources, the package list or mmdebstrap change, or the root is a week old;
+# older ones are removed.
 set -eu
 cache=${BATCHTOK_BOOT_CACHE:-/var/cache/batchtok-boot}
 [ $# -gt 0 ] || { echo "usage: make-root.sh DEB..." >&2; exit 2; }
@@ -33,6 +34,10 @@ pkgs="systemd,systemd-sysv,dbus,libpam-systemd,dbus-user-session,${deps%,}"
 suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
 key=$( { echo "$suite $pkgs"; mmdebstrap --version; cat $sources; } | sha256sum | cut -c1-16)
 root=$cache/root-$key.tar
+# A week-old root is made again, so that it has the archive's updates.
+if [ -s "$root" ] && [ -n "$(find "$root" -mtime +7)" ]; then
+	rm -f "$root"
+fi
 if [ ! -s "$root" ]; then
 	mkdir -p "$cache"
 	tmp=$(mktemp "$cache/.root-XXXXXX.tar")
@@ -46,6 +51,8 @@ if [ ! -s "$root" ]; then
 	fi
 	mv "$tmp" "$root"
 	trap - EXIT INT TERM
-	find "$cache" -maxdepth 1 -name 'root-*.tar' ! -name "root-$key.tar" -delete
+	# Older roots, and the leftovers of runs that were killed.
+	find "$cache" -maxdepth 1 \( -name 'root-*.tar' ! -name "root-$key.tar" -o \
+		-name '.root-*.tar' -mmin +60 \) -delete
 fi
 echo "$root"

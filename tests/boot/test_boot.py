@@ -35,8 +35,20 @@ APT_ENV = "DEBIAN_FRONTEND=noninteractive"
 CONFOLD = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 
 
-def run(*argv, timeout=120, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+def run(*argv, timeout=120, input=None, **kw):
+    """Runs argv in a process group of its own, killed whole on time-out (so
+    nothing it started outlives it); input is bytes."""
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                         **kw)
+    try:
+        out, err = p.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, p.returncode, out.decode(errors="replace"),
+                                       err.decode(errors="replace"))
 
 
 def need(cmd):
@@ -59,10 +71,19 @@ class Machine:
         self.work = work
         self.root = os.path.join(work, "root")
         self.name = "batchtok-boot-%d" % os.getpid()
+        self.nspawn = None
         os.makedirs(self.root)
         r = run("tar", "-C", self.root, "-xf", root_tar)
         assert r.returncode == 0, r.stderr
+        self.host_pidns = os.readlink("/proc/self/ns/pid")
         self.log = open(os.path.join(work, "console.log"), "w")
+        try:
+            self.boot(debs)
+        except BaseException:
+            self.stop()
+            raise
+
+    def boot(self, debs):
         # --keep-unit and --register=no: no machined or host systemd needed.
         # CAP_IPC_LOCK: without it nspawn's own seccomp filter refuses mlock()
         # to everything in the container, which a host's PID 1 never does.
@@ -78,25 +99,48 @@ class Machine:
             r = self.sh("systemctl is-system-running --wait", timeout=90)
             state = r.out.strip()
         if state not in ("running", "degraded"):
-            self.stop()
             pytest.fail("the container did not boot (state %r); console: %s"
                         % (state, self.console()))
 
     def find_leader(self):
+        """nspawn's child in a PID namespace of its own: the container's
+        init (nspawn may have helpers of its own for a moment)."""
         if self.nspawn.poll() is not None:
             pytest.fail("systemd-nspawn exited with %d: %s"
                         % (self.nspawn.returncode, self.console()))
         r = run("pgrep", "-P", str(self.nspawn.pid))
-        return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.split() else None
+        for pid in r.stdout.split():
+            try:
+                if os.readlink("/proc/%s/ns/pid" % pid) != self.host_pidns:
+                    return int(pid)
+            except OSError:
+                pass
+        return None
+
+    def check_leader(self):
+        """Every command enters the leader's namespaces: make sure it is still
+        the container's init, never a host process that reused its PID."""
+        ok = self.nspawn.poll() is None
+        try:
+            with open("/proc/%d/status" % self.leader) as f:
+                ppid = re.search(r"^PPid:\s+(\d+)", f.read(), re.M).group(1)
+            ok = ok and int(ppid) == self.nspawn.pid and \
+                os.readlink("/proc/%d/ns/pid" % self.leader) != self.host_pidns
+        except OSError:
+            ok = False
+        if not ok:
+            pytest.fail("the container is gone (nspawn: %s); console: %s"
+                        % (self.nspawn.poll(), self.console()))
 
     def console(self):
         self.log.flush()
         with open(self.log.name) as f:
             return f.read()[-4000:]
 
-    def sh(self, cmd, user=None, timeout=60, env=None):
+    def sh(self, cmd, user=None, timeout=60, env=None, input=None):
         """Runs cmd with /bin/sh inside the container, as root or as user (with
-        that user's groups), with a clean environment."""
+        that user's groups), with a clean environment; input is bytes."""
+        self.check_leader()
         envs = ["PATH=" + PATH, "LANG=C.UTF-8"] + ["%s=%s" % kv for kv in (env or {}).items()]
         argv = ["nsenter", "--target", str(self.leader), "--all", "--"]
         if user:
@@ -105,33 +149,36 @@ class Machine:
         else:
             envs.append("HOME=/root")
         argv += ["env", "-i"] + envs + ["/bin/sh", "-c", cmd]
-        return Result(run(*argv, timeout=timeout))
+        return Result(run(*argv, timeout=timeout, input=input))
 
     def ok(self, cmd, **kw):
         r = self.sh(cmd, **kw)
         assert r.rc == 0, "%s\n%r" % (cmd, r)
         return r.out
 
-    def path(self, p):
-        return os.path.join(self.root, p.lstrip("/"))
-
-    def write(self, p, text, mode=0o644):
-        with open(self.path(p), "w") as f:
-            f.write(text)
-        os.chmod(self.path(p), mode)
+    def write(self, p, data, mode="644", user=None):
+        """Writes data (str or bytes) to p inside the container."""
+        if isinstance(data, str):
+            data = data.encode()
+        self.ok("umask 077; cat > '%s' && chmod %s '%s'" % (p, mode, p), user=user,
+                input=data)
 
     def stop(self):
-        if self.nspawn.poll() is None:
-            self.sh("systemctl poweroff", timeout=30)
+        """Powers the container off; failing that, stops nspawn by its PID."""
+        if self.nspawn and self.nspawn.poll() is None:
             try:
+                self.sh("systemctl poweroff", timeout=30)
                 self.nspawn.wait(60)
-            except subprocess.TimeoutExpired:
-                self.nspawn.send_signal(signal.SIGTERM)
+            except BaseException:
+                pass
+            for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+                if self.nspawn.poll() is not None:
+                    break
+                self.nspawn.send_signal(sig)
                 try:
-                    self.nspawn.wait(30)
+                    self.nspawn.wait(wait)
                 except subprocess.TimeoutExpired:
-                    self.nspawn.kill()
-                    self.nspawn.wait(10)
+                    pass
         self.log.close()
 
 
@@ -174,55 +221,58 @@ def lower_version(deb, out):
 
 
 def old_client(work):
-    """batchtok built from OLD_COMMIT, or None where the clone lacks it."""
-    if run("git", "-C", TOP, "cat-file", "-e", OLD_COMMIT + "^{commit}").returncode != 0:
+    """batchtok built from OLD_COMMIT's sources, or None where the clone
+    lacks that commit (a shallow clone)."""
+    git = ["git", "-c", "safe.directory=*", "-C", TOP]
+    if run(*git, "cat-file", "-e", OLD_COMMIT + "^{commit}").returncode != 0:
         return None
     src = os.path.join(work, "old-src")
-    r = run("git", "-C", TOP, "worktree", "add", "--detach", src, OLD_COMMIT)
+    os.makedirs(src)
+    r = run("sh", "-c", '"$@" | tar -x -C %s' % src, "sh", *git, "archive", OLD_COMMIT,
+            "Makefile", "client", "proto")
     assert r.returncode == 0, r.stderr
-    try:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "O", "SAN")}
-        r = run("make", "-s", "-C", src, "O=build", "build/batchtok", env=env, timeout=300)
-        assert r.returncode == 0, r.stdout + r.stderr
-        dst = os.path.join(work, "batchtok-old")
-        shutil.copy(os.path.join(src, "build", "batchtok"), dst)
-        return dst
-    finally:
-        run("git", "-C", TOP, "worktree", "remove", "--force", src)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "O", "SAN")}
+    r = run("make", "-s", "-C", src, "O=build", "build/batchtok", env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return os.path.join(src, "build", "batchtok")
 
 
 @pytest.fixture(scope="module")
 def env():
-    for cmd in ("systemd-nspawn", "mmdebstrap", "nsenter", "dpkg-buildpackage"):
+    for cmd in ("systemd-nspawn", "mmdebstrap", "nsenter", "dpkg-buildpackage", "git"):
         need(cmd)
     if os.geteuid() != 0:
         pytest.fail("the boot tier runs as root (systemd-nspawn)")
+    # Private to root: the container's files must not be reachable by the
+    # host's users (its uids are the host's).
     work = tempfile.mkdtemp(prefix="batchtok-boot-", dir=os.environ.get("BOOT_TMPDIR"))
-    os.chmod(work, 0o755)
-    debs_dir = os.path.join(work, "debs")
-    os.makedirs(debs_dir)
-    new = build_debs(os.path.join(work, "build"))
-    for n in ("batchtokd", "libbatchtok0"):
-        shutil.copy(new[n], debs_dir)
-    old = [lower_version(new[n], debs_dir) for n in ("batchtokd", "libbatchtok0")]
-    r = run(os.path.join(HERE, "make-root.sh"), new["batchtokd"], new["libbatchtok0"],
-            env=dict(os.environ, BATCHTOK_BOOT_CACHE=CACHE), timeout=600)
-    assert r.returncode == 0, r.stderr
-    root_tar = r.stdout.strip()
-    sts = FakeSTS(work)
-    m = None
     try:
-        m = Machine(os.path.join(work, "machine"), root_tar, debs_dir)
-        m.sts = sts
-        m.new = ["/var/tmp/debs/" + os.path.basename(new[n]) for n in ("batchtokd", "libbatchtok0")]
-        m.old = ["/var/tmp/debs/" + os.path.basename(p) for p in old]
-        m.old_client = old_client(work)
-        yield m
+        debs_dir = os.path.join(work, "debs")
+        os.makedirs(debs_dir)
+        new = build_debs(os.path.join(work, "build"))
+        for n in ("batchtokd", "libbatchtok0"):
+            shutil.copy(new[n], debs_dir)
+        old = [lower_version(new[n], debs_dir) for n in ("batchtokd", "libbatchtok0")]
+        old_batchtok = old_client(work)
+        r = run(os.path.join(HERE, "make-root.sh"), new["batchtokd"], new["libbatchtok0"],
+                env=dict(os.environ, BATCHTOK_BOOT_CACHE=CACHE), timeout=600)
+        assert r.returncode == 0, r.stderr
+        sts = FakeSTS(work)
+        try:
+            m = Machine(os.path.join(work, "machine"), r.stdout.strip(), debs_dir)
+            try:
+                m.sts = sts
+                m.new = ["/var/tmp/debs/" + os.path.basename(new[n])
+                         for n in ("batchtokd", "libbatchtok0")]
+                m.old = ["/var/tmp/debs/" + os.path.basename(p) for p in old]
+                m.old_client = old_batchtok
+                yield m
+            finally:
+                m.stop()
+        finally:
+            sts.stop()
     finally:
-        if m:
-            m.stop()
-        sts.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -241,6 +291,10 @@ def journal(m, *args):
     return m.ok("journalctl --no-pager -q " + " ".join(args))
 
 
+def exists(m, path):
+    return m.sh("test -e '%s'" % path).rc == 0
+
+
 # --- an installed release, configured as the README says -------------------
 
 
@@ -251,7 +305,7 @@ def test_install_creates_users_and_enables_nothing(env):
     assert m.ok("getent group batchtok-admin").startswith("batchtok-admin:")
     assert m.sh("systemctl is-enabled batchtokd.socket").out.strip() == "disabled"
     assert m.sh("systemctl is-active batchtokd.service").out.strip() == "inactive"
-    assert oct(os.stat(m.path("/etc/batchtok/credentials")).st_mode & 0o777) == "0o700"
+    assert m.ok("stat -c %a /etc/batchtok/credentials").strip() == "700"
     # The users of the rest of the file.
     m.ok("useradd -m -G batchtok alice && useradd -m bob && "
          "useradd -m -G batchtok,batchtok-admin carol && useradd -m dave")
@@ -259,7 +313,8 @@ def test_install_creates_users_and_enables_nothing(env):
 
 def test_readme_setup_and_check_config(env):
     m = env
-    shutil.copy(m.sts.ca, m.path("/etc/batchtok/test-ca.pem"))
+    with open(m.sts.ca, "rb") as f:
+        m.write("/etc/batchtok/test-ca.pem", f.read())
     # README step 1: the secret, readable by root alone.
     m.ok("umask 077; printf '%%s\\n' '%s' > /etc/batchtok/credentials/batch-prod.secret"
          % SECRET)
@@ -297,10 +352,10 @@ def test_upgrade_keeps_changed_conffile_and_restarts_cleanly(env):
     assert pid != "0"
     m.ok("%s apt-get install -y -q %s %s" % (APT_ENV, CONFOLD, " ".join(m.new)), timeout=180)
     assert m.ok("dpkg-query -W -f '${Version}' batchtokd") != "0.0.1~old"
-    with open(m.path("/etc/batchtok/batchtokd.conf")) as f:
-        assert f.read() == config(m), "the administrator's config was replaced"
+    assert m.ok("cat /etc/batchtok/batchtokd.conf") == config(m), \
+        "the administrator's config was replaced"
     # The package's own new version sits beside it, as dpkg does.
-    assert os.path.exists(m.path("/etc/batchtok/batchtokd.conf.dpkg-dist"))
+    assert exists(m, "/etc/batchtok/batchtokd.conf.dpkg-dist")
     new_pid = m.ok("systemctl show -P MainPID batchtokd").strip()
     assert new_pid not in ("0", pid), "the upgrade did not restart the running daemon"
     assert m.ok("systemctl show -P Result batchtokd").strip() == "success"
@@ -311,8 +366,10 @@ def test_upgrade_keeps_changed_conffile_and_restarts_cleanly(env):
 def test_older_batchtok_works_with_the_new_daemon(env):
     m = env
     if not m.old_client:
-        pytest.skip("this clone lacks commit %s (shallow?): no older client to run" % OLD_COMMIT)
-    shutil.copy(m.old_client, m.path("/usr/local/bin/batchtok-old"))
+        pytest.skip("this clone has no commit %s (a shallow clone): no older client to run"
+                    % OLD_COMMIT)
+    with open(m.old_client, "rb") as f:
+        m.write("/usr/local/bin/batchtok-old", f.read(), mode="755")
     r = m.sh("batchtok-old get", user="alice")
     assert r.rc == 0, r
     assert r.out.strip() == get(m, "alice").out.strip()
@@ -400,8 +457,7 @@ def test_user_units_with_lingering(env):
                              "secret_file = /home/dave/.config/batchtok/secret")
     conf = conf.replace("admin_group = batchtok-admin\n", "").replace(
         "allow_groups = batchtok", "allow_users = dave")
-    m.write("/home/dave/.config/batchtok/batchtokd.conf", conf)
-    m.ok("chown -R dave: /home/dave/.config")
+    m.write("/home/dave/.config/batchtok/batchtokd.conf", conf, user="dave")
     m.ok("systemctl --user enable --now batchtokd.socket", user="dave", env=user_env)
     r = m.sh("batchtok get", user="dave", env=user_env)
     assert r.rc == 0, r
@@ -423,7 +479,7 @@ def test_purge_keeps_users_removes_state_and_says_what_it_leaves(env):
     assert r.rc == 0, r
     said = r.out + r.err
     assert "/etc/batchtok/credentials" in said and "batch-prod.secret" in said, said
-    assert not os.path.exists(m.path("/var/lib/batchtok"))
+    assert not exists(m, "/var/lib/batchtok")
     assert m.sh("getent passwd batchtok").rc == 0
     assert m.sh("getent group batchtok-admin").rc == 0
-    assert not os.path.exists(m.path("/usr/sbin/batchtokd"))
+    assert not exists(m, "/usr/sbin/batchtokd")
