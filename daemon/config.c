@@ -733,10 +733,7 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return set_base_url(p, key, v, URL_IMDS, &id->imds_endpoint);
 	case IK_FEDERATED_TOKEN_FILE:
 		return set_path(p, key, v, &id->federated_token_file);
-	case IK_RESOURCES:
-		for (size_t i = 0; i < id->n_resources; i++)
-			free(id->resources[i]);
-		id->n_resources = 0;
+	case IK_RESOURCES: /* each occurrence adds to the list (PRODUCT.md) */
 		return each_item(p, key, v, add_resource, id);
 	case IK_CLOUD:
 		if (!strcmp(v, "public"))

@@ -172,6 +172,29 @@ static void test_missing_pieces(void **state)
 	config_errors_clear(&e);
 }
 
+/* List keys may be repeated: each occurrence adds (PRODUCT.md), so long
+ * lists fit on several lines. */
+static void test_repeated_list_keys_add(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+	struct identity *id;
+
+	(void)state;
+	assert_int_equal(config_parse_string(IDENTITY
+					     "resources = https://batch.core.windows.net/\n"
+					     "resources = https://management.azure.com/ "
+					     "api://x\nallow_users = 0\nallow_users = 1\n",
+					     "t", &c, &e),
+			 0);
+	id = config_find_identity(c, "batch-prod");
+	assert_int_equal(id->n_resources, 3);
+	assert_string_equal(id->resources[0], "https://batch.core.windows.net/");
+	assert_string_equal(id->resources[2], "api://x");
+	assert_int_equal(id->n_allow_uids, 2);
+	config_free(c);
+}
+
 /* A wrong credential = is reported once, where it is; it is not also
  * "missing". */
 static void test_bad_credential_is_not_also_missing(void **state)
@@ -591,6 +614,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_key_hints),
 	    cmocka_unit_test(test_every_listed_key_is_accepted),
 	    cmocka_unit_test(test_missing_pieces),
+	    cmocka_unit_test(test_repeated_list_keys_add),
 	    cmocka_unit_test(test_bad_credential_is_not_also_missing),
 	    cmocka_unit_test(test_empty_and_repeated_sections),
 	    cmocka_unit_test(test_comments_after_values),
