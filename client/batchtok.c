@@ -186,8 +186,10 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 			return command_help(argv[0]);
 		}
 		if (c != '?' && c != ':' && !strchr(allowed, c < 256 ? c : 'A' + (c - 256)))
+			/* "-i x": optarg is the word after the option's own. */
 			return usage("option '%s' does not apply to this command",
-				     argv[optind - 1]);
+				     optarg && optarg == argv[optind - 1] ? argv[optind - 2]
+									  : argv[optind - 1]);
 		switch (c) {
 		case 'i':
 			q->req.identity = optarg;

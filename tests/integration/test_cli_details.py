@@ -195,3 +195,14 @@ def test_a_compat_denial_names_the_user(make_daemon, sts):
         "user %s (uid %d) may no longer use identity 'batch'" % (name, NOBODY)), out
     assert "denied identity batch to user %s (uid %d) over the compat endpoint" \
         % (name, NOBODY) in d.read_log()
+
+
+def test_an_option_that_does_not_apply_is_named_itself(tmp_path):
+    # "-i x" names -i, not x; "--identity=x" names itself whole.
+    sock = str(tmp_path / "none.sock")
+    r = subprocess.run([BATCHTOK, "-S", sock, "status", "-i", "x"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2 and "option '-i' does not apply" in r.stderr, r.stderr
+    r = subprocess.run([BATCHTOK, "-S", sock, "status", "--identity=x"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2 and "option '--identity=x' does not apply" in r.stderr, r.stderr
