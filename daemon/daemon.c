@@ -90,7 +90,7 @@ static void on_fetched(void *arg, const struct http_response *resp)
 	credential_for(id)->parse_response(&in, resp, f->sent_at, &r);
 	if (si && r.status == BT_OK && r.refresh_token)
 		signin_rotate(si, f->gen, r.refresh_token);
-	else if (si && !strcmp(r.error, "invalid_grant"))
+	else if (si && r.error_kind == ENTRA_E_GRANT_INVALID)
 		ended = signin_expired(si, f->gen, r.message);
 	e->fetch = NULL;
 	cache_fetch_done(d->cache, e, &r);

@@ -163,6 +163,30 @@ static bool transient_status(enum token_service svc, long status)
 	       (svc == SERVICE_IMDS && (status == 404 || status == 410));
 }
 
+/* The OAuth errors some caller acts on (RFC 6749 5.2, RFC 8628 3.5); the rest
+ * are told apart by status and message alone. */
+static const struct {
+	const char *error;
+	enum entra_error_kind kind;
+} error_kinds[] = {
+    {"invalid_grant", ENTRA_E_GRANT_INVALID},
+    {"authorization_pending", ENTRA_E_PENDING},
+    {"slow_down", ENTRA_E_SLOW_DOWN},
+    {"expired_token", ENTRA_E_EXPIRED},
+    {"authorization_declined", ENTRA_E_DECLINED},
+};
+
+/* error is the reply's "error" member as kept (one line), "" if none. */
+static enum entra_error_kind error_kind(const char *error)
+{
+	if (!*error)
+		return ENTRA_E_NONE;
+	for (size_t i = 0; i < sizeof(error_kinds) / sizeof(error_kinds[0]); i++)
+		if (!strcmp(error, error_kinds[i].error))
+			return error_kinds[i].kind;
+	return ENTRA_E_OTHER;
+}
+
 static void parse_error(json_t *root, long status, enum token_service svc, struct token_result *ret)
 {
 	const char *error = json_string_value(json_object_get(root, "error"));
@@ -185,11 +209,12 @@ static void parse_error(json_t *root, long status, enum token_service svc, struc
 	if (error)
 		copy_line(err, sizeof(err), error);
 	snprintf(ret->error, sizeof(ret->error), "%s", err);
+	ret->error_kind = error_kind(ret->error);
 	hint = code > 0 ? entra_aadsts_hint(code) : NULL;
 	if (!hint && svc == SERVICE_IMDS && status == 400)
 		hint = "no managed identity matches: assign one to this machine, check "
 		       "client_id, object_id or resource_id, and the resource";
-	if (!hint && !strcmp(err, "authorization_declined"))
+	if (!hint && ret->error_kind == ENTRA_E_DECLINED)
 		hint = "the user declined the sign-in";
 
 	if (transient_status(svc, status) || (error && !strcmp(error, "temporarily_unavailable")) ||

@@ -3,7 +3,7 @@
  *
  * Knows nothing of sockets or transfers. OAuth errors, AADSTS codes and HTTP
  * statuses of the token service are translated into the wire protocol's
- * status codes here and nowhere else. */
+ * status codes and enum entra_error_kind here and nowhere else. */
 #ifndef BATCHTOK_DAEMON_ENTRA_H
 #define BATCHTOK_DAEMON_ENTRA_H
 
@@ -17,6 +17,19 @@
 /* Lifetimes outside this range are refused as nonsense from the service. */
 #define ENTRA_LIFETIME_MAX (7 * 86400)
 
+/* What an OAuth error reply (RFC 6749 5.2, RFC 8628 3.5) asks of the caller.
+ * The error strings are read here and nowhere else: the rest of the daemon
+ * acts on these. */
+enum entra_error_kind {
+	ENTRA_E_NONE = 0,      /* the reply named no OAuth error (a token, a 5xx...) */
+	ENTRA_E_OTHER,	       /* an error no caller acts on; status says what to do */
+	ENTRA_E_GRANT_INVALID, /* invalid_grant: the refresh token no longer holds */
+	ENTRA_E_PENDING,       /* authorization_pending: the user has not signed in yet */
+	ENTRA_E_SLOW_DOWN,     /* slow_down: poll less often */
+	ENTRA_E_EXPIRED,       /* expired_token: the device code expired unused */
+	ENTRA_E_DECLINED,      /* authorization_declined: the user refused */
+};
+
 struct token_result {
 	uint32_t status;    /* BT_OK or a BT_E_* code */
 	bool transient;	    /* worth retrying later */
@@ -26,8 +39,11 @@ struct token_result {
 	int64_t refresh_on;   /* server's refresh hint, 0 if none */
 	uint32_t retry_after; /* seconds, 0 if none */
 	char aadsts[32];      /* "AADSTS7000215", or "" */
-	char error[48];	      /* the OAuth error string ("invalid_grant"), or "" */
+	char error[48];	      /* the OAuth error string, for display only, or "" */
 	char message[600];    /* one line for clients and logs; never a secret */
+	/* What the OAuth error asks of the caller, which acts on this and never
+	 * on the string: */
+	enum entra_error_kind error_kind;
 	/* User sign-ins (device code, refresh token): */
 	char *refresh_token; /* the rotated refresh token, secure memory; or NULL */
 	char user[256];	     /* who signed in, from the id_token; or "" */

@@ -523,12 +523,12 @@ static void on_poll_reply(void *arg, const struct http_response *resp)
 			 "the offline_access scope");
 	else if (res.status == BT_OK)
 		signed_in(si, &res);
-	else if (!strcmp(res.error, "authorization_pending") || res.transient)
+	else if (res.error_kind == ENTRA_E_PENDING || res.transient)
 		poll_later(si);
-	else if (!strcmp(res.error, "slow_down")) {
+	else if (res.error_kind == ENTRA_E_SLOW_DOWN) {
 		si->interval += SLOW_DOWN_STEP;
 		poll_later(si);
-	} else if (!strcmp(res.error, "expired_token"))
+	} else if (res.error_kind == ENTRA_E_EXPIRED)
 		flow_end(si, BT_E_TIMEOUT,
 			 "the sign-in code for identity '%s' expired before the sign-in was "
 			 "completed: run 'batchtok login -i %s' again",

@@ -32,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	resp.body_len = size - 2;
 	entra_parse_response(&resp, 1700000000, data[1] & 0x40 ? SERVICE_IMDS : SERVICE_ENTRA, &r);
 	if ((r.status == BT_OK) != (r.access_token != NULL) || strchr(r.message, '\n') ||
-	    strchr(r.user, '\n') || (r.refresh_token && r.status != BT_OK))
+	    strchr(r.user, '\n') || (r.refresh_token && r.status != BT_OK) ||
+	    (r.error_kind != ENTRA_E_NONE && r.status == BT_OK))
 		abort();
 	if (r.access_token && jwt_describe(r.access_token, &desc) == 0)
 		free(desc);

@@ -293,8 +293,75 @@ static void test_user_replies(void **state)
 	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
 	assert_int_equal(r.status, BT_E_CREDENTIAL_REJECTED);
 	assert_string_equal(r.error, "invalid_grant");
+	assert_int_equal(r.error_kind, ENTRA_E_GRANT_INVALID);
 	assert_non_null(strstr(r.message, "batchtok login"));
 	token_result_clear(&r);
+}
+
+/* Every OAuth error the daemon acts on has its own kind; anything else is
+ * ENTRA_E_OTHER, and a reply without one is ENTRA_E_NONE. */
+static void test_error_kinds(void **state)
+{
+	static const struct {
+		long status;
+		const char *body;
+		enum entra_error_kind kind;
+	} cases[] = {
+	    {400, "{\"error\":\"invalid_grant\"}", ENTRA_E_GRANT_INVALID},
+	    {400, "{\"error\":\"authorization_pending\",\"error_codes\":[70016]}", ENTRA_E_PENDING},
+	    {400, "{\"error\":\"slow_down\"}", ENTRA_E_SLOW_DOWN},
+	    {400, "{\"error\":\"expired_token\",\"error_codes\":[70019]}", ENTRA_E_EXPIRED},
+	    {400, "{\"error\":\"authorization_declined\"}", ENTRA_E_DECLINED},
+	    /* Only the first line of the string is kept, and that is what counts. */
+	    {400, "{\"error\":\"slow_down\\r\\nTrace ID: 1\"}", ENTRA_E_SLOW_DOWN},
+	    /* Error strings are case-sensitive (RFC 6749 5.2). */
+	    {400, "{\"error\":\"Invalid_Grant\"}", ENTRA_E_OTHER},
+	    {400, "{\"error\":\"invalid_grant_x\"}", ENTRA_E_OTHER},
+	    {401, "{\"error\":\"invalid_client\",\"error_codes\":[7000215]}", ENTRA_E_OTHER},
+	    {503, "{\"error\":\"temporarily_unavailable\"}", ENTRA_E_OTHER},
+	    {400, "{\"error\":\"\"}", ENTRA_E_NONE},
+	    {400, "{\"error\":17}", ENTRA_E_NONE},
+	    {503, "{}", ENTRA_E_NONE},
+	    {400, "not json", ENTRA_E_NONE},
+	    {200, "{\"access_token\":\"a.b.c\",\"expires_in\":3600}", ENTRA_E_NONE},
+	};
+	struct http_response resp;
+	struct token_result r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		resp = (struct http_response){.status = cases[i].status,
+					      .body = cases[i].body,
+					      .body_len = strlen(cases[i].body)};
+		entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+		if (r.error_kind != cases[i].kind)
+			fail_msg("%s: kind %d, expected %d", cases[i].body, r.error_kind,
+				 cases[i].kind);
+		token_result_clear(&r);
+	}
+	/* The kind does not decide the status: invalid_grant is not transient,
+	 * a throttled slow_down is. */
+	resp = (struct http_response){.status = 400, .body = "{\"error\":\"invalid_grant\"}"};
+	resp.body_len = strlen(resp.body);
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_int_equal(r.status, BT_E_CREDENTIAL_REJECTED);
+	assert_false(r.transient);
+	resp = (struct http_response){
+	    .status = 429, .body = "{\"error\":\"slow_down\"}", .retry_after = 5};
+	resp.body_len = strlen(resp.body);
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_int_equal(r.error_kind, ENTRA_E_SLOW_DOWN);
+	assert_true(r.transient);
+	/* A declined sign-in says so when no AADSTS hint does. */
+	resp =
+	    (struct http_response){.status = 400, .body = "{\"error\":\"authorization_declined\"}"};
+	resp.body_len = strlen(resp.body);
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_non_null(strstr(r.message, "the user declined the sign-in"));
+	/* A transport failure names no OAuth error. */
+	resp = (struct http_response){.failure = HTTP_TIMEOUT};
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_int_equal(r.error_kind, ENTRA_E_NONE);
 }
 
 static void test_device_code_reply(void **state)
@@ -342,6 +409,7 @@ int main(void)
 	    cmocka_unit_test(test_imds_replies),
 	    cmocka_unit_test(test_federated_and_refresh_requests),
 	    cmocka_unit_test(test_user_replies),
+	    cmocka_unit_test(test_error_kinds),
 	    cmocka_unit_test(test_device_code_reply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
