@@ -174,7 +174,8 @@ void config_free(struct config *c)
 	free(c);
 }
 
-/* --- value parsers: each returns 0 or reports the problem and returns -1 --- */
+/* --- value parsers: each returns 0, or reports the problem and returns -EINVAL
+ * (-ENOMEM when it cannot) --- */
 
 static int set_string(char **dst, const char *value)
 {
@@ -199,7 +200,7 @@ static int parse_bool(struct parser *p, const char *key, const char *v, bool *re
 	else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
 		*ret = false;
 	else
-		return perr(p, "%s: '%s' is not yes or no", key, v) ?: -1;
+		return perr(p, "%s: '%s' is not yes or no", key, v) ?: -EINVAL;
 	return 0;
 }
 
@@ -209,7 +210,7 @@ static int parse_secs(struct parser *p, const char *key, const char *v, uint32_t
 
 	if (bt_parse_duration(v, DURATION_LIMIT, &s) < 0)
 		return perr(p, "%s: '%s' is not a duration up to 7d (like 90, 90s, 5m, 1h)", key, v)
-			   ?: -1;
+			   ?: -EINVAL;
 	*ret = (uint32_t)s;
 	return 0;
 }
@@ -223,7 +224,8 @@ static int parse_uint(struct parser *p, const char *key, const char *v, uint32_t
 	errno = 0;
 	n = strtoul(v, &end, base);
 	if (!*v || *end || errno || n < min || n > max || *v == '-')
-		return perr(p, "%s: '%s' is not a number from %u to %u", key, v, min, max) ?: -1;
+		return perr(p, "%s: '%s' is not a number from %u to %u", key, v, min, max)
+			   ?: -EINVAL;
 	*ret = (uint32_t)n;
 	return 0;
 }
@@ -239,7 +241,7 @@ static int resolve_group(struct parser *p, const char *key, const char *name, gi
 	if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) != 0 || !res)
 		return perr(p, "%s: no group named '%s' (create it, or use a numeric gid)", key,
 			    name)
-			   ?: -1;
+			   ?: -EINVAL;
 	*ret = res->gr_gid;
 	return 0;
 }
@@ -269,7 +271,7 @@ static int add_resource(struct parser *p, const char *key, const char *item, voi
 		if (!isgraph((unsigned char)*s))
 			return perr(p, "%s: '%s' has a character not allowed in a resource URI",
 				    key, item)
-				   ?: -1;
+				   ?: -EINVAL;
 	v = realloc(id->resources, (id->n_resources + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -287,16 +289,17 @@ static int add_user(struct parser *p, const char *key, const char *item, void *a
 	char buf[4096];
 	uid_t *v;
 	uint32_t uid;
+	int r;
 
 	if (isdigit((unsigned char)*item)) {
-		if (parse_uint(p, key, item, 0, UINT32_MAX - 1, 10, &uid) < 0)
-			return -1;
+		if ((r = parse_uint(p, key, item, 0, UINT32_MAX - 1, 10, &uid)) < 0)
+			return r;
 	} else if (getpwnam_r(item, &pw, buf, sizeof(buf), &res) == 0 && res) {
 		uid = res->pw_uid;
 	} else {
 		return perr(p, "%s: no user named '%s' (check the name, or use a numeric uid)", key,
 			    item)
-			   ?: -1;
+			   ?: -EINVAL;
 	}
 	v = realloc(id->allow_uids, (id->n_allow_uids + 1) * sizeof(*v));
 	if (!v)
@@ -310,9 +313,10 @@ static int add_group(struct parser *p, const char *key, const char *item, void *
 {
 	struct identity *id = arg;
 	gid_t gid, *v;
+	int r;
 
-	if (resolve_group(p, key, item, &gid) < 0)
-		return -1;
+	if ((r = resolve_group(p, key, item, &gid)) < 0)
+		return r;
 	v = realloc(id->allow_gids, (id->n_allow_gids + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -326,10 +330,10 @@ static int add_group(struct parser *p, const char *key, const char *item, void *
 static int check_id_chars(struct parser *p, const char *key, const char *v)
 {
 	if (!*v || strlen(v) > 256)
-		return perr(p, "%s: must not be empty", key) ?: -1;
+		return perr(p, "%s: must not be empty", key) ?: -EINVAL;
 	for (const char *s = v; *s; s++)
 		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '.' && *s != '_')
-			return perr(p, "%s: '%s' is not a GUID or domain name", key, v) ?: -1;
+			return perr(p, "%s: '%s' is not a GUID or domain name", key, v) ?: -EINVAL;
 	return 0;
 }
 
@@ -340,14 +344,14 @@ static int check_credential_name(struct parser *p, const char *key, const char *
 		return 0;
 	/* The value is not repeated: it might be a secret pasted by mistake. */
 	if (strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
-		return perr(p, "%s: not a credential name (a file name, no '/')", key) ?: -1;
+		return perr(p, "%s: not a credential name (a file name, no '/')", key) ?: -EINVAL;
 	return 0;
 }
 
 static int set_path(struct parser *p, const char *key, const char *v, char **dst)
 {
 	if (*v && *v != '/')
-		return perr(p, "%s: '%s' must be an absolute path", key, v) ?: -1;
+		return perr(p, "%s: '%s' must be an absolute path", key, v) ?: -EINVAL;
 	return set_string(dst, v);
 }
 
@@ -375,7 +379,7 @@ static int set_base_url(struct parser *p, const char *key, const char *v, enum u
 		return perr(p, "%s: '%s' must be an %s", key, v,
 			    kind == URL_IMDS ? "http:// or https:// URL with a host and no path"
 					     : "https:// URL with no query")
-			   ?: -1;
+			   ?: -EINVAL;
 	free(*dst);
 	return (*dst = strndup(v, len)) ? 0 : -ENOMEM;
 }
@@ -390,6 +394,7 @@ static int parse_loopback(struct parser *p, const char *key, const char *v, stru
 	const char *colon = strrchr(v, ':'), *written = v;
 	size_t hlen;
 	uint32_t port;
+	int r;
 
 	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
 	free(c->compat_endpoint);
@@ -408,8 +413,8 @@ static int parse_loopback(struct parser *p, const char *key, const char *v, stru
 		goto bad;
 	memcpy(host, v, hlen);
 	host[hlen] = '\0';
-	if (parse_uint(p, key, colon + 1, 0, 65535, 10, &port) < 0)
-		return -1;
+	if ((r = parse_uint(p, key, colon + 1, 0, 65535, 10, &port)) < 0)
+		return r;
 	if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
 		if ((ntohl(in->sin_addr.s_addr) >> 24) != 127)
 			goto not_loopback;
@@ -429,11 +434,13 @@ not_loopback:
 	return perr(p,
 		    "%s: '%s' is not a loopback address: the endpoint speaks plain HTTP, so it "
 		    "listens on 127.0.0.1 or [::1] only",
-		    key, host);
+		    key, host)
+		   ?: -EINVAL;
 bad:
 	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
 	return perr(p, "%s: '%s' is not ADDRESS:PORT, like 127.0.0.1:50342 or [::1]:50342", key,
-		    written);
+		    written)
+		   ?: -EINVAL;
 }
 
 /* --- the keys: one table per section, which the parser's switch and the
@@ -776,11 +783,11 @@ static int check_name(struct parser *p, const char *name)
 	if (n == 0 || n > IDENTITY_NAME_MAX)
 		return perr(p, "[identity]: a name of 1 to %d characters is needed",
 			    IDENTITY_NAME_MAX)
-			   ?: -1;
+			   ?: -EINVAL;
 	for (const char *s = name; *s; s++)
 		if (!isalnum((unsigned char)*s) && !strchr("-_.@", *s))
 			return perr(p, "[identity %s]: names use letters, digits and - _ . @", name)
-				   ?: -1;
+				   ?: -EINVAL;
 	return 0;
 }
 
@@ -789,6 +796,7 @@ static int begin_section(struct parser *p, const char *section)
 	struct config *c = p->c;
 	struct identity *v;
 	const char *name;
+	int r;
 
 	snprintf(p->section, sizeof(p->section), "%s", section);
 	p->cur = NULL;
@@ -799,8 +807,8 @@ static int begin_section(struct parser *p, const char *section)
 	name = section + 9;
 	while (*name == ' ')
 		name++;
-	if (check_name(p, name) < 0)
-		return 0;
+	if ((r = check_name(p, name)) < 0)
+		return r;
 	if (config_find_identity(c, name))
 		return perr(p, "[identity %s] is defined twice", name);
 	v = realloc(c->identities, (c->n_identities + 1) * sizeof(*v));

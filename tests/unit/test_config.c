@@ -444,6 +444,29 @@ static void test_compat_endpoint(void **state)
 	config_errors_clear(&e);
 }
 
+/* A value that fails stops there: the rest of its list, the rest of its
+ * address and the keys of a refused section are not reported as well. */
+static void test_a_bad_value_is_reported_once(void **state)
+{
+	static const char text[] = "[daemon]\ncompat_endpoint = 127.0.0.1:x\n" IDENTITY
+				   "allow_users = 0, 99999999999, nosuch-user-xyz\n"
+				   "allow_groups = 4294967295, nosuch-group-xyz\n"
+				   "[identity bad!]\ncredential = telepathy\n";
+	struct config_errors e = {0};
+	struct config *c = (struct config *)0x1;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), -EINVAL);
+	assert_ptr_equal(c, (struct config *)0x1);
+	assert_true(
+	    has_error(&e, "t.conf:2: compat_endpoint: 'x' is not a number from 0 to 65535"));
+	assert_true(has_error(&e, "t.conf:8: allow_users: '99999999999' is not a number"));
+	assert_true(has_error(&e, "t.conf:9: allow_groups: '4294967295' is not a number"));
+	assert_true(has_error(&e, "t.conf:10: [identity bad!]: names use letters"));
+	assert_int_equal(e.n, 4);
+	config_errors_clear(&e);
+}
+
 /* Writes text to path with the given mode. */
 static void write_file(const char *path, const char *text, int mode)
 {
@@ -624,6 +647,7 @@ int main(void)
 	    cmocka_unit_test(test_credential_kinds),
 	    cmocka_unit_test(test_credential_kind_errors),
 	    cmocka_unit_test(test_compat_endpoint),
+	    cmocka_unit_test(test_a_bad_value_is_reported_once),
 	    cmocka_unit_test(test_credentials_outside_the_unit),
 	    cmocka_unit_test(test_socket_directory),
 	};
