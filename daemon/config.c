@@ -613,10 +613,12 @@ static int unknown_key(struct parser *p, const char *section, const char *key,
 
 	if (key_index(other, n_other, key) < n_other)
 		return perr(p, "unknown key '%s' in %s: %s = belongs in %s", key, section, key,
-			    other_section);
+			    other_section)
+			   ?: -EINVAL;
 	if ((hint = closest_key(keys, n, key)))
-		return perr(p, "unknown key '%s' in %s: did you mean %s?", key, section, hint);
-	return perr(p, "unknown key '%s' in %s", key, section);
+		return perr(p, "unknown key '%s' in %s: did you mean %s?", key, section, hint)
+			   ?: -EINVAL;
+	return perr(p, "unknown key '%s' in %s", key, section) ?: -EINVAL;
 }
 
 const char *const *config_keys(bool identity, size_t *ret_n)
@@ -625,6 +627,8 @@ const char *const *config_keys(bool identity, size_t *ret_n)
 	return identity ? identity_keys : daemon_keys;
 }
 
+/* daemon_key() and identity_key() set one key from its value: 0, or
+ * -EINVAL once the problem is reported, or -ENOMEM. */
 static int daemon_key(struct parser *p, const char *key, const char *v)
 {
 	struct config *c = p->c;
@@ -642,7 +646,8 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return *v ? resolve_group(p, key, v, &c->admin_gid) : 0;
 	case DK_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) < 0)
-			return perr(p, "log_level: '%s' is not error, warning, info or debug", v);
+			return perr(p, "log_level: '%s' is not error, warning, info or debug", v)
+				   ?: -EINVAL;
 		return 0;
 	case DK_MIN_VALIDITY:
 		return parse_secs(p, key, v, &c->min_validity);
@@ -650,7 +655,7 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return parse_secs(p, key, v, &c->request_timeout)
 			   ?: (c->request_timeout
 				   ? 0
-				   : perr(p, "request_timeout: must be at least 1s"));
+				   : (perr(p, "request_timeout: must be at least 1s") ?: -EINVAL));
 	case DK_IDLE_TIMEOUT:
 		return parse_secs(p, key, v, &c->idle_timeout);
 	case DK_MAX_CLIENTS:
@@ -671,7 +676,7 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return parse_secs(p, key, v, &c->compat_lifetime)
 			   ?: (c->compat_lifetime
 				   ? 0
-				   : perr(p, "compat_lifetime: must be at least 1s"));
+				   : (perr(p, "compat_lifetime: must be at least 1s") ?: -EINVAL));
 	case DK_COUNT:
 		break;
 	}
@@ -696,7 +701,8 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return perr(p,
 			    "credential: '%s' is not one of secret, certificate, "
 			    "managed-identity, federated, device-code",
-			    v);
+			    v)
+			   ?: -EINVAL;
 	case IK_TENANT:
 		return check_id_chars(p, key, v) ?: set_string(&id->tenant, v);
 	case IK_CLIENT_ID:
@@ -725,7 +731,8 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		else if (!strcmp(v, "RS256"))
 			id->assertion_alg = ASSERTION_RS256;
 		else
-			return perr(p, "assertion_algorithm: '%s' is not PS256 or RS256", v);
+			return perr(p, "assertion_algorithm: '%s' is not PS256 or RS256", v)
+				   ?: -EINVAL;
 		return 0;
 	case IK_OBJECT_ID:
 		return check_id_chars(p, key, v) ?: set_string(&id->object_id, v);
@@ -734,7 +741,8 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 			return perr(p,
 				    "resource_id: '%s' is not an Azure resource ID "
 				    "(/subscriptions/.../userAssignedIdentities/NAME)",
-				    v);
+				    v)
+				   ?: -EINVAL;
 		return set_string(&id->resource_id, v);
 	case IK_IMDS_ENDPOINT:
 		return set_base_url(p, key, v, URL_IMDS, &id->imds_endpoint);
@@ -750,7 +758,7 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		else if (!strcmp(v, "china"))
 			id->cloud = CLOUD_CHINA;
 		else
-			return perr(p, "cloud: '%s' is not public, usgov or china", v);
+			return perr(p, "cloud: '%s' is not public, usgov or china", v) ?: -EINVAL;
 		return 0;
 	case IK_AUTHORITY_HOST:
 		return set_base_url(p, key, v, URL_AUTHORITY, &id->authority);
@@ -803,14 +811,15 @@ static int begin_section(struct parser *p, const char *section)
 	if (!strcmp(section, "daemon"))
 		return 0;
 	if (strncmp(section, "identity ", 9) != 0)
-		return perr(p, "unknown section [%s]: use [daemon] or [identity NAME]", section);
+		return perr(p, "unknown section [%s]: use [daemon] or [identity NAME]", section)
+			   ?: -EINVAL;
 	name = section + 9;
 	while (*name == ' ')
 		name++;
 	if ((r = check_name(p, name)) < 0)
 		return r;
 	if (config_find_identity(c, name))
-		return perr(p, "[identity %s] is defined twice", name);
+		return perr(p, "[identity %s] is defined twice", name) ?: -EINVAL;
 	v = realloc(c->identities, (c->n_identities + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
