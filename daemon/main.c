@@ -62,7 +62,25 @@ static int user_path(char *buf, size_t n, const char *env, const char *fallback,
 	return k > 0 && (size_t)k < n ? 0 : -ENAMETOOLONG;
 }
 
-int main(int argc, char **argv)
+enum mode {
+	MODE_DEFAULT, /* system mode for root, user mode for anyone else */
+	MODE_SYSTEM,
+	MODE_USER,
+};
+
+/* What the command line asked for. */
+struct options {
+	const char *config; /* -c FILE, or NULL for the mode's default */
+	enum mode mode;
+	int level;    /* --log-level, or -1 for the config's */
+	bool check;   /* --check-config */
+	bool version; /* --version: print it and exit */
+	bool help;    /* --help: print the usage and exit */
+};
+
+/* Reads the options in order, as far as the first --version or --help.
+ * Returns 0, or -EINVAL after saying on stderr what is wrong. */
+static int parse_options(int argc, char **argv, struct options *ret)
 {
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -75,68 +93,73 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	char config_path[PATH_MAX], socket_path[PATH_MAX], state_path[PATH_MAX];
-	const char *sd_state;
-	struct config_options co = {0};
-	struct config_errors errs = {0};
-	struct config *cfg;
-	int c, r, level = -1, mode = 0; /* 's' or 'u' when asked for */
-	bool user_mode, check = false;
+	struct options o = {.level = -1};
+	enum mode mode;
+	int c;
 
 	while ((c = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			co.path = optarg;
+			o.config = optarg;
 			break;
 		case 's':
 		case 'u':
-			if (mode && mode != c) {
+			mode = c == 's' ? MODE_SYSTEM : MODE_USER;
+			if (o.mode && o.mode != mode) {
 				fputs("batchtokd: --system and --user exclude each other\n",
 				      stderr);
-				return 2;
+				return -EINVAL;
 			}
-			mode = c;
+			o.mode = mode;
 			break;
 		case 'k':
-			check = true;
+			o.check = true;
 			break;
 		case 'f':
 			break;
 		case 'l':
-			if (log_parse_level(optarg, &level) < 0) {
+			if (log_parse_level(optarg, &o.level) < 0) {
 				fprintf(stderr,
 					"batchtokd: --log-level: '%s' is not error, warning, "
 					"info or debug\n",
 					optarg);
-				return 2;
+				return -EINVAL;
 			}
 			break;
 		case 'V':
-			printf("batchtokd " BATCHTOK_VERSION_STRING "\n");
+			o.version = true;
+			*ret = o;
 			return 0;
 		case 'h':
-			fputs(usage_text, stdout);
+			o.help = true;
+			*ret = o;
 			return 0;
 		default:
 			fputs(usage_text, stderr);
-			return 2;
+			return -EINVAL;
 		}
 	}
 	if (optind != argc) {
 		fprintf(stderr, "batchtokd: unexpected argument '%s'\n", argv[optind]);
-		return 2;
+		return -EINVAL;
 	}
-	/* The units always say which; by hand, root means the system's daemon. */
-	user_mode = mode ? mode == 'u' : geteuid() != 0;
+	*ret = o;
+	return 0;
+}
+
+/* Process hardening and the libraries' set-up, before anything holds a
+ * secret. Returns 0, or -EIO (logged) if libcurl cannot start. */
+static int start(const struct options *o, bool user_mode)
+{
 	harden();
-	log_init(level >= 0 ? level : LOG_INFO);
-	if (!check)
+	log_init(o->level >= 0 ? o->level : LOG_INFO);
+	if (!o->check)
 		log_info("batchtokd " BATCHTOK_VERSION_STRING " starting in %s mode%s",
 			 user_mode ? "user" : "system",
-			 mode	     ? ""
+			 o->mode     ? ""
 			 : user_mode ? " (not root; --system to choose)"
 				     : " (root)");
-	if (secmem_init(SECURE_HEAP_SIZE) < 0 && !check)
+	if (secmem_init(SECURE_HEAP_SIZE) < 0 && !o->check)
 		log_warning("could not lock the secure heap in memory (RLIMIT_MEMLOCK?); "
 			    "secrets are still wiped but may be swapped");
 	/* Token-bearing memory inside jansson and libcurl is wiped when freed. */
@@ -145,54 +168,81 @@ int main(int argc, char **argv)
 				 secmem_lib_realloc, secmem_lib_strdup,
 				 secmem_lib_calloc) != CURLE_OK) {
 		log_error("cannot initialise libcurl");
-		return 1;
+		return -EIO;
 	}
+	return 0;
+}
 
-	if (!co.path) {
+/* Room for the default paths made from the environment; it must outlive the
+ * config_options that point into it. */
+struct mode_paths {
+	char config[PATH_MAX], socket[PATH_MAX], state[PATH_MAX];
+};
+
+/* Fills in what co leaves unset with the mode's defaults (the config file
+ * only if co->path is NULL). Returns 0, or a negative errno (logged) when
+ * user mode has no config path; a missing socket path is logged and left to
+ * the config. */
+static int mode_defaults(bool user_mode, struct mode_paths *buf, struct config_options *co)
+{
+	const char *sd_state;
+
+	if (!co->path) {
 		if (user_mode) {
-			if (user_path(config_path, sizeof(config_path), "XDG_CONFIG_HOME",
+			if (user_path(buf->config, sizeof(buf->config), "XDG_CONFIG_HOME",
 				      ".config", "batchtok/batchtokd.conf") < 0) {
 				log_error("user mode needs $XDG_CONFIG_HOME or $HOME, or -c FILE");
-				return 1;
+				return -ENOENT;
 			}
-			co.path = config_path;
+			co->path = buf->config;
 		} else {
-			co.path = CONFIG_SYSTEM_PATH;
+			co->path = CONFIG_SYSTEM_PATH;
 		}
 	}
 	if (user_mode) {
-		if (user_path(socket_path, sizeof(socket_path), "XDG_RUNTIME_DIR", NULL,
+		if (user_path(buf->socket, sizeof(buf->socket), "XDG_RUNTIME_DIR", NULL,
 			      "batchtok/batchtokd.sock") < 0) {
 			log_error("user mode needs $XDG_RUNTIME_DIR for its socket (or set "
 				  "socket = in the config)");
-			co.default_socket = NULL;
+			co->default_socket = NULL;
 		} else {
-			co.default_socket = socket_path;
+			co->default_socket = buf->socket;
 		}
 	} else {
-		co.default_socket = "/run/batchtok/batchtokd.sock";
+		co->default_socket = "/run/batchtok/batchtokd.sock";
 		/* Run by hand, read what the packaged unit would pass. */
 		const char *creds = getenv("CREDENTIALS_DIRECTORY");
 		if (!creds || !*creds)
-			co.credentials_dir = CREDENTIALS_SYSTEM_DIR;
+			co->credentials_dir = CREDENTIALS_SYSTEM_DIR;
 	}
 	/* Sign-ins are kept in systemd's StateDirectory= when there is one. */
 	if ((sd_state = getenv("STATE_DIRECTORY")) && *sd_state == '/') {
-		snprintf(state_path, sizeof(state_path), "%.*s", (int)strcspn(sd_state, ":"),
+		snprintf(buf->state, sizeof(buf->state), "%.*s", (int)strcspn(sd_state, ":"),
 			 sd_state);
-		co.default_state_dir = state_path;
+		co->default_state_dir = buf->state;
 	} else if (!user_mode) {
-		co.default_state_dir = "/var/lib/batchtok";
-	} else if (user_path(state_path, sizeof(state_path), "XDG_STATE_HOME", ".local/state",
+		co->default_state_dir = "/var/lib/batchtok";
+	} else if (user_path(buf->state, sizeof(buf->state), "XDG_STATE_HOME", ".local/state",
 			     "batchtok") == 0) {
-		co.default_state_dir = state_path;
+		co->default_state_dir = buf->state;
 	}
+	return 0;
+}
 
-	r = config_load(&co, &cfg, &errs);
+/* Loads and checks the config. Its problems go to stderr for
+ * --check-config, to the log otherwise. Returns 0 with *ret set, or a
+ * negative errno. */
+static int load_config(const struct config_options *co, bool check, struct config **ret)
+{
+	struct config_errors errs = {0};
+	struct config *cfg;
+	int r;
+
+	r = config_load(co, &cfg, &errs);
 	if (r == 0 && !cfg->socket) {
 		config_free(cfg);
 		r = -EINVAL;
-		fprintf(stderr, "%s: no socket: set socket = in [daemon]\n", co.path);
+		fprintf(stderr, "%s: no socket: set socket = in [daemon]\n", co->path);
 	}
 	if (r < 0) {
 		for (size_t i = 0; i < errs.n; i++) {
@@ -202,15 +252,45 @@ int main(int argc, char **argv)
 				log_error("%s", errs.msgs[i]);
 		}
 		config_errors_clear(&errs);
-		return 1;
+		return r;
 	}
-	if (check) {
+	*ret = cfg;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct mode_paths paths;
+	struct config_options co = {0};
+	struct config *cfg;
+	bool user_mode;
+	int r;
+
+	if (parse_options(argc, argv, &o) < 0)
+		return 2;
+	if (o.version) {
+		printf("batchtokd " BATCHTOK_VERSION_STRING "\n");
+		return 0;
+	}
+	if (o.help) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	/* The units always say which; by hand, root means the system's daemon. */
+	user_mode = o.mode ? o.mode == MODE_USER : geteuid() != 0;
+	if (start(&o, user_mode) < 0)
+		return 1;
+	co.path = o.config;
+	if (mode_defaults(user_mode, &paths, &co) < 0 || load_config(&co, o.check, &cfg) < 0)
+		return 1;
+	if (o.check) {
 		printf("%s: OK (%zu identities, %s mode)\n", co.path, cfg->n_identities,
 		       user_mode ? "user" : "system");
 		config_free(cfg);
 		return 0;
 	}
-	if (level < 0)
+	if (o.level < 0)
 		log_set_level(cfg->log_level);
 	r = daemon_run(&co, cfg);
 	curl_global_cleanup();
