@@ -252,14 +252,71 @@ static void id_token_user(json_t *root, struct token_result *ret)
 	json_decref(claims);
 }
 
+/* Reads a 200 reply: the token, its expiry on our clock and the refresh
+ * hint, and for user sign-ins the rotated refresh token and who signed in. */
+static void parse_token(json_t *root, int64_t sent_at, enum token_service svc, const char *who,
+			struct token_result *ret)
+{
+	json_t *tok = json_object_get(root, "access_token"), *rt;
+	int64_t expires_in, expires_on, refresh_in;
+	int has_in = get_int(root, "expires_in", &expires_in);
+	int has_on = get_int(root, "expires_on", &expires_on);
+
+	if (!json_is_string(tok) || json_string_length(tok) == 0 ||
+	    json_string_length(tok) > BT_TOKEN_MAX || has_in == -EINVAL || has_on == -EINVAL ||
+	    (has_in && has_on)) {
+		ret->status = BT_E_UNAVAILABLE;
+		ret->transient = true;
+		snprintf(ret->message, sizeof(ret->message),
+			 "%s: the reply lacks a usable access_token or expiry", who);
+		return;
+	}
+	/* expires_in counts from when we asked, on our own clock, which makes it
+	 * immune to skew; expires_on (v1) is used only without it. IMDS is the
+	 * exception: it hands out cached tokens whose expires_in counts from
+	 * issuance, so its expires_on is the truth. */
+	if (svc == SERVICE_IMDS && has_on == 0)
+		ret->expires_on = expires_on;
+	else
+		ret->expires_on = has_in == 0 ? sent_at + expires_in : expires_on;
+	if (ret->expires_on <= sent_at || ret->expires_on - sent_at > ENTRA_LIFETIME_MAX) {
+		ret->status = BT_E_UNAVAILABLE;
+		ret->transient = true;
+		snprintf(ret->message, sizeof(ret->message),
+			 "%s: the token's lifetime (%lld s) is out of range", who,
+			 (long long)(ret->expires_on - sent_at));
+		return;
+	}
+	if (get_int(root, "refresh_in", &refresh_in) == 0 && refresh_in > 0 &&
+	    refresh_in < ret->expires_on - sent_at)
+		ret->refresh_on = sent_at + refresh_in;
+	snprintf(ret->token_type, sizeof(ret->token_type), "%s",
+		 json_is_string(json_object_get(root, "token_type"))
+		     ? json_string_value(json_object_get(root, "token_type"))
+		     : "Bearer");
+	ret->access_token = secmem_strndup(json_string_value(tok), json_string_length(tok));
+	rt = json_object_get(root, "refresh_token");
+	if (json_is_string(rt) && json_string_length(rt) > 0 &&
+	    json_string_length(rt) <= BT_TOKEN_MAX &&
+	    !(ret->refresh_token = secmem_strndup(json_string_value(rt), json_string_length(rt)))) {
+		secmem_free_str(ret->access_token);
+		ret->access_token = NULL;
+	}
+	id_token_user(root, ret);
+	if (!ret->access_token) {
+		ret->status = BT_E_INTERNAL;
+		snprintf(ret->message, sizeof(ret->message), "out of memory");
+		return;
+	}
+	ret->status = BT_OK;
+}
+
 void entra_parse_response(const struct http_response *resp, int64_t sent_at, enum token_service svc,
 			  struct token_result *ret)
 {
 	const char *who = svc == SERVICE_IMDS ? "managed identity endpoint" : "token service";
-	json_t *root = NULL, *tok, *rt;
+	json_t *root;
 	json_error_t jerr;
-	int64_t expires_in, expires_on, refresh_in;
-	int has_in, has_on;
 
 	memset(ret, 0, sizeof(*ret));
 	ret->retry_after = resp->retry_after;
@@ -284,63 +341,11 @@ void entra_parse_response(const struct http_response *resp, int64_t sent_at, enu
 		ret->transient = true;
 		snprintf(ret->message, sizeof(ret->message),
 			 "%s: HTTP %ld with a body that is not a JSON object", who, resp->status);
-		goto out;
-	}
-	if (resp->status != 200) {
+	} else if (resp->status != 200) {
 		parse_error(root, resp->status, svc, ret);
-		goto out;
+	} else {
+		parse_token(root, sent_at, svc, who, ret);
 	}
-	tok = json_object_get(root, "access_token");
-	has_in = get_int(root, "expires_in", &expires_in);
-	has_on = get_int(root, "expires_on", &expires_on);
-	if (!json_is_string(tok) || json_string_length(tok) == 0 ||
-	    json_string_length(tok) > BT_TOKEN_MAX || has_in == -EINVAL || has_on == -EINVAL ||
-	    (has_in && has_on)) {
-		ret->status = BT_E_UNAVAILABLE;
-		ret->transient = true;
-		snprintf(ret->message, sizeof(ret->message),
-			 "%s: the reply lacks a usable access_token or expiry", who);
-		goto out;
-	}
-	/* expires_in counts from when we asked, on our own clock, which makes it
-	 * immune to skew; expires_on (v1) is used only without it. IMDS is the
-	 * exception: it hands out cached tokens whose expires_in counts from
-	 * issuance, so its expires_on is the truth. */
-	if (svc == SERVICE_IMDS && has_on == 0)
-		ret->expires_on = expires_on;
-	else
-		ret->expires_on = has_in == 0 ? sent_at + expires_in : expires_on;
-	if (ret->expires_on <= sent_at || ret->expires_on - sent_at > ENTRA_LIFETIME_MAX) {
-		ret->status = BT_E_UNAVAILABLE;
-		ret->transient = true;
-		snprintf(ret->message, sizeof(ret->message),
-			 "%s: the token's lifetime (%lld s) is out of range", who,
-			 (long long)(ret->expires_on - sent_at));
-		goto out;
-	}
-	if (get_int(root, "refresh_in", &refresh_in) == 0 && refresh_in > 0 &&
-	    refresh_in < ret->expires_on - sent_at)
-		ret->refresh_on = sent_at + refresh_in;
-	snprintf(ret->token_type, sizeof(ret->token_type), "%s",
-		 json_is_string(json_object_get(root, "token_type"))
-		     ? json_string_value(json_object_get(root, "token_type"))
-		     : "Bearer");
-	ret->access_token = secmem_strndup(json_string_value(tok), json_string_length(tok));
-	rt = json_object_get(root, "refresh_token");
-	if (json_is_string(rt) && json_string_length(rt) > 0 &&
-	    json_string_length(rt) <= BT_TOKEN_MAX &&
-	    !(ret->refresh_token = secmem_strndup(json_string_value(rt), json_string_length(rt)))) {
-		secmem_free_str(ret->access_token);
-		ret->access_token = NULL;
-	}
-	id_token_user(root, ret);
-	if (!ret->access_token) {
-		ret->status = BT_E_INTERNAL;
-		snprintf(ret->message, sizeof(ret->message), "out of memory");
-		goto out;
-	}
-	ret->status = BT_OK;
-out:
 	json_decref(root);
 }
 
