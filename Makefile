@@ -51,7 +51,7 @@ DAEMON_SRC := daemon/log.c daemon/secmem.c daemon/config.c daemon/credential.c \
               daemon/jwt.c daemon/server.c daemon/dispatch.c daemon/notify.c \
               daemon/daemon.c daemon/certificate.c daemon/sealed.c daemon/signin.c \
               daemon/capability.c daemon/sockdiag.c daemon/http_in.c daemon/compat.c \
-              daemon/usernames.c
+              daemon/usernames.c daemon/service.c daemon/clock.c
 UNIT_TESTS := test_buf test_msg test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames
@@ -166,7 +166,12 @@ check-one: all unit integration
 boot: deps
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/boot
 
+# Modules include one another in layers, never in a cycle.
+includes:
+	@$(PYTHON) tests/check-includes.py
+
 check: deps
+	$(MAKE) includes
 	$(MAKE) check-one
 	$(MAKE) fuzz
 	$(MAKE) boot
@@ -217,4 +222,4 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps unit fuzz fuzz-build integration boot check-one check demo bench format install clean
+.PHONY: all deps unit fuzz fuzz-build integration boot includes check-one check demo bench format install clean

@@ -12,7 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "clock.h"
 #include "http_in.h"
 #include "log.h"
 #include "secmem.h"
@@ -29,7 +29,7 @@
 #define LINGER_MS 2000
 
 struct compat {
-	struct daemon *d;
+	struct service *s;
 	uv_tcp_t listener;
 	int nl_fd;
 	struct list conns;
@@ -52,19 +52,16 @@ struct compat_conn {
 	int handles; /* open libuv handles and writes; freed at 0 */
 	bool closing;
 	bool reading;
-	bool busy;	 /* a request is being answered */
-	bool keep_alive; /* for the request being answered */
-	bool lingering;	 /* shut down after the last response; input is dropped */
-	uid_t uid;	 /* owner of the client's socket */
-	int owner_err;	 /* why the owner is unknown, 0: known */
-	char peer[64];	 /* "127.0.0.1:PORT" for logs */
-	struct cache_waiter w;
+	bool busy;		  /* a request is being answered */
+	bool keep_alive;	  /* for the request being answered */
+	bool lingering;		  /* shut down after the last response; input is dropped */
+	uid_t uid;		  /* owner of the client's socket */
+	int owner_err;		  /* why the owner is unknown, 0: known */
+	char peer[64];		  /* "127.0.0.1:PORT" for logs */
+	struct service_request q; /* the token request, while waiting */
 	bool waiting;
-	struct username_waiter uw; /* the refused user's name is looked up */
-	bool naming;
-	char *resource;	 /* as the client asked: echoed back */
-	char *identity;	 /* the identity's name and client ID, for the answer */
-	char *client_id; /* and logs; copied because a reload may free them */
+	char *resource; /* as the client asked: echoed back */
+	char *identity; /* the identity's name, for logs */
 	struct http_in req;
 	char in[READ_SIZE];
 	size_t in_off, in_len;
@@ -89,8 +86,7 @@ static void forget_request(struct compat_conn *c)
 {
 	free(c->resource);
 	free(c->identity);
-	free(c->client_id);
-	c->resource = c->identity = c->client_id = NULL;
+	c->resource = c->identity = NULL;
 }
 
 static void conn_unref(struct compat_conn *c)
@@ -114,12 +110,8 @@ static void conn_close(struct compat_conn *c)
 		return;
 	c->closing = true;
 	if (c->waiting) {
-		cache_waiter_cancel(&c->w);
+		service_cancel(&c->q);
 		c->waiting = false;
-	}
-	if (c->naming) {
-		usernames_waiter_cancel(&c->uw);
-		c->naming = false;
 	}
 	list_del(&c->node);
 	c->cp->n_conns--;
@@ -284,11 +276,19 @@ static void respond_error(struct compat_conn *c, int status, const char *error, 
 	respond(c, status, body);
 }
 
-/* A cache error as an HTTP status and error code: 503 for what may pass,
- * 500 for what will not. */
+/* A service error as an HTTP status and error code: 4xx for what the
+ * request (or its user) got wrong, 503 for what may pass, 500 for what will
+ * not. */
 static int http_status_for(uint32_t bt_status, const char **error)
 {
 	switch (bt_status) {
+	case BT_E_DENIED:
+	case BT_E_UNKNOWN_IDENTITY:
+		*error = "forbidden";
+		return 403;
+	case BT_E_RESOURCE_NOT_ALLOWED:
+		*error = "invalid_resource";
+		return 400;
 	case BT_E_UNAVAILABLE:
 	case BT_E_TIMEOUT:
 	case BT_E_BUSY:
@@ -302,10 +302,10 @@ static int http_status_for(uint32_t bt_status, const char **error)
 	return 500;
 }
 
-static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
+static void on_answer(struct service_request *q, const struct service_answer *a)
 {
-	struct compat_conn *c = container_of(w, struct compat_conn, w);
-	int64_t now = daemon_wall_now();
+	struct compat_conn *c = container_of(q, struct compat_conn, q);
+	int64_t now = clock_wall_now();
 	struct log_ctx ctx = conn_ctx(c);
 	char exp_in[24], exp_on[24], nbf[24];
 	json_t *doc;
@@ -324,8 +324,8 @@ static void on_answer(struct cache_waiter *w, const struct cache_answer *a)
 	doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "access_token", a->access_token,
 			"expires_in", exp_in, "expires_on", exp_on, "not_before", nbf, "resource",
 			c->resource, "token_type", "Bearer");
-	if (doc && c->client_id &&
-	    json_object_set_new(doc, "client_id", json_string(c->client_id)) < 0) {
+	if (doc && a->client_id &&
+	    json_object_set_new(doc, "client_id", json_string(a->client_id)) < 0) {
 		json_decref(doc);
 		doc = NULL;
 	}
@@ -349,30 +349,13 @@ static bool path_is(const char *p, size_t n, const char *want)
 	return (n == w || (n == w + 1 && p[w] == '/')) && memcmp(p, want, w) == 0;
 }
 
-/* The resource the identity serves for what the client asked: exactly, or
- * differing only in a trailing slash (SDKs turn "R/.default" into R, and
- * Batch's resource ends in a slash). */
-static const char *match_resource(const struct identity *id, const char *asked)
-{
-	const char *r = identity_resource(id, asked, NULL);
-	size_t n = strlen(asked);
-
-	if (r || n == 0)
-		return r;
-	for (size_t i = 0; i < id->n_resources; i++) {
-		const char *have = id->resources[i];
-		size_t h = strlen(have);
-		if ((h == n + 1 && have[n] == '/' && !strncmp(have, asked, n)) ||
-		    (n == h + 1 && asked[h] == '/' && !strncmp(have, asked, h)))
-			return have;
-	}
-	return NULL;
-}
-
 /* Optional selectors must name the capability's identity. Returns 0 or
- * answers the request and returns -1. */
-static int check_selectors(struct compat_conn *c, const struct identity *id)
+ * answers the request and returns -1. An identity that is gone is left to
+ * the service to report. */
+static int check_selectors(struct compat_conn *c, const char *name)
 {
+	const struct identity *id = config_find_identity(service_config(c->cp->s), name);
+
 	static const struct {
 		const char *param;
 		int field; /* 0 client_id, 1 object_id, 2 resource_id */
@@ -380,7 +363,7 @@ static int check_selectors(struct compat_conn *c, const struct identity *id)
 	    {"client_id", 0}, {"clientid", 0},	{"principal_id", 1},
 	    {"object_id", 1}, {"mi_res_id", 2}, {"msi_res_id", 2},
 	};
-	for (size_t i = 0; i < sizeof(sel) / sizeof(sel[0]); i++) {
+	for (size_t i = 0; id && i < sizeof(sel) / sizeof(sel[0]); i++) {
 		const char *have = sel[i].field == 0   ? id->client_id
 				   : sel[i].field == 1 ? id->object_id
 						       : id->resource_id;
@@ -435,67 +418,36 @@ static const char *presented(struct compat_conn *c, enum shape shape, const char
 	return c->req.h[h].value;
 }
 
-/* Refuses identity to uid (the capability's user), naming the user if name
- * is known, and logs it. */
-static void respond_denied(struct compat_conn *c, const char *identity, uid_t uid, const char *name)
+/* Asks the service for the token, as the capability's user: the same
+ * lookup, access check and resource rules as the Unix socket's. */
+static void ask(struct compat_conn *c, const struct capability *cap)
 {
-	struct log_ctx ctx = {.identity = identity, .uid = (long)uid, .pid = -1};
-	char who[USERNAME_DESCRIBE_SIZE];
+	struct peer who = {.uid = cap->uid,
+			   .gid = cap->gid,
+			   .pid = -1,
+			   .groups = cap->groups,
+			   .n_groups = cap->n_groups};
 
-	usernames_describe(who, sizeof(who), uid, name);
-	log_msg(LOG_WARNING, &ctx, "denied identity %s to %s over the compat endpoint", identity,
-		who);
-	respond_error(c, 403, "forbidden",
-		      "%s may no longer use identity '%s': an administrator can add the user to "
-		      "its allow_users or allow_groups",
-		      who, identity);
-}
-
-static void on_user_name(struct username_waiter *w, uid_t uid, const char *name)
-{
-	struct compat_conn *c = container_of(w, struct compat_conn, uw);
-
-	c->naming = false;
-	respond_denied(c, c->identity, uid, name);
-}
-
-/* Refuses id to uid. The user's name comes from the cache, or the response
- * waits while the thread pool looks it up (NSS may block; the loop must
- * not). */
-static void deny(struct compat_conn *c, const struct identity *id, uid_t uid)
-{
-	struct usernames *u = c->cp->d->usernames;
-	const char *name;
-
-	if (usernames_peek(u, uid, &name)) {
-		respond_denied(c, id->name, uid, name);
-		return;
-	}
 	free(c->identity);
-	if (!(c->identity = strdup(id->name))) {
+	if (!(c->identity = strdup(cap->identity))) {
 		respond_error(c, 500, "internal_error", "out of memory");
 		return;
 	}
-	c->uw.fn = on_user_name;
-	if (usernames_lookup(u, uid, &c->uw) < 0) {
-		respond_denied(c, id->name, uid, NULL);
-		return;
-	}
-	c->naming = true;
+	c->q.fn = on_answer;
+	c->waiting = true;
+	/* May answer before it returns. */
+	service_get_token(c->cp->s, &who, cap->identity, c->resource, NULL, 0, false, &c->q);
 }
 
 static void handle_request(struct compat_conn *c)
 {
 	struct compat *cp = c->cp;
-	struct daemon *d = cp->d;
 	const struct capability *cap;
-	const struct identity *id;
-	const char *path, *cap_text, *path_cap = NULL, *resource;
+	const char *path, *cap_text, *path_cap = NULL;
 	size_t plen, path_cap_len = 0, cap_len;
 	enum shape shape;
 	char *api = NULL;
-	struct peer who;
-	int64_t now = daemon_wall_now();
+	int64_t now = clock_wall_now();
 	int r;
 
 	if (c->req.method != HTTP_GET) {
@@ -581,23 +533,7 @@ static void handle_request(struct compat_conn *c)
 			      "'batchtok exec --compat'");
 		goto out;
 	}
-	if (!(id = config_find_identity(d->cfg, cap->identity))) {
-		respond_error(c, 403, "forbidden",
-			      "identity '%s' is no longer configured: ask for a capability for "
-			      "another one",
-			      cap->identity);
-		goto out;
-	}
-	who = (struct peer){.uid = cap->uid,
-			    .gid = cap->gid,
-			    .pid = -1,
-			    .groups = cap->groups,
-			    .n_groups = cap->n_groups};
-	if (!daemon_peer_may_use(d, &who, id)) {
-		deny(c, id, cap->uid);
-		goto out;
-	}
-	if (check_selectors(c, id) < 0)
+	if (check_selectors(c, cap->identity) < 0)
 		goto out;
 	r = http_in_param(&c->req, "resource", BT_RESOURCE_MAX, &c->resource);
 	if (r < 0) {
@@ -607,29 +543,7 @@ static void handle_request(struct compat_conn *c)
 					   : "the resource parameter is malformed or too long");
 		goto out;
 	}
-	if (!(resource = match_resource(id, c->resource))) {
-		respond_error(c, 400, "invalid_resource",
-			      "identity '%s' does not serve resource '%s' (its resources: %s%s): "
-			      "ask for one of those, or add it to resources =",
-			      id->name, c->resource, id->resources[0],
-			      id->n_resources > 1 ? ", ..." : "");
-		goto out;
-	}
-	if (!(c->identity = strdup(id->name)) ||
-	    (id->client_id && !(c->client_id = strdup(id->client_id)))) {
-		respond_error(c, 500, "internal_error", "out of memory");
-		goto out;
-	}
-	c->w.fn = on_answer;
-	c->waiting = true;
-	/* cache_get() may answer before it returns. */
-	r = cache_get(d->cache, id, resource, 0, false, &c->w);
-	if (r < 0) {
-		c->waiting = false;
-		respond_error(c, 503, "service_unavailable",
-			      r == -EBUSY ? "too many clients are waiting for this token; try again"
-					  : "out of memory");
-	}
+	ask(c, cap);
 out:
 	free(api);
 }
@@ -745,9 +659,9 @@ static void on_connection(uv_stream_t *server, int status)
 		conn_close(c);
 		return;
 	}
-	if (cp->n_conns > cp->d->cfg->max_clients) {
+	if (cp->n_conns > service_config(cp->s)->max_clients) {
 		log_warning("compat endpoint: max_clients (%u) reached; closing a new connection",
-			    cp->d->cfg->max_clients);
+			    service_config(cp->s)->max_clients);
 		conn_close(c);
 		return;
 	}
@@ -762,9 +676,10 @@ static void on_connection(uv_stream_t *server, int status)
 	conn_process(c);
 }
 
-int compat_new(struct daemon *d, struct compat **ret)
+int compat_new(uv_loop_t *loop, struct service *s, struct compat **ret)
 {
-	const struct sockaddr_storage *addr = &d->cfg->compat_addr;
+	const struct config *cfg = service_config(s);
+	const struct sockaddr_storage *addr = &cfg->compat_addr;
 	struct sockaddr_storage bound;
 	int blen = sizeof(bound);
 	struct compat *cp = calloc(1, sizeof(*cp));
@@ -772,7 +687,7 @@ int compat_new(struct daemon *d, struct compat **ret)
 
 	if (!cp)
 		return -ENOMEM;
-	cp->d = d;
+	cp->s = s;
 	list_init(&cp->conns);
 	capability_store_init(&cp->caps);
 	if ((cp->nl_fd = sockdiag_open()) < 0) {
@@ -784,12 +699,12 @@ int compat_new(struct daemon *d, struct compat **ret)
 		free(cp);
 		return r;
 	}
-	uv_tcp_init(&d->loop, &cp->listener);
+	uv_tcp_init(loop, &cp->listener);
 	cp->listener.data = cp;
 	if ((r = uv_tcp_bind(&cp->listener, (const struct sockaddr *)addr, 0)) < 0 ||
 	    (r = uv_listen((uv_stream_t *)&cp->listener, 128, on_connection)) < 0 ||
 	    (r = uv_tcp_getsockname(&cp->listener, (struct sockaddr *)&bound, &blen)) < 0) {
-		log_error("compat endpoint: cannot listen on %s: %s", d->cfg->compat_endpoint,
+		log_error("compat endpoint: cannot listen on %s: %s", cfg->compat_endpoint,
 			  uv_strerror(r));
 		close(cp->nl_fd);
 		cp->nl_fd = -1;
@@ -818,14 +733,14 @@ size_t compat_capability_count(const struct compat *cp)
 	return cp ? cp->caps.n : 0;
 }
 
-int compat_grant(struct compat *cp, const struct peer *p, const struct identity *id,
+int compat_grant(struct compat *cp, const struct peer *p, const char *identity,
 		 char text[CAPABILITY_TEXT_SIZE], int64_t *expires_on)
 {
 	const struct capability *cap;
 	int r;
 
-	r = capability_issue(&cp->caps, p->uid, p->gid, p->groups, p->n_groups, id->name,
-			     daemon_wall_now(), cp->d->cfg->compat_lifetime, text, &cap);
+	r = capability_issue(&cp->caps, p->uid, p->gid, p->groups, p->n_groups, identity,
+			     clock_wall_now(), service_config(cp->s)->compat_lifetime, text, &cap);
 	if (r == 0)
 		*expires_on = cap->expires_on;
 	return r;

@@ -21,29 +21,30 @@
 
 #include <stdint.h>
 
-#include "capability.h"
-#include "config.h"
-#include "server.h"
+#include <uv.h>
 
-struct daemon;
+#include "capability.h"
+#include "peer.h"
+#include "service.h"
+
 struct compat;
 
 /* An idle connection, or one whose request does not arrive whole, is closed
  * after this many seconds. */
 #define COMPAT_IDLE_TIMEOUT 30
 
-/* Listens on d->cfg's compat_addr. Returns 0, or a negative errno with the
- * cause logged. */
-int compat_new(struct daemon *d, struct compat **ret);
+/* Listens on the config's compat_addr; requests go through s. Returns 0, or
+ * a negative errno with the cause logged. */
+int compat_new(uv_loop_t *loop, struct service *s, struct compat **ret);
 /* "http://127.0.0.1:PORT", the port as bound (compat_endpoint may say 0). */
 const char *compat_url(const struct compat *cp);
 unsigned compat_client_count(const struct compat *cp);
 size_t compat_capability_count(const struct compat *cp);
 
-/* Issues a capability for peer p and identity id (the caller has checked
- * that p may use it), valid for the configured compat_lifetime. Returns 0,
- * -EBUSY (too many live), -ENOMEM or -EIO. */
-int compat_grant(struct compat *cp, const struct peer *p, const struct identity *id,
+/* Issues a capability for peer p and the identity of that name (the caller
+ * has checked that p may use it), valid for the configured compat_lifetime.
+ * Returns 0, -EBUSY (too many live), -ENOMEM or -EIO. */
+int compat_grant(struct compat *cp, const struct peer *p, const char *identity,
 		 char text[CAPABILITY_TEXT_SIZE], int64_t *expires_on);
 
 /* Closes the listener and every connection, and forgets every capability;

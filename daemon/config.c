@@ -1455,6 +1455,23 @@ bool identity_same_credential(const struct identity *a, const struct identity *b
 		(a->secret && b->secret && secmem_equal(a->secret, b->secret)));
 }
 
+/* The configured resource equal to want[0, n), or differing from it only by
+ * one trailing slash on either side. */
+static const char *resource_match(const struct identity *id, const char *want, size_t n)
+{
+	for (size_t i = 0; i < id->n_resources; i++)
+		if (strlen(id->resources[i]) == n && !strncmp(id->resources[i], want, n))
+			return id->resources[i];
+	for (size_t i = 0; n && i < id->n_resources; i++) {
+		const char *have = id->resources[i];
+		size_t h = strlen(have);
+		if ((h == n + 1 && have[n] == '/' && !strncmp(have, want, n)) ||
+		    (n == h + 1 && want[h] == '/' && !strncmp(have, want, h)))
+			return have;
+	}
+	return NULL;
+}
+
 const char *identity_resource(const struct identity *id, const char *resource, const char *scope)
 {
 	static const char suffix[] = "/.default";
@@ -1462,19 +1479,11 @@ const char *identity_resource(const struct identity *id, const char *resource, c
 
 	if (scope && *scope) {
 		n = strlen(scope);
-		if (n <= sizeof(suffix) - 1 ||
-		    strcmp(scope + n - (sizeof(suffix) - 1), suffix) != 0)
+		if (n <= sizeof(suffix) - 1 || strcmp(scope + n - (sizeof(suffix) - 1), suffix))
 			return NULL;
-		n -= sizeof(suffix) - 1;
-		for (size_t i = 0; i < id->n_resources; i++)
-			if (strlen(id->resources[i]) == n && !strncmp(id->resources[i], scope, n))
-				return id->resources[i];
-		return NULL;
+		return resource_match(id, scope, n - (sizeof(suffix) - 1));
 	}
 	if (!resource || !*resource)
 		return id->resources[0];
-	for (size_t i = 0; i < id->n_resources; i++)
-		if (strcmp(id->resources[i], resource) == 0)
-			return id->resources[i];
-	return NULL;
+	return resource_match(id, resource, strlen(resource));
 }

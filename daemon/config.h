@@ -143,9 +143,12 @@ const char *const *config_keys(bool identity, size_t *ret_n);
  * files, and token version. Used on reload to keep cached tokens. */
 bool identity_same_credential(const struct identity *a, const struct identity *b);
 
-/* The resource a client may ask for: resource, or scope with its trailing
- * "/.default" removed; NULL/empty picks the identity's default. Returns the
- * identity's own copy, or NULL if the identity does not allow it. */
+/* The identity's own resource string for what a client asked: a resource,
+ * or a scope ending in "/.default" (also "//.default", as SDKs write it for a
+ * resource ending in '/'); either may differ from the configured one by a
+ * trailing slash, as SDKs turn "R/.default" into R. Neither: the default.
+ * NULL if the identity serves none. Every front end asks through this one
+ * function. */
 const char *identity_resource(const struct identity *id, const char *resource, const char *scope);
 
 /* The cloud's Entra authority host and Batch resource. */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "certificate.h"
+#include "clock.h"
 #include "credential.h"
 #include "dispatch.h"
 #include "log.h"
@@ -43,18 +44,10 @@ struct fetch {
 	int64_t sent_at;
 };
 
-int64_t daemon_wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec;
-}
-
 static int64_t wall_now(void *arg)
 {
 	(void)arg;
-	return daemon_wall_now();
+	return clock_wall_now();
 }
 
 static uint32_t random_u32(void *arg)
@@ -286,37 +279,6 @@ static void cache_arm(void *arg, int64_t due)
 		       ms < WALL_CLOCK_RECHECK_MS ? ms : WALL_CLOCK_RECHECK_MS, 0);
 }
 
-static bool in_groups(const struct peer *p, gid_t gid)
-{
-	if (p->gid == gid)
-		return true;
-	for (int i = 0; i < p->n_groups; i++)
-		if (p->groups[i] == gid)
-			return true;
-	return false;
-}
-
-bool daemon_peer_is_admin(const struct daemon *d, const struct peer *p)
-{
-	return p->uid == 0 || p->uid == geteuid() ||
-	       (d->cfg->admin_gid != (gid_t)-1 && in_groups(p, d->cfg->admin_gid));
-}
-
-bool daemon_peer_may_use(const struct daemon *d, const struct peer *p, const struct identity *id)
-{
-	(void)d;
-	/* Root and the daemon's own user can read the secret anyway. */
-	if (p->uid == 0 || p->uid == geteuid())
-		return true;
-	for (size_t i = 0; i < id->n_allow_uids; i++)
-		if (id->allow_uids[i] == p->uid)
-			return true;
-	for (size_t i = 0; i < id->n_allow_gids; i++)
-		if (in_groups(p, id->allow_gids[i]))
-			return true;
-	return false;
-}
-
 static void settings_from(const struct config *c, struct http_options *h, struct cache_settings *s)
 {
 	*h = (struct http_options){.concurrency = c->fetch_concurrency,
@@ -454,6 +416,9 @@ int daemon_reload(struct daemon *d, char **ret_error)
 		*ret_error = strdup("out of memory");
 		return -ENOMEM;
 	}
+	/* Requests answered while the cache rebinds already see the new
+	 * config: the old one is freed below. */
+	service_set_config(d->service, c);
 	cache_rebind(d->cache, resolve_same, c);
 	signin_configure(d->signins, c);
 	config_free(d->cfg);
@@ -488,6 +453,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	server_close(d->server);
 	compat_close(d->compat);
 	d->compat = NULL;
+	service_free(d->service);
+	d->service = NULL;
 	usernames_free(d->usernames);
 	d->usernames = NULL;
 	cache_free(d->cache);
@@ -503,8 +470,52 @@ static void on_signal(uv_signal_t *s, int signum)
 	notify_close(&d->notify);
 }
 
+static int hook_reload(void *arg, char **ret_error)
+{
+	return daemon_reload(arg, ret_error);
+}
+
+/* The daemon's own lines of STATUS. */
+static int hook_describe(void *arg, struct bt_record *rec)
+{
+	struct daemon *d = arg;
+	int r;
+
+	r = bt_record_add_str(rec, "daemon", "batchtokd " BATCHTOK_VERSION_STRING)
+	    ?: bt_record_add_int(rec, "pid", BT_FIELD_INT, getpid())
+	    ?: bt_record_add_int(rec, "started", BT_FIELD_TIME, d->started)
+	    ?: bt_record_add_str(rec, "config", d->cfg->path)
+	    ?: bt_record_add_int(rec, "clients", BT_FIELD_INT, server_client_count(d->server))
+	    ?: bt_record_add_int(rec, "upstream_requests", BT_FIELD_INT,
+				 (int64_t)cache_fetch_count(d->cache))
+	    ?: bt_record_add_int(rec, "reloads", BT_FIELD_INT, (int64_t)d->reloads);
+	if (r == 0 && d->compat)
+		r = bt_record_add_str(rec, "compat_endpoint", compat_url(d->compat))
+			?: bt_record_add_int(rec, "compat_clients", BT_FIELD_INT,
+					     compat_client_count(d->compat))
+			?: bt_record_add_int(rec, "compat_capabilities", BT_FIELD_INT,
+					     (int64_t)compat_capability_count(d->compat));
+	return r;
+}
+
+static int hook_grant(void *arg, const struct peer *p, const char *identity, char *text, size_t n,
+		      int64_t *expires_on, const char **url)
+{
+	struct daemon *d = arg;
+
+	if (!d->compat)
+		return -EOPNOTSUPP;
+	if (n < CAPABILITY_TEXT_SIZE)
+		return -ENOBUFS;
+	*url = compat_url(d->compat);
+	return compat_grant(d->compat, p, identity, text, expires_on);
+}
+
 int daemon_run(const struct config_options *opts, struct config *cfg)
 {
+	static const struct service_hooks hooks_template = {
+	    .reload = hook_reload, .describe = hook_describe, .grant = hook_grant};
+	struct service_hooks hooks = hooks_template;
 	static const struct cache_ops ops = {
 	    .fetch = fetch_start,
 	    .cancel = fetch_cancel,
@@ -544,7 +555,10 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	    (r = usernames_new(&d->loop, &d->usernames)) < 0)
 		goto fail_loop;
 	signin_configure(d->signins, cfg);
-	sh.arg = d;
+	hooks.arg = d;
+	if ((r = service_new(d->cache, d->signins, d->usernames, cfg, &hooks, &d->service)) < 0)
+		goto fail_loop;
+	sh.arg = d->service;
 	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
 		if (r == -EADDRINUSE)
 			log_error("another batchtokd is already listening on %s: stop it first, or "
@@ -554,7 +568,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 			log_error("cannot listen on %s: %s", cfg->socket, strerror(-r));
 		goto fail_loop;
 	}
-	if (cfg->compat_endpoint && (r = compat_new(d, &d->compat)) < 0) {
+	if (cfg->compat_endpoint && (r = compat_new(&d->loop, d->service, &d->compat)) < 0) {
 		server_close(d->server);
 		goto fail_loop;
 	}
@@ -582,6 +596,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	return r;
 
 fail_loop:
+	service_free(d->service);
 	usernames_free(d->usernames);
 	cache_free(d->cache);
 	signin_store_free(d->signins);

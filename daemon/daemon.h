@@ -13,6 +13,7 @@
 #include "http.h"
 #include "notify.h"
 #include "server.h"
+#include "service.h"
 #include "signin.h"
 #include "usernames.h"
 
@@ -26,6 +27,7 @@ struct daemon {
 	struct server *server;
 	struct compat *compat;	     /* NULL: compat_endpoint is off */
 	struct usernames *usernames; /* of refused users, for messages */
+	struct service *service;     /* the request path of every front end */
 	struct notify notify;
 	uv_timer_t cache_timer;
 	int64_t cache_due;
@@ -44,15 +46,5 @@ int daemon_run(const struct config_options *opts, struct config *cfg);
 /* Loads the config file again and switches to it if valid. On failure the
  * running config stays and *ret_error (free()) says why. */
 int daemon_reload(struct daemon *d, char **ret_error);
-
-/* Whole seconds of the wall clock, the one every expiry is judged by. Not
- * time(): glibc may read the coarse clock, which lags by a tick and so reads
- * the previous second just after a boundary. */
-int64_t daemon_wall_now(void);
-
-/* Is the peer root, the daemon's own user, or in admin_group? */
-bool daemon_peer_is_admin(const struct daemon *d, const struct peer *p);
-/* May the peer use identity id? */
-bool daemon_peer_may_use(const struct daemon *d, const struct peer *p, const struct identity *id);
 
 #endif

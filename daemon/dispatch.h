@@ -1,13 +1,13 @@
 /* dispatch.h - turns each request frame into an answer. The server hands
  * over whole frames and never looks inside; this module never touches a
- * socket. Both take a struct daemon * as their argument. */
+ * socket. Both take a struct service * as their argument. */
 #ifndef BATCHTOK_DAEMON_DISPATCH_H
 #define BATCHTOK_DAEMON_DISPATCH_H
 
-#include "daemon.h"
 #include "server.h"
+#include "service.h"
 
-void dispatch_frame(void *daemon, struct conn *c, struct bt_frame *f);
-void dispatch_conn_closed(void *daemon, struct conn *c);
+void dispatch_frame(void *service, struct conn *c, struct bt_frame *f);
+void dispatch_conn_closed(void *service, struct conn *c);
 
 #endif

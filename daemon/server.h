@@ -19,6 +19,7 @@
 #include "../proto/buf.h"
 #include "../proto/msg.h"
 #include "list.h"
+#include "peer.h"
 
 /* Requests a connection may have waiting for a token at once; more are
  * not read until some are answered (back-pressure, not an error). */
@@ -29,14 +30,6 @@
 #define SERVER_PARTIAL_TIMEOUT 30
 
 struct server;
-
-struct peer {
-	uid_t uid;
-	gid_t gid;
-	pid_t pid;
-	gid_t *groups; /* supplementary groups, from SO_PEERGROUPS */
-	int n_groups;
-};
 
 struct conn {
 	uv_poll_t poll;

@@ -192,9 +192,8 @@ def test_a_compat_denial_names_the_user(make_daemon, sts):
     out = json.loads(p.stdout)
     assert out["status"] == 403, out
     assert out["body"]["error_description"].startswith(
-        "user %s (uid %d) may no longer use identity 'batch'" % (name, NOBODY)), out
-    assert "denied identity batch to user %s (uid %d) over the compat endpoint" \
-        % (name, NOBODY) in d.read_log()
+        "user %s (uid %d) may not use identity 'batch'" % (name, NOBODY)), out
+    assert "denied identity batch to user %s (uid %d)" % (name, NOBODY) in d.read_log()
 
 
 def test_an_option_that_does_not_apply_is_named_itself(tmp_path):

@@ -251,7 +251,7 @@ def test_identities_the_caller_may_not_use(make_daemon, sts):
     wait_for(lambda: d.read_log().count("configuration reloaded") > before, 10,
              what="the reload")
     status, body = http_get(token_url(env), header, user=NOBODY)
-    assert status == 403 and "may no longer use" in body["error_description"]
+    assert status == 403 and "may not use" in body["error_description"]
     assert sts.stats()["token_requests"] == 0
 
 

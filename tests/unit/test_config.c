@@ -297,8 +297,14 @@ static void test_resource_selection(void **state)
 	assert_string_equal(identity_resource(id, "api://x", NULL), "api://x");
 	assert_string_equal(identity_resource(id, NULL, "https://batch.core.windows.net//.default"),
 			    "https://batch.core.windows.net/");
-	/* The single-slash scope names another audience, which Batch rejects. */
-	assert_null(identity_resource(id, NULL, "https://batch.core.windows.net/.default"));
+	/* The single-slash scope, or the resource without its slash: the
+	 * configured resource, whose token Batch accepts (SDKs write both). */
+	assert_string_equal(identity_resource(id, NULL, "https://batch.core.windows.net/.default"),
+			    "https://batch.core.windows.net/");
+	assert_string_equal(identity_resource(id, "https://batch.core.windows.net", NULL),
+			    "https://batch.core.windows.net/");
+	assert_string_equal(identity_resource(id, "api://x/", NULL), "api://x");
+	assert_null(identity_resource(id, "https://batch.core.windows.net/x", NULL));
 	assert_null(identity_resource(id, NULL, "api://x"));
 	assert_null(identity_resource(id, "https://vault.azure.net/", NULL));
 	config_free(c);

@@ -1,0 +1,16 @@
+/* peer.h - who is on the other end of a request, as the kernel says: the
+ * credentials access is decided by. */
+#ifndef BATCHTOK_DAEMON_PEER_H
+#define BATCHTOK_DAEMON_PEER_H
+
+#include <sys/types.h>
+
+struct peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;     /* -1 where there is no process to name */
+	gid_t *groups; /* supplementary groups, from SO_PEERGROUPS */
+	int n_groups;
+};
+
+#endif

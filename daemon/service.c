@@ -1,0 +1,408 @@
+/* service.c - the request path shared by every front end: lookup, resource
+ * normalisation, access checks and the cache. */
+#include "service.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "certificate.h"
+#include "log.h"
+#include "signin.h"
+
+struct service {
+	struct cache *cache;
+	struct signin_store *signins;
+	struct usernames *usernames;
+	const struct config *cfg;
+	struct service_hooks hooks;
+};
+
+int service_new(struct cache *cache, struct signin_store *signins, struct usernames *usernames,
+		const struct config *cfg, const struct service_hooks *hooks, struct service **ret)
+{
+	struct service *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	*s = (struct service){.cache = cache,
+			      .signins = signins,
+			      .usernames = usernames,
+			      .cfg = cfg,
+			      .hooks = *hooks};
+	*ret = s;
+	return 0;
+}
+
+void service_free(struct service *s)
+{
+	free(s);
+}
+
+void service_set_config(struct service *s, const struct config *cfg)
+{
+	s->cfg = cfg;
+}
+
+const struct config *service_config(const struct service *s)
+{
+	return s->cfg;
+}
+
+int service_reload(struct service *s, char **ret_error)
+{
+	return s->hooks.reload(s->hooks.arg, ret_error);
+}
+
+int service_grant(struct service *s, const struct peer *p, const char *identity, char *text,
+		  size_t n, int64_t *expires_on, const char **url)
+{
+	return s->hooks.grant(s->hooks.arg, p, identity, text, n, expires_on, url);
+}
+
+struct signin_store *service_signins(const struct service *s)
+{
+	return s->signins;
+}
+
+/* What each kind of credential adds to an identity's status. */
+static int describe_credential(struct service *s, const struct identity *id, struct bt_record *irec)
+{
+	const struct signin *si;
+	int r = 0;
+
+	if (id->cert)
+		r = bt_record_add_str(irec, "certificate", certificate_subject(id->cert))
+			?: bt_record_add_str(irec, "thumbprint", certificate_thumbprint(id->cert))
+			?: bt_record_add_int(irec, "certificate_expires", BT_FIELD_TIME,
+					     certificate_not_after(id->cert));
+	if (r == 0 && id->kind == CRED_MANAGED_IDENTITY)
+		r = bt_record_add_str(irec, "imds_endpoint", id->imds_endpoint);
+	if (r == 0 && id->object_id)
+		r = bt_record_add_str(irec, "object_id", id->object_id);
+	if (r == 0 && id->resource_id)
+		r = bt_record_add_str(irec, "resource_id", id->resource_id);
+	if (r == 0 && id->federated_token_file)
+		r = bt_record_add_str(irec, "federated_token_file", id->federated_token_file);
+	if (r == 0 && (si = signin_find(s->signins, id))) {
+		r = bt_record_add_str(irec, "signed_in", *signin_user(si) ? signin_user(si) : "-");
+		if (r == 0 && signin_time(si))
+			r = bt_record_add_int(irec, "signed_in_at", BT_FIELD_TIME, signin_time(si));
+		if (r == 0 && signin_pending(si))
+			r = bt_record_add_int(irec, "login_pending", BT_FIELD_BOOL, 1);
+	}
+	return r;
+}
+
+static int describe_token(const struct token_entry *e, struct bt_record *t)
+{
+	int r = bt_record_add_str(t, "token", e->resource)
+		    ?: bt_record_add_str(t, "state",
+					 e->fetch	   ? "fetching"
+					 : e->token	   ? "valid"
+					 : e->error_status ? "error"
+							   : "none");
+
+	if (r == 0 && e->token)
+		r = bt_record_add_str(t, "fingerprint", e->fingerprint)
+			?: bt_record_add_int(t, "expires", BT_FIELD_TIME, e->expires_on)
+			?: bt_record_add_int(t, "refresh", BT_FIELD_TIME, e->refresh_at);
+	if (r == 0 && e->error_status)
+		r = bt_record_add_str(t, "last_error", e->error)
+			?: bt_record_add_int(t, "last_error_at", BT_FIELD_TIME, e->error_at);
+	if (r == 0 && e->retry_at)
+		r = bt_record_add_int(t, "next_retry", BT_FIELD_TIME, e->retry_at);
+	if (r == 0)
+		r = bt_record_add_int(t, "upstream_requests", BT_FIELD_INT, (int64_t)e->fetches)
+			?: bt_record_add_int(t, "served", BT_FIELD_INT, (int64_t)e->served);
+	return r;
+}
+
+static int describe_identity(struct service *s, const struct identity *id, struct bt_record *irec)
+{
+	char resources[BT_MESSAGE_MAX] = "";
+	int r;
+
+	for (size_t k = 0; k < id->n_resources; k++)
+		snprintf(resources + strlen(resources), sizeof(resources) - strlen(resources),
+			 "%s%s", k ? ", " : "", id->resources[k]);
+	r = bt_record_add_str(irec, "identity", id->name)
+	    ?: bt_record_add_str(irec, "credential", credential_kind_name(id->kind))
+	    ?: bt_record_add_str(irec, "tenant", id->tenant)
+	    ?: bt_record_add_str(irec, "client_id", id->client_id)
+	    ?: bt_record_add_str(irec, "authority", id->authority)
+	    ?: bt_record_add_str(irec, "resources", resources)
+	    ?: bt_record_add_int(irec, "default", BT_FIELD_BOOL, id == s->cfg->default_identity)
+	    ?: bt_record_add_int(irec, "prefetch", BT_FIELD_BOOL, id->prefetch)
+	    ?: describe_credential(s, id, irec);
+	for (struct token_entry *e = cache_first(s->cache); r == 0 && e; e = cache_next(e)) {
+		struct bt_record *t;
+		if (e->id == id)
+			r = bt_record_add_child(irec, &t) ?: describe_token(e, t);
+	}
+	return r;
+}
+
+int service_status(struct service *s, const struct peer *p, struct bt_record *rec)
+{
+	bool admin = service_peer_is_admin(s, p);
+	int r = s->hooks.describe(s->hooks.arg, rec);
+
+	for (size_t i = 0; r == 0 && i < s->cfg->n_identities; i++) {
+		const struct identity *id = &s->cfg->identities[i];
+		struct bt_record *irec;
+		if (admin || service_peer_may_use(s, p, id))
+			r = bt_record_add_child(rec, &irec) ?: describe_identity(s, id, irec);
+	}
+	return r;
+}
+
+static bool in_groups(const struct peer *p, gid_t gid)
+{
+	if (p->gid == gid)
+		return true;
+	for (int i = 0; i < p->n_groups; i++)
+		if (p->groups[i] == gid)
+			return true;
+	return false;
+}
+
+bool service_peer_is_admin(const struct service *s, const struct peer *p)
+{
+	return p->uid == 0 || p->uid == geteuid() ||
+	       (s->cfg->admin_gid != (gid_t)-1 && in_groups(p, s->cfg->admin_gid));
+}
+
+bool service_peer_may_use(const struct service *s, const struct peer *p, const struct identity *id)
+{
+	(void)s;
+	/* Root and the daemon's own user can read the secret anyway. */
+	if (p->uid == 0 || p->uid == geteuid())
+		return true;
+	for (size_t i = 0; i < id->n_allow_uids; i++)
+		if (id->allow_uids[i] == p->uid)
+			return true;
+	for (size_t i = 0; i < id->n_allow_gids; i++)
+		if (in_groups(p, id->allow_gids[i]))
+			return true;
+	return false;
+}
+
+const struct identity *service_find(const struct service *s, const char *name, uint32_t *status,
+				    char *msg, size_t n)
+{
+	const struct identity *id;
+
+	if (name && *name) {
+		if ((id = config_find_identity(s->cfg, name)))
+			return id;
+		snprintf(msg, n,
+			 "no identity named '%s': 'batchtok status' lists the ones you may use",
+			 name);
+	} else {
+		if ((id = s->cfg->default_identity))
+			return id;
+		snprintf(msg, n,
+			 "no default identity is configured: name one with -i (see 'batchtok "
+			 "status'), or set default = yes on one");
+	}
+	*status = BT_E_UNKNOWN_IDENTITY;
+	return NULL;
+}
+
+/* Calls q->fn with a, then frees what q held: the callback may free q, so
+ * nothing of q is touched after it. a may point into q's strings. */
+static void finish(struct service_request *q, const struct service_answer *a)
+{
+	char *identity = q->identity, *resource = q->resource;
+
+	q->identity = q->resource = NULL;
+	q->fn(q, a);
+	free(identity);
+	free(resource);
+}
+
+static void answer_error(struct service_request *q, uint32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void answer_error(struct service_request *q, uint32_t status, const char *fmt, ...)
+{
+	char msg[BT_MESSAGE_MAX];
+	struct service_answer a = {.status = status, .message = msg};
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	finish(q, &a);
+}
+
+/* Answers q with the current config's names for its identity (and the
+ * token, if t). */
+static void answer_ok(struct service_request *q, const struct cache_answer *t)
+{
+	const struct identity *id = config_find_identity(q->s->cfg, q->identity);
+	struct service_answer a = {.status = BT_OK};
+
+	if (!id) {
+		answer_error(q, BT_E_UNKNOWN_IDENTITY,
+			     "identity '%s' was removed by a configuration reload", q->identity);
+		return;
+	}
+	a.identity = id->name;
+	a.tenant = id->tenant;
+	a.client_id = id->client_id;
+	a.resource = q->resource;
+	if (t) {
+		a.access_token = t->access_token;
+		a.token_type = t->token_type;
+		a.fingerprint = t->fingerprint;
+		a.expires_on = t->expires_on;
+	}
+	finish(q, &a);
+}
+
+static void on_cache(struct cache_waiter *w, const struct cache_answer *t)
+{
+	struct service_request *q = container_of(w, struct service_request, w);
+
+	q->caching = false;
+	/* A reload that removed the identity dropped its tokens: say so, as a
+	 * request for it made now would be told. */
+	if (t->status != BT_OK && !config_find_identity(q->s->cfg, q->identity))
+		answer_error(q, BT_E_UNKNOWN_IDENTITY,
+			     "identity '%s' was removed by a configuration reload", q->identity);
+	else if (t->status != BT_OK)
+		answer_error(q, t->status, "%s", t->message);
+	else
+		answer_ok(q, t);
+}
+
+static void tell_denied(struct service_request *q, uid_t uid, const char *name)
+{
+	struct log_ctx ctx = {.identity = q->identity, .uid = (long)uid, .pid = q->pid};
+	char who[USERNAME_DESCRIBE_SIZE];
+
+	usernames_describe(who, sizeof(who), uid, name);
+	if (q->pid > 0)
+		log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d, %s", q->identity,
+			(int)q->pid, who);
+	else
+		log_msg(LOG_WARNING, &ctx, "denied identity %s to %s", q->identity, who);
+	answer_error(q, BT_E_DENIED,
+		     "%s may not use identity '%s': an administrator can add the user to its "
+		     "allow_users or allow_groups",
+		     who, q->identity);
+}
+
+static void on_user_name(struct username_waiter *w, uid_t uid, const char *name)
+{
+	struct service_request *q = container_of(w, struct service_request, uw);
+
+	q->naming = false;
+	tell_denied(q, uid, name);
+}
+
+/* Refuses q's identity to uid, naming the user: from the cache, or after
+ * the thread pool has looked the name up (NSS may block; the loop must
+ * not). */
+static void deny(struct service_request *q, uid_t uid)
+{
+	const char *name;
+
+	if (usernames_peek(q->s->usernames, uid, &name)) {
+		tell_denied(q, uid, name);
+		return;
+	}
+	q->uw.fn = on_user_name;
+	q->naming = usernames_lookup(q->s->usernames, uid, &q->uw) == 0;
+	if (!q->naming)
+		tell_denied(q, uid, NULL);
+}
+
+/* Finds and authorises q's identity; answers q and returns NULL if the
+ * request cannot go on. */
+static const struct identity *admit(struct service *s, const struct peer *p, const char *name,
+				    struct service_request *q)
+{
+	char msg[BT_MESSAGE_MAX];
+	const struct identity *id;
+	uint32_t status;
+
+	q->s = s;
+	q->pid = p->pid;
+	q->caching = q->naming = false;
+	q->identity = q->resource = NULL;
+	if (!(id = service_find(s, name, &status, msg, sizeof(msg)))) {
+		answer_error(q, status, "%s", msg);
+		return NULL;
+	}
+	if (!(q->identity = strdup(id->name))) {
+		answer_error(q, BT_E_INTERNAL, "out of memory");
+		return NULL;
+	}
+	if (!service_peer_may_use(s, p, id)) {
+		deny(q, p->uid);
+		return NULL;
+	}
+	return id;
+}
+
+void service_authorize(struct service *s, const struct peer *p, const char *identity,
+		       struct service_request *q)
+{
+	q->token = false;
+	if (admit(s, p, identity, q))
+		answer_ok(q, NULL);
+}
+
+void service_get_token(struct service *s, const struct peer *p, const char *identity,
+		       const char *resource, const char *scope, uint32_t min_validity, bool force,
+		       struct service_request *q)
+{
+	const struct identity *id;
+	const char *res;
+	int r;
+
+	q->token = true;
+	if (!(id = admit(s, p, identity, q)))
+		return;
+	if (!(res = identity_resource(id, resource, scope))) {
+		answer_error(q, BT_E_RESOURCE_NOT_ALLOWED,
+			     "identity '%s' does not serve %s '%s' (its resources: %s%s): ask for "
+			     "one of those, or add it to resources =",
+			     id->name, scope && *scope ? "scope" : "resource",
+			     scope && *scope ? scope : resource, id->resources[0],
+			     id->n_resources > 1 ? ", ..." : "");
+		return;
+	}
+	if (!(q->resource = strdup(res))) {
+		answer_error(q, BT_E_INTERNAL, "out of memory");
+		return;
+	}
+	q->w.fn = on_cache;
+	q->caching = true;
+	/* cache_get() may answer (through on_cache) before it returns. */
+	r = cache_get(s->cache, id, res, min_validity, force, &q->w);
+	if (r < 0) {
+		q->caching = false;
+		answer_error(q, r == -EBUSY ? BT_E_BUSY : BT_E_INTERNAL, "%s",
+			     r == -EBUSY ? "too many clients are waiting for this token; try again"
+					 : "out of memory");
+	}
+}
+
+void service_cancel(struct service_request *q)
+{
+	if (q->caching)
+		cache_waiter_cancel(&q->w);
+	if (q->naming)
+		usernames_waiter_cancel(&q->uw);
+	q->caching = q->naming = false;
+	free(q->identity);
+	free(q->resource);
+	q->identity = q->resource = NULL;
+}

@@ -1,0 +1,111 @@
+/* service.h - the one request path every front end goes through (the Unix
+ * socket's dispatcher, the compat endpoint, and whatever comes next): find
+ * the identity a request names, normalise the resource or scope it asks
+ * for, decide whether the peer may use it, and answer from the cache.
+ *
+ * Front ends do framing and shapes only. Nothing a request keeps across the
+ * loop points into the config: a reload frees it. A request holds names,
+ * and an answer carries the names (and tenant) of what it is for, valid
+ * during the callback alone. */
+#ifndef BATCHTOK_DAEMON_SERVICE_H
+#define BATCHTOK_DAEMON_SERVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "config.h"
+#include "peer.h"
+#include "usernames.h"
+
+struct service;
+
+struct signin_store;
+struct bt_record;
+
+/* What the daemon does for the service that the service cannot: reloading
+ * (which replaces the config), describing the daemon itself, and issuing a
+ * compat endpoint capability (the endpoint is a front end). */
+struct service_hooks {
+	void *arg;
+	int (*reload)(void *arg, char **ret_error);
+	int (*describe)(void *arg, struct bt_record *rec);
+	/* -EOPNOTSUPP: the endpoint is off; -EBUSY: too many live. */
+	int (*grant)(void *arg, const struct peer *p, const char *identity, char *text, size_t n,
+		     int64_t *expires_on, const char **url);
+};
+
+struct service_answer {
+	uint32_t status;     /* BT_OK or a BT_E_* code */
+	const char *message; /* errors: one line naming the cause and the fix */
+	/* BT_OK: the identity's name, tenant and client, and the resource, as
+	 * the current config has them; for a token, the token too. */
+	const char *identity, *tenant, *client_id, *resource;
+	const char *access_token, *token_type, *fingerprint;
+	int64_t expires_on;
+};
+
+struct service_request;
+typedef void (*service_fn)(struct service_request *q, const struct service_answer *a);
+
+/* Embedded in a front end's request; fn is called exactly once (possibly
+ * before service_get_token() returns) unless service_cancel() comes first. */
+struct service_request {
+	service_fn fn;
+	/* The service's own. */
+	struct service *s;
+	struct cache_waiter w;
+	struct username_waiter uw;
+	char *identity; /* a name: the config may change while the request waits */
+	char *resource;
+	pid_t pid;    /* the peer's, for the log; -1: none */
+	bool token;   /* a token is wanted, not only the right to use it */
+	bool caching; /* waiting on the cache */
+	bool naming;  /* waiting for a refused user's name */
+};
+
+int service_new(struct cache *cache, struct signin_store *signins, struct usernames *usernames,
+		const struct config *cfg, const struct service_hooks *hooks, struct service **ret);
+void service_free(struct service *s);
+/* After a reload: requests from now on see cfg. */
+void service_set_config(struct service *s, const struct config *cfg);
+
+/* The current config, valid until control returns to the loop: read it, do
+ * not keep it. */
+const struct config *service_config(const struct service *s);
+
+/* Is the peer root, the daemon's own user, or in admin_group? */
+bool service_peer_is_admin(const struct service *s, const struct peer *p);
+/* May the peer use identity id? */
+bool service_peer_may_use(const struct service *s, const struct peer *p, const struct identity *id);
+
+/* The identity called name ("" or NULL: the default). NULL with *status and
+ * msg (n bytes) saying why if there is none. Valid as service_config(). */
+const struct identity *service_find(const struct service *s, const char *name, uint32_t *status,
+				    char *msg, size_t n);
+
+/* Answers q->fn with a token of identity (name) for resource or scope, if
+ * peer p may have it; min_validity 0 is the daemon's. */
+void service_get_token(struct service *s, const struct peer *p, const char *identity,
+		       const char *resource, const char *scope, uint32_t min_validity, bool force,
+		       struct service_request *q);
+/* Answers q->fn with BT_OK and the identity's names if peer p may use it
+ * (no token): for requests that act on an identity (COMPAT). */
+void service_authorize(struct service *s, const struct peer *p, const char *identity,
+		       struct service_request *q);
+/* Stops q waiting; q->fn will not be called. Harmless if it is not. */
+void service_cancel(struct service_request *q);
+
+/* Reloads the config through the daemon; *ret_error (free()) on failure. */
+int service_reload(struct service *s, char **ret_error);
+/* The daemon, and every identity the peer may see (all, for an admin),
+ * with its credential and tokens, into rec. */
+int service_status(struct service *s, const struct peer *p, struct bt_record *rec);
+/* A compat endpoint capability for identity, which p may use (checked by
+ * the caller through service_authorize). */
+int service_grant(struct service *s, const struct peer *p, const char *identity, char *text,
+		  size_t n, int64_t *expires_on, const char **url);
+/* The sign-ins of device-code identities. */
+struct signin_store *service_signins(const struct service *s);
+
+#endif
