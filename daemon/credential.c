@@ -173,12 +173,39 @@ static int user_build(const struct cred_input *in, struct http_request *req,
 	return r < 0 ? fail(err, req, BT_E_INTERNAL, r, "out of memory") : 0;
 }
 
+static int certificate_describe(const struct identity *id, struct bt_record *rec)
+{
+	return bt_record_add_str(rec, "certificate", certificate_subject(id->cert))
+	       ?: bt_record_add_str(rec, "thumbprint", certificate_thumbprint(id->cert))
+	       ?: bt_record_add_int(rec, "certificate_expires", BT_FIELD_TIME,
+				    certificate_not_after(id->cert));
+}
+
+static int imds_describe(const struct identity *id, struct bt_record *rec)
+{
+	int r = bt_record_add_str(rec, "imds_endpoint", id->imds_endpoint);
+
+	if (r == 0 && id->object_id)
+		r = bt_record_add_str(rec, "object_id", id->object_id);
+	if (r == 0 && id->resource_id)
+		r = bt_record_add_str(rec, "resource_id", id->resource_id);
+	return r;
+}
+
+static int federated_describe(const struct identity *id, struct bt_record *rec)
+{
+	return bt_record_add_str(rec, "federated_token_file", id->federated_token_file);
+}
+
 static const struct credential_ops sources[] = {
-    [CRED_SECRET] = {"secret", NULL, secret_build, entra_parse},
-    [CRED_CERTIFICATE] = {"certificate", NULL, certificate_build, entra_parse},
-    [CRED_MANAGED_IDENTITY] = {"managed-identity", NULL, imds_build, imds_parse},
-    [CRED_FEDERATED] = {"federated", federated_file, federated_build, entra_parse},
-    [CRED_DEVICE_CODE] = {"device-code", NULL, user_build, entra_parse},
+    [CRED_SECRET] = {"secret", NULL, secret_build, entra_parse, NULL},
+    [CRED_CERTIFICATE] = {"certificate", NULL, certificate_build, entra_parse,
+			  certificate_describe},
+    [CRED_MANAGED_IDENTITY] = {"managed-identity", NULL, imds_build, imds_parse, imds_describe},
+    [CRED_FEDERATED] = {"federated", federated_file, federated_build, entra_parse,
+			federated_describe},
+    /* The signed-in user is state, not configuration: the service shows it. */
+    [CRED_DEVICE_CODE] = {"device-code", NULL, user_build, entra_parse, NULL},
 };
 
 const struct credential_ops *credential_for(const struct identity *id)

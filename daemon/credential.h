@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "../proto/msg.h"
 #include "config.h"
 #include "entra.h"
 #include "http.h"
@@ -37,6 +38,8 @@ struct credential_ops {
 	/* Interprets the reply; sent_at is when the request went out. */
 	void (*parse_response)(const struct cred_input *in, const struct http_response *resp,
 			       int64_t sent_at, struct token_result *ret);
+	/* Adds what status shows of this kind's configuration to rec, or NULL. */
+	int (*describe)(const struct identity *id, struct bt_record *rec);
 };
 
 /* The source for id's credential kind; never NULL for a loaded config. */

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "certificate.h"
+#include "credential.h"
 #include "log.h"
 #include "signin.h"
 
@@ -68,25 +68,13 @@ struct signin_store *service_signins(const struct service *s)
 	return s->signins;
 }
 
-/* What each kind of credential adds to an identity's status. */
+/* What the identity's kind of credential shows, and its signed-in user. */
 static int describe_credential(struct service *s, const struct identity *id, struct bt_record *irec)
 {
+	const struct credential_ops *ops = credential_for(id);
 	const struct signin *si;
-	int r = 0;
+	int r = ops->describe ? ops->describe(id, irec) : 0;
 
-	if (id->cert)
-		r = bt_record_add_str(irec, "certificate", certificate_subject(id->cert))
-			?: bt_record_add_str(irec, "thumbprint", certificate_thumbprint(id->cert))
-			?: bt_record_add_int(irec, "certificate_expires", BT_FIELD_TIME,
-					     certificate_not_after(id->cert));
-	if (r == 0 && id->kind == CRED_MANAGED_IDENTITY)
-		r = bt_record_add_str(irec, "imds_endpoint", id->imds_endpoint);
-	if (r == 0 && id->object_id)
-		r = bt_record_add_str(irec, "object_id", id->object_id);
-	if (r == 0 && id->resource_id)
-		r = bt_record_add_str(irec, "resource_id", id->resource_id);
-	if (r == 0 && id->federated_token_file)
-		r = bt_record_add_str(irec, "federated_token_file", id->federated_token_file);
 	if (r == 0 && (si = signin_find(s->signins, id))) {
 		r = bt_record_add_str(irec, "signed_in", *signin_user(si) ? signin_user(si) : "-");
 		if (r == 0 && signin_time(si))
