@@ -181,7 +181,9 @@ static int denied(batchtok *bt, const char *path)
 int batchtok_connect(batchtok *bt, const char *path)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct bt_hello hello = {BT_PROTO_VERSION, BT_PROTO_VERSION};
+	/* A daemon from before version 2 accepts any range holding 1 and
+	 * answers version 1: asking for 1..2 costs old daemons nothing. */
+	struct bt_hello hello = {BT_PROTO_VERSION_MIN, BT_PROTO_VERSION_MAX};
 	char buf[sizeof(sa.sun_path)];
 	int fd, r;
 

@@ -367,18 +367,26 @@ static void handle_compat(struct service *s, struct conn *c, struct bt_frame *f)
 
 static void handle_hello(struct conn *c, struct bt_frame *f)
 {
+	/* The request types dispatch_frame() answers, announced in the HELLO
+	 * reply from protocol version 2 on: a type added to its switch is added
+	 * here too, or version 2 clients will not send it. */
+	static const uint64_t handled = BT_V1_REQUESTS;
 	struct bt_hello h;
-	struct bt_hello_reply rep = {BT_PROTO_VERSION, "batchtokd " BATCHTOK_VERSION_STRING};
+	struct bt_hello_reply rep = {.server = "batchtokd " BATCHTOK_VERSION_STRING,
+				     .requests = handled};
 
-	if (bt_decode_hello(&f->body, &h) < 0 || h.min_version > BT_PROTO_VERSION ||
-	    h.max_version < BT_PROTO_VERSION) {
+	/* The newest version both ends speak. A client from before version 2
+	 * asks for 1..1 and gets version 1's reply, byte for byte. */
+	if (bt_decode_hello(&f->body, &h) < 0 || h.min_version > h.max_version ||
+	    h.min_version > BT_PROTO_VERSION_MAX || h.max_version < BT_PROTO_VERSION_MIN) {
 		reply_error(c, f->id, BT_E_VERSION,
-			    "this batchtokd speaks protocol version %d only: use a matching "
+			    "this batchtokd speaks protocol versions %d to %d: use a matching "
 			    "batchtok/libbatchtok",
-			    BT_PROTO_VERSION);
+			    BT_PROTO_VERSION_MIN, BT_PROTO_VERSION_MAX);
 		conn_close_after_flush(c);
 		return;
 	}
+	rep.version = h.max_version < BT_PROTO_VERSION_MAX ? h.max_version : BT_PROTO_VERSION_MAX;
 	c->hello_done = true;
 	check_encoded(c, bt_encode_hello_reply(&c->out, f->id, &rep));
 }
@@ -392,8 +400,8 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 			handle_hello(c, f);
 		} else {
 			reply_error(c, f->id, BT_E_VERSION,
-				    "the first request must be HELLO (protocol version %d)",
-				    BT_PROTO_VERSION);
+				    "the first request must be HELLO (protocol versions %d to %d)",
+				    BT_PROTO_VERSION_MIN, BT_PROTO_VERSION_MAX);
 			conn_close_after_flush(c);
 		}
 		return;
@@ -429,10 +437,12 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 		reply_error(c, f->id, BT_E_BAD_REQUEST, "HELLO was already exchanged");
 		break;
 	default:
-		reply_error(
-		    c, f->id, BT_E_UNSUPPORTED,
-		    "unknown request type %u: this batchtokd is version " BATCHTOK_VERSION_STRING,
-		    f->type);
+		/* Not announced in the HELLO reply either, so a version 2
+		 * client never sends it; this answers older and foreign ones. */
+		reply_error(c, f->id, BT_E_UNSUPPORTED,
+			    "unknown request type %u: not supported by this batchtokd "
+			    "(" BATCHTOK_VERSION_STRING "): upgrade batchtokd",
+			    f->type);
 	}
 }
 

@@ -88,8 +88,13 @@ int bt_encode_hello(struct bt_buf *out, uint32_t id, const struct bt_hello *m)
 
 int bt_encode_hello_reply(struct bt_buf *out, uint32_t id, const struct bt_hello_reply *m)
 {
+	if (m->version < BT_PROTO_VERSION_MIN || m->version > BT_PROTO_VERSION_MAX)
+		return -EINVAL;
+	/* Version 1 clients read exactly version and server: the list follows
+	 * only for those that asked for version 2. */
 	ENCODE_FRAME(out, BT_HELLO | BT_REPLY, id,
-		     bt_buf_put_u32(out, m->version) ?: bt_buf_put_cstring(out, m->server));
+		     bt_buf_put_u32(out, m->version) ?: bt_buf_put_cstring(out, m->server)
+		     ?: (m->version >= 2 ? bt_buf_put_u64(out, m->requests) : 0));
 }
 
 int bt_encode_token_query(struct bt_buf *out, uint8_t type, uint32_t id,
@@ -193,14 +198,23 @@ int bt_decode_hello_reply(struct bt_buf *body, struct bt_hello_reply *ret)
 	struct bt_hello_reply m = {0};
 	int r;
 
-	r = bt_buf_get_u32(body, &m.version) ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m.server)
-	    ?: at_end(body);
+	r = bt_buf_get_u32(body, &m.version);
+	if (r == 0 && (m.version < BT_PROTO_VERSION_MIN || m.version > BT_PROTO_VERSION_MAX))
+		r = -EBADMSG;
+	if (r == 0)
+		r = bt_buf_get_cstring(body, BT_NAME_MAX, &m.server)
+		    ?: (m.version >= 2 ? bt_buf_get_u64(body, &m.requests) : 0) ?: at_end(body);
 	if (r < 0) {
 		bt_hello_reply_clear(&m);
 		return r;
 	}
 	*ret = m;
 	return 0;
+}
+
+uint64_t bt_hello_requests(const struct bt_hello_reply *m)
+{
+	return m->version >= 2 ? m->requests : BT_V1_REQUESTS;
 }
 
 int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret)

@@ -12,11 +12,16 @@
 #ifndef BATCHTOK_PROTO_MSG_H
 #define BATCHTOK_PROTO_MSG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "buf.h"
 
-#define BT_PROTO_VERSION 1
+/* The protocol versions this codec speaks. Version 2 is version 1 with one
+ * more field in the HELLO reply: the request types the daemon answers, so
+ * that a client can tell an older daemon's gaps before asking. */
+#define BT_PROTO_VERSION_MIN 1
+#define BT_PROTO_VERSION_MAX 2
 
 /* u32 length (of what follows), u8 type, u32 request id. */
 #define BT_FRAME_HEADER 9
@@ -47,6 +52,25 @@ enum bt_type {
 	BT_REPLY = 0x80, /* a reply's type is the request's type | BT_REPLY */
 	BT_ERROR = 0xff,
 };
+
+/* Request types are numbered below 64, so that one u64 in the HELLO reply
+ * names every type a daemon answers: bit t for type t. */
+#define BT_REQUEST_TYPES  64
+#define BT_REQUEST_BIT(t) (UINT64_C(1) << (t))
+/* What every daemon from before version 2 answers (batchtokd 0.1.0, say):
+ * HELLO through COMPAT. Types added since are never known to such a daemon,
+ * whose HELLO reply has no list. */
+#define BT_V1_REQUESTS                                                                             \
+	(BT_REQUEST_BIT(BT_HELLO) | BT_REQUEST_BIT(BT_GET_TOKEN) | BT_REQUEST_BIT(BT_STATUS) |     \
+	 BT_REQUEST_BIT(BT_INSPECT) | BT_REQUEST_BIT(BT_RELOAD) | BT_REQUEST_BIT(BT_PING) |        \
+	 BT_REQUEST_BIT(BT_LOGIN) | BT_REQUEST_BIT(BT_LOGIN_WAIT) | BT_REQUEST_BIT(BT_LOGOUT) |    \
+	 BT_REQUEST_BIT(BT_COMPAT))
+
+/* Whether the set of request types (a bitmap as above) holds type. */
+static inline bool bt_requests_has(uint64_t set, uint8_t type)
+{
+	return type < BT_REQUEST_TYPES && (set >> type & 1);
+}
 
 /* Stable status codes carried in BT_ERROR replies; errno never crosses the
  * socket. */
@@ -91,9 +115,12 @@ struct bt_hello {
 	uint32_t max_version;
 };
 
+/* The body's shape depends on version: requests is on the wire from
+ * version 2 on and ignored by the encoder of a version 1 reply. */
 struct bt_hello_reply {
-	uint32_t version;
-	char *server; /* "batchtokd VERSION" */
+	uint32_t version;  /* BT_PROTO_VERSION_MIN..BT_PROTO_VERSION_MAX */
+	char *server;	   /* "batchtokd VERSION" */
+	uint64_t requests; /* version >= 2: the request types the daemon answers */
 };
 
 #define BT_GET_FORCE_REFRESH 0x1u /* skip the cache; rate-limited by the daemon */
@@ -166,6 +193,7 @@ void bt_record_clear(struct bt_record *r);
 
 /* Encoders: one whole frame each. */
 int bt_encode_hello(struct bt_buf *out, uint32_t id, const struct bt_hello *m);
+/* -EINVAL for a version this codec does not speak. */
 int bt_encode_hello_reply(struct bt_buf *out, uint32_t id, const struct bt_hello_reply *m);
 /* type is BT_GET_TOKEN or BT_INSPECT. */
 int bt_encode_token_query(struct bt_buf *out, uint8_t type, uint32_t id,
@@ -184,6 +212,7 @@ int bt_encode_error(struct bt_buf *out, uint32_t id, uint32_t status, const char
 
 /* Decoders: body is the frame's body view and must be read to its end. */
 int bt_decode_hello(struct bt_buf *body, struct bt_hello *ret);
+/* A version this codec does not speak has a body it cannot read: -EBADMSG. */
 int bt_decode_hello_reply(struct bt_buf *body, struct bt_hello_reply *ret);
 int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret);
 int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret);
@@ -199,6 +228,10 @@ void bt_token_query_clear(struct bt_token_query *m);
 void bt_token_reply_clear(struct bt_token_reply *m);
 void bt_compat_reply_clear(struct bt_compat_reply *m);
 void bt_error_clear(struct bt_error *m);
+
+/* The request types answered by the daemon that sent m: the ones it listed
+ * (version 2 on), or BT_V1_REQUESTS (version 1 lists none). */
+uint64_t bt_hello_requests(const struct bt_hello_reply *m);
 
 /* Names for logs and messages. */
 const char *bt_type_name(uint8_t type);

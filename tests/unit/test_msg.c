@@ -91,6 +91,114 @@ static void test_compat_reply_roundtrip(void **state)
 	bt_buf_free(&b);
 }
 
+static void test_hello_roundtrip(void **state)
+{
+	struct bt_hello h = {BT_PROTO_VERSION_MIN, BT_PROTO_VERSION_MAX}, d;
+	struct bt_buf b;
+	struct bt_frame f;
+
+	(void)state;
+	bt_buf_init(&b, BT_REQUEST_MAX);
+	assert_int_equal(bt_encode_hello(&b, 0, &h), 0);
+	take(&b, BT_HELLO, 0, &f);
+	/* The request's shape is version 1's: a daemon from before version 2
+	 * reads it. */
+	assert_int_equal(f.size, BT_FRAME_HEADER + 8);
+	assert_int_equal(bt_decode_hello(&f.body, &d), 0);
+	assert_int_equal(d.min_version, 1);
+	assert_int_equal(d.max_version, 2);
+	bt_buf_free(&b);
+}
+
+/* Version 1's reply is exactly version and server, as clients from before
+ * version 2 read it; the list of requests is not on the wire. */
+static void test_hello_reply_version_1(void **state)
+{
+	static const uint8_t wire[] = {0x81, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 'b', 't', 'd'};
+	struct bt_hello_reply m = {1, "btd", 0xffff}, d;
+	struct bt_buf b;
+	struct bt_frame f;
+
+	(void)state;
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_hello_reply(&b, 0, &m), 0);
+	assert_int_equal(bt_buf_len(&b), 4 + sizeof(wire));
+	assert_memory_equal(bt_buf_ptr(&b) + 4, wire, sizeof(wire));
+	take(&b, BT_HELLO | BT_REPLY, 0, &f);
+	assert_int_equal(bt_decode_hello_reply(&f.body, &d), 0);
+	assert_int_equal(d.version, 1);
+	assert_string_equal(d.server, "btd");
+	assert_true(d.requests == 0);
+	/* A version 1 daemon answers what version 1 defined, nothing newer. */
+	assert_true(bt_hello_requests(&d) == BT_V1_REQUESTS);
+	assert_true(bt_requests_has(bt_hello_requests(&d), BT_COMPAT));
+	assert_false(bt_requests_has(bt_hello_requests(&d), BT_COMPAT + 1));
+	bt_hello_reply_clear(&d);
+	bt_buf_free(&b);
+}
+
+static void test_hello_reply_version_2(void **state)
+{
+	uint64_t set = BT_REQUEST_BIT(BT_HELLO) | BT_REQUEST_BIT(BT_PING) | BT_REQUEST_BIT(63);
+	struct bt_hello_reply m = {2, "batchtokd 9.9", set}, d;
+	struct bt_buf b;
+	struct bt_frame f;
+
+	(void)state;
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_hello_reply(&b, 0, &m), 0);
+	take(&b, BT_HELLO | BT_REPLY, 0, &f);
+	assert_int_equal(f.size, BT_FRAME_HEADER + 4 + 4 + 13 + 8);
+	assert_int_equal(bt_decode_hello_reply(&f.body, &d), 0);
+	assert_int_equal(d.version, 2);
+	assert_string_equal(d.server, "batchtokd 9.9");
+	assert_true(bt_hello_requests(&d) == set);
+	assert_true(bt_requests_has(set, 63));
+	assert_false(bt_requests_has(set, BT_GET_TOKEN));
+	/* Types 64 and up cannot be listed, so no daemon answers them. */
+	assert_false(bt_requests_has(UINT64_MAX, 64));
+	assert_false(bt_requests_has(UINT64_MAX, 0x7f));
+	bt_hello_reply_clear(&d);
+	bt_buf_free(&b);
+}
+
+/* The version says the shape: a version 1 body with a list behind it, a
+ * version 2 body without one, and versions this codec does not speak are
+ * all malformed, and leave the caller's struct alone. */
+static void test_hello_reply_shape_follows_version(void **state)
+{
+	static const uint8_t v1_with_list[] = {0, 0, 0, 1, 0, 0, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 6};
+	static const uint8_t v2_without[] = {0, 0, 0, 2, 0, 0, 0, 1, 'x'};
+	static const uint8_t v3[] = {0, 0, 0, 3, 0, 0, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 6};
+	static const uint8_t v0[] = {0, 0, 0, 0, 0, 0, 0, 1, 'x'};
+	static const uint8_t v2_short[] = {0, 0, 0, 2, 0, 0, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0};
+	const struct {
+		const uint8_t *p;
+		size_t n;
+	} bad[] = {{v1_with_list, sizeof(v1_with_list)},
+		   {v2_without, sizeof(v2_without)},
+		   {v3, sizeof(v3)},
+		   {v0, sizeof(v0)},
+		   {v2_short, sizeof(v2_short)}};
+	struct bt_hello_reply d = {0};
+	struct bt_hello_reply m = {3, "x", 0};
+	struct bt_buf v, b;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		bt_buf_view(&v, bad[i].p, bad[i].n);
+		assert_int_equal(bt_decode_hello_reply(&v, &d), -EBADMSG);
+		assert_null(d.server);
+	}
+	/* Nor does it encode them. */
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_hello_reply(&b, 0, &m), -EINVAL);
+	m.version = 0;
+	assert_int_equal(bt_encode_hello_reply(&b, 0, &m), -EINVAL);
+	assert_int_equal(bt_buf_len(&b), 0);
+	bt_buf_free(&b);
+}
+
 static void test_frame_limits(void **state)
 {
 	struct bt_buf b;
@@ -208,6 +316,10 @@ int main(void)
 	    cmocka_unit_test(test_token_query_roundtrip),
 	    cmocka_unit_test(test_token_reply_and_error_roundtrip),
 	    cmocka_unit_test(test_compat_reply_roundtrip),
+	    cmocka_unit_test(test_hello_roundtrip),
+	    cmocka_unit_test(test_hello_reply_version_1),
+	    cmocka_unit_test(test_hello_reply_version_2),
+	    cmocka_unit_test(test_hello_reply_shape_follows_version),
 	    cmocka_unit_test(test_frame_limits),
 	    cmocka_unit_test(test_trailing_bytes_and_truncation_fail),
 	    cmocka_unit_test(test_encoder_failure_leaves_buffer),
