@@ -52,7 +52,7 @@ DAEMON_SRC := daemon/log.c daemon/secmem.c daemon/config.c daemon/credential.c \
               daemon/daemon.c daemon/certificate.c daemon/sealed.c daemon/signin.c \
               daemon/capability.c daemon/sockdiag.c daemon/http_in.c daemon/compat.c \
               daemon/usernames.c daemon/service.c daemon/clock.c
-UNIT_TESTS := test_buf test_msg test_duration test_status_format test_config \
+UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
@@ -107,6 +107,8 @@ $(O)/tests/test_buf: $(call obj,tests/unit/test_buf.c) $(O)/libbtproto.a
 $(O)/tests/test_msg: $(call obj,tests/unit/test_msg.c) $(O)/libbtproto.a
 $(O)/tests/test_duration: $(call obj,tests/unit/test_duration.c) $(O)/libbtproto.a
 $(O)/tests/test_status_format: $(call obj,tests/unit/test_status_format.c client/status_format.c) $(O)/libbtproto.a
+# Includes client/libbatchtok.c to reach its internal request path.
+$(O)/tests/test_libbatchtok: $(call obj,tests/unit/test_libbatchtok.c client/status_format.c) $(O)/libbtproto.a
 $(addprefix $(O)/tests/,$(DAEMON_TESTS)): \
   $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
 $(O)/tests/%:

@@ -13,7 +13,9 @@
  *   -EHOSTUNREACH  the token service is unavailable and no valid token is cached
  *   -ETIMEDOUT     no answer within the handle's timeout
  *   -EINVAL        bad arguments, or a request the daemon found malformed
- *   -EOPNOTSUPP    the daemon does not offer what was asked (compat_endpoint)
+ *   -EOPNOTSUPP    the daemon does not offer what was asked (compat_endpoint),
+ *                  or is older than the request: "not supported by this
+ *                  batchtokd (VERSION): upgrade batchtokd", nothing sent
  *   -EBUSY         the daemon has too many requests of this kind; retry later
  *   -EPROTO        the daemon sent something this library cannot read
  *   -ENOMEM, -EIO  as usual
@@ -61,7 +63,8 @@ int batchtok_new(batchtok **ret);
 /* Connects to the daemon at path, or when path is NULL to the default:
  * $BATCHTOK_SOCKET, else $XDG_RUNTIME_DIR/batchtok/batchtokd.sock if it
  * exists, else BATCHTOK_SYSTEM_SOCKET. The protocol version is negotiated with
- * the first request, in the same round trip. */
+ * the first request, in the same round trip; the daemon's answer also says
+ * which requests it knows, and one it does not know is refused unsent. */
 int batchtok_connect(batchtok *bt, const char *path);
 
 /* Milliseconds each call may wait for the daemon; 0 or less: forever. */

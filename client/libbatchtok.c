@@ -29,6 +29,10 @@ struct batchtok {
 	int fd;
 	int timeout_ms;
 	int hello_pending; /* HELLO sent with the next request, reply unread */
+	/* From the HELLO reply: the request types the daemon answers, and its
+	 * version for messages. */
+	uint64_t requests;
+	char daemon_version[64];
 	uint32_t next_id;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct bt_buf out;
@@ -79,6 +83,8 @@ static void disconnect(batchtok *bt)
 		close(bt->fd);
 	bt->fd = -1;
 	bt->hello_pending = 0;
+	bt->requests = 0;
+	bt->daemon_version[0] = 0;
 	bt_buf_reset(&bt->out);
 	bt_buf_reset(&bt->in);
 }
@@ -381,6 +387,47 @@ static int take_error(batchtok *bt, struct bt_frame *f)
 	return r;
 }
 
+/* Reads the HELLO reply (bt->out flushed first) and keeps what it says. On
+ * failure the caller disconnects: the stream is out of step. */
+static int finish_hello(batchtok *bt, int64_t deadline)
+{
+	struct bt_hello_reply h;
+	struct bt_frame f;
+	const char *v;
+	int r;
+
+	if ((r = flush_out(bt, deadline)) < 0 || (r = read_frame(bt, deadline, &f)) < 0)
+		return r;
+	if (f.type == BT_ERROR)
+		return take_error(bt, &f);
+	if (f.type != (BT_HELLO | BT_REPLY))
+		return fail(bt, -EPROTO, "batchtokd answered the handshake with %s",
+			    bt_type_name(f.type));
+	if (bt_decode_hello_reply(&f.body, &h) < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed HELLO reply");
+	bt->requests = bt_hello_requests(&h);
+	v = strncmp(h.server, "batchtokd ", 10) == 0 ? h.server + 10 : h.server;
+	snprintf(bt->daemon_version, sizeof(bt->daemon_version), "%s", v);
+	bt_hello_reply_clear(&h);
+	bt_buf_consume(&bt->in, f.size);
+	bt->hello_pending = 0;
+	return 0;
+}
+
+/* The daemon does not answer requests of this type. */
+static int unsupported(batchtok *bt, uint8_t type)
+{
+	char name[32];
+
+	if (strcmp(bt_type_name(type), "unknown") == 0)
+		snprintf(name, sizeof(name), "request type %u", type);
+	else
+		snprintf(name, sizeof(name), "%s", bt_type_name(type));
+	return fail(bt, -EOPNOTSUPP,
+		    "%s is not supported by this batchtokd (%s): upgrade batchtokd", name,
+		    bt->daemon_version);
+}
+
 /* Sends the request already encoded in bt->out and leaves its reply frame
  * in *ret (consume reply->size from bt->in when done). An ERROR reply is
  * turned into its errno here. */
@@ -392,23 +439,8 @@ static int transact(batchtok *bt, uint32_t id, uint8_t type, struct bt_frame *re
 
 	if ((r = flush_out(bt, deadline)) < 0)
 		goto broken;
-	if (bt->hello_pending) {
-		struct bt_hello_reply h;
-		if ((r = read_frame(bt, deadline, &f)) < 0)
-			goto broken;
-		if (f.type == BT_ERROR) {
-			r = take_error(bt, &f);
-			goto broken;
-		}
-		if (f.type != (BT_HELLO | BT_REPLY) || bt_decode_hello_reply(&f.body, &h) < 0) {
-			r = fail(bt, -EPROTO, "batchtokd answered the handshake with %s",
-				 bt_type_name(f.type));
-			goto broken;
-		}
-		bt_hello_reply_clear(&h);
-		bt_buf_consume(&bt->in, f.size);
-		bt->hello_pending = 0;
-	}
+	if (bt->hello_pending && (r = finish_hello(bt, deadline)) < 0)
+		goto broken;
 	if ((r = read_frame(bt, deadline, &f)) < 0)
 		goto broken;
 	if (f.id != id) {
@@ -418,6 +450,10 @@ static int transact(batchtok *bt, uint32_t id, uint8_t type, struct bt_frame *re
 	if (f.type == BT_ERROR) {
 		r = take_error(bt, &f);
 		bt_buf_consume(&bt->in, f.size);
+		/* Sent with HELLO before the daemon said what it answers (only
+		 * version 1's requests are) and not among them after all. */
+		if (r == -EOPNOTSUPP && !bt_requests_has(bt->requests, type))
+			r = unsupported(bt, type);
 		return r;
 	}
 	if (f.type != (type | BT_REPLY)) {
@@ -433,12 +469,29 @@ broken:
 	return r;
 }
 
-static int begin(batchtok *bt, uint32_t *id)
+/* Starts a request of the given type: a new id, and the check that the
+ * daemon answers the type. A request it does not answer is refused here and
+ * never sent, so an older daemon is not asked for what it lacks. */
+static int begin(batchtok *bt, uint8_t type, uint32_t *id)
 {
+	int r;
+
 	bt->error[0] = 0;
 	if (bt->fd < 0)
 		return fail(bt, -ECONNREFUSED,
 			    "not connected to batchtokd: call batchtok_connect() first");
+	/* Every daemon answers version 1's requests, so those ride with HELLO
+	 * in one round trip; for a newer one the HELLO reply must be read first:
+	 * only it says whether the daemon knows the type. */
+	if (bt->hello_pending && !bt_requests_has(BT_V1_REQUESTS, type)) {
+		int64_t deadline = bt->timeout_ms > 0 ? now_ms() + bt->timeout_ms : -1;
+		if ((r = finish_hello(bt, deadline)) < 0) {
+			disconnect(bt);
+			return r;
+		}
+	}
+	if (!bt->hello_pending && !bt_requests_has(bt->requests, type))
+		return unsupported(bt, type);
 	*id = bt->next_id++;
 	if (bt->next_id == 0)
 		bt->next_id = 1;
@@ -450,7 +503,7 @@ static int send_query(batchtok *bt, uint8_t type, const struct batchtok_request 
 	struct bt_token_query q = {0};
 	int r;
 
-	if ((r = begin(bt, id)) < 0)
+	if ((r = begin(bt, type, id)) < 0)
 		return r;
 	if (req) {
 		q.identity = (char *)req->identity;
@@ -545,7 +598,7 @@ int batchtok_ping(batchtok *bt, char **ret)
 	uint32_t id = 0;
 	int r;
 
-	if ((r = begin(bt, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_PING, id)) < 0)
+	if ((r = begin(bt, BT_PING, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_PING, id)) < 0)
 		return r;
 	return text_request(bt, BT_PING, id, ret);
 }
@@ -556,7 +609,8 @@ int batchtok_reload(batchtok *bt)
 	uint32_t id = 0;
 	int r;
 
-	if ((r = begin(bt, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_RELOAD, id)) < 0 ||
+	if ((r = begin(bt, BT_RELOAD, &id)) < 0 ||
+	    (r = bt_encode_empty(&bt->out, BT_RELOAD, id)) < 0 ||
 	    (r = transact(bt, id, BT_RELOAD, &f)) < 0)
 		return r;
 	r = bt_decode_empty(&f.body);
@@ -571,7 +625,8 @@ int batchtok_status(batchtok *bt, int json, char **ret)
 	uint32_t id = 0;
 	int r;
 
-	if ((r = begin(bt, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_STATUS, id)) < 0 ||
+	if ((r = begin(bt, BT_STATUS, &id)) < 0 ||
+	    (r = bt_encode_empty(&bt->out, BT_STATUS, id)) < 0 ||
 	    (r = transact(bt, id, BT_STATUS, &f)) < 0)
 		return r;
 	r = bt_decode_record_reply(&f.body, &rec);
@@ -590,7 +645,7 @@ static int name_request(batchtok *bt, uint8_t type, const char *identity, struct
 	uint32_t id = 0;
 	int r;
 
-	if ((r = begin(bt, &id)) < 0)
+	if ((r = begin(bt, type, &id)) < 0)
 		return r;
 	if ((r = bt_encode_name_request(&bt->out, type, id, identity ? identity : "")) < 0)
 		return fail(bt, -EINVAL, "the identity name is too long");
@@ -695,7 +750,7 @@ int batchtok_compat_grant(batchtok *bt, const char *identity, struct batchtok_co
 	uint32_t id = 0;
 	int r;
 
-	if ((r = begin(bt, &id)) < 0)
+	if ((r = begin(bt, BT_COMPAT, &id)) < 0)
 		return r;
 	if (bt_encode_name_request(&bt->out, BT_COMPAT, id, identity ? identity : "") < 0)
 		return fail(bt, -EINVAL, "the identity name is too long");

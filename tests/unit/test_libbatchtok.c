@@ -1,0 +1,269 @@
+/* test_libbatchtok.c - the client's handshake against a scripted daemon: what
+ * it sends, and how it treats requests the daemon does not answer.
+ *
+ * The library is included whole so that a request type newer than any call
+ * of its API can go through begin(), the path every call takes. The daemon
+ * is a socket whose replies are written before the client asks, so nothing
+ * runs concurrently and nothing waits. */
+#include "../../client/libbatchtok.c"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+/* A request type no daemon had when this test was written. */
+#define FUTURE_TYPE (BT_COMPAT + 1)
+
+struct peer {
+	char dir[64];
+	char path[128];
+	int listener;
+	int fd; /* the daemon's end */
+	batchtok *bt;
+};
+
+static int setup(void **state)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct peer *p = calloc(1, sizeof(*p));
+
+	assert_non_null(p);
+	snprintf(p->dir, sizeof(p->dir), "/tmp/test_libbatchtok.XXXXXX");
+	assert_non_null(mkdtemp(p->dir));
+	snprintf(p->path, sizeof(p->path), "%s/sock", p->dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p->path);
+	p->listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(p->listener >= 0);
+	assert_int_equal(bind(p->listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(p->listener, 1), 0);
+	assert_int_equal(batchtok_new(&p->bt), 0);
+	batchtok_set_timeout(p->bt, 5000);
+	assert_int_equal(batchtok_connect(p->bt, p->path), 0);
+	p->fd = accept4(p->listener, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(p->fd >= 0);
+	*state = p;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct peer *p = *state;
+
+	batchtok_free(p->bt);
+	close(p->fd);
+	close(p->listener);
+	unlink(p->path);
+	rmdir(p->dir);
+	free(p);
+	return 0;
+}
+
+/* Queues the daemon's answers: they wait in the socket for the client. */
+static void say(struct peer *p, struct bt_buf *b)
+{
+	assert_int_equal(send(p->fd, bt_buf_ptr(b), bt_buf_len(b), MSG_NOSIGNAL),
+			 (ssize_t)bt_buf_len(b));
+	bt_buf_free(b);
+}
+
+static void say_hello(struct peer *p, uint32_t version, const char *server, uint64_t requests)
+{
+	struct bt_hello_reply m = {version, (char *)server, requests};
+	struct bt_buf b;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_hello_reply(&b, 0, &m), 0);
+	say(p, &b);
+}
+
+static void say_text(struct peer *p, uint8_t type, uint32_t id, const char *text)
+{
+	struct bt_buf b;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_text_reply(&b, type | BT_REPLY, id, text), 0);
+	say(p, &b);
+}
+
+static void say_error(struct peer *p, uint32_t id, uint32_t status, const char *message)
+{
+	struct bt_buf b;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_error(&b, id, status, message), 0);
+	say(p, &b);
+}
+
+/* The types of the frames the client has sent so far, in order, into
+ * types (n at most); returns how many. */
+static size_t heard(struct peer *p, uint8_t *types, size_t n)
+{
+	struct bt_buf in;
+	struct bt_frame f;
+	uint8_t *w;
+	ssize_t k;
+	size_t count = 0;
+
+	bt_buf_init(&in, BT_REQUEST_MAX);
+	while (bt_buf_reserve(&in, 4096, &w) == 0 && (k = recv(p->fd, w, 4096, MSG_DONTWAIT)) > 0)
+		bt_buf_commit(&in, (size_t)k);
+	while (bt_frame_peek(&in, BT_REQUEST_MAX, &f) == 0) {
+		assert_true(count < n);
+		if (f.type == BT_HELLO) {
+			struct bt_hello h;
+			/* A client from now on asks for 1..2: a version 1 daemon
+			 * accepts that and answers 1. */
+			assert_int_equal(bt_decode_hello(&f.body, &h), 0);
+			assert_int_equal(h.min_version, 1);
+			assert_int_equal(h.max_version, 2);
+		}
+		types[count++] = f.type;
+		bt_buf_consume(&in, f.size);
+	}
+	assert_int_equal(bt_buf_len(&in), 0);
+	bt_buf_free(&in);
+	return count;
+}
+
+static void test_version_1_requests_ride_with_hello(void **state)
+{
+	struct peer *p = *state;
+	uint8_t t[4];
+	char *s = NULL;
+
+	say_hello(p, 2, "batchtokd 9.9", BT_V1_REQUESTS);
+	say_text(p, BT_PING, 1, "batchtokd 9.9");
+	assert_int_equal(batchtok_ping(p->bt, &s), 0);
+	assert_string_equal(s, "batchtokd 9.9");
+	free(s);
+	assert_int_equal(heard(p, t, 4), 2);
+	assert_int_equal(t[0], BT_HELLO);
+	assert_int_equal(t[1], BT_PING);
+}
+
+/* A version 2 daemon that does not list STATUS: the client refuses it
+ * without a byte on the wire, and the connection goes on. */
+static void test_unlisted_request_is_refused_unsent(void **state)
+{
+	struct peer *p = *state;
+	char *out = (char *)"untouched";
+	uint8_t t[4];
+
+	say_hello(p, 2, "batchtokd 9.9", BT_V1_REQUESTS & ~BT_REQUEST_BIT(BT_STATUS));
+	say_text(p, BT_PING, 1, "batchtokd 9.9");
+	assert_int_equal(batchtok_ping(p->bt, NULL), 0);
+	assert_int_equal(heard(p, t, 4), 2);
+
+	assert_int_equal(batchtok_status(p->bt, 0, &out), -EOPNOTSUPP);
+	assert_string_equal(out, "untouched");
+	assert_string_equal(batchtok_error(p->bt),
+			    "STATUS is not supported by this batchtokd (9.9): upgrade batchtokd");
+	assert_int_equal(heard(p, t, 4), 0);
+
+	say_text(p, BT_PING, 2, "batchtokd 9.9");
+	assert_int_equal(batchtok_ping(p->bt, NULL), 0);
+	assert_int_equal(batchtok_error(p->bt)[0], 0);
+	assert_int_equal(heard(p, t, 4), 1);
+	assert_int_equal(t[0], BT_PING);
+}
+
+/* A daemon from before version 2 answers HELLO 1..2 with version 1 and no
+ * list. A request newer than version 1 waits for that answer instead of
+ * riding with HELLO, and is then refused unsent: such a daemon cannot know
+ * it. Version 1's requests still work. */
+static void test_newer_request_to_a_version_1_daemon(void **state)
+{
+	struct peer *p = *state;
+	uint32_t id = 0;
+	uint8_t t[4];
+
+	say_hello(p, 1, "batchtokd 0.1.0", 0);
+	assert_int_equal(begin(p->bt, FUTURE_TYPE, &id), -EOPNOTSUPP);
+	assert_string_equal(
+	    batchtok_error(p->bt),
+	    "request type 11 is not supported by this batchtokd (0.1.0): upgrade batchtokd");
+	assert_int_equal(heard(p, t, 4), 1);
+	assert_int_equal(t[0], BT_HELLO);
+	assert_true(p->bt->fd >= 0);
+
+	say_text(p, BT_PING, 1, "batchtokd 0.1.0");
+	assert_int_equal(batchtok_ping(p->bt, NULL), 0);
+	assert_int_equal(heard(p, t, 4), 1);
+	assert_int_equal(t[0], BT_PING);
+}
+
+/* The same request to a daemon that lists it: the handshake is done first
+ * and the request may go. */
+static void test_newer_request_to_a_daemon_that_lists_it(void **state)
+{
+	struct peer *p = *state;
+	uint32_t id = 0;
+	uint8_t t[4];
+
+	say_hello(p, 2, "batchtokd 9.9", BT_V1_REQUESTS | BT_REQUEST_BIT(FUTURE_TYPE));
+	assert_int_equal(begin(p->bt, FUTURE_TYPE, &id), 0);
+	assert_int_equal(id, 1);
+	assert_int_equal(p->bt->hello_pending, 0);
+	assert_int_equal(heard(p, t, 4), 1);
+	assert_int_equal(t[0], BT_HELLO);
+}
+
+/* A request that went out with HELLO before the daemon said it does not
+ * answer it gets the same message from the daemon's UNSUPPORTED; a listed
+ * request's UNSUPPORTED (compat_endpoint off) keeps the daemon's words. */
+static void test_unsupported_answers(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_compat *c = NULL;
+	char *out = NULL;
+
+	say_hello(p, 2, "batchtokd 9.9", BT_V1_REQUESTS & ~BT_REQUEST_BIT(BT_STATUS));
+	say_error(p, 1, BT_E_UNSUPPORTED, "unknown request type 3");
+	assert_int_equal(batchtok_status(p->bt, 0, &out), -EOPNOTSUPP);
+	assert_null(out);
+	assert_string_equal(batchtok_error(p->bt),
+			    "STATUS is not supported by this batchtokd (9.9): upgrade batchtokd");
+
+	say_error(p, 2, BT_E_UNSUPPORTED, "the compatible endpoint is off");
+	assert_int_equal(batchtok_compat_grant(p->bt, NULL, &c), -EOPNOTSUPP);
+	assert_null(c);
+	assert_string_equal(batchtok_error(p->bt), "the compatible endpoint is off");
+}
+
+/* A HELLO reply in a version the client did not offer cannot be read: the
+ * connection is dropped with a plain message. */
+static void test_unreadable_hello_reply(void **state)
+{
+	struct peer *p = *state;
+	struct bt_buf b;
+	size_t mark;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_frame_begin(&b, BT_HELLO | BT_REPLY, 0, &mark), 0);
+	assert_int_equal(bt_buf_put_u32(&b, 3), 0);
+	assert_int_equal(bt_buf_put_cstring(&b, "batchtokd 99"), 0);
+	assert_int_equal(bt_frame_end(&b, mark), 0);
+	say(p, &b);
+	assert_int_equal(batchtok_ping(p->bt, NULL), -EPROTO);
+	assert_string_equal(batchtok_error(p->bt), "batchtokd sent a malformed HELLO reply");
+	assert_true(p->bt->fd < 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_version_1_requests_ride_with_hello, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_unlisted_request_is_refused_unsent, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_newer_request_to_a_version_1_daemon, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_newer_request_to_a_daemon_that_lists_it, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_unsupported_answers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unreadable_hello_reply, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
