@@ -46,12 +46,12 @@ DAEMON_LIBS   = $(shell pkg-config --libs $(DAEMON_PKGS)) -lhttp_parser
 
 PROTO_SRC  := proto/buf.c proto/msg.c proto/duration.c
 CLIENT_LIB_SRC := client/libbatchtok.c client/status_format.c
-DAEMON_SRC := daemon/log.c daemon/secmem.c daemon/config.c daemon/credential.c \
-              daemon/entra.c daemon/http.c daemon/schedule.c daemon/cache.c \
-              daemon/jwt.c daemon/server.c daemon/dispatch.c daemon/notify.c \
-              daemon/daemon.c daemon/certificate.c daemon/sealed.c daemon/signin.c \
-              daemon/capability.c daemon/sockdiag.c daemon/http_in.c daemon/compat.c \
-              daemon/usernames.c daemon/service.c daemon/clock.c
+DAEMON_SRC := daemon/lib/log.c daemon/lib/secmem.c daemon/identity/config.c daemon/identity/credential.c \
+              daemon/identity/entra.c daemon/lib/http.c daemon/lib/schedule.c daemon/core/cache.c \
+              daemon/lib/jwt.c daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
+              daemon/daemon.c daemon/lib/certificate.c daemon/lib/sealed.c daemon/identity/signin.c \
+              daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
+              daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames
@@ -121,10 +121,10 @@ FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
               -DBATCHTOK_VERSION_STRING='"$(VERSION)"'
 $(O)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
-$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/certificate.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
-$(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/entra.c daemon/http.c daemon/jwt.c daemon/log.c daemon/secmem.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/identity/config.c daemon/lib/certificate.c daemon/lib/jwt.c daemon/lib/log.c daemon/lib/secmem.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/identity/entra.c daemon/lib/http.c daemon/lib/jwt.c daemon/lib/log.c daemon/lib/secmem.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_signin: tests/fuzz/fuzz_signin.c $(DAEMON_SRC) $(PROTO_SRC)
-$(O)/fuzz/fuzz_http_in: tests/fuzz/fuzz_http_in.c daemon/http_in.c
+$(O)/fuzz/fuzz_http_in: tests/fuzz/fuzz_http_in.c daemon/front/http_in.c
 $(O)/fuzz/%:
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(DAEMON_CFLAGS) -o $@ $(filter %.c,$^) $(DAEMON_LIBS) -lm

@@ -12,11 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "certificate.h"
-#include "clock.h"
-#include "credential.h"
-#include "dispatch.h"
-#include "log.h"
+#include "lib/certificate.h"
+#include "lib/clock.h"
+#include "identity/credential.h"
+#include "front/dispatch.h"
+#include "lib/log.h"
 
 /* libuv timers run on the monotonic clock, which stands still while a laptop
  * sleeps; waking at least this often re-reads the wall clock, so tokens that
@@ -511,11 +511,10 @@ static int hook_grant(void *arg, const struct peer *p, const char *identity, cha
 	return compat_grant(d->compat, p, identity, text, expires_on);
 }
 
-int daemon_run(const struct config_options *opts, struct config *cfg)
+/* The modules on the loop, behind the front ends: HTTP, cache, sign-ins,
+ * user names and the service layer. */
+static int start_core(struct daemon *d)
 {
-	static const struct service_hooks hooks_template = {
-	    .reload = hook_reload, .describe = hook_describe, .grant = hook_grant};
-	struct service_hooks hooks = hooks_template;
 	static const struct cache_ops ops = {
 	    .fetch = fetch_start,
 	    .cancel = fetch_cancel,
@@ -523,14 +522,53 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	    .now = wall_now,
 	    .random = random_u32,
 	};
-	struct daemon *d = calloc(1, sizeof(*d));
+	struct service_hooks hooks = {
+	    .arg = d, .reload = hook_reload, .describe = hook_describe, .grant = hook_grant};
+	struct http_options ho;
+	struct cache_settings cs;
+	int r;
+
+	settings_from(d->cfg, &ho, &cs);
+	if ((r = http_new(&d->loop, &ho, &d->http)) < 0 ||
+	    (r = cache_new(&ops, d, &cs, &d->cache)) < 0 ||
+	    (r = signin_store_new(&d->loop, d->http, on_signin_changed, d, &d->signins)) < 0 ||
+	    (r = usernames_new(&d->loop, &d->usernames)) < 0)
+		return r;
+	signin_configure(d->signins, d->cfg);
+	return service_new(d->cache, d->signins, d->usernames, d->cfg, &hooks, &d->service);
+}
+
+/* The Unix socket and, when configured, the compat endpoint. */
+static int start_fronts(struct daemon *d)
+{
+	const struct config *cfg = d->cfg;
 	struct server_options so = {.path = cfg->socket,
 				    .mode = cfg->socket_mode,
 				    .gid = cfg->socket_gid,
 				    .max_clients = cfg->max_clients};
-	struct server_handlers sh = {.frame = dispatch_frame, .closed = dispatch_conn_closed};
-	struct http_options ho;
-	struct cache_settings cs;
+	struct server_handlers sh = {
+	    .frame = dispatch_frame, .closed = dispatch_conn_closed, .arg = d->service};
+	int r;
+
+	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
+		if (r == -EADDRINUSE)
+			log_error("another batchtokd is already listening on %s: stop it first, or "
+				  "set a different socket =",
+				  cfg->socket);
+		else
+			log_error("cannot listen on %s: %s", cfg->socket, strerror(-r));
+		return r;
+	}
+	if (cfg->compat_endpoint && (r = compat_new(&d->loop, d->service, &d->compat)) < 0) {
+		server_close(d->server);
+		return r;
+	}
+	return 0;
+}
+
+int daemon_run(const struct config_options *opts, struct config *cfg)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
 	char status[200];
 	int r;
 
@@ -544,34 +582,12 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	d->cache_due = INT64_MAX;
 	if ((r = uv_loop_init(&d->loop)) < 0)
 		goto fail;
-	settings_from(cfg, &ho, &cs);
 	uv_timer_init(&d->loop, &d->cache_timer);
 	d->cache_timer.data = d;
 	uv_timer_init(&d->loop, &d->cert_timer);
 	d->cert_timer.data = d;
-	if ((r = http_new(&d->loop, &ho, &d->http)) < 0 ||
-	    (r = cache_new(&ops, d, &cs, &d->cache)) < 0 ||
-	    (r = signin_store_new(&d->loop, d->http, on_signin_changed, d, &d->signins)) < 0 ||
-	    (r = usernames_new(&d->loop, &d->usernames)) < 0)
+	if ((r = start_core(d)) < 0 || (r = start_fronts(d)) < 0)
 		goto fail_loop;
-	signin_configure(d->signins, cfg);
-	hooks.arg = d;
-	if ((r = service_new(d->cache, d->signins, d->usernames, cfg, &hooks, &d->service)) < 0)
-		goto fail_loop;
-	sh.arg = d->service;
-	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
-		if (r == -EADDRINUSE)
-			log_error("another batchtokd is already listening on %s: stop it first, or "
-				  "set a different socket =",
-				  cfg->socket);
-		else
-			log_error("cannot listen on %s: %s", cfg->socket, strerror(-r));
-		goto fail_loop;
-	}
-	if (cfg->compat_endpoint && (r = compat_new(&d->loop, d->service, &d->compat)) < 0) {
-		server_close(d->server);
-		goto fail_loop;
-	}
 	uv_signal_init(&d->loop, &d->sighup);
 	uv_signal_init(&d->loop, &d->sigterm);
 	uv_signal_init(&d->loop, &d->sigint);

@@ -7,15 +7,15 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "cache.h"
-#include "compat.h"
-#include "config.h"
-#include "http.h"
-#include "notify.h"
-#include "server.h"
-#include "service.h"
-#include "signin.h"
-#include "usernames.h"
+#include "core/cache.h"
+#include "front/compat.h"
+#include "identity/config.h"
+#include "lib/http.h"
+#include "lib/notify.h"
+#include "front/server.h"
+#include "core/service.h"
+#include "identity/signin.h"
+#include "lib/usernames.h"
 
 struct daemon {
 	uv_loop_t loop;

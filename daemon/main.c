@@ -14,10 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "identity/config.h"
 #include "daemon.h"
-#include "log.h"
-#include "secmem.h"
+#include "lib/log.h"
+#include "lib/secmem.h"
 
 /* Secrets are a few hundred bytes each; 1 MiB of locked memory holds
  * thousands and stays under the default RLIMIT_MEMLOCK of 8 MiB. */

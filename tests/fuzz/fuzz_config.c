@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../daemon/config.h"
-#include "../../daemon/log.h"
+#include "../../daemon/identity/config.h"
+#include "../../daemon/lib/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../daemon/entra.h"
-#include "../../daemon/jwt.h"
+#include "../../daemon/identity/entra.h"
+#include "../../daemon/lib/jwt.h"
 #include "../../proto/msg.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../daemon/http_in.h"
+#include "../../daemon/front/http_in.h"
 
 static void check(const struct http_in *r)
 {

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../daemon/sealed.h"
-#include "../../daemon/secmem.h"
-#include "../../daemon/signin.h"
+#include "../../daemon/lib/sealed.h"
+#include "../../daemon/lib/secmem.h"
+#include "../../daemon/identity/signin.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

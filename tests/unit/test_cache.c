@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
-#include "../../daemon/cache.h"
-#include "../../daemon/log.h"
-#include "../../daemon/secmem.h"
+#include "../../daemon/core/cache.h"
+#include "../../daemon/lib/log.h"
+#include "../../daemon/lib/secmem.h"
 #include "../../proto/msg.h"
 
 static int64_t now;

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "../../daemon/capability.h"
+#include "../../daemon/front/capability.h"
 
 static void test_issue_and_find(void **state)
 {

@@ -15,9 +15,9 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "../../daemon/certificate.h"
-#include "../../daemon/jwt.h"
-#include "../../daemon/secmem.h"
+#include "../../daemon/lib/certificate.h"
+#include "../../daemon/lib/jwt.h"
+#include "../../daemon/lib/secmem.h"
 
 struct pem {
 	char *cert, *key, *enc_key;

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../daemon/certificate.h"
-#include "../../daemon/config.h"
+#include "../../daemon/lib/certificate.h"
+#include "../../daemon/identity/config.h"
 
 #define IDENTITY                                                                                   \
 	"[identity batch-prod]\ncredential = secret\ntenant = "                                    \

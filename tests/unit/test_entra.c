@@ -10,8 +10,8 @@
 
 #include <cmocka.h>
 
-#include "../../daemon/credential.h"
-#include "../../daemon/entra.h"
+#include "../../daemon/identity/credential.h"
+#include "../../daemon/identity/entra.h"
 #include "../../proto/msg.h"
 
 static struct identity ident(int version)

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../../daemon/http_in.h"
+#include "../../daemon/front/http_in.h"
 
 static const char appsvc[] =
     "GET /msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fbatch.core.windows.net%2F"

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "../../daemon/jwt.h"
+#include "../../daemon/lib/jwt.h"
 
 /* {"alg":"RS256","typ":"JWT"} . {"aud":"https://batch.core.windows.net/","n":1} . sig */
 #define TOKEN                                                                                      \

@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "../../daemon/schedule.h"
+#include "../../daemon/lib/schedule.h"
 
 static void test_one_hour_token(void **state)
 {

@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
-#include "../../daemon/sealed.h"
-#include "../../daemon/secmem.h"
-#include "../../daemon/signin.h"
+#include "../../daemon/lib/sealed.h"
+#include "../../daemon/lib/secmem.h"
+#include "../../daemon/identity/signin.h"
 
 static void test_round_trip_and_tampering(void **state)
 {

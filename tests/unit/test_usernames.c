@@ -13,7 +13,7 @@
 #include <pwd.h>
 #include <uv.h>
 
-#include "../../daemon/usernames.h"
+#include "../../daemon/lib/usernames.h"
 
 /* A uid no test system has a user for. */
 #define NO_SUCH_UID ((uid_t)3999999999u)

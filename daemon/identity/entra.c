@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../proto/msg.h"
-#include "jwt.h"
+#include "../../proto/msg.h"
+#include "../lib/jwt.h"
 
 /* Device codes live 15 minutes; accept up to an hour, and poll at least
  * every minute. */

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "capability.h"
-#include "jwt.h"
-#include "log.h"
-#include "signin.h"
+#include "../lib/jwt.h"
+#include "../lib/log.h"
+#include "../identity/signin.h"
 
 /* A request that is answered later: what it waits on, and where the answer
  * goes. */

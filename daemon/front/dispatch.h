@@ -5,7 +5,7 @@
 #define BATCHTOK_DAEMON_DISPATCH_H
 
 #include "server.h"
-#include "service.h"
+#include "../core/service.h"
 
 void dispatch_frame(void *service, struct conn *c, struct bt_frame *f);
 void dispatch_conn_closed(void *service, struct conn *c);

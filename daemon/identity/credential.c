@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../proto/msg.h"
-#include "certificate.h"
+#include "../../proto/msg.h"
+#include "../lib/certificate.h"
 
 #define CLIENT_ASSERTION_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #define IMDS_API_VERSION      "2018-02-01"

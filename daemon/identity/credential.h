@@ -11,10 +11,10 @@
 
 #include <stdint.h>
 
-#include "../proto/msg.h"
+#include "../../proto/msg.h"
 #include "config.h"
 #include "entra.h"
-#include "http.h"
+#include "../lib/http.h"
 
 /* A federated token is a JWT of a few KiB. */
 #define FEDERATED_TOKEN_MAX (64 * 1024)

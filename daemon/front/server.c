@@ -12,7 +12,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "../lib/log.h"
 
 /* Connections taken per wake-up, so a flood cannot starve the clients that
  * are already connected. */

@@ -19,10 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../proto/duration.h"
-#include "certificate.h"
-#include "log.h"
-#include "secmem.h"
+#include "../../proto/duration.h"
+#include "../lib/certificate.h"
+#include "../lib/log.h"
+#include "../lib/secmem.h"
 
 /* A config file is a page of text; refuse anything absurd before reading. */
 #define CONFIG_SIZE_MAX (1024 * 1024)

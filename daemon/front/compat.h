@@ -24,8 +24,8 @@
 #include <uv.h>
 
 #include "capability.h"
-#include "peer.h"
-#include "service.h"
+#include "../lib/peer.h"
+#include "../core/service.h"
 
 struct compat;
 

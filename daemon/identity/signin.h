@@ -16,8 +16,8 @@
 
 #include "config.h"
 #include "entra.h"
-#include "http.h"
-#include "list.h"
+#include "../lib/http.h"
+#include "../lib/list.h"
 
 struct signin_store;
 struct signin;

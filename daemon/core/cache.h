@@ -18,10 +18,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../proto/msg.h"
-#include "config.h"
-#include "entra.h"
-#include "list.h"
+#include "../../proto/msg.h"
+#include "../identity/config.h"
+#include "../identity/entra.h"
+#include "../lib/list.h"
 
 /* How long a hard credential error is answered from memory (MSAL replays
  * HTTP 400 answers for 60 s). */

@@ -11,8 +11,8 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "http.h"
-#include "secmem.h"
+#include "../lib/http.h"
+#include "../lib/secmem.h"
 
 /* Lifetimes outside this range are refused as nonsense from the service. */
 #define ENTRA_LIFETIME_MAX (7 * 86400)

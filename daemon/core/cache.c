@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jwt.h"
-#include "log.h"
-#include "schedule.h"
-#include "secmem.h"
+#include "../lib/jwt.h"
+#include "../lib/log.h"
+#include "../lib/schedule.h"
+#include "../lib/secmem.h"
 
 struct cache {
 	struct cache_ops ops;

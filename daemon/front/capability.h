@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "list.h"
+#include "../lib/list.h"
 
 #define CAPABILITY_PREFIX     "bt1_"
 #define CAPABILITY_TEXT_SIZE  48 /* "bt1_" + 43 base64url characters + NUL */

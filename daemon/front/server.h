@@ -16,10 +16,10 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#include "../proto/buf.h"
-#include "../proto/msg.h"
-#include "list.h"
-#include "peer.h"
+#include "../../proto/buf.h"
+#include "../../proto/msg.h"
+#include "../lib/list.h"
+#include "../lib/peer.h"
 
 /* Requests a connection may have waiting for a token at once; more are
  * not read until some are answered (back-pressure, not an error). */

@@ -12,10 +12,10 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "../lib/clock.h"
 #include "http_in.h"
-#include "log.h"
-#include "secmem.h"
+#include "../lib/log.h"
+#include "../lib/secmem.h"
 #include "sockdiag.h"
 
 #define READ_SIZE    4096
@@ -439,84 +439,91 @@ static void ask(struct compat_conn *c, const struct capability *cap)
 	service_get_token(c->cp->s, &who, cap->identity, c->resource, NULL, 0, false, &c->q);
 }
 
-static void handle_request(struct compat_conn *c)
+/* The request's shape, from its method, path, api-version and headers, and
+ * the capability when the path carries one. Returns 0, or answers the
+ * request and returns -1. */
+static int read_shape(struct compat_conn *c, enum shape *shape, const char **path_cap,
+		      size_t *path_cap_len)
 {
-	struct compat *cp = c->cp;
-	const struct capability *cap;
-	const char *path, *cap_text, *path_cap = NULL;
-	size_t plen, path_cap_len = 0, cap_len;
-	enum shape shape;
+	size_t plen, ilen = strlen(IMDS_PATH);
+	const char *path;
 	char *api = NULL;
-	int64_t now = clock_wall_now();
-	int r;
+	int r = -1, has_api;
 
 	if (c->req.method != HTTP_GET) {
 		respond_error(c, 405, "invalid_request", "only GET is served here");
-		return;
+		return -1;
 	}
 	if (http_in_path(&c->req, &path, &plen) < 0) {
 		respond_error(c, 400, "invalid_request", "the request target is not a path");
-		return;
+		return -1;
 	}
-	r = http_in_param(&c->req, "api-version", 32, &api);
+	has_api = http_in_param(&c->req, "api-version", 32, &api) == 0;
+	*path_cap = NULL;
+	*path_cap_len = 0;
 	if (path_is(path, plen, APPSVC_PATH)) {
-		if (r == 0 && strcmp(api, "2019-08-01") == 0)
-			shape = SHAPE_APPSVC_2019;
-		else if (r == 0 && strcmp(api, "2017-09-01") == 0)
-			shape = SHAPE_APPSVC_2017;
-		else {
+		if (has_api && strcmp(api, "2019-08-01") == 0)
+			*shape = SHAPE_APPSVC_2019, r = 0;
+		else if (has_api && strcmp(api, "2017-09-01") == 0)
+			*shape = SHAPE_APPSVC_2017, r = 0;
+		else
 			respond_error(c, 400, "invalid_request",
 				      "api-version must be 2019-08-01 (X-IDENTITY-HEADER) or "
 				      "2017-09-01 (secret)");
-			goto out;
-		}
-	} else {
-		size_t ilen = strlen(IMDS_PATH);
-		if (plen > ilen && !memcmp(path + plen - ilen, IMDS_PATH, ilen) && path[0] == '/' &&
-		    plen - ilen > 1) {
-			path_cap = path + 1;
-			path_cap_len = plen - ilen - 1;
-		} else if (!path_is(path, plen, IMDS_PATH)) {
-			respond_error(c, 404, "not_found",
-				      "not a managed-identity token path: use " APPSVC_PATH
-				      " or " IMDS_PATH);
-			goto out;
-		}
-		shape = SHAPE_IMDS;
-		if (r < 0) {
-			respond_error(c, 400, "invalid_request", "api-version is required");
-			goto out;
-		}
-		if (c->req.h[HTTP_H_METADATA].count != 1 ||
-		    strcmp(c->req.h[HTTP_H_METADATA].value, "true") != 0) {
-			respond_error(
-			    c, 400, "bad_request",
-			    "Required metadata header not specified: send Metadata: true");
-			goto out;
-		}
-		if (c->req.h[HTTP_H_FORWARDED_FOR].count) {
-			respond_error(c, 400, "bad_request",
-				      "proxied requests (X-Forwarded-For) are refused");
-			goto out;
-		}
-	}
-	if (!(cap_text = presented(c, shape, path_cap, path_cap_len, &cap_len)))
 		goto out;
-	cap = capability_find(&cp->caps, cap_text, cap_len, now);
-	if (!cap) {
+	}
+	if (plen > ilen + 1 && path[0] == '/' && !memcmp(path + plen - ilen, IMDS_PATH, ilen)) {
+		*path_cap = path + 1;
+		*path_cap_len = plen - ilen - 1;
+	} else if (!path_is(path, plen, IMDS_PATH)) {
+		respond_error(c, 404, "not_found",
+			      "not a managed-identity token path: use " APPSVC_PATH
+			      " or " IMDS_PATH);
+		goto out;
+	}
+	*shape = SHAPE_IMDS;
+	if (!has_api)
+		respond_error(c, 400, "invalid_request", "api-version is required");
+	else if (c->req.h[HTTP_H_METADATA].count != 1 ||
+		 strcmp(c->req.h[HTTP_H_METADATA].value, "true") != 0)
+		respond_error(c, 400, "bad_request",
+			      "Required metadata header not specified: send Metadata: true");
+	else if (c->req.h[HTTP_H_FORWARDED_FOR].count)
+		respond_error(c, 400, "bad_request",
+			      "proxied requests (X-Forwarded-For) are refused");
+	else
+		r = 0;
+out:
+	free(api);
+	return r;
+}
+
+/* The live capability the request presents, issued to the uid that owns
+ * the connection; NULL (and the request answered) otherwise. */
+static const struct capability *check_capability(struct compat_conn *c, enum shape shape,
+						 const char *path_cap, size_t path_cap_len)
+{
+	int64_t now = clock_wall_now();
+	const struct capability *cap;
+	const char *text;
+	size_t len;
+
+	if (!(text = presented(c, shape, path_cap, path_cap_len, &len)))
+		return NULL;
+	if (!(cap = capability_find(&c->cp->caps, text, len, now))) {
 		log_msg(LOG_WARNING, LOG_CTX_NONE,
 			"compat endpoint: unknown capability from %s (uid %ld)", c->peer,
 			c->owner_err ? -1L : (long)c->uid);
 		respond_error(c, 401, "unauthorized",
 			      "the capability is not one this batchtokd issued (it may have "
 			      "restarted): run the program under 'batchtok exec --compat' again");
-		goto out;
+		return NULL;
 	}
 	if (cap->expires_on <= now) {
 		respond_error(c, 401, "unauthorized",
 			      "the capability expired (compat_lifetime): run the program under "
 			      "'batchtok exec --compat' again");
-		goto out;
+		return NULL;
 	}
 	if (c->owner_err || c->uid != cap->uid) {
 		if (c->owner_err)
@@ -531,21 +538,32 @@ static void handle_request(struct compat_conn *c)
 		respond_error(c, 403, "forbidden",
 			      "this capability was issued to another user: get your own with "
 			      "'batchtok exec --compat'");
-		goto out;
+		return NULL;
 	}
-	if (check_selectors(c, cap->identity) < 0)
-		goto out;
+	return cap;
+}
+
+static void handle_request(struct compat_conn *c)
+{
+	const struct capability *cap;
+	const char *path_cap;
+	size_t path_cap_len;
+	enum shape shape;
+	int r;
+
+	if (read_shape(c, &shape, &path_cap, &path_cap_len) < 0 ||
+	    !(cap = check_capability(c, shape, path_cap, path_cap_len)) ||
+	    check_selectors(c, cap->identity) < 0)
+		return;
 	r = http_in_param(&c->req, "resource", BT_RESOURCE_MAX, &c->resource);
 	if (r < 0) {
 		respond_error(c, 400, "invalid_request",
 			      r == -ENOENT ? "resource is required, for example "
 					     "resource=https://batch.core.windows.net/"
 					   : "the resource parameter is malformed or too long");
-		goto out;
+		return;
 	}
 	ask(c, cap);
-out:
-	free(api);
 }
 
 /* Parses what has been read; answers one request at a time. */

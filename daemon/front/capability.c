@@ -10,7 +10,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#include "jwt.h"
+#include "../lib/jwt.h"
 
 static void cap_free(struct capability_store *s, struct capability *c)
 {

@@ -14,9 +14,9 @@
 #include <stdint.h>
 
 #include "cache.h"
-#include "config.h"
-#include "peer.h"
-#include "usernames.h"
+#include "../identity/config.h"
+#include "../lib/peer.h"
+#include "../lib/usernames.h"
 
 struct service;
 

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "credential.h"
-#include "log.h"
-#include "signin.h"
+#include "../identity/credential.h"
+#include "../lib/log.h"
+#include "../identity/signin.h"
 
 struct service {
 	struct cache *cache;

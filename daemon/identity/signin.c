@@ -13,10 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../proto/msg.h"
-#include "log.h"
-#include "sealed.h"
-#include "secmem.h"
+#include "../../proto/msg.h"
+#include "../lib/log.h"
+#include "../lib/sealed.h"
+#include "../lib/secmem.h"
 
 /* A state file holds one refresh token (a few KiB) and a name. */
 #define STATE_FILE_MAX (64 * 1024)
