@@ -76,6 +76,14 @@ static struct pending *pending_add(struct conn *c, const struct bt_frame *f)
 	return p;
 }
 
+/* Takes p off its connection before it is answered: replying may close the
+ * connection, which frees what is still on its list. */
+static struct pending *pending_take(struct pending *p)
+{
+	list_del(&p->node);
+	return p;
+}
+
 /* The request is answered: forget it. */
 static void pending_done(struct pending *p)
 {
@@ -84,7 +92,9 @@ static void pending_done(struct pending *p)
 	list_del(&p->node);
 	free(p->identity);
 	free(p);
-	conn_request_done(c);
+	/* A connection closed while answering has forgotten its count. */
+	if (!c->closed)
+		conn_request_done(c);
 }
 
 static void answer_token(struct pending *p, const struct service_answer *a)
@@ -123,7 +133,7 @@ static void answer_inspect(struct pending *p, const struct service_answer *a)
 
 static void on_token(struct service_request *q, const struct service_answer *a)
 {
-	struct pending *p = container_of(q, struct pending, q);
+	struct pending *p = pending_take(container_of(q, struct pending, q));
 
 	if (a->status != BT_OK)
 		reply_error(p->conn, p->id, a->status, "%s", a->message);
@@ -201,7 +211,7 @@ static void handle_reload(struct service *s, struct conn *c, struct bt_frame *f)
 
 static void on_signin_event(struct signin_waiter *w, const struct signin_event *ev)
 {
-	struct pending *p = container_of(w, struct pending, sw);
+	struct pending *p = pending_take(container_of(w, struct pending, sw));
 	struct conn *c = p->conn;
 	struct bt_record rec = {0};
 	int r;
@@ -287,6 +297,7 @@ static void handle_signin(struct service *s, struct conn *c, struct bt_frame *f)
 		goto out;
 	/* The config may be reloaded while the user signs in: keep the name. */
 	if (!(p->identity = strdup(id->name))) {
+		pending_take(p);
 		reply_error(c, f->id, BT_E_INTERNAL, "out of memory");
 		pending_done(p);
 		goto out;
@@ -297,6 +308,7 @@ static void handle_signin(struct service *s, struct conn *c, struct bt_frame *f)
 	if (f->type == BT_LOGIN_WAIT) {
 		signin_wait(signins, id, &p->sw);
 	} else if ((r = signin_login(signins, id, &p->sw)) < 0) {
+		pending_take(p);
 		reply_error(c, f->id, BT_E_INTERNAL, "cannot start the sign-in: %s", strerror(-r));
 		pending_done(p);
 	}
@@ -306,7 +318,7 @@ out:
 
 static void on_compat_allowed(struct service_request *q, const struct service_answer *a)
 {
-	struct pending *p = container_of(q, struct pending, q);
+	struct pending *p = pending_take(container_of(q, struct pending, q));
 	struct conn *c = p->conn;
 	const struct config *cfg = service_config(q->s);
 	char text[CAPABILITY_TEXT_SIZE];

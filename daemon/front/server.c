@@ -41,6 +41,8 @@ struct server {
 	uint32_t max_clients;
 	unsigned n_conns;
 	struct list conns;
+	struct list resume; /* connections with answers to send or frames held back */
+	uv_idle_t resume_idle;
 	int pending_closes; /* handles whose close callback has not run */
 	bool closing;
 };
@@ -73,6 +75,7 @@ static void conn_close(struct conn *c)
 	c->closed = true;
 	s->h.closed(s->h.arg, c);
 	list_del(&c->node);
+	list_del(&c->resume);
 	s->n_conns--;
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, on_conn_closed);
@@ -218,16 +221,36 @@ void conn_close_after_flush(struct conn *c)
 	conn_flush(c);
 }
 
+static void on_resume(uv_idle_t *h)
+{
+	struct server *s = h->data;
+	struct conn *c;
+
+	while ((c = list_first(&s->resume, struct conn, resume))) {
+		list_del(&c->resume);
+		/* Frames held back by the pending limit can go on now. */
+		if (bt_buf_len(&c->in))
+			process_input(c);
+		else
+			conn_flush(c);
+	}
+	uv_idle_stop(h);
+}
+
 void conn_request_done(struct conn *c)
 {
+	struct server *s = c->srv;
+
 	c->n_pending--;
-	if (c->in_dispatch)
+	if (c->in_dispatch || c->closed)
 		return; /* the loop taking frames goes on by itself */
-	/* Frames held back by the pending limit can go on now. */
-	if (!c->closed && bt_buf_len(&c->in))
-		process_input(c);
-	else
-		conn_flush(c);
+	/* Answers come from inside other modules' callbacks (a fetch ending, a
+	 * reload rebinding the cache): going on here could start a reload
+	 * inside a reload, or close the connection under its caller. */
+	if (list_empty(&c->resume)) {
+		list_add_tail(&s->resume, &c->resume);
+		uv_idle_start(&s->resume_idle, on_resume);
+	}
 }
 
 static int read_peer(int fd, struct peer *p)
@@ -335,6 +358,7 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		bt_buf_init(&c->in, BT_REQUEST_MAX + READ_CHUNK);
 		bt_buf_init(&c->out, SERVER_OUT_MAX);
 		list_init(&c->pendings);
+		list_init(&c->resume);
 		list_add_tail(&s->conns, &c->node);
 		s->n_conns++;
 		update_events(c);
@@ -469,6 +493,9 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	list_init(&s->conns);
 	s->listen_fd = fd;
 	s->h = *h;
+	list_init(&s->resume);
+	uv_idle_init(loop, &s->resume_idle);
+	s->resume_idle.data = s;
 	s->max_clients = opts->max_clients;
 	uv_poll_init(loop, &s->listen_poll, fd);
 	s->listen_poll.data = s;
@@ -512,7 +539,8 @@ void server_close(struct server *s)
 		conn_close(list_entry(s->conns.next, struct conn, node));
 	if (s->created && s->path && *s->path)
 		unlink(s->path);
-	s->pending_closes = 3;
+	s->pending_closes = 4;
+	uv_close((uv_handle_t *)&s->resume_idle, on_server_handle_closed);
 	uv_close((uv_handle_t *)&s->listen_poll, on_server_handle_closed);
 	uv_close((uv_handle_t *)&s->pause_timer, on_server_handle_closed);
 	uv_close((uv_handle_t *)&s->sweep_timer, on_server_handle_closed);

@@ -45,6 +45,7 @@ struct conn {
 	int64_t partial_since; /* monotonic ms when a partial frame appeared, 0: none */
 	int events;	       /* what the poll handle currently waits for */
 	struct list pendings;  /* the dispatcher's requests, cancelled on close */
+	struct list resume;    /* on the server's list of connections to go on with */
 	unsigned n_pending;
 };
 
@@ -72,7 +73,11 @@ void server_set_max_clients(struct server *s, uint32_t max_clients);
 void conn_flush(struct conn *c);
 /* Flushes what is queued, then closes. */
 void conn_close_after_flush(struct conn *c);
-/* Called by the dispatcher when an answered request leaves c's pending set. */
+/* Called by the dispatcher when an answered request leaves c's pending set.
+ * What c has to send, and frames held back by the pending limit, are taken
+ * up on the next turn of the loop, never inside the caller: a held-back
+ * RELOAD must not run inside the reload that answered, nor a failed write
+ * close the connection under the callback that replied. */
 void conn_request_done(struct conn *c);
 unsigned server_client_count(const struct server *s);
 /* Closes the listener and every connection, removes a socket it created;

@@ -425,15 +425,24 @@ static void load_key(struct signin_store *s)
 
 /* --- sign-ins and flows --- */
 
+/* The first waiter to tell, or NULL. */
+static struct signin_waiter *next_waiter(struct signin *si, bool prompt_only)
+{
+	for (struct list *n = si->waiters.next; n != &si->waiters; n = n->next) {
+		struct signin_waiter *w = list_entry(n, struct signin_waiter, node);
+		if (!prompt_only || w->want_prompt)
+			return w;
+	}
+	return NULL;
+}
+
 static void answer(struct signin *si, bool prompt_only, const struct signin_event *ev)
 {
-	struct list *n, *tmp;
+	struct signin_waiter *w;
 
-	list_for_each_safe(n, tmp, &si->waiters)
-	{
-		struct signin_waiter *w = list_entry(n, struct signin_waiter, node);
-		if (prompt_only && !w->want_prompt)
-			continue;
+	/* Looked up afresh each time: a callback may close its client's
+	 * connection, which cancels (and frees) other waiters of this list. */
+	while ((w = next_waiter(si, prompt_only))) {
 		list_del(&w->node);
 		w->fn(w, ev);
 	}
