@@ -15,13 +15,19 @@ int main(int argc, char **argv)
 	char *version = NULL;
 	int r;
 
+	char *end;
+	unsigned long type;
+
 	if (argc != 3 || batchtok_new(&bt) < 0)
+		return 2;
+	type = strtoul(argv[2], &end, 10);
+	if (*end || type > 255)
 		return 2;
 	if ((r = batchtok_connect(bt, argv[1])) < 0) {
 		fprintf(stderr, "%s\n", batchtok_error(bt));
 		return 3;
 	}
-	r = begin(bt, (uint8_t)atoi(argv[2]), &id);
+	r = begin(bt, (uint8_t)type, &id);
 	printf("begin %d %s\n", r, batchtok_error(bt));
 	r = batchtok_ping(bt, &version);
 	printf("ping %d %s\n", r, r == 0 ? version : batchtok_error(bt));

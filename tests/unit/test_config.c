@@ -563,7 +563,8 @@ static void test_credentials_outside_the_unit(void **state)
 	assert_true(has_error(&e, "as batchtok_batch-prod.secret: write that name"));
 	config_errors_clear(&e);
 	/* The same slip inside the unit. */
-	rename(secret, strcat(strcpy(text, creds), "/batchtok_batch-prod.secret"));
+	snprintf(text, sizeof(text), "%s/batchtok_batch-prod.secret", creds);
+	assert_int_equal(rename(secret, text), 0);
 	setenv("CREDENTIALS_DIRECTORY", creds, 1);
 	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
 	assert_true(has_error(&e, "no such credential; the unit passes it as "
