@@ -305,9 +305,11 @@ class Daemon:
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
-    def start(self):
+    def start(self, program=BATCHTOKD):
+        """Starts program (this build's batchtokd unless told) with the
+        config; stop() stops it by PID."""
         self.log = open(self.logpath, "a")
-        self.proc = subprocess.Popen([BATCHTOKD, "-c", self.conf], stdout=self.log,
+        self.proc = subprocess.Popen([program, "-c", self.conf], stdout=self.log,
                                      stderr=subprocess.STDOUT, env=self.env)
         wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
                  what="the daemon's socket")
@@ -331,6 +333,17 @@ class Daemon:
 
     def get(self, *args, **kw):
         return self.run("get", *args, **kw)
+
+    def reload_with(self, old, new):
+        """Replaces old by new in the config and reloads it, waiting until
+        the daemon has (the reload request answers when it is done)."""
+        with open(self.conf) as f:
+            conf = f.read()
+        assert old in conf, old
+        with open(self.conf, "w") as f:
+            f.write(conf.replace(old, new))
+        r = self.run("reload")
+        assert r.rc == 0, r
 
     def hup(self):
         self.proc.send_signal(signal.SIGHUP)

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import BATCH, BATCHTOK, BATCHTOKD, PYTHON, TOP, as_user, wait_for
+from conftest import BATCH, BATCHTOK, BATCHTOKD, PYTHON, TOP, as_user
 
 MANDOC = shutil.which("mandoc")
 
@@ -176,14 +176,7 @@ def test_a_compat_denial_names_the_user(make_daemon, sts):
     r = d.run("exec", "--compat", "-i", "batch", "--", "env", user=NOBODY)
     assert r.rc == 0, r
     env = dict(line.split("=", 1) for line in r.out.splitlines() if "=" in line)
-    with open(d.conf) as f:
-        conf = f.read()
-    with open(d.conf, "w") as f:
-        f.write(conf.replace("allow_users = nobody", "allow_users = root"))
-    before = d.read_log().count("configuration reloaded")
-    d.hup()
-    wait_for(lambda: d.read_log().count("configuration reloaded") > before, 10,
-             what="the reload")
+    d.reload_with("allow_users = nobody", "allow_users = root")
     url = "%s?api-version=2019-08-01&resource=%s" % (env["IDENTITY_ENDPOINT"],
                                                     urllib.parse.quote(BATCH, safe=""))
     p = subprocess.run([PYTHON, "-c", GET_AS_NOBODY, url, env["IDENTITY_HEADER"]],

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 
 from conftest import (BATCH, BATCHTOK, CLIENT, OTHER_CLIENT, PYTHON, SECRET, as_user,
-                      jwt_claims, wait_for)
+                      jwt_claims)
 
 NOBODY = 65534
 COMPAT = {"compat_endpoint": "127.0.0.1:0"}
@@ -242,14 +242,7 @@ def test_identities_the_caller_may_not_use(make_daemon, sts):
     assert status == 400 and body["error"] == "invalid_resource"
     # Access is checked again at each use: after a reload that drops nobody,
     # the capability nobody holds no longer works.
-    with open(d.conf) as f:
-        conf = f.read()
-    with open(d.conf, "w") as f:
-        f.write(conf.replace("allow_users = nobody", "allow_users = root"))
-    before = d.read_log().count("configuration reloaded")
-    d.hup()
-    wait_for(lambda: d.read_log().count("configuration reloaded") > before, 10,
-             what="the reload")
+    d.reload_with("allow_users = nobody", "allow_users = root")
     status, body = http_get(token_url(env), header, user=NOBODY)
     assert status == 403 and "may not use" in body["error_description"]
     assert sts.stats()["token_requests"] == 0

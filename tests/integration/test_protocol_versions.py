@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from conftest import SECRET, TOP, VERSION, frame, jwt_claims, read_frame, wait_for
+from conftest import SECRET, TOP, VERSION, frame, jwt_claims, read_frame
 
 # The last commit whose daemon and client speak protocol version 1 only
 # (0.1.0, with COMPAT): the oldest peer a current build must work with.
@@ -100,17 +100,6 @@ def ask_future(prog, sock, type_):
     b = begin.split(" ", 2)
     g = ping.split(" ", 2)
     return (int(b[1]), b[2]), (int(g[1]), g[2])
-
-
-def start_old_daemon(d, program):
-    """Starts the daemon from OLD with d's config, as d.start() does with the
-    current one: d.stop() (make_daemon's teardown) stops it by PID."""
-    d.log = open(d.logpath, "a")
-    d.proc = subprocess.Popen([program, "-c", d.conf], stdout=d.log,
-                              stderr=subprocess.STDOUT, env=d.env)
-    wait_for(lambda: os.path.exists(d.sock) or d.proc.poll() is not None, 10,
-             what="the old daemon's socket")
-    assert d.proc.poll() is None, "the old batchtokd exited: " + d.read_log()
 
 
 def test_hello_answers_each_range(make_daemon):
@@ -204,7 +193,7 @@ def test_this_client_with_an_old_daemon(make_daemon, old_build, future_request):
     get, status and ping work, and a request newer than version 1 is refused
     by the client with "not supported by this batchtokd", never sent."""
     d = make_daemon(start=False)
-    start_old_daemon(d, old_build["batchtokd"])
+    d.start(old_build["batchtokd"])
 
     s = d.connect_raw()
     server = ("batchtokd " + OLD_VERSION).encode()
