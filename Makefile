@@ -46,10 +46,16 @@ DAEMON_LIBS   = $(shell pkg-config --libs $(DAEMON_PKGS)) -lhttp_parser
 
 PROTO_SRC  := proto/buf.c proto/msg.c proto/duration.c
 CLIENT_LIB_SRC := client/libbatchtok.c client/status_format.c
-DAEMON_SRC := daemon/lib/log.c daemon/lib/secmem.c daemon/identity/config.c daemon/identity/credential.c \
-              daemon/identity/entra.c daemon/lib/http.c daemon/lib/schedule.c daemon/core/cache.c \
-              daemon/lib/jwt.c daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
-              daemon/daemon.c daemon/lib/certificate.c daemon/lib/sealed.c daemon/identity/signin.c \
+# The config and the credential kinds that read its keys, with what they use.
+CONFIG_SRC := daemon/identity/config.c daemon/identity/conf_value.c daemon/identity/keyfile.c \
+              daemon/identity/credential.c daemon/identity/cred_secret.c \
+              daemon/identity/cred_certificate.c daemon/identity/cred_managed_identity.c \
+              daemon/identity/cred_federated.c daemon/identity/cred_device_code.c \
+              daemon/identity/entra.c daemon/lib/http.c daemon/lib/certificate.c daemon/lib/jwt.c \
+              daemon/lib/log.c daemon/lib/secmem.c
+DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c \
+              daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
+              daemon/daemon.c daemon/lib/sealed.c daemon/identity/signin.c \
               daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
@@ -121,7 +127,7 @@ FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
               -DBATCHTOK_VERSION_STRING='"$(VERSION)"'
 $(O)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
-$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c daemon/identity/config.c daemon/lib/certificate.c daemon/lib/jwt.c daemon/lib/log.c daemon/lib/secmem.c $(PROTO_SRC)
+$(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(CONFIG_SRC) $(PROTO_SRC)
 $(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/identity/entra.c daemon/lib/http.c daemon/lib/jwt.c daemon/lib/log.c daemon/lib/secmem.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_signin: tests/fuzz/fuzz_signin.c $(DAEMON_SRC) $(PROTO_SRC)
 $(O)/fuzz/fuzz_http_in: tests/fuzz/fuzz_http_in.c daemon/front/http_in.c

@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lib/certificate.h"
 #include "lib/clock.h"
 #include "identity/credential.h"
 #include "front/dispatch.h"
@@ -24,8 +23,8 @@
 #define WALL_CLOCK_RECHECK_MS 60000
 /* Fixed connect timeout for the token service. */
 #define CONNECT_TIMEOUT 10
-/* How often certificate expiry is checked (and warned about). */
-#define CERT_CHECK_MS (12 * 3600 * 1000)
+/* How often credentials are audited (an expiring certificate warned of). */
+#define AUDIT_INTERVAL_MS (12 * 3600 * 1000)
 
 /* One fetch in flight: the entry it is for, then the file read (federated
  * tokens) and the transfer. */
@@ -320,41 +319,27 @@ static void on_signin_changed(void *arg, const struct identity *id)
 	prefetch(d, id);
 }
 
-/* Logs certificates that have expired or will within CERTIFICATE_WARN_AHEAD,
- * at start, on reload and twice a day. */
-static void check_certificates(struct daemon *d)
+/* Logs what each identity's kind of credential finds wrong with it (a
+ * certificate that expired or soon will), at start, on reload and twice a
+ * day. */
+static void audit_credentials(struct daemon *d)
 {
 	int64_t now = wall_now(NULL);
+	char msg[1024];
 
 	for (size_t i = 0; i < d->cfg->n_identities; i++) {
 		const struct identity *id = &d->cfg->identities[i];
+		const struct credential_ops *ops = credential_for(id);
 		struct log_ctx ctx = {.identity = id->name, .uid = -1, .pid = -1};
-		int64_t end;
-		char date[32];
-		if (!id->cert)
-			continue;
-		end = certificate_not_after(id->cert);
-		certificate_date(end, date, sizeof(date));
-		if (end <= now)
-			log_msg(LOG_ERR, &ctx,
-				"identity %s: certificate %s (thumbprint %s) expired on %s: renew "
-				"it and register the new one on the application",
-				id->name, certificate_subject(id->cert),
-				certificate_thumbprint(id->cert), date);
-		else if (end - now < CERTIFICATE_WARN_AHEAD)
-			log_msg(
-			    LOG_WARNING, &ctx,
-			    "identity %s: certificate %s (thumbprint %s) expires on %s, in %lld "
-			    "days: renew it and register the new one on the application",
-			    id->name, certificate_subject(id->cert),
-			    certificate_thumbprint(id->cert), date,
-			    (long long)((end - now) / 86400));
+		int prio = ops->audit ? ops->audit(id, now, msg, sizeof(msg)) : 0;
+		if (prio)
+			log_msg(prio, &ctx, "%s", msg);
 	}
 }
 
-static void on_cert_timer(uv_timer_t *t)
+static void on_audit_timer(uv_timer_t *t)
 {
-	check_certificates(t->data);
+	audit_credentials(t->data);
 }
 
 static void status_line(struct daemon *d, char *buf, size_t n)
@@ -423,7 +408,7 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	signin_configure(d->signins, c);
 	config_free(d->cfg);
 	d->cfg = c;
-	check_certificates(d);
+	audit_credentials(d);
 	cache_configure(d->cache, &cs);
 	server_set_max_clients(d->server, c->max_clients);
 	log_set_level(c->log_level);
@@ -463,7 +448,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	d->signins = NULL;
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
-	uv_close((uv_handle_t *)&d->cert_timer, NULL);
+	uv_close((uv_handle_t *)&d->audit_timer, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -584,8 +569,8 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 		goto fail;
 	uv_timer_init(&d->loop, &d->cache_timer);
 	d->cache_timer.data = d;
-	uv_timer_init(&d->loop, &d->cert_timer);
-	d->cert_timer.data = d;
+	uv_timer_init(&d->loop, &d->audit_timer);
+	d->audit_timer.data = d;
 	if ((r = start_core(d)) < 0 || (r = start_fronts(d)) < 0)
 		goto fail_loop;
 	uv_signal_init(&d->loop, &d->sighup);
@@ -596,8 +581,8 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&d->sigint, on_signal, SIGINT);
 	notify_init(&d->notify, &d->loop);
-	check_certificates(d);
-	uv_timer_start(&d->cert_timer, on_cert_timer, CERT_CHECK_MS, CERT_CHECK_MS);
+	audit_credentials(d);
+	uv_timer_start(&d->audit_timer, on_audit_timer, AUDIT_INTERVAL_MS, AUDIT_INTERVAL_MS);
 	prefetch_all(d);
 	status_line(d, status, sizeof(status));
 	log_info("batchtokd " BATCHTOK_VERSION_STRING " ready: %s", status);
@@ -618,7 +603,7 @@ fail_loop:
 	signin_store_free(d->signins);
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
-	uv_close((uv_handle_t *)&d->cert_timer, NULL);
+	uv_close((uv_handle_t *)&d->audit_timer, NULL);
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&d->loop);
 fail:

@@ -31,7 +31,7 @@ struct daemon {
 	struct notify notify;
 	uv_timer_t cache_timer;
 	int64_t cache_due;
-	uv_timer_t cert_timer; /* warns of expiring certificates */
+	uv_timer_t audit_timer; /* audits credentials: expiring certificates */
 	uv_signal_t sighup, sigterm, sigint;
 	int64_t started;
 	uint64_t reloads;

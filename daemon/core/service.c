@@ -118,7 +118,7 @@ static int describe_identity(struct service *s, const struct identity *id, struc
 		snprintf(resources + strlen(resources), sizeof(resources) - strlen(resources),
 			 "%s%s", k ? ", " : "", id->resources[k]);
 	r = bt_record_add_str(irec, "identity", id->name)
-	    ?: bt_record_add_str(irec, "credential", credential_kind_name(id->kind))
+	    ?: bt_record_add_str(irec, "credential", credential_for(id)->name)
 	    ?: bt_record_add_str(irec, "tenant", id->tenant)
 	    ?: bt_record_add_str(irec, "client_id", id->client_id)
 	    ?: bt_record_add_str(irec, "authority", id->authority)

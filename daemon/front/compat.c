@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "../identity/credential.h"
 #include "../lib/clock.h"
 #include "http_in.h"
 #include "../lib/log.h"
@@ -358,15 +359,14 @@ static int check_selectors(struct compat_conn *c, const char *name)
 
 	static const struct {
 		const char *param;
-		int field; /* 0 client_id, 1 object_id, 2 resource_id */
+		enum azure_selector which;
 	} sel[] = {
-	    {"client_id", 0}, {"clientid", 0},	{"principal_id", 1},
-	    {"object_id", 1}, {"mi_res_id", 2}, {"msi_res_id", 2},
+	    {"client_id", SELECT_CLIENT_ID},	{"clientid", SELECT_CLIENT_ID},
+	    {"principal_id", SELECT_OBJECT_ID}, {"object_id", SELECT_OBJECT_ID},
+	    {"mi_res_id", SELECT_RESOURCE_ID},	{"msi_res_id", SELECT_RESOURCE_ID},
 	};
 	for (size_t i = 0; id && i < sizeof(sel) / sizeof(sel[0]); i++) {
-		const char *have = sel[i].field == 0   ? id->client_id
-				   : sel[i].field == 1 ? id->object_id
-						       : id->resource_id;
+		const char *have = identity_selector(id, sel[i].which);
 		char *v = NULL;
 		int r = http_in_param(&c->req, sel[i].param, SELECTOR_MAX, &v);
 		if (r == -ENOENT)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "capability.h"
+#include "../identity/credential.h"
 #include "../lib/jwt.h"
 #include "../lib/log.h"
 #include "../identity/signin.h"
@@ -252,11 +253,11 @@ static const struct identity *signin_identity(struct service *s, struct conn *c,
 		reply_error(c, f->id, status, "%s", msg);
 		return NULL;
 	}
-	if (id->kind != CRED_DEVICE_CODE) {
+	if (!credential_for(id)->user_signs_in) {
 		reply_error(c, f->id, BT_E_BAD_REQUEST,
 			    "identity '%s' uses credential = %s; only device-code identities have "
 			    "a user who signs in",
-			    id->name, credential_kind_name(id->kind));
+			    id->name, credential_for(id)->name);
 		return NULL;
 	}
 	if (!service_peer_is_admin(s, &c->peer)) {

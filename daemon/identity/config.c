@@ -1,5 +1,6 @@
 /* config.c - reads the INI file with libinih, validates every key, resolves
- * users and groups, and loads secrets into secure memory. */
+ * users and groups, and has each identity's kind of credential read its own
+ * keys and load its key material. */
 #include "config.h"
 
 #include <ctype.h>
@@ -20,16 +21,11 @@
 #include <unistd.h>
 
 #include "../../proto/duration.h"
-#include "../lib/certificate.h"
+#include "credential.h"
 #include "../lib/log.h"
-#include "../lib/secmem.h"
 
 /* A config file is a page of text; refuse anything absurd before reading. */
 #define CONFIG_SIZE_MAX (1024 * 1024)
-/* A client secret is about 40 characters; leave room for odd ones. */
-#define SECRET_SIZE_MAX (64 * 1024)
-/* A certificate file with its chain and key, PEM or PKCS#12. */
-#define CERTIFICATE_SIZE_MAX (256 * 1024)
 /* Identity names travel in requests and logs; keep them short and plain. */
 #define IDENTITY_NAME_MAX 64
 /* Upper bounds that keep a typo from configuring something absurd. */
@@ -57,44 +53,20 @@ struct parser {
 	int default_line;
 	int socket_line; /* of [daemon] socket =; 0: the default socket */
 	char section[128];
-	char **user_names;	     /* allow_users entries resolved after parsing */
 	const char *credentials_dir; /* config_options.credentials_dir */
+	/* Keys of a kind of credential, set once the section's kind is known. */
+	struct pending_key {
+		size_t identity; /* index in c->identities */
+		int line;
+		char *key, *value;
+	} * pending;
+	size_t n_pending;
 };
 
-static int add_error(struct config_errors *e, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int add_error(struct config_errors *e, const char *fmt, ...)
-{
-	char *msg, **v;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vasprintf(&msg, fmt, ap);
-	va_end(ap);
-	if (r < 0)
-		return -ENOMEM;
-	v = realloc(e->msgs, (e->n + 1) * sizeof(*v));
-	if (!v) {
-		free(msg);
-		return -ENOMEM;
-	}
-	e->msgs = v;
-	e->msgs[e->n++] = msg;
-	return 0;
-}
-
-#define perr(p, fmt, ...) add_error((p)->errs, "%s:%d: " fmt, (p)->name, (p)->line, ##__VA_ARGS__)
-
-void config_errors_clear(struct config_errors *e)
-{
-	for (size_t i = 0; i < e->n; i++)
-		free(e->msgs[i]);
-	free(e->msgs);
-	e->msgs = NULL;
-	e->n = 0;
-}
+/* Where the parser is, for the value parsers that the kinds share. */
+#define AT(p)		  (&(struct conf_pos){(p)->errs, (p)->name, (p)->line})
+#define perr(p, fmt, ...) conf_error(AT(p), fmt, ##__VA_ARGS__)
+#define add_error	  config_errors_add
 
 /* ENTRA.md section 7. Batch's resource keeps its trailing slash. */
 static const struct {
@@ -116,38 +88,15 @@ const char *cloud_batch_resource(enum cloud c)
 	return clouds[c].batch;
 }
 
-static const char *const kind_names[] = {
-    [CRED_SECRET] = "secret",
-    [CRED_CERTIFICATE] = "certificate",
-    [CRED_MANAGED_IDENTITY] = "managed-identity",
-    [CRED_FEDERATED] = "federated",
-    [CRED_DEVICE_CODE] = "device-code",
-};
-
-const char *credential_kind_name(enum credential_kind k)
-{
-	return k >= CRED_SECRET && k <= CRED_DEVICE_CODE ? kind_names[k] : "unknown";
-}
-
 static void identity_clear(struct identity *id)
 {
 	free(id->name);
 	free(id->file);
+	if (id->cred_data)
+		id->cred->clear(id->cred_data);
+	free(id->cred_data);
 	free(id->tenant);
 	free(id->client_id);
-	free(id->secret_file);
-	free(id->secret_credential);
-	secmem_free_str(id->secret);
-	free(id->certificate_file);
-	free(id->certificate_credential);
-	free(id->key_file);
-	free(id->passphrase_file);
-	free(id->passphrase_credential);
-	certificate_free(id->cert);
-	free(id->object_id);
-	free(id->resource_id);
-	free(id->imds_endpoint);
-	free(id->federated_token_file);
 	for (size_t i = 0; i < id->n_resources; i++)
 		free(id->resources[i]);
 	free(id->resources);
@@ -176,33 +125,6 @@ void config_free(struct config *c)
 
 /* --- value parsers: each returns 0, or reports the problem and returns -EINVAL
  * (-ENOMEM when it cannot) --- */
-
-static int set_string(char **dst, const char *value)
-{
-	char *s;
-
-	if (!*value) {
-		free(*dst);
-		*dst = NULL;
-		return 0;
-	}
-	if (!(s = strdup(value)))
-		return -ENOMEM;
-	free(*dst);
-	*dst = s;
-	return 0;
-}
-
-static int parse_bool(struct parser *p, const char *key, const char *v, bool *ret)
-{
-	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
-		*ret = true;
-	else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
-		*ret = false;
-	else
-		return perr(p, "%s: '%s' is not yes or no", key, v) ?: -EINVAL;
-	return 0;
-}
 
 static int parse_secs(struct parser *p, const char *key, const char *v, uint32_t *ret)
 {
@@ -325,65 +247,6 @@ static int add_group(struct parser *p, const char *key, const char *item, void *
 	return 0;
 }
 
-/* Tenants and client ids go into URL paths and form bodies: allow only the
- * characters GUIDs and domain names use. */
-static int check_id_chars(struct parser *p, const char *key, const char *v)
-{
-	if (!*v || strlen(v) > 256)
-		return perr(p, "%s: must not be empty", key) ?: -EINVAL;
-	for (const char *s = v; *s; s++)
-		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '.' && *s != '_')
-			return perr(p, "%s: '%s' is not a GUID or domain name", key, v) ?: -EINVAL;
-	return 0;
-}
-
-/* systemd credential names are file names in $CREDENTIALS_DIRECTORY. */
-static int check_credential_name(struct parser *p, const char *key, const char *v)
-{
-	if (!*v)
-		return 0;
-	/* The value is not repeated: it might be a secret pasted by mistake. */
-	if (strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))
-		return perr(p, "%s: not a credential name (a file name, no '/')", key) ?: -EINVAL;
-	return 0;
-}
-
-static int set_path(struct parser *p, const char *key, const char *v, char **dst)
-{
-	if (*v && *v != '/')
-		return perr(p, "%s: '%s' must be an absolute path", key, v) ?: -EINVAL;
-	return set_string(dst, v);
-}
-
-enum url_kind {
-	URL_AUTHORITY, /* https://HOST[:PORT][/PATH] (ADFS-style authorities have a path) */
-	URL_IMDS,      /* http(s)://HOST[:PORT], no path: the API path is appended */
-};
-
-/* A base URL with no query, fragment or credentials; trailing slashes
- * dropped. */
-static int set_base_url(struct parser *p, const char *key, const char *v, enum url_kind kind,
-			char **dst)
-{
-	size_t len = strlen(v), skip;
-
-	if (!*v)
-		return set_string(dst, v);
-	skip = !strncmp(v, "https://", 8)		       ? 8
-	       : kind == URL_IMDS && !strncmp(v, "http://", 7) ? 7
-							       : 0;
-	while (len > skip && v[len - 1] == '/')
-		len--;
-	if (!skip || len == skip || strpbrk(v + skip, "?#@ \t") ||
-	    (kind == URL_IMDS && memchr(v + skip, '/', len - skip)))
-		return perr(p, "%s: '%s' must be an %s", key, v,
-			    kind == URL_IMDS ? "http:// or https:// URL with a host and no path"
-					     : "https:// URL with no query")
-			   ?: -EINVAL;
-	free(*dst);
-	return (*dst = strndup(v, len)) ? 0 : -ENOMEM;
-}
-
 /* compat_endpoint: 127.0.0.1:PORT, [::1]:PORT, or empty (off). Only a
  * loopback address: the endpoint serves tokens over plain HTTP. */
 static int parse_loopback(struct parser *p, const char *key, const char *v, struct config *c)
@@ -428,7 +291,7 @@ static int parse_loopback(struct parser *p, const char *key, const char *v, stru
 	} else {
 		goto bad;
 	}
-	return set_string(&c->compat_endpoint, written);
+	return conf_set_string(&c->compat_endpoint, written);
 not_loopback:
 	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
 	return perr(p,
@@ -487,23 +350,12 @@ static const char *const daemon_keys[DK_COUNT] = {
     [DK_COMPAT_LIFETIME] = "compat_lifetime",
 };
 
+/* The keys every identity takes; each kind of credential adds its own
+ * (credential.h). */
 enum identity_key_id {
 	IK_CREDENTIAL,
 	IK_TENANT,
 	IK_CLIENT_ID,
-	IK_SECRET_FILE,
-	IK_SECRET_CREDENTIAL,
-	IK_CERTIFICATE_FILE,
-	IK_CERTIFICATE_CREDENTIAL,
-	IK_KEY_FILE,
-	IK_CERTIFICATE_PASSPHRASE_FILE,
-	IK_CERTIFICATE_PASSPHRASE_CREDENTIAL,
-	IK_SEND_X5C,
-	IK_ASSERTION_ALGORITHM,
-	IK_OBJECT_ID,
-	IK_RESOURCE_ID,
-	IK_IMDS_ENDPOINT,
-	IK_FEDERATED_TOKEN_FILE,
 	IK_RESOURCES,
 	IK_CLOUD,
 	IK_AUTHORITY_HOST,
@@ -519,19 +371,6 @@ static const char *const identity_keys[IK_COUNT] = {
     [IK_CREDENTIAL] = "credential",
     [IK_TENANT] = "tenant",
     [IK_CLIENT_ID] = "client_id",
-    [IK_SECRET_FILE] = "secret_file",
-    [IK_SECRET_CREDENTIAL] = "secret_credential",
-    [IK_CERTIFICATE_FILE] = "certificate_file",
-    [IK_CERTIFICATE_CREDENTIAL] = "certificate_credential",
-    [IK_KEY_FILE] = "key_file",
-    [IK_CERTIFICATE_PASSPHRASE_FILE] = "certificate_passphrase_file",
-    [IK_CERTIFICATE_PASSPHRASE_CREDENTIAL] = "certificate_passphrase_credential",
-    [IK_SEND_X5C] = "send_x5c",
-    [IK_ASSERTION_ALGORITHM] = "assertion_algorithm",
-    [IK_OBJECT_ID] = "object_id",
-    [IK_RESOURCE_ID] = "resource_id",
-    [IK_IMDS_ENDPOINT] = "imds_endpoint",
-    [IK_FEDERATED_TOKEN_FILE] = "federated_token_file",
     [IK_RESOURCES] = "resources",
     [IK_CLOUD] = "cloud",
     [IK_AUTHORITY_HOST] = "authority_host",
@@ -580,43 +419,62 @@ static size_t edit_distance(const char *a, const char *b)
 	return row[lb];
 }
 
-/* The known key closest to key, if one is close: at most two edits away
- * (fewer edits than key has characters), else one that key begins (at least
- * three characters of it); NULL if none. */
-static const char *closest_key(const char *const *keys, size_t n, const char *key)
+/* The known key closest to what was written, if one is close: at most two
+ * edits away (fewer edits than it has characters), else one that it begins
+ * (at least three characters of it). */
+struct hint {
+	const char *written;
+	size_t d;
+	const char *key; /* NULL: none is close */
+};
+
+/* Considers the first n keys of a table (or up to its NULL). */
+static void closest_key(struct hint *h, const char *const *keys, size_t n)
 {
-	size_t len = strlen(key), best_d = SIZE_MAX;
-	const char *best = NULL;
+	size_t len = strlen(h->written);
 
 	if (len == 0 || len > KEY_HINT_LEN)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		size_t d = strlen(keys[i]) > KEY_HINT_LEN ? SIZE_MAX : edit_distance(key, keys[i]);
+		return;
+	for (size_t i = 0; i < n && keys[i]; i++) {
+		size_t d =
+		    strlen(keys[i]) > KEY_HINT_LEN ? SIZE_MAX : edit_distance(h->written, keys[i]);
 		if (d > 2 || d >= len)
-			d = len >= 3 && !strncasecmp(keys[i], key, len) ? 3 : SIZE_MAX;
-		if (d < best_d) {
-			best_d = d;
-			best = keys[i];
+			d = len >= 3 && !strncasecmp(keys[i], h->written, len) ? 3 : SIZE_MAX;
+		if (d < h->d) {
+			h->d = d;
+			h->key = keys[i];
 		}
 	}
-	return best;
+}
+
+/* Whether an [identity NAME] section takes key: its own or a kind's. */
+static bool is_identity_key(const char *key)
+{
+	return key_index(identity_keys, IK_COUNT, key) < IK_COUNT || credential_owning_key(key);
 }
 
 /* Reports key as unknown in section ("[daemon]", "[identity NAME]"), with
  * the section it belongs in if it is the other section's, else the closest
  * key of this one. */
-static int unknown_key(struct parser *p, const char *section, const char *key,
-		       const char *const *keys, size_t n, const char *const *other, size_t n_other,
-		       const char *other_section)
+static int unknown_key(struct parser *p, const char *section, const char *key)
 {
-	const char *hint;
+	bool in_identity = section[1] == 'i';
+	struct hint h = {key, SIZE_MAX, NULL};
+	const struct credential_ops *k;
 
-	if (key_index(other, n_other, key) < n_other)
+	if (in_identity ? key_index(daemon_keys, DK_COUNT, key) < DK_COUNT : is_identity_key(key))
 		return perr(p, "unknown key '%s' in %s: %s = belongs in %s", key, section, key,
-			    other_section)
+			    in_identity ? "[daemon]" : "an [identity NAME] section")
 			   ?: -EINVAL;
-	if ((hint = closest_key(keys, n, key)))
-		return perr(p, "unknown key '%s' in %s: did you mean %s?", key, section, hint)
+	if (in_identity) {
+		closest_key(&h, identity_keys, IK_COUNT);
+		for (size_t i = 0; (k = credential_kind(i)); i++)
+			closest_key(&h, k->keys, SIZE_MAX);
+	} else {
+		closest_key(&h, daemon_keys, DK_COUNT);
+	}
+	if (h.key)
+		return perr(p, "unknown key '%s' in %s: did you mean %s?", key, section, h.key)
 			   ?: -EINVAL;
 	return perr(p, "unknown key '%s' in %s", key, section) ?: -EINVAL;
 }
@@ -637,7 +495,7 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 	switch ((enum daemon_key_id)key_index(daemon_keys, DK_COUNT, key)) {
 	case DK_SOCKET:
 		p->socket_line = p->line;
-		return set_path(p, key, v, &c->socket);
+		return conf_set_path(AT(p), key, v, &c->socket);
 	case DK_SOCKET_MODE:
 		return parse_uint(p, key, v, 0, 0777, 8, &n) ?: (c->socket_mode = n, 0);
 	case DK_SOCKET_GROUP:
@@ -663,13 +521,14 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 	case DK_FETCH_CONCURRENCY:
 		return parse_uint(p, key, v, 1, FETCH_CONCURRENCY_LIMIT, 10, &c->fetch_concurrency);
 	case DK_CA_FILE:
-		return set_string(&c->ca_file, v);
+		return conf_set_string(&c->ca_file, v);
 	case DK_PROXY:
-		return set_string(&c->proxy, v);
+		return conf_set_string(&c->proxy, v);
 	case DK_STATE_DIR:
-		return set_path(p, key, v, &c->state_dir);
+		return conf_set_path(AT(p), key, v, &c->state_dir);
 	case DK_STATE_KEY_CREDENTIAL:
-		return check_credential_name(p, key, v) ?: set_string(&c->state_key_credential, v);
+		return conf_check_credential_name(AT(p), key, v)
+			   ?: conf_set_string(&c->state_key_credential, v);
 	case DK_COMPAT_ENDPOINT:
 		return parse_loopback(p, key, v, c);
 	case DK_COMPAT_LIFETIME:
@@ -680,8 +539,48 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 	case DK_COUNT:
 		break;
 	}
-	return unknown_key(p, "[daemon]", key, daemon_keys, DK_COUNT, identity_keys, IK_COUNT,
-			   "an [identity NAME] section");
+	return unknown_key(p, "[daemon]", key);
+}
+
+/* credential = NAME: the kind's settings start afresh. */
+static int set_kind(struct parser *p, struct identity *id, const char *v)
+{
+	const struct credential_ops *k = credential_find(v);
+	char names[256];
+
+	if (!k)
+		return perr(p, "credential: '%s' is not one of %s", v,
+			    credential_names(names, sizeof(names)))
+			   ?: -EINVAL;
+	if (id->cred_data)
+		id->cred->clear(id->cred_data);
+	free(id->cred_data);
+	id->cred_data = NULL;
+	id->cred = k;
+	if (k->data_size && !(id->cred_data = calloc(1, k->data_size)))
+		return -ENOMEM;
+	return 0;
+}
+
+/* A key of some kind of credential: kept until the section's kind is
+ * known, for the kind to read or for a message that it does not apply. */
+static int defer_key(struct parser *p, const char *key, const char *v)
+{
+	struct pending_key *n = realloc(p->pending, (p->n_pending + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	p->pending = n;
+	n += p->n_pending;
+	*n = (struct pending_key){(size_t)(p->cur - p->c->identities), p->line, strdup(key),
+				  strdup(v)};
+	if (!n->key || !n->value) {
+		free(n->key);
+		free(n->value);
+		return -ENOMEM;
+	}
+	p->n_pending++;
+	return 0;
 }
 
 static int identity_key(struct parser *p, const char *key, const char *v)
@@ -693,61 +592,11 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 	switch ((enum identity_key_id)key_index(identity_keys, IK_COUNT, key)) {
 	case IK_CREDENTIAL:
 		id->credential_line = p->line;
-		for (int k = CRED_SECRET; k <= CRED_DEVICE_CODE; k++)
-			if (!strcmp(v, kind_names[k])) {
-				id->kind = (enum credential_kind)k;
-				return 0;
-			}
-		return perr(p,
-			    "credential: '%s' is not one of secret, certificate, "
-			    "managed-identity, federated, device-code",
-			    v)
-			   ?: -EINVAL;
+		return set_kind(p, id, v);
 	case IK_TENANT:
-		return check_id_chars(p, key, v) ?: set_string(&id->tenant, v);
+		return conf_check_id(AT(p), key, v) ?: conf_set_string(&id->tenant, v);
 	case IK_CLIENT_ID:
-		return check_id_chars(p, key, v) ?: set_string(&id->client_id, v);
-	case IK_SECRET_FILE:
-		return set_path(p, key, v, &id->secret_file);
-	case IK_SECRET_CREDENTIAL:
-		return check_credential_name(p, key, v) ?: set_string(&id->secret_credential, v);
-	case IK_CERTIFICATE_FILE:
-		return set_path(p, key, v, &id->certificate_file);
-	case IK_CERTIFICATE_CREDENTIAL:
-		return check_credential_name(p, key, v)
-			   ?: set_string(&id->certificate_credential, v);
-	case IK_KEY_FILE:
-		return set_path(p, key, v, &id->key_file);
-	case IK_CERTIFICATE_PASSPHRASE_FILE:
-		return set_path(p, key, v, &id->passphrase_file);
-	case IK_CERTIFICATE_PASSPHRASE_CREDENTIAL:
-		return check_credential_name(p, key, v)
-			   ?: set_string(&id->passphrase_credential, v);
-	case IK_SEND_X5C:
-		return parse_bool(p, key, v, &id->send_x5c);
-	case IK_ASSERTION_ALGORITHM:
-		if (!strcmp(v, "PS256"))
-			id->assertion_alg = ASSERTION_PS256;
-		else if (!strcmp(v, "RS256"))
-			id->assertion_alg = ASSERTION_RS256;
-		else
-			return perr(p, "assertion_algorithm: '%s' is not PS256 or RS256", v)
-				   ?: -EINVAL;
-		return 0;
-	case IK_OBJECT_ID:
-		return check_id_chars(p, key, v) ?: set_string(&id->object_id, v);
-	case IK_RESOURCE_ID:
-		if (*v != '/' || strpbrk(v, " \t?#&%"))
-			return perr(p,
-				    "resource_id: '%s' is not an Azure resource ID "
-				    "(/subscriptions/.../userAssignedIdentities/NAME)",
-				    v)
-				   ?: -EINVAL;
-		return set_string(&id->resource_id, v);
-	case IK_IMDS_ENDPOINT:
-		return set_base_url(p, key, v, URL_IMDS, &id->imds_endpoint);
-	case IK_FEDERATED_TOKEN_FILE:
-		return set_path(p, key, v, &id->federated_token_file);
+		return conf_check_id(AT(p), key, v) ?: conf_set_string(&id->client_id, v);
 	case IK_RESOURCES: /* each occurrence adds to the list (PRODUCT.md) */
 		return each_item(p, key, v, add_resource, id);
 	case IK_CLOUD:
@@ -761,7 +610,7 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 			return perr(p, "cloud: '%s' is not public, usgov or china", v) ?: -EINVAL;
 		return 0;
 	case IK_AUTHORITY_HOST:
-		return set_base_url(p, key, v, URL_AUTHORITY, &id->authority);
+		return conf_set_base_url(AT(p), key, v, CONF_URL_AUTHORITY, &id->authority);
 	case IK_TOKEN_VERSION:
 		return parse_uint(p, key, v, 1, 2, 10, &n) ?: (id->token_version = (int)n, 0);
 	case IK_ALLOW_USERS:
@@ -769,9 +618,9 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 	case IK_ALLOW_GROUPS:
 		return each_item(p, key, v, add_group, id);
 	case IK_PREFETCH:
-		return parse_bool(p, key, v, &id->prefetch);
+		return conf_parse_bool(AT(p), key, v, &id->prefetch);
 	case IK_DEFAULT: {
-		int r = parse_bool(p, key, v, &id->is_default);
+		int r = conf_parse_bool(AT(p), key, v, &id->is_default);
 		if (r == 0 && id->is_default)
 			p->default_line = p->line;
 		return r;
@@ -779,9 +628,10 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 	case IK_COUNT:
 		break;
 	}
+	if (credential_owning_key(key))
+		return defer_key(p, key, v);
 	snprintf(section, sizeof(section), "[identity %s]", id->name);
-	return unknown_key(p, section, key, identity_keys, IK_COUNT, daemon_keys, DK_COUNT,
-			   "[daemon]");
+	return unknown_key(p, section, key);
 }
 
 static int check_name(struct parser *p, const char *name)
@@ -930,286 +780,54 @@ static char *reader(char *str, int num, void *stream)
 	return str;
 }
 
-/* A file holding key material: a path, or a systemd credential name. */
-struct protected_file {
-	const char *what; /* "secret", "certificate", ... for messages */
-	const char *path;
-	const char *credential;
-	size_t max;
-	bool binary; /* keep trailing whitespace (PKCS#12) */
-};
-
-#define id_error(errs, id, fmt, ...)                                                               \
-	(add_error((errs), "%s:%d: [identity %s]: " fmt, (id)->file, (id)->line, (id)->name,       \
-		   ##__VA_ARGS__)                                                                  \
-	     ?: -EINVAL)
-
-/* Where the systemd credential NAME is: in $CREDENTIALS_DIRECTORY inside the
- * unit; outside it, with credentials_dir set (root checking the installed
- * config), where the packaged unit's LoadCredential= takes batchtok_FILE
- * from: credentials_dir/FILE. Messages repeat a name only when a file of
- * that name exists: a value that names nothing may be a secret pasted by
- * mistake. */
-static int credential_path(const struct identity *id, const struct protected_file *f,
-			   const char *credentials_dir, char *buf, size_t n,
-			   struct config_errors *errs)
+/* Hands the identity's deferred keys to its kind, at the lines they were
+ * written. */
+static int apply_kind_keys(struct parser *p, struct identity *id)
 {
-	static const char prefix[] = CREDENTIAL_PREFIX;
-	const char *env = getenv("CREDENTIALS_DIRECTORY"), *name = f->credential;
-	const char *rest = name + sizeof(prefix) - 1;
-	bool prefixed = !strncmp(name, prefix, sizeof(prefix) - 1);
-	char guess[4096];
-	int k;
+	size_t index = (size_t)(id - p->c->identities);
+	int r = 0;
 
-	if (env && *env) {
-		k = snprintf(buf, n, "%s/%s", env, name);
-		snprintf(guess, sizeof(guess), "%s/%s%s", env, prefix, name);
-	} else if (credentials_dir && prefixed) {
-		if (!*rest || !strcmp(rest, ".") || !strcmp(rest, ".."))
-			return id_error(errs, id, "%s_credential = %s: no file name after %s",
-					f->what, name, prefix);
-		k = snprintf(buf, n, "%s/%s", credentials_dir, rest);
-	} else if (credentials_dir) {
-		k = snprintf(buf, n, "%s/%s", credentials_dir, name);
-		if (k > 0 && (size_t)k < n && access(buf, F_OK) == 0)
-			return id_error(errs, id,
-					"%s_credential = %s: the unit passes %s as %s%s: write "
-					"that name",
-					f->what, name, buf, prefix, name);
-		return id_error(errs, id,
-				"%s_credential: the packaged unit passes each file FILE in %s as "
-				"%sFILE: put the file there and write that name",
-				f->what, credentials_dir, prefix);
-	} else {
-		return id_error(errs, id,
-				"%s_credential needs LoadCredential= in the service unit "
-				"($CREDENTIALS_DIRECTORY is not set); run by hand, use "
-				"%s_file = PATH",
-				f->what, f->what);
-	}
-	if (k <= 0 || (size_t)k >= n)
-		return id_error(errs, id, "%s_credential: the name is too long", f->what);
-	/* The name the unit gives is batchtok_FILE; FILE alone is a common
-	 * slip. */
-	if (env && *env && !prefixed && access(buf, F_OK) < 0 && access(guess, F_OK) == 0)
-		return id_error(errs, id,
-				"%s_credential = %s: no such credential; the unit passes it as "
-				"%s%s: write that name",
-				f->what, name, prefix, name);
-	return 0;
-}
-
-/* Reads a key-material file into secure memory after checking, as ssh does,
- * that nobody but its owner (and group, for 0640) may read it and that it
- * belongs to root or the daemon's user. *ret is NUL-terminated. */
-static int read_protected(const struct identity *id, const struct protected_file *f,
-			  const char *credentials_dir, char **ret, size_t *ret_len,
-			  struct config_errors *errs)
-{
-	char path[4096], *buf = NULL;
-	struct stat st;
-	ssize_t n = 0;
-	int fd, r = 0;
-
-	if (f->credential) {
-		if ((r = credential_path(id, f, credentials_dir, path, sizeof(path), errs)) < 0)
-			return r;
-	} else {
-		snprintf(path, sizeof(path), "%s", f->path);
-	}
-	/* systemd passes regular files alone as credentials, never what a
-	 * symlink points to: read the same outside the unit. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (f->credential ? O_NOFOLLOW : 0));
-	if (fd < 0 && errno == ELOOP && f->credential)
-		return id_error(errs, id,
-				"%s %s is a symbolic link: systemd passes only regular files as "
-				"credentials",
-				f->what, path);
-	if (fd < 0)
-		return id_error(errs, id, "cannot open %s %s: %s", f->what, path, strerror(errno));
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		r = id_error(errs, id, "%s %s is not a regular file", f->what, path);
-	else if (st.st_mode & 0027)
-		r = id_error(errs, id,
-			     "%s %s is accessible by others (mode %04o): run chmod 600 %s", f->what,
-			     path, st.st_mode & 07777, path);
-	else if (st.st_uid != geteuid() && st.st_uid != 0)
-		r = id_error(errs, id,
-			     "%s %s is owned by uid %u, not by root or the daemon's user (uid %u): "
-			     "chown it",
-			     f->what, path, st.st_uid, geteuid());
-	else if ((size_t)st.st_size > f->max)
-		r = id_error(errs, id, "%s %s is larger than %zu bytes", f->what, path, f->max);
-	else if (!(buf = secmem_alloc((size_t)st.st_size + 1)))
-		r = -ENOMEM;
-	else {
-		n = read(fd, buf, (size_t)st.st_size);
-		/* Editors and echo leave a newline; it is never part of a secret. */
-		while (!f->binary && n > 0 &&
-		       (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-			n--;
-		if (n <= 0)
-			r = id_error(errs, id, "%s %s is empty or unreadable", f->what, path);
+	for (size_t i = 0; i < p->n_pending && r != -ENOMEM; i++) {
+		const struct pending_key *k = &p->pending[i];
+		if (k->identity != index || !id->cred)
+			continue;
+		p->line = k->line;
+		if (conf_key_index(id->cred->keys, k->key) >= 0)
+			r = id->cred->set_key(id, AT(p), k->key, k->value);
 		else
-			buf[n] = 0;
+			r = perr(p, "[identity %s]: %s = applies to credential = %s, not %s",
+				 id->name, k->key, credential_owning_key(k->key)->name,
+				 id->cred->name);
 	}
-	close(fd);
-	if (r < 0) {
-		secmem_free(buf, buf ? (size_t)st.st_size + 1 : 0);
-		return r;
-	}
-	*ret = secmem_strndup(buf, (size_t)n);
-	*ret_len = (size_t)n;
-	secmem_free(buf, (size_t)st.st_size + 1);
-	return *ret ? 0 : -ENOMEM;
-}
-
-static int load_secret(struct identity *id, const char *credentials_dir, struct config_errors *errs)
-{
-	struct protected_file f = {"secret", id->secret_file, id->secret_credential,
-				   SECRET_SIZE_MAX, false};
-	size_t n;
-
-	return read_protected(id, &f, credentials_dir, &id->secret, &n, errs);
-}
-
-/* Loads the certificate, its key and passphrase: --check-config proves they
- * load and match. */
-static int load_certificate(struct identity *id, const char *credentials_dir,
-			    struct config_errors *errs)
-{
-	struct protected_file cf = {"certificate", id->certificate_file, id->certificate_credential,
-				    CERTIFICATE_SIZE_MAX, true};
-	struct protected_file kf = {"key", id->key_file, NULL, CERTIFICATE_SIZE_MAX, false};
-	struct protected_file pf = {"certificate_passphrase", id->passphrase_file,
-				    id->passphrase_credential, SECRET_SIZE_MAX, false};
-	char *data = NULL, *key = NULL, *pass = NULL, err[512] = "";
-	size_t data_len = 0, key_len = 0, n;
-	int r;
-
-	r = read_protected(id, &cf, credentials_dir, &data, &data_len, errs);
-	if (r == 0 && id->key_file)
-		r = read_protected(id, &kf, credentials_dir, &key, &key_len, errs);
-	if (r == 0 && (id->passphrase_file || id->passphrase_credential))
-		r = read_protected(id, &pf, credentials_dir, &pass, &n, errs);
-	if (r == 0) {
-		/* A secure-heap string may be longer than what it holds. */
-		r = certificate_load(data, data_len, key, key_len, pass, &id->cert, err,
-				     sizeof(err));
-		if (r == -ENOMEM)
-			;
-		else if (r < 0)
-			r = id_error(errs, id, "certificate %s: %s",
-				     id->certificate_file ? id->certificate_file
-							  : id->certificate_credential,
-				     err);
-	}
-	secmem_free(data, data_len + 1);
-	secmem_free(key, key_len + 1);
-	secmem_free_str(pass);
-	return r;
-}
-
-/* Environment defaults for federated credentials, as the AKS workload
- * identity webhook injects them (ENTRA.md section 5). */
-static int federated_defaults(struct parser *p, struct identity *id)
-{
-	const char *v;
-
-	if (!id->tenant && (v = getenv("AZURE_TENANT_ID")) && *v && !(id->tenant = strdup(v)))
-		return -ENOMEM;
-	if (!id->client_id && (v = getenv("AZURE_CLIENT_ID")) && *v && !(id->client_id = strdup(v)))
-		return -ENOMEM;
-	if (!id->federated_token_file && (v = getenv("AZURE_FEDERATED_TOKEN_FILE")) && *v == '/' &&
-	    !(id->federated_token_file = strdup(v)))
-		return -ENOMEM;
-	/* The webhook sets it, sometimes with a trailing slash. */
-	if (!id->authority && (v = getenv("AZURE_AUTHORITY_HOST")) && *v)
-		return set_base_url(p, "AZURE_AUTHORITY_HOST", v, URL_AUTHORITY, &id->authority) ==
-			       -ENOMEM
-			   ? -ENOMEM
-			   : 0;
-	return 0;
-}
-
-/* Keys that make sense for one kind of credential only. */
-static void check_not_for(struct parser *p, const struct identity *id, const char *key,
-			  const void *set, enum credential_kind only)
-{
-	if (set && id->kind && id->kind != only)
-		perr(p, "[identity %s]: %s = applies to credential = %s, not %s", id->name, key,
-		     credential_kind_name(only), credential_kind_name(id->kind));
+	p->line = id->line;
+	return r == -ENOMEM ? r : 0;
 }
 
 static int check_identity(struct parser *p, struct identity *id)
 {
-	const char *n = id->name;
+	char names[256];
+	int r;
 
-	check_not_for(p, id, "secret_file", id->secret_file, CRED_SECRET);
-	check_not_for(p, id, "secret_credential", id->secret_credential, CRED_SECRET);
-	check_not_for(p, id, "certificate_file", id->certificate_file, CRED_CERTIFICATE);
-	check_not_for(p, id, "certificate_credential", id->certificate_credential,
-		      CRED_CERTIFICATE);
-	check_not_for(p, id, "key_file", id->key_file, CRED_CERTIFICATE);
-	check_not_for(p, id, "certificate_passphrase_file", id->passphrase_file, CRED_CERTIFICATE);
-	check_not_for(p, id, "certificate_passphrase_credential", id->passphrase_credential,
-		      CRED_CERTIFICATE);
-	check_not_for(p, id, "object_id", id->object_id, CRED_MANAGED_IDENTITY);
-	check_not_for(p, id, "resource_id", id->resource_id, CRED_MANAGED_IDENTITY);
-	check_not_for(p, id, "imds_endpoint", id->imds_endpoint, CRED_MANAGED_IDENTITY);
-	check_not_for(p, id, "federated_token_file", id->federated_token_file, CRED_FEDERATED);
-
-	switch (id->kind) {
-	case CRED_SECRET:
-		if (!id->secret_file == !id->secret_credential)
-			perr(p,
-			     "[identity %s]: give exactly one of secret_file = or "
-			     "secret_credential =",
-			     n);
-		break;
-	case CRED_CERTIFICATE:
-		if (!id->certificate_file == !id->certificate_credential)
-			perr(p,
-			     "[identity %s]: give exactly one of certificate_file = or "
-			     "certificate_credential =",
-			     n);
-		if (id->passphrase_file && id->passphrase_credential)
-			perr(p,
-			     "[identity %s]: give at most one of certificate_passphrase_file = "
-			     "or certificate_passphrase_credential =",
-			     n);
-		break;
-	case CRED_MANAGED_IDENTITY:
-		if (!!id->client_id + !!id->object_id + !!id->resource_id > 1)
-			perr(p,
-			     "[identity %s]: a user-assigned identity is chosen by one of "
-			     "client_id =, object_id = or resource_id =, not several",
-			     n);
-		if (!id->imds_endpoint && !(id->imds_endpoint = strdup(IMDS_DEFAULT_ENDPOINT)))
-			return -ENOMEM;
-		return 0; /* no tenant or authority: IMDS knows them */
-	case CRED_FEDERATED:
-		if (federated_defaults(p, id) < 0)
-			return -ENOMEM;
-		if (!id->federated_token_file)
-			perr(p,
-			     "[identity %s]: federated_token_file = is missing (or set "
-			     "AZURE_FEDERATED_TOKEN_FILE in the daemon's environment)",
-			     n);
-		break;
-	case CRED_DEVICE_CODE:
-		if (id->token_version != 2)
-			perr(p, "[identity %s]: device-code sign-in needs token_version = 2", n);
-		if (!id->tenant && !(id->tenant = strdup("organizations")))
-			return -ENOMEM;
-		if (!id->client_id && !(id->client_id = strdup(AZURE_CLI_CLIENT_ID)))
-			return -ENOMEM;
-		break;
+	p->line = id->line;
+	/* A credential = whose value was wrong is reported where it is. */
+	if (!id->cred) {
+		if (!id->credential_line)
+			return perr(p, "[identity %s]: credential = is missing (%s)", id->name,
+				    credential_names(names, sizeof(names)));
+		return 0;
 	}
-	if (!id->tenant)
-		perr(p, "[identity %s]: tenant = is missing (your directory's tenant id)", n);
+	if ((r = apply_kind_keys(p, id)) < 0 ||
+	    (id->cred->check && (r = id->cred->check(id, AT(p))) < 0))
+		return r;
+	if (id->cred->no_application)
+		return 0;
+	if (!id->tenant &&
+	    (r = perr(p, "[identity %s]: tenant = is missing (your directory's tenant id)",
+		      id->name)) < 0)
+		return r;
 	if (!id->client_id)
-		perr(p, "[identity %s]: client_id = is missing (the application id)", n);
+		return perr(p, "[identity %s]: client_id = is missing (the application id)",
+			    id->name);
 	return 0;
 }
 
@@ -1222,12 +840,6 @@ static int validate(struct parser *p, bool load_secrets)
 		struct identity *id = &c->identities[i];
 		int before = (int)p->errs->n;
 		p->line = id->line;
-		/* A credential = whose value was wrong is reported where it is. */
-		if (!id->kind && !id->credential_line)
-			perr(p,
-			     "[identity %s]: credential = is missing (secret, certificate, "
-			     "managed-identity, federated or device-code)",
-			     id->name);
 		if ((r = check_identity(p, id)) < 0)
 			return r;
 		if (!id->authority && !(id->authority = strdup(cloud_authority(id->cloud))))
@@ -1239,21 +851,9 @@ static int validate(struct parser *p, bool load_secrets)
 		}
 		if (id->is_default)
 			defaults++;
-		if ((int)p->errs->n == before && load_secrets) {
-			if (id->kind == CRED_SECRET)
-				r = load_secret(id, p->credentials_dir, p->errs);
-			else if (id->kind == CRED_CERTIFICATE)
-				r = load_certificate(id, p->credentials_dir, p->errs);
-			else if (id->kind == CRED_FEDERATED &&
-				 access(id->federated_token_file, R_OK))
-				r = id_error(p->errs, id,
-					     "cannot read federated_token_file %s: %s (is the "
-					     "projected service-account token mounted?)",
-					     id->federated_token_file, strerror(errno));
-			if (r == -ENOMEM)
-				return r;
-			r = 0;
-		}
+		if ((int)p->errs->n == before && load_secrets && id->cred && id->cred->load &&
+		    id->cred->load(id, p->credentials_dir, p->errs) == -ENOMEM)
+			return -ENOMEM;
 	}
 	if (defaults > 1) {
 		p->line = p->default_line;
@@ -1348,13 +948,18 @@ static int parse_text(const char *text, const char *name, const struct config_op
 	if (!(c->path = strdup(name)))
 		goto nomem;
 	r = ini_parse_stream(reader, &p, handler, &p);
-	if (r == -2)
-		goto nomem;
 	if (r > 0) {
 		p.line = r;
 		perr(&p, "syntax error: expected [section] or key = value");
 	}
-	if (validate(&p, load_secrets) == -ENOMEM)
+	if (r != -2)
+		r = validate(&p, load_secrets);
+	for (size_t i = 0; i < p.n_pending; i++) {
+		free(p.pending[i].key);
+		free(p.pending[i].value);
+	}
+	free(p.pending);
+	if (r == -2 || r == -ENOMEM)
 		goto nomem;
 	if (!c->socket && default_socket && !(c->socket = strdup(default_socket)))
 		goto nomem;
@@ -1443,16 +1048,9 @@ static bool str_eq(const char *a, const char *b)
 
 bool identity_same_credential(const struct identity *a, const struct identity *b)
 {
-	return a->kind == b->kind && a->token_version == b->token_version &&
+	return a->cred == b->cred && a->token_version == b->token_version &&
 	       str_eq(a->authority, b->authority) && str_eq(a->tenant, b->tenant) &&
-	       str_eq(a->client_id, b->client_id) && str_eq(a->object_id, b->object_id) &&
-	       str_eq(a->resource_id, b->resource_id) &&
-	       str_eq(a->imds_endpoint, b->imds_endpoint) &&
-	       str_eq(a->federated_token_file, b->federated_token_file) &&
-	       a->send_x5c == b->send_x5c && a->assertion_alg == b->assertion_alg &&
-	       certificate_equal(a->cert, b->cert) &&
-	       (a->secret == b->secret ||
-		(a->secret && b->secret && secmem_equal(a->secret, b->secret)));
+	       str_eq(a->client_id, b->client_id) && (!a->cred->same || a->cred->same(a, b));
 }
 
 /* The configured resource equal to want[0, n), or differing from it only by

@@ -14,71 +14,11 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "conf_value.h"
+#include "identity.h"
+#include "keyfile.h"
+
 #define CONFIG_SYSTEM_PATH "/etc/batchtok/batchtokd.conf"
-/* The packaged unit's LoadCredential=batchtok:CREDENTIALS_SYSTEM_DIR passes
- * each file FILE there as the credential batchtok_FILE. */
-#define CREDENTIALS_SYSTEM_DIR "/etc/batchtok/credentials"
-#define CREDENTIAL_PREFIX      "batchtok_"
-
-enum credential_kind {
-	CRED_SECRET = 1,
-	CRED_CERTIFICATE,
-	CRED_MANAGED_IDENTITY,
-	CRED_FEDERATED,
-	CRED_DEVICE_CODE,
-};
-
-/* Azure CLI's public client: the device-code default (ENTRA.md 6.5). */
-#define AZURE_CLI_CLIENT_ID   "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
-#define IMDS_DEFAULT_ENDPOINT "http://169.254.169.254"
-
-struct certificate;
-
-enum cloud {
-	CLOUD_PUBLIC,
-	CLOUD_USGOV,
-	CLOUD_CHINA,
-};
-
-struct identity {
-	char *name;
-	char *file; /* where it was defined, for messages */
-	int line;
-	enum credential_kind kind;
-	int credential_line; /* of credential =, even with a bad value; 0: none */
-	char *tenant;
-	char *client_id;
-	char *secret_file;	 /* or: */
-	char *secret_credential; /* systemd LoadCredential= name */
-	char *secret;		 /* loaded, in secure memory */
-	/* credential = certificate */
-	char *certificate_file;	      /* or: */
-	char *certificate_credential; /* systemd LoadCredential= name */
-	char *key_file;		      /* when the key is not in the certificate file */
-	char *passphrase_file;	      /* or: */
-	char *passphrase_credential;
-	struct certificate *cert; /* loaded */
-	bool send_x5c;
-	int assertion_alg; /* enum assertion_alg */
-	/* credential = managed-identity: at most one selects a user-assigned
-	 * identity (client_id above, object_id or resource_id). */
-	char *object_id;
-	char *resource_id;
-	char *imds_endpoint; /* http(s)://HOST[:PORT], no path */
-	/* credential = federated */
-	char *federated_token_file;
-	char **resources; /* first is the default */
-	size_t n_resources;
-	enum cloud cloud;
-	char *authority; /* https://HOST[:PORT], from cloud or authority_host */
-	int token_version;
-	uid_t *allow_uids;
-	size_t n_allow_uids;
-	gid_t *allow_gids;
-	size_t n_allow_gids;
-	bool prefetch;
-	bool is_default;
-};
 
 struct config {
 	char *path;
@@ -104,12 +44,6 @@ struct config {
 	struct identity *default_identity; /* NULL if none */
 };
 
-/* Problems found while loading, in file order. */
-struct config_errors {
-	char **msgs;
-	size_t n;
-};
-
 struct config_options {
 	const char *path;
 	const char *default_socket;    /* used when [daemon] socket is unset */
@@ -130,17 +64,17 @@ int config_parse_string(const char *text, const char *name, struct config **ret,
 			struct config_errors *errs);
 
 void config_free(struct config *c);
-void config_errors_clear(struct config_errors *e);
 
 struct identity *config_find_identity(const struct config *c, const char *name);
 
-/* The keys the [daemon] section (identity false) or an [identity NAME]
- * section accepts: the parser's own table, *ret_n names long. */
+/* The keys the [daemon] section (identity false) or every [identity NAME]
+ * section accepts: the parser's own table, *ret_n names long. Each kind of
+ * credential adds its own (credential.h). */
 const char *const *config_keys(bool identity, size_t *ret_n);
 
 /* Whether two identities would fetch the same tokens: same kind of
- * credential, authority, tenant, client, secret or certificate, endpoints and
- * files, and token version. Used on reload to keep cached tokens. */
+ * credential, authority, tenant, client and token version, and what their
+ * kind says is the same credential. Used on reload to keep cached tokens. */
 bool identity_same_credential(const struct identity *a, const struct identity *b);
 
 /* The identity's own resource string for what a client asked: a resource,
@@ -154,6 +88,5 @@ const char *identity_resource(const struct identity *id, const char *resource, c
 /* The cloud's Entra authority host and Batch resource. */
 const char *cloud_authority(enum cloud c);
 const char *cloud_batch_resource(enum cloud c);
-const char *credential_kind_name(enum credential_kind k);
 
 #endif

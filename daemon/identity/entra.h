@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "identity.h"
 #include "../lib/http.h"
 #include "../lib/secmem.h"
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../../proto/msg.h"
+#include "credential.h"
 #include "../lib/log.h"
 #include "../lib/sealed.h"
 #include "../lib/secmem.h"
@@ -682,7 +683,7 @@ struct signin *signin_find(struct signin_store *s, const struct identity *id)
 {
 	struct list *n;
 
-	if (!id || id->kind != CRED_DEVICE_CODE)
+	if (!id || !id->cred->user_signs_in)
 		return NULL;
 	for (n = s->signins.next; n != &s->signins; n = n->next) {
 		struct signin *si = list_entry(n, struct signin, node);
@@ -781,17 +782,17 @@ void signin_configure(struct signin_store *s, const struct config *cfg)
 	{
 		struct signin *si = list_entry(n, struct signin, node);
 		const struct identity *id = config_find_identity(cfg, si->name);
-		if (!id || id->kind != CRED_DEVICE_CODE || !same_account(si, id) || dir_changed)
+		if (!id || !id->cred->user_signs_in || !same_account(si, id) || dir_changed)
 			signin_free(si, "the identity's configuration changed");
 	}
 	for (size_t i = 0; i < cfg->n_identities; i++)
-		any |= cfg->identities[i].kind == CRED_DEVICE_CODE;
+		any |= cfg->identities[i].cred->user_signs_in;
 	if (any && (dir_changed || !s->key))
 		load_key(s);
 	for (size_t i = 0; i < cfg->n_identities; i++) {
 		const struct identity *id = &cfg->identities[i];
 		struct signin *si;
-		if (id->kind != CRED_DEVICE_CODE || signin_find(s, id))
+		if (!id->cred->user_signs_in || signin_find(s, id))
 			continue;
 		if (!(si = signin_new(s, id))) {
 			log_error("identity %s: out of memory", id->name);

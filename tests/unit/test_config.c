@@ -16,6 +16,7 @@
 
 #include "../../daemon/lib/certificate.h"
 #include "../../daemon/identity/config.h"
+#include "../../daemon/identity/credential.h"
 
 #define IDENTITY                                                                                   \
 	"[identity batch-prod]\ncredential = secret\ntenant = "                                    \
@@ -31,6 +32,20 @@ static int has_error(const struct config_errors *e, const char *needle)
 		if (strstr(e->msgs[i], needle))
 			return 1;
 	return 0;
+}
+
+/* Asserts that status shows the identity's key as want. */
+static void assert_described(const struct identity *id, const char *key, const char *want)
+{
+	struct bt_record rec = {0};
+	const struct bt_field *f;
+
+	assert_non_null(credential_for(id)->describe);
+	assert_int_equal(credential_for(id)->describe(id, &rec), 0);
+	f = bt_record_get(&rec, key);
+	assert_non_null(f);
+	assert_string_equal(f->str, want);
+	bt_record_clear(&rec);
 }
 
 static void test_product_example(void **state)
@@ -131,9 +146,14 @@ static void test_every_listed_key_is_accepted(void **state)
 	size_t n;
 
 	(void)state;
-	for (int identity = 0; identity <= 1; identity++) {
-		keys = config_keys(identity, &n);
-		assert_true(n > 10);
+	/* The [daemon] keys, every identity's, then each kind's. */
+	for (int identity = 0; identity <= 1 || credential_kind(identity - 2); identity++) {
+		if (identity <= 1)
+			keys = config_keys(identity, &n);
+		else
+			for (keys = credential_kind(identity - 2)->keys, n = 0; keys[n];)
+				n++;
+		assert_true(identity > 1 || n > 10);
 		for (size_t i = 0; i < n; i++) {
 			assert_non_null(keys[i]);
 			snprintf(text, sizeof(text), "%s%s = x\n",
@@ -357,21 +377,24 @@ static void test_credential_kinds(void **state)
 	assert_string_equal(c->state_dir, "/var/lib/batchtok");
 	assert_string_equal(c->state_key_credential, "key");
 	id = config_find_identity(c, "sp-cert");
-	assert_int_equal(id->kind, CRED_CERTIFICATE);
-	assert_int_equal(id->assertion_alg, ASSERTION_RS256);
+	assert_ptr_equal(credential_for(id), &credential_certificate);
 	id = config_find_identity(c, "node");
-	assert_string_equal(id->imds_endpoint, "http://127.0.0.1:8080");
+	assert_described(id, "imds_endpoint", "http://127.0.0.1:8080");
 	assert_string_equal(id->client_id, "u-1");
 	assert_null(id->tenant);
 	id = config_find_identity(c, "sys");
-	assert_string_equal(id->imds_endpoint, IMDS_DEFAULT_ENDPOINT);
+	assert_described(id, "imds_endpoint", "http://169.254.169.254");
 	assert_null(id->client_id);
+	id = config_find_identity(c, "aks");
+	assert_described(id, "federated_token_file",
+			 "/var/run/secrets/azure/tokens/azure-identity-token");
 	id = config_find_identity(c, "me");
 	assert_string_equal(id->tenant, "organizations");
-	assert_string_equal(id->client_id, AZURE_CLI_CLIENT_ID);
+	/* Azure CLI's public client (ENTRA.md 6.5). */
+	assert_string_equal(id->client_id, "04b07795-8ddb-461a-bbee-02f9e1bf7b46");
 	/* ADFS-style authorities have a path; trailing slashes go. */
 	assert_string_equal(id->authority, "https://adfs.contoso.com/adfs");
-	assert_string_equal(credential_kind_name(id->kind), "device-code");
+	assert_string_equal(credential_for(id)->name, "device-code");
 	config_free(c);
 }
 
@@ -484,6 +507,18 @@ static void write_file(const char *path, const char *text, int mode)
 	assert_int_equal(chmod(path, (mode_t)mode), 0);
 }
 
+/* Asserts that the token request the identity builds holds want. */
+static void assert_secret_sent(const struct identity *id, const char *want)
+{
+	struct cred_input in = {.id = id, .resource = id->resources[0], .now = 1000};
+	struct http_request req = {0};
+	struct token_result err = {0};
+
+	assert_int_equal(credential_for(id)->build_request(&in, &req, &err), 0);
+	assert_non_null(strstr(req.body.p, want));
+	http_request_clear(&req);
+}
+
 /* Outside the unit, system mode reads batchtok_FILE from the directory the
  * packaged unit's LoadCredential= passes (credentials_dir); inside it,
  * $CREDENTIALS_DIRECTORY. FILE alone gets a message naming batchtok_FILE. */
@@ -516,7 +551,7 @@ static void test_credentials_outside_the_unit(void **state)
 	config_errors_clear(&e);
 	o.credentials_dir = creds;
 	assert_int_equal(config_load(&o, &c, &e), 0);
-	assert_string_equal(config_find_identity(c, "batch-prod")->secret, "s3cret");
+	assert_secret_sent(config_find_identity(c, "batch-prod"), "client_secret=s3cret");
 	config_free(c);
 	/* The file must still be private. */
 	assert_int_equal(chmod(secret, 0644), 0);

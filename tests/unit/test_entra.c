@@ -7,25 +7,61 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "../../daemon/identity/config.h"
 #include "../../daemon/identity/credential.h"
 #include "../../daemon/identity/entra.h"
 #include "../../proto/msg.h"
 
-static struct identity ident(int version)
+static struct config *cfg; /* the last ident()'s */
+
+static void write_file(const char *path, const char *text, mode_t mode)
 {
-	static char *res[] = {"https://batch.core.windows.net/"};
-	return (struct identity){.name = "batch",
-				 .kind = CRED_SECRET,
-				 .tenant = "t-1",
-				 .client_id = "c-1",
-				 .secret = "a&b=c d",
-				 .resources = res,
-				 .n_resources = 1,
-				 .authority = "https://login.microsoftonline.com",
-				 .token_version = version};
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fchmod(fileno(f), mode), 0);
+	assert_true(fputs(text, f) >= 0);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* The identity "batch" as the config defines it with these lines; NULL:
+ * a client secret, "a&b=c d", read from its file. */
+static const struct identity *ident(int version, const char *lines)
+{
+	char dir[] = "/tmp/bt-entra-XXXXXX", conf[64], secret[64], text[1024];
+	struct config_options o = {.path = conf};
+	struct config_errors e = {0};
+
+	config_free(cfg);
+	cfg = NULL;
+	assert_non_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/batchtokd.conf", dir);
+	snprintf(secret, sizeof(secret), "%s/secret", dir);
+	write_file(secret, "a&b=c d\n", 0600);
+	snprintf(text, sizeof(text), "[identity batch]\ntoken_version = %d\n%s%s\n", version,
+		 lines ? lines
+		       : "credential = secret\ntenant = t-1\nclient_id = c-1\nsecret_file = ",
+		 lines ? "" : secret);
+	write_file(conf, text, 0600);
+	if (config_load(&o, &cfg, &e) < 0)
+		fail_msg("%s", e.msgs[0]);
+	unlink(secret);
+	unlink(conf);
+	rmdir(dir);
+	return config_find_identity(cfg, "batch");
+}
+
+static int free_config(void **state)
+{
+	(void)state;
+	config_free(cfg);
+	cfg = NULL;
+	return 0;
 }
 
 static struct http_response ok(const char *body)
@@ -48,12 +84,12 @@ static int build(const struct identity *id, const char *assertion, const char *r
 
 static void test_v2_request(void **state)
 {
-	struct identity id = ident(2);
+	const struct identity *id = ident(2, NULL);
 	struct http_request req = {0};
 	struct token_result err;
 
 	(void)state;
-	assert_int_equal(build(&id, NULL, NULL, &req, &err), 0);
+	assert_int_equal(build(id, NULL, NULL, &req, &err), 0);
 	assert_string_equal(req.url, "https://login.microsoftonline.com/t-1/oauth2/v2.0/token");
 	assert_string_equal(req.headers[0], "Accept: application/json");
 	assert_null(req.headers[1]);
@@ -65,12 +101,12 @@ static void test_v2_request(void **state)
 
 static void test_v1_request(void **state)
 {
-	struct identity id = ident(1);
+	const struct identity *id = ident(1, NULL);
 	struct http_request req = {0};
 	struct token_result err;
 
 	(void)state;
-	assert_int_equal(build(&id, NULL, NULL, &req, &err), 0);
+	assert_int_equal(build(id, NULL, NULL, &req, &err), 0);
 	assert_string_equal(req.url, "https://login.microsoftonline.com/t-1/oauth2/token");
 	assert_non_null(strstr(req.body.p, "&resource=https%3A%2F%2Fbatch.core.windows.net%2F&"));
 	http_request_clear(&req);
@@ -181,16 +217,13 @@ static void test_transport_failures(void **state)
  * the user-assigned selector in the query (ENTRA.md 3.1). */
 static void test_imds_request(void **state)
 {
-	struct identity id = ident(2);
+	const struct identity *id = ident(2, NULL);
 	struct http_request req = {0};
 	struct token_result err;
 
 	(void)state;
-	id.kind = CRED_MANAGED_IDENTITY;
-	id.client_id = NULL;
-	id.object_id = "o-1";
-	id.imds_endpoint = "http://169.254.169.254";
-	assert_int_equal(build(&id, NULL, NULL, &req, &err), 0);
+	id = ident(2, "credential = managed-identity\nobject_id = o-1\n");
+	assert_int_equal(build(id, NULL, NULL, &req, &err), 0);
 	assert_string_equal(req.url, "http://169.254.169.254/metadata/identity/oauth2/token"
 				     "?api-version=2018-02-01&resource=https%3A%2F%2F"
 				     "batch.core.windows.net%2F&object_id=o-1");
@@ -243,25 +276,26 @@ static void test_imds_replies(void **state)
 
 static void test_federated_and_refresh_requests(void **state)
 {
-	struct identity id = ident(2);
+	const struct identity *id = ident(2, NULL);
 	struct http_request req = {0};
 	struct token_result err;
 
 	(void)state;
-	id.kind = CRED_FEDERATED;
-	assert_int_equal(build(&id, "e.y.j", NULL, &req, &err), 0);
+	id = ident(2, "credential = federated\ntenant = t-1\nclient_id = c-1\n"
+		      "federated_token_file = /dev/null\n");
+	assert_int_equal(build(id, "e.y.j", NULL, &req, &err), 0);
 	assert_non_null(strstr(req.body.p,
 			       "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3A"
 			       "client-assertion-type%3Ajwt-bearer&client_assertion=e.y.j"));
 	assert_null(strstr(req.body.p, "client_secret"));
 	http_request_clear(&req);
 
-	id.kind = CRED_DEVICE_CODE;
-	assert_int_equal(build(&id, NULL, NULL, &req, &err), -ENOKEY);
+	id = ident(2, "credential = device-code\ntenant = t-1\nclient_id = c-1\n");
+	assert_int_equal(build(id, NULL, NULL, &req, &err), -ENOKEY);
 	assert_int_equal(err.status, BT_E_CREDENTIAL_REJECTED);
 	assert_non_null(strstr(err.message, "batchtok login -i batch"));
 	assert_null(req.url);
-	assert_int_equal(build(&id, NULL, "r&t", &req, &err), 0);
+	assert_int_equal(build(id, NULL, "r&t", &req, &err), 0);
 	assert_string_equal(req.body.p,
 			    "grant_type=refresh_token&client_id=c-1&scope=https%3A%2F%2F"
 			    "batch.core.windows.net%2F%2F.default%20offline_access%20"
@@ -412,5 +446,5 @@ int main(void)
 	    cmocka_unit_test(test_error_kinds),
 	    cmocka_unit_test(test_device_code_reply),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, free_config);
 }
