@@ -519,6 +519,87 @@ static void assert_secret_sent(const struct identity *id, const char *want)
 	http_request_clear(&req);
 }
 
+/* Loads a config whose one identity reads its secret from path; returns
+ * config_load()'s result, with e holding the messages. */
+static int load_secret_at(const char *dir, const char *path, struct config_errors *e)
+{
+	char conf[256], text[512];
+	struct config_options o = {.path = conf};
+	struct config *c = NULL;
+	int r;
+
+	snprintf(conf, sizeof(conf), "%s/batchtokd.conf", dir);
+	snprintf(text, sizeof(text),
+		 "[identity batch-prod]\ncredential = secret\ntenant = t\nclient_id = c\n"
+		 "secret_file = %s\n",
+		 path);
+	write_file(conf, text, 0644);
+	r = config_load(&o, &c, e);
+	if (r == 0)
+		assert_secret_sent(config_find_identity(c, "batch-prod"), "client_secret=s3cret");
+	config_free(c);
+	unlink(conf);
+	return r;
+}
+
+/* Key material is read only through paths nobody else controls: no
+ * directory on the way writable by others (unless sticky, like /tmp), none
+ * owned by another user, no symbolic link of another user's; and a FIFO put
+ * there neither hangs the daemon nor is read. */
+static void test_key_files_are_read_only_through_trusted_paths(void **state)
+{
+	char dir[] = "/tmp/bt-key-XXXXXX", open_dir[64], secret[96], link[96];
+	struct config_errors e = {0};
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(open_dir, sizeof(open_dir), "%s/open", dir);
+	snprintf(secret, sizeof(secret), "%s/secret", open_dir);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	assert_int_equal(mkdir(open_dir, 0700), 0);
+	write_file(secret, "s3cret\n", 0600);
+	assert_int_equal(load_secret_at(dir, secret, &e), 0);
+
+	/* Anyone could swap the file in a directory anyone may write. */
+	assert_int_equal(chmod(open_dir, 0777), 0);
+	assert_int_equal(load_secret_at(dir, secret, &e), -EINVAL);
+	assert_true(has_error(&e, "is writable by others (mode 0777): run chmod go-w"));
+	config_errors_clear(&e);
+	/* Not when it is sticky: nobody can rename what is ours there. */
+	assert_int_equal(chmod(open_dir, 01777), 0);
+	assert_int_equal(load_secret_at(dir, secret, &e), 0);
+	assert_int_equal(chmod(open_dir, 0700), 0);
+
+	/* A link of ours is followed, to a file that passes the same checks. */
+	assert_int_equal(symlink(secret, link), 0);
+	assert_int_equal(load_secret_at(dir, link, &e), 0);
+	if (geteuid() == 0) {
+		/* Another user's link, and another user's directory. */
+		assert_int_equal(lchown(link, 65534, 65534), 0);
+		assert_int_equal(load_secret_at(dir, link, &e), -EINVAL);
+		assert_true(has_error(&e, "is a symbolic link owned by uid 65534"));
+		config_errors_clear(&e);
+		assert_int_equal(chown(open_dir, 65534, 65534), 0);
+		assert_int_equal(load_secret_at(dir, secret, &e), -EINVAL);
+		assert_true(has_error(&e, "/open, on the way to secret"));
+		assert_true(has_error(&e, "is owned by uid 65534"));
+		config_errors_clear(&e);
+		assert_int_equal(chown(open_dir, 0, 0), 0);
+	}
+	unlink(link);
+
+	/* A FIFO: refused at once (a blocking open would wait for a writer). */
+	unlink(secret);
+	assert_int_equal(mkfifo(secret, 0600), 0);
+	assert_int_equal(load_secret_at(dir, secret, &e), -EINVAL);
+	assert_true(has_error(&e, "is not a regular file"));
+	config_errors_clear(&e);
+
+	unlink(secret);
+	rmdir(open_dir);
+	rmdir(dir);
+}
+
 /* Outside the unit, system mode reads batchtok_FILE from the directory the
  * packaged unit's LoadCredential= passes (credentials_dir); inside it,
  * $CREDENTIALS_DIRECTORY. FILE alone gets a message naming batchtok_FILE. */
@@ -691,6 +772,7 @@ int main(void)
 	    cmocka_unit_test(test_compat_endpoint),
 	    cmocka_unit_test(test_a_bad_value_is_reported_once),
 	    cmocka_unit_test(test_credentials_outside_the_unit),
+	    cmocka_unit_test(test_key_files_are_read_only_through_trusted_paths),
 	    cmocka_unit_test(test_socket_directory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
