@@ -152,20 +152,69 @@ static int parse_uint(struct parser *p, const char *key, const char *v, uint32_t
 	return 0;
 }
 
-static int resolve_group(struct parser *p, const char *key, const char *name, gid_t *ret)
+/* A group's entry lists its members: a big group needs a big buffer. */
+#define NSS_BUF_MAX (16 * 1024 * 1024)
+
+/* The gid (group) or uid of name: 0, -ENOENT if there is none, or the
+ * lookup's own error. */
+static int lookup_name(bool group, const char *name, uint32_t *ret)
 {
-	struct group gr, *res = NULL;
-	char buf[4096];
-	uint32_t n;
+	struct passwd pw, *pres = NULL;
+	struct group gr, *gres = NULL;
+	size_t size = 4096;
+	char *buf = NULL;
+	int r;
+
+	do {
+		char *b = realloc(buf, size);
+		if (!b) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = b;
+		r = group ? getgrnam_r(name, &gr, buf, size, &gres)
+			  : getpwnam_r(name, &pw, buf, size, &pres);
+		size *= 2;
+	} while (r == ERANGE && size <= NSS_BUF_MAX);
+	free(buf);
+	if (r)
+		return -r;
+	if (group ? !gres : !pres)
+		return -ENOENT;
+	*ret = group ? gres->gr_gid : pres->pw_uid;
+	return 0;
+}
+
+/* A user (group false) or group, by name or number. */
+static int resolve_name(struct parser *p, bool group, const char *key, const char *name,
+			uint32_t *ret)
+{
+	const char *what = group ? "group" : "user";
+	int r;
 
 	if (isdigit((unsigned char)*name))
-		return parse_uint(p, key, name, 0, UINT32_MAX - 1, 10, &n) ?: (*ret = n, 0);
-	if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) != 0 || !res)
-		return perr(p, "%s: no group named '%s' (create it, or use a numeric gid)", key,
-			    name)
+		return parse_uint(p, key, name, 0, UINT32_MAX - 1, 10, ret);
+	r = lookup_name(group, name, ret);
+	if (r == -ENOENT)
+		return perr(p, "%s: no %s named '%s' (check the name, or use a numeric %s)", key,
+			    what, name, group ? "gid" : "uid")
 			   ?: -EINVAL;
-	*ret = res->gr_gid;
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return perr(p,
+			    "%s: cannot look up the %s '%s': %s (check nsswitch.conf and the "
+			    "name service)",
+			    key, what, name, strerror(-r))
+			   ?: -EINVAL;
 	return 0;
+}
+
+static int resolve_group(struct parser *p, const char *key, const char *name, gid_t *ret)
+{
+	uint32_t n = 0;
+
+	return resolve_name(p, true, key, name, &n) ?: (*ret = n, 0);
 }
 
 /* Splits a comma- or space-separated list; calls fn for each item. */
@@ -207,22 +256,12 @@ static int add_resource(struct parser *p, const char *key, const char *item, voi
 static int add_user(struct parser *p, const char *key, const char *item, void *arg)
 {
 	struct identity *id = arg;
-	struct passwd pw, *res = NULL;
-	char buf[4096];
 	uid_t *v;
 	uint32_t uid;
 	int r;
 
-	if (isdigit((unsigned char)*item)) {
-		if ((r = parse_uint(p, key, item, 0, UINT32_MAX - 1, 10, &uid)) < 0)
-			return r;
-	} else if (getpwnam_r(item, &pw, buf, sizeof(buf), &res) == 0 && res) {
-		uid = res->pw_uid;
-	} else {
-		return perr(p, "%s: no user named '%s' (check the name, or use a numeric uid)", key,
-			    item)
-			   ?: -EINVAL;
-	}
+	if ((r = resolve_name(p, false, key, item, &uid)) < 0)
+		return r;
 	v = realloc(id->allow_uids, (id->n_allow_uids + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -234,7 +273,7 @@ static int add_user(struct parser *p, const char *key, const char *item, void *a
 static int add_group(struct parser *p, const char *key, const char *item, void *arg)
 {
 	struct identity *id = arg;
-	gid_t gid, *v;
+	gid_t gid = 0, *v;
 	int r;
 
 	if ((r = resolve_group(p, key, item, &gid)) < 0)

@@ -110,3 +110,24 @@ def test_config_errors_go_to_the_log_when_starting(tmp_path):
     lines = p.stderr.splitlines()
     assert "starting in system mode" in lines[0], p.stderr
     assert lines[1:] == ["batchtokd: error: %s:2: unknown key 'bogus' in [daemon]" % conf]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"),
+                    reason="needs root to mount a group file in a private namespace")
+def test_a_big_group_is_found(tmp_path):
+    """A group with thousands of members does not fit a 4 KiB lookup buffer
+    (ERANGE); it was reported as 'no group named'. The group file is
+    replaced in a private mount namespace only."""
+    members = ",".join("member%05d" % i for i in range(3000))
+    group = tmp_path / "group"
+    group.write_text(open("/etc/group").read() + "bigteam:x:4242:%s\n" % members)
+    conf = tmp_path / "c.conf"
+    conf.write_text(GOOD % tmp_path + "allow_groups = bigteam\n")
+    script = 'mount --bind "$1" /etc/group && exec "$2" --check-config --user -c "$3"'
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                        "sh", str(group), BATCHTOKD, str(conf)],
+                       capture_output=True, text=True, timeout=30,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                            "XDG_RUNTIME_DIR": str(tmp_path)})
+    assert p.returncode == 0, p.stderr
+    assert "OK (1 identities" in p.stdout
