@@ -804,7 +804,11 @@ static char *reader(char *str, int num, void *stream)
 	p->line++;
 	p->long_line = 0;
 	if (n > (size_t)num - 1) {
-		perr(p, "line longer than %d characters", num - 2);
+		perr(p,
+		     "line longer than %d characters: split a long list over several lines, "
+		     "repeating the key (resources = A, B on one, resources = C, D on the "
+		     "next): each occurrence adds to the list",
+		     num - 2);
 		p->long_line = 1;
 		n = 0;
 		str[n++] = '\n';

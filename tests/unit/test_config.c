@@ -298,7 +298,39 @@ static void test_long_line_is_reported_not_split(void **state)
 	snprintf(text, sizeof(text), IDENTITY "resources = https://%0400d/\n", 0);
 	assert_int_equal(config_parse_string(text, "t", &c, &e), -EINVAL);
 	assert_true(has_error(&e, "t:6: line longer than"));
+	assert_true(has_error(&e, "repeating the key"));
 	config_errors_clear(&e);
+}
+
+/* ...because a list key may repeat, and each occurrence adds: fifty
+ * resources and a long list of users fit. */
+static void test_list_keys_add_up(void **state)
+{
+	char text[8192];
+	size_t n = (size_t)snprintf(text, sizeof(text), "%s", IDENTITY);
+	struct config_errors e = {0};
+	struct config *c;
+	const struct identity *id;
+
+	(void)state;
+	for (int i = 0; i < 50; i += 2)
+		n += (size_t)snprintf(
+		    text + n, sizeof(text) - n,
+		    "resources = https://r%02d.example/, https://r%02d.example/\n", i, i + 1);
+	for (int i = 0; i < 10; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "allow_users = %d %d\nallow_groups = %d\n", 1000 + 2 * i,
+				      1001 + 2 * i, 2000 + i);
+	assert_true(n < sizeof(text));
+	assert_int_equal(config_parse_string(text, "t", &c, &e), 0);
+	id = config_find_identity(c, "batch-prod");
+	assert_int_equal(id->n_resources, 50);
+	assert_string_equal(id->resources[0], "https://r00.example/");
+	assert_string_equal(id->resources[49], "https://r49.example/");
+	assert_int_equal(id->n_allow_uids, 20);
+	assert_int_equal(id->allow_uids[19], 1019);
+	assert_int_equal(id->n_allow_gids, 10);
+	config_free(c);
 }
 
 static void test_resource_selection(void **state)
@@ -765,6 +797,7 @@ int main(void)
 	    cmocka_unit_test(test_empty_and_repeated_sections),
 	    cmocka_unit_test(test_comments_after_values),
 	    cmocka_unit_test(test_long_line_is_reported_not_split),
+	    cmocka_unit_test(test_list_keys_add_up),
 	    cmocka_unit_test(test_resource_selection),
 	    cmocka_unit_test(test_clouds_and_defaults),
 	    cmocka_unit_test(test_credential_kinds),
