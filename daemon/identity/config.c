@@ -1028,45 +1028,75 @@ int config_parse_string(const char *text, const char *name, struct config **ret,
 	return parse_text(text, name, NULL, ret, errs);
 }
 
+/* Whether the config file is one only root or the daemon's user can have
+ * written: it says who gets which tokens. */
+static int check_config_file(const char *path, const struct stat *st, struct config_errors *errs)
+{
+	if (!S_ISREG(st->st_mode) || st->st_size > CONFIG_SIZE_MAX)
+		return add_error(errs, "%s: not a regular file of at most 1 MiB", path) ?: -EINVAL;
+	if (st->st_mode & 0022)
+		return add_error(errs,
+				 "%s: the config file is writable by %s (mode %04o): run chmod "
+				 "go-w %s",
+				 path, st->st_mode & 0002 ? "anyone" : "its group",
+				 st->st_mode & 07777, path)
+			   ?: -EINVAL;
+	if (st->st_uid != 0 && st->st_uid != geteuid())
+		return add_error(errs,
+				 "%s: the config file is owned by uid %u, not by root or the "
+				 "daemon's user (uid %u): chown it",
+				 path, st->st_uid, geteuid())
+			   ?: -EINVAL;
+	return 0;
+}
+
 int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs)
 {
 	struct stat st;
 	char *text;
-	ssize_t n;
+	size_t got = 0;
 	int fd, r;
 
-	fd = open(opts->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO in its place must not hang the start. */
+	fd = open(opts->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		r = -errno;
 		add_error(errs, "%s: cannot open the config file: %s", opts->path, strerror(errno));
 		return r;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_SIZE_MAX) {
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		add_error(errs, "%s: cannot read the config file: %s", opts->path, strerror(errno));
 		close(fd);
-		add_error(errs, "%s: not a regular file of at most 1 MiB", opts->path);
-		return -EINVAL;
+		return r;
 	}
-	if (st.st_mode & 0002) {
+	if ((r = check_config_file(opts->path, &st, errs)) < 0) {
 		close(fd);
-		add_error(errs, "%s: the config file is writable by anyone: run chmod o-w %s",
-			  opts->path, opts->path);
-		return -EINVAL;
+		return r;
 	}
-	text = malloc((size_t)st.st_size + 1);
-	if (!text) {
+	if (!(text = malloc((size_t)st.st_size + 1))) {
 		close(fd);
 		return -ENOMEM;
 	}
-	n = read(fd, text, (size_t)st.st_size);
-	close(fd);
-	if (n < 0) {
-		r = -errno;
-		add_error(errs, "%s: cannot read the config file: %s", opts->path, strerror(errno));
-		free(text);
-		return r;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			add_error(errs, "%s: cannot read the config file: %s", opts->path,
+				  strerror(errno));
+			close(fd);
+			free(text);
+			return r;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
 	}
-	text[n] = 0;
-	if (memchr(text, 0, (size_t)n)) {
+	close(fd);
+	text[got] = 0;
+	if (memchr(text, 0, got)) {
 		add_error(errs, "%s: the config file holds a NUL byte; it is not text", opts->path);
 		free(text);
 		return -EINVAL;

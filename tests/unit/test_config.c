@@ -632,6 +632,45 @@ static void test_key_files_are_read_only_through_trusted_paths(void **state)
 	rmdir(dir);
 }
 
+/* The config says who gets which tokens: only root or the daemon's user may
+ * have written it; a FIFO in its place is refused, not waited on. */
+static void test_config_file_is_trusted(void **state)
+{
+	char dir[] = "/tmp/bt-conf-XXXXXX", conf[64];
+	struct config_options o = {.path = conf};
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/batchtokd.conf", dir);
+	write_file(conf, MANAGED_IDENTITY, 0644);
+	assert_int_equal(config_load(&o, &c, &e), 0);
+	config_free(c);
+	assert_int_equal(chmod(conf, 0664), 0);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "writable by its group (mode 0664): run chmod go-w"));
+	config_errors_clear(&e);
+	assert_int_equal(chmod(conf, 0646), 0);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "writable by anyone"));
+	config_errors_clear(&e);
+	assert_int_equal(chmod(conf, 0644), 0);
+	if (geteuid() == 0) {
+		assert_int_equal(chown(conf, 65534, 65534), 0);
+		assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+		assert_true(has_error(&e, "owned by uid 65534, not by root or the daemon's user"));
+		config_errors_clear(&e);
+	}
+	unlink(conf);
+	assert_int_equal(mkfifo(conf, 0644), 0);
+	assert_int_equal(config_load(&o, &c, &e), -EINVAL);
+	assert_true(has_error(&e, "not a regular file"));
+	config_errors_clear(&e);
+	unlink(conf);
+	rmdir(dir);
+}
+
 /* Outside the unit, system mode reads batchtok_FILE from the directory the
  * packaged unit's LoadCredential= passes (credentials_dir); inside it,
  * $CREDENTIALS_DIRECTORY. FILE alone gets a message naming batchtok_FILE. */
@@ -805,6 +844,7 @@ int main(void)
 	    cmocka_unit_test(test_compat_endpoint),
 	    cmocka_unit_test(test_a_bad_value_is_reported_once),
 	    cmocka_unit_test(test_credentials_outside_the_unit),
+	    cmocka_unit_test(test_config_file_is_trusted),
 	    cmocka_unit_test(test_key_files_are_read_only_through_trusted_paths),
 	    cmocka_unit_test(test_socket_directory),
 	};
