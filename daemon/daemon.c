@@ -461,23 +461,29 @@ static int hook_reload(void *arg, char **ret_error)
 }
 
 /* The daemon's own lines of STATUS. */
-static int hook_describe(void *arg, struct bt_record *rec)
+/* What status shows of the daemon. A plain user sees its version and the
+ * compat endpoint; its pid, config, clients and counters are for
+ * administrators. */
+static int hook_describe(void *arg, struct bt_record *rec, bool admin)
 {
 	struct daemon *d = arg;
 	int r;
 
-	r = bt_record_add_str(rec, "daemon", "batchtokd " BATCHTOK_VERSION_STRING)
-	    ?: bt_record_add_int(rec, "pid", BT_FIELD_INT, getpid())
-	    ?: bt_record_add_int(rec, "started", BT_FIELD_TIME, d->started)
-	    ?: bt_record_add_str(rec, "config", d->cfg->path)
-	    ?: bt_record_add_int(rec, "clients", BT_FIELD_INT, server_client_count(d->server))
-	    ?: bt_record_add_int(rec, "upstream_requests", BT_FIELD_INT,
-				 (int64_t)cache_fetch_count(d->cache))
-	    ?: bt_record_add_int(rec, "reloads", BT_FIELD_INT, (int64_t)d->reloads);
+	r = bt_record_add_str(rec, "daemon", "batchtokd " BATCHTOK_VERSION_STRING);
+	if (r == 0 && admin)
+		r = bt_record_add_int(rec, "pid", BT_FIELD_INT, getpid())
+			?: bt_record_add_int(rec, "started", BT_FIELD_TIME, d->started)
+			?: bt_record_add_str(rec, "config", d->cfg->path)
+			?: bt_record_add_int(rec, "clients", BT_FIELD_INT,
+					     server_client_count(d->server))
+			?: bt_record_add_int(rec, "upstream_requests", BT_FIELD_INT,
+					     (int64_t)cache_fetch_count(d->cache))
+			?: bt_record_add_int(rec, "reloads", BT_FIELD_INT, (int64_t)d->reloads);
 	if (r == 0 && d->compat)
-		r = bt_record_add_str(rec, "compat_endpoint", compat_url(d->compat))
-			?: bt_record_add_int(rec, "compat_clients", BT_FIELD_INT,
-					     compat_client_count(d->compat))
+		r = bt_record_add_str(rec, "compat_endpoint", compat_url(d->compat));
+	if (r == 0 && d->compat && admin)
+		r = bt_record_add_int(rec, "compat_clients", BT_FIELD_INT,
+				      compat_client_count(d->compat))
 			?: bt_record_add_int(rec, "compat_capabilities", BT_FIELD_INT,
 					     (int64_t)compat_capability_count(d->compat));
 	return r;

@@ -85,7 +85,7 @@ static int describe_credential(struct service *s, const struct identity *id, str
 	return r;
 }
 
-static int describe_token(const struct token_entry *e, struct bt_record *t)
+static int describe_token(const struct token_entry *e, struct bt_record *t, bool admin)
 {
 	int r = bt_record_add_str(t, "token", e->resource)
 		    ?: bt_record_add_str(t, "state",
@@ -103,13 +103,14 @@ static int describe_token(const struct token_entry *e, struct bt_record *t)
 			?: bt_record_add_int(t, "last_error_at", BT_FIELD_TIME, e->error_at);
 	if (r == 0 && e->retry_at)
 		r = bt_record_add_int(t, "next_retry", BT_FIELD_TIME, e->retry_at);
-	if (r == 0)
+	if (r == 0 && admin)
 		r = bt_record_add_int(t, "upstream_requests", BT_FIELD_INT, (int64_t)e->fetches)
 			?: bt_record_add_int(t, "served", BT_FIELD_INT, (int64_t)e->served);
 	return r;
 }
 
-static int describe_identity(struct service *s, const struct identity *id, struct bt_record *irec)
+static int describe_identity(struct service *s, const struct identity *id, struct bt_record *irec,
+			     bool admin)
 {
 	char resources[BT_MESSAGE_MAX] = "";
 	int r;
@@ -129,7 +130,7 @@ static int describe_identity(struct service *s, const struct identity *id, struc
 	for (struct token_entry *e = cache_first(s->cache); r == 0 && e; e = cache_next(e)) {
 		struct bt_record *t;
 		if (e->id == id)
-			r = bt_record_add_child(irec, &t) ?: describe_token(e, t);
+			r = bt_record_add_child(irec, &t) ?: describe_token(e, t, admin);
 	}
 	return r;
 }
@@ -137,13 +138,14 @@ static int describe_identity(struct service *s, const struct identity *id, struc
 int service_status(struct service *s, const struct peer *p, struct bt_record *rec)
 {
 	bool admin = service_peer_is_admin(s, p);
-	int r = s->hooks.describe(s->hooks.arg, rec);
+	int r = s->hooks.describe(s->hooks.arg, rec, admin);
 
 	for (size_t i = 0; r == 0 && i < s->cfg->n_identities; i++) {
 		const struct identity *id = &s->cfg->identities[i];
 		struct bt_record *irec;
 		if (admin || service_peer_may_use(s, p, id))
-			r = bt_record_add_child(rec, &irec) ?: describe_identity(s, id, irec);
+			r = bt_record_add_child(rec, &irec)
+				?: describe_identity(s, id, irec, admin);
 	}
 	return r;
 }

@@ -29,7 +29,7 @@ struct bt_record;
 struct service_hooks {
 	void *arg;
 	int (*reload)(void *arg, char **ret_error);
-	int (*describe)(void *arg, struct bt_record *rec);
+	int (*describe)(void *arg, struct bt_record *rec, bool admin);
 	/* -EOPNOTSUPP: the endpoint is off; -EBUSY: too many live. */
 	int (*grant)(void *arg, const struct peer *p, const char *identity, char *text, size_t n,
 		     int64_t *expires_on, const char **url);

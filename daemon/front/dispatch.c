@@ -241,7 +241,8 @@ static void on_signin_event(struct signin_waiter *w, const struct signin_event *
 }
 
 /* The device-code identity a sign-in request names, if the peer is an
- * administrator; otherwise replies and returns NULL. */
+ * administrator; otherwise replies and returns NULL. Rights come first: a
+ * plain user learns nothing of which identities exist or their kinds. */
 static const struct identity *signin_identity(struct service *s, struct conn *c,
 					      const struct bt_frame *f, const char *name)
 {
@@ -249,6 +250,15 @@ static const struct identity *signin_identity(struct service *s, struct conn *c,
 	const struct identity *id;
 	uint32_t status;
 
+	if (!service_peer_is_admin(s, &c->peer)) {
+		struct log_ctx ctx = peer_ctx(c, name, NULL);
+		log_msg(LOG_WARNING, &ctx, "denied %s of identity %s to pid %d uid %u",
+			bt_type_name(f->type), name, (int)c->peer.pid, (unsigned)c->peer.uid);
+		reply_error(c, f->id, BT_E_DENIED,
+			    "signing in and out is for administrators: run it as root, as the "
+			    "daemon's user or as a member of admin_group");
+		return NULL;
+	}
 	if (!(id = service_find(s, name, &status, msg, sizeof(msg)))) {
 		reply_error(c, f->id, status, "%s", msg);
 		return NULL;
@@ -258,15 +268,6 @@ static const struct identity *signin_identity(struct service *s, struct conn *c,
 			    "identity '%s' uses credential = %s; only device-code identities have "
 			    "a user who signs in",
 			    id->name, credential_for(id)->name);
-		return NULL;
-	}
-	if (!service_peer_is_admin(s, &c->peer)) {
-		struct log_ctx ctx = peer_ctx(c, id->name, NULL);
-		log_msg(LOG_WARNING, &ctx, "denied %s of identity %s to pid %d uid %u",
-			bt_type_name(f->type), id->name, (int)c->peer.pid, (unsigned)c->peer.uid);
-		reply_error(c, f->id, BT_E_DENIED,
-			    "signing in and out is for administrators: run it as root, as the "
-			    "daemon's user or as a member of admin_group");
 		return NULL;
 	}
 	return id;

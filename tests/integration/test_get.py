@@ -6,6 +6,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from conftest import (BATCH, BATCHTOK, BATCHTOKD, CLIENT, OTHER_CLIENT, OTHER_SECRET, SECRET,
                       TENANT, VERSION, jwt_claims)
 
@@ -165,3 +167,28 @@ def test_ping_status_and_versions(make_daemon):
     for prog in (BATCHTOK, BATCHTOKD):
         assert subprocess.run([prog, "--version"], capture_output=True,
                               text=True).stdout.endswith(VERSION + "\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the client as another user")
+def test_what_a_plain_user_sees(make_daemon):
+    """A user who is no administrator sees the identities they may use and
+    their tokens, not the daemon's pid, config, clients or counters; and
+    LOGIN tells them it is for administrators before anything about which
+    identities exist or what kind they are."""
+    d = make_daemon({"batch": {"allow_users": "65534"}, "other": {}}, socket_mode="0666")
+    assert d.get("-i", "batch", user=65534).rc == 0
+    st = json.loads(d.run("status", "-o", "json", user=65534).out)
+    assert st["daemon"] == "batchtokd %s" % VERSION
+    for hidden in ("pid", "config", "clients", "upstream_requests", "reloads", "started"):
+        assert hidden not in st, hidden
+    assert [i["identity"] for i in st["identities"]] == ["batch"]
+    tok = st["identities"][0]["tokens"][0]
+    assert tok["state"] == "valid" and "served" not in tok and "upstream_requests" not in tok
+    # An administrator sees it all.
+    st = json.loads(d.run("status", "-o", "json").out)
+    assert st["upstream_requests"] == 1 and st["pid"] == d.proc.pid
+    assert len(st["identities"]) == 2
+    for name in ("other", "batch", "no-such-identity"):
+        r = d.run("login", "-i", name, user=65534)
+        assert r.rc == 4 and "for administrators" in r.err, r
+        assert "credential" not in r.err and "no-such" not in r.err, r
