@@ -60,11 +60,11 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
-              test_capability test_http_in test_usernames
+              test_capability test_http_in test_usernames test_alloc_failure
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
-                test_sealed test_capability test_http_in test_usernames
+                test_sealed test_capability test_http_in test_usernames test_alloc_failure
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
@@ -117,6 +117,9 @@ $(O)/tests/test_status_format: $(call obj,tests/unit/test_status_format.c client
 $(O)/tests/test_libbatchtok: $(call obj,tests/unit/test_libbatchtok.c client/status_format.c) $(O)/libbtproto.a
 $(addprefix $(O)/tests/,$(DAEMON_TESTS)): \
   $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
+# Our own allocations go through the test's failing allocator.
+$(O)/tests/test_alloc_failure: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup,--wrap=vasprintf,--wrap=secmem_alloc,--wrap=secmem_strndup
+$(O)/tests/test_alloc_failure: $(call obj,tests/unit/test_alloc_failure.c $(DAEMON_SRC)) $(O)/libbtproto.a
 $(O)/tests/%:
 	@mkdir -p $(dir $@)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) -lcmocka -lm

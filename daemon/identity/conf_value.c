@@ -12,11 +12,14 @@ static int add_msg(struct config_errors *e, char *msg)
 {
 	char **v;
 
-	if (!msg)
+	if (!msg) {
+		e->nomem = true;
 		return -ENOMEM;
+	}
 	v = realloc(e->msgs, (e->n + 1) * sizeof(*v));
 	if (!v) {
 		free(msg);
+		e->nomem = true;
 		return -ENOMEM;
 	}
 	e->msgs = v;
@@ -55,6 +58,7 @@ void config_errors_clear(struct config_errors *e)
 	free(e->msgs);
 	e->msgs = NULL;
 	e->n = 0;
+	e->nomem = false;
 }
 
 int conf_error(const struct conf_pos *at, const char *fmt, ...)

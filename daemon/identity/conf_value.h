@@ -16,6 +16,7 @@
 struct config_errors {
 	char **msgs;
 	size_t n;
+	bool nomem; /* a message could not be kept: the list is incomplete */
 };
 
 /* Where a value was read, for messages. */

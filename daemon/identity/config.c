@@ -585,19 +585,20 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 static int set_kind(struct parser *p, struct identity *id, const char *v)
 {
 	const struct credential_ops *k = credential_find(v);
+	void *data = NULL;
 	char names[256];
 
 	if (!k)
 		return perr(p, "credential: '%s' is not one of %s", v,
 			    credential_names(names, sizeof(names)))
 			   ?: -EINVAL;
+	if (k->data_size && !(data = calloc(1, k->data_size)))
+		return -ENOMEM;
 	if (id->cred_data)
 		id->cred->clear(id->cred_data);
 	free(id->cred_data);
-	id->cred_data = NULL;
+	id->cred_data = data;
 	id->cred = k;
-	if (k->data_size && !(id->cred_data = calloc(1, k->data_size)))
-		return -ENOMEM;
 	return 0;
 }
 
@@ -753,10 +754,11 @@ static int handler(void *user, const char *section, const char *key, const char 
 		/* Reported once by the reader; the fragment is not a key. */
 		return 1;
 	}
-	if (strcmp(section, p->section) != 0 && (r = begin_section(p, section)) == -ENOMEM)
-		return 0;
-	if (value[n] && !(v = strndup(value, n)))
-		return 0;
+	if ((strcmp(section, p->section) != 0 && begin_section(p, section) == -ENOMEM) ||
+	    (value[n] && !(v = strndup(value, n)))) {
+		p->errs->nomem = true;
+		return 1;
+	}
 	if (!strcmp(section, "daemon"))
 		r = daemon_key(p, key, v ? v : value);
 	else if (p->cur)
@@ -764,7 +766,9 @@ static int handler(void *user, const char *section, const char *key, const char 
 	else
 		r = 0; /* the section was already reported */
 	free(v);
-	return r == -ENOMEM ? 0 : 1;
+	if (r == -ENOMEM)
+		p->errs->nomem = true;
+	return 1;
 }
 
 /* inih calls no handler for a section without keys, so an empty
@@ -786,7 +790,7 @@ static void section_header(struct parser *p, const char *line)
 	memcpy(name, line + 1, n);
 	name[n] = 0;
 	if (begin_section(p, name) == -ENOMEM)
-		perr(p, "out of memory");
+		p->errs->nomem = true;
 }
 
 /* inih's reader: hands out the in-memory file one line at a time, which is
@@ -1002,13 +1006,15 @@ static int parse_text(const char *text, const char *name, const struct config_op
 		free(p.pending[i].value);
 	}
 	free(p.pending);
-	if (r == -2 || r == -ENOMEM)
+	if (r == -2 || r == -ENOMEM || errs->nomem)
 		goto nomem;
 	if (!c->socket && default_socket && !(c->socket = strdup(default_socket)))
 		goto nomem;
 	if (opts)
 		check_socket_dir(&p, c->socket);
 	if (!c->state_dir && default_state_dir && !(c->state_dir = strdup(default_state_dir)))
+		goto nomem;
+	if (errs->nomem)
 		goto nomem;
 	if (errs->n) {
 		config_free(c);
