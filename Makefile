@@ -192,6 +192,17 @@ check: deps
 demo: deps all
 	@BATCHTOK_BUILD=$(abspath $(O)) tests/demo.sh
 
+# The daemon under valgrind's memcheck through a core subset of the
+# integration tests: any memory error or definite leak fails its test.
+VALGRIND_TESTS ?= tests/integration/test_get.py tests/integration/test_request_path.py \
+                  tests/integration/test_credentials.py tests/integration/test_compat.py
+VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite --show-leak-kinds=definite
+valgrind: all
+	@tests/install-deps.sh valgrind
+	BATCHTOK_DAEMON_WRAPPER="$(VALGRIND)" BATCHTOK_BUILD=$(abspath $(O)) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider $(VALGRIND_TESTS)
+
 bench: deps
 	$(MAKE) all $(O)/bench/bench_client $(O)/bench/raw_echo $(O)/bench/trivial
 	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) tests/bench/bench.py
@@ -233,4 +244,4 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps unit fuzz fuzz-build integration boot includes check-one check demo bench format install clean
+.PHONY: all deps unit fuzz fuzz-build integration boot includes check-one check demo bench valgrind format install clean

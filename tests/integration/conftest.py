@@ -84,6 +84,30 @@ def make_cert(directory, name, days=30, start_days=-1, passphrase=None, pkcs12=F
     return path, pem.decode()
 
 
+def ready(notify):
+    """Whether READY=1 arrived on the notification socket (within 0.1 s)."""
+    notify.settimeout(0.1)
+    try:
+        while True:
+            if b"READY=1" in notify.recv(4096).split(b"\n"):
+                return True
+    except socket.timeout:
+        return False
+
+
+def accepts(path):
+    """Whether a Unix socket at path accepts a connection: the daemon is
+    listening (a socket file alone may be a stale one)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def as_user(uid):
     """subprocess keyword arguments that run a process as uid (its group the
     same number, no supplementary groups), in a working directory any user can
@@ -306,13 +330,30 @@ class Daemon:
             f.write("\n".join(lines) + "\n")
 
     def start(self, program=BATCHTOKD):
-        """Starts program (this build's batchtokd unless told) with the
-        config; stop() stops it by PID."""
+        """Starts program (this build's batchtokd unless told; under
+        $BATCHTOK_DAEMON_WRAPPER, valgrind for one, if set) with the config,
+        and waits for its READY=1 (sd_notify), or, when the test listens for
+        notifications itself, until its socket accepts a connection; stop()
+        stops it by PID."""
+        wrapper = os.environ.get("BATCHTOK_DAEMON_WRAPPER", "").split()
+        limit = 60 if wrapper else 10
+        env, notify = self.env, None
+        if "NOTIFY_SOCKET" not in env:
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            path = tempfile.mktemp(prefix="notify-", suffix=".sock", dir=self.dir)
+            notify.bind(path)
+            env = dict(env, NOTIFY_SOCKET=path)
         self.log = open(self.logpath, "a")
-        self.proc = subprocess.Popen([program, "-c", self.conf], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=self.env)
-        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
-                 what="the daemon's socket")
+        self.proc = subprocess.Popen(wrapper + [program, "-c", self.conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+        if notify is None:
+            wait_for(lambda: accepts(self.sock) or self.proc.poll() is not None, limit,
+                     what="the daemon to accept connections")
+        else:
+            with notify:
+                wait_for(lambda: ready(notify) or self.proc.poll() is not None, limit,
+                         what="the daemon's READY=1")
+            os.unlink(path)
         assert self.proc.poll() is None, "batchtokd exited: " + self.read_log()
 
     def read_log(self):
@@ -353,11 +394,11 @@ class Daemon:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            rc = self.proc.wait(10)
+            rc = self.proc.wait(60 if os.environ.get("BATCHTOK_DAEMON_WRAPPER") else 10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-            raise AssertionError("batchtokd did not stop on SIGTERM within 10 s")
+            raise AssertionError("batchtokd did not stop on SIGTERM in time")
         self.log.close()
         if os.path.exists(self.sock):
             raise AssertionError("batchtokd left its socket behind")

@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 
-from conftest import CLIENT, SECRET, TENANT, as_user, public_mkdtemp, wait_for
+from conftest import CLIENT, SECRET, TENANT, accepts, as_user, public_mkdtemp, wait_for
 
 NOBODY = 65534
 
@@ -100,7 +100,7 @@ def test_dedicated_user_runs_system_mode_by_hand(sts, shared, tmp_path):
         p = subprocess.Popen([shared.batchtokd, "--system", "-c", conf], stdout=log,
                              stderr=subprocess.STDOUT, **as_user(NOBODY))
         try:
-            wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 10,
+            wait_for(lambda: accepts(sock) or p.poll() is not None, 10,
                      what="batchtokd")
             r = subprocess.run([shared.batchtok, "-S", sock, "get"], capture_output=True,
                                text=True, timeout=30, **as_user(NOBODY))

@@ -9,8 +9,8 @@ import struct
 import subprocess
 import time
 
-from conftest import (BATCHTOKD, OTHER_CLIENT, OTHER_SECRET, SECRET, as_user, frame, hello,
-                      public_mkdtemp, read_frame, wait_for)
+from conftest import (BATCHTOKD, OTHER_CLIENT, OTHER_SECRET, SECRET, accepts, as_user, frame,
+                      hello, public_mkdtemp, read_frame, wait_for)
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 
@@ -184,7 +184,7 @@ def test_process_is_hardened(sts, shared):
     p = subprocess.Popen([shared.batchtokd, "-c", conf], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, **as_user(NOBODY))
     try:
-        wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 10, what="batchtokd")
+        wait_for(lambda: accepts(sock) or p.poll() is not None, 10, what="batchtokd")
         assert p.poll() is None
         assert os.stat("/proc/%d" % p.pid).st_uid == NOBODY
         assert os.stat("/proc/%d/mem" % p.pid).st_uid == 0

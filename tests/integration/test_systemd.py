@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 
-from conftest import BATCHTOK, BATCHTOKD, BUILD, wait_for
+from conftest import BATCHTOK, BATCHTOKD, BUILD, accepts, wait_for
 
 
 def notify_socket(tmp_path):
@@ -148,7 +148,8 @@ def test_journal_structured_fields(make_daemon, sts, tmp_path):
     d.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                'mount --bind "$0" /run && exec "$@"', str(fake_run),
                                BATCHTOKD, "-c", d.conf], stdout=log, stderr=log, env=env)
-    wait_for(lambda: os.path.exists(d.sock), 10, what="the daemon's socket")
+    wait_for(lambda: accepts(d.sock) or d.proc.poll() is not None, 10,
+             what="the daemon to accept connections")
     r = d.get()
     assert r.rc == 0, r
     token = r.out.strip()
