@@ -17,6 +17,7 @@
 #include "identity/credential.h"
 #include "front/dispatch.h"
 #include "lib/log.h"
+#include "lib/ratelimit.h"
 
 /* libuv timers run on the monotonic clock, which stands still while a laptop
  * sleeps; waking at least this often re-reads the wall clock, so tokens that
@@ -26,6 +27,9 @@
 #define CONNECT_TIMEOUT 10
 /* How often certificate expiry is checked (and warned about). */
 #define CERT_CHECK_MS (12 * 3600 * 1000)
+/* How often the summaries of rate-limited messages are looked for: a flood
+ * that stops is summed up within this long of its interval's end. */
+#define LOG_FLUSH_MS 10000
 
 /* One fetch in flight: the entry it is for, then the file read (federated
  * tokens) and the transfer. */
@@ -357,6 +361,12 @@ static void on_cert_timer(uv_timer_t *t)
 	check_certificates(t->data);
 }
 
+static void on_log_timer(uv_timer_t *t)
+{
+	(void)t;
+	ratelimit_log_flush();
+}
+
 static void status_line(struct daemon *d, char *buf, size_t n)
 {
 	snprintf(buf, n, "%zu identities, %u clients, %llu upstream requests", d->cfg->n_identities,
@@ -425,7 +435,10 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	d->cfg = c;
 	check_certificates(d);
 	cache_configure(d->cache, &cs);
-	server_set_max_clients(d->server, c->max_clients);
+	server_set_limits(d->server,
+			  &(struct server_options){.max_clients = c->max_clients,
+						   .max_clients_per_uid = c->max_clients_per_uid,
+						   .idle_timeout = c->client_idle_timeout});
 	log_set_level(c->log_level);
 	prefetch_all(d);
 	d->reloads++;
@@ -464,6 +477,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
 	uv_close((uv_handle_t *)&d->cert_timer, NULL);
+	uv_close((uv_handle_t *)&d->log_timer, NULL);
+	ratelimit_log_flush();
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -545,9 +560,13 @@ static int start_fronts(struct daemon *d)
 	struct server_options so = {.path = cfg->socket,
 				    .mode = cfg->socket_mode,
 				    .gid = cfg->socket_gid,
-				    .max_clients = cfg->max_clients};
-	struct server_handlers sh = {
-	    .frame = dispatch_frame, .closed = dispatch_conn_closed, .arg = d->service};
+				    .max_clients = cfg->max_clients,
+				    .max_clients_per_uid = cfg->max_clients_per_uid,
+				    .idle_timeout = cfg->client_idle_timeout};
+	struct server_handlers sh = {.frame = dispatch_frame,
+				     .closed = dispatch_conn_closed,
+				     .stopping = dispatch_conn_stopping,
+				     .arg = d->service};
 	int r;
 
 	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
@@ -586,6 +605,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	d->cache_timer.data = d;
 	uv_timer_init(&d->loop, &d->cert_timer);
 	d->cert_timer.data = d;
+	uv_timer_init(&d->loop, &d->log_timer);
 	if ((r = start_core(d)) < 0 || (r = start_fronts(d)) < 0)
 		goto fail_loop;
 	uv_signal_init(&d->loop, &d->sighup);
@@ -598,6 +618,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	notify_init(&d->notify, &d->loop);
 	check_certificates(d);
 	uv_timer_start(&d->cert_timer, on_cert_timer, CERT_CHECK_MS, CERT_CHECK_MS);
+	uv_timer_start(&d->log_timer, on_log_timer, LOG_FLUSH_MS, LOG_FLUSH_MS);
 	prefetch_all(d);
 	status_line(d, status, sizeof(status));
 	log_info("batchtokd " BATCHTOK_VERSION_STRING " ready: %s", status);
@@ -619,6 +640,7 @@ fail_loop:
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
 	uv_close((uv_handle_t *)&d->cert_timer, NULL);
+	uv_close((uv_handle_t *)&d->log_timer, NULL);
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&d->loop);
 fail:

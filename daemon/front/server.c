@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "../lib/log.h"
+#include "../lib/ratelimit.h"
+#include "../lib/uidcount.h"
 
 /* Connections taken per wake-up, so a flood cannot starve the clients that
  * are already connected. */
@@ -23,8 +25,11 @@
 #define PEER_GROUPS_MAX 65536
 /* After EMFILE, pause accepting for this long rather than spin. */
 #define ACCEPT_PAUSE_MS 1000
-/* How often half-sent frames are looked for. */
-#define SWEEP_MS 5000
+/* How often half-sent frames and idle connections are looked for; more
+ * often when client_idle_timeout is short, so that it is kept to within a
+ * quarter of itself, but never more often than SWEEP_MIN_MS. */
+#define SWEEP_MS     5000
+#define SWEEP_MIN_MS 250
 /* The directory the daemon makes for its socket: anyone may pass through;
  * the socket's own mode and group decide who may connect. */
 #define SOCKET_DIR_MODE 0755
@@ -39,6 +44,10 @@ struct server {
 	char *path;
 	struct server_handlers h;
 	uint32_t max_clients;
+	uint32_t max_per_uid;
+	int64_t idle_ms;
+	uint64_t sweep_ms;
+	struct uidcount per_uid; /* connections of each uid */
 	unsigned n_conns;
 	struct list conns;
 	struct list resume; /* connections with answers to send or frames held back */
@@ -77,6 +86,7 @@ static void conn_close(struct conn *c)
 	list_del(&c->node);
 	list_del(&c->resume);
 	s->n_conns--;
+	uidcount_del(&s->per_uid, c->peer.uid);
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, on_conn_closed);
 }
@@ -89,6 +99,7 @@ static int write_out(struct conn *c)
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			bt_buf_consume(&c->out, (size_t)n);
+			c->active_at = mono_ms(c->srv->loop);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -106,17 +117,42 @@ static int write_out(struct conn *c)
 	return 0;
 }
 
+/* Whether c may take another frame: it has room for another request
+ * outstanding and its client reads its replies. */
+static bool may_take(const struct conn *c)
+{
+	return !c->closed && !c->closing && c->n_pending < SERVER_PENDING_MAX &&
+	       bt_buf_len(&c->out) < SERVER_OUT_MAX / 2;
+}
+
+static void on_resume(uv_idle_t *h);
+
+/* Has c taken up on the next turn of the loop. */
+static void resume_later(struct conn *c)
+{
+	struct server *s = c->srv;
+
+	if (list_empty(&c->resume)) {
+		list_add_tail(&s->resume, &c->resume);
+		uv_idle_start(&s->resume_idle, on_resume);
+	}
+}
+
 static void process_input(struct conn *c)
 {
 	struct server *s = c->srv;
+	bool held = false;
 
 	/* Frames are taken one at a time while the client may have more
 	 * requests outstanding and its replies are being read. An answer given
 	 * from inside a handler does not re-enter this loop (in_dispatch). */
 	c->in_dispatch = true;
-	while (!c->closed && !c->closing && c->n_pending < SERVER_PENDING_MAX &&
-	       bt_buf_len(&c->out) < SERVER_OUT_MAX / 2) {
+	for (;;) {
 		struct bt_frame f;
+		if (!may_take(c)) {
+			held = bt_buf_len(&c->in) > 0;
+			break;
+		}
 		int r = bt_frame_peek(&c->in, BT_REQUEST_MAX, &f);
 		if (r == -EAGAIN) {
 			c->partial_since =
@@ -130,11 +166,12 @@ static void process_input(struct conn *c)
 					r == -EMSGSIZE ? "request frame larger than the protocol's "
 							 "maximum; closing the connection"
 						       : "malformed frame; closing the connection");
-			log_msg(LOG_WARNING,
-				&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
-				"client pid %d uid %u: %s; connection closed", (int)c->peer.pid,
-				(unsigned)c->peer.uid,
-				r == -EMSGSIZE ? "oversized frame" : "malformed frame");
+			if (ratelimit_log(LOG_LIMIT_CLIENT))
+				log_msg(LOG_WARNING,
+					&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
+					"client pid %d uid %u: %s; connection closed",
+					(int)c->peer.pid, (unsigned)c->peer.uid,
+					r == -EMSGSIZE ? "oversized frame" : "malformed frame");
 			c->closing = true;
 			break;
 		}
@@ -147,8 +184,14 @@ static void process_input(struct conn *c)
 	c->in_dispatch = false;
 	if (bt_buf_len(&c->in) == 0)
 		bt_buf_free(&c->in);
-	if (!c->closed)
-		conn_flush(c);
+	if (c->closed)
+		return;
+	conn_flush(c);
+	/* The loop stopped for a full output, and the flush has drained it
+	 * (the client reads as fast as we write): no more input may come to
+	 * wake us for the frames still waiting. */
+	if (held && !c->closed && may_take(c))
+		resume_later(c);
 }
 
 static void on_conn_io(uv_poll_t *p, int status, int events)
@@ -178,9 +221,15 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 				conn_close(c);
 				return;
 			}
-			process_input(c);
-			return;
+			c->active_at = mono_ms(c->srv->loop);
 		}
+	}
+	/* Frames read while the output was full wait in c->in: take them up
+	 * as soon as it has drained, for the client may have nothing more to
+	 * send that would wake us. */
+	if (bt_buf_len(&c->in) && may_take(c)) {
+		process_input(c);
+		return;
 	}
 	if (!c->closed)
 		update_events(c);
@@ -193,9 +242,7 @@ static void update_events(struct conn *c)
 	if (c->closed)
 		return;
 	/* Read only while we are willing to take another frame. */
-	if (!c->closing && c->n_pending < SERVER_PENDING_MAX &&
-	    bt_buf_len(&c->out) < SERVER_OUT_MAX / 2 &&
-	    bt_buf_len(&c->in) < BT_REQUEST_MAX + READ_CHUNK)
+	if (may_take(c) && bt_buf_len(&c->in) < BT_REQUEST_MAX + READ_CHUNK)
 		ev |= UV_READABLE;
 	if (bt_buf_len(&c->out) > 0)
 		ev |= UV_WRITABLE;
@@ -239,18 +286,14 @@ static void on_resume(uv_idle_t *h)
 
 void conn_request_done(struct conn *c)
 {
-	struct server *s = c->srv;
-
 	c->n_pending--;
+	c->active_at = mono_ms(c->srv->loop);
 	if (c->in_dispatch || c->closed)
 		return; /* the loop taking frames goes on by itself */
 	/* Answers come from inside other modules' callbacks (a fetch ending, a
 	 * reload rebinding the cache): going on here could start a reload
 	 * inside a reload, or close the connection under its caller. */
-	if (list_empty(&c->resume)) {
-		list_add_tail(&s->resume, &c->resume);
-		uv_idle_start(&s->resume_idle, on_resume);
-	}
+	resume_later(c);
 }
 
 static int read_peer(int fd, struct peer *p)
@@ -296,6 +339,33 @@ static void refuse(int fd, const char *why)
 		(void)!send(fd, bt_buf_ptr(&b), bt_buf_len(&b), MSG_NOSIGNAL | MSG_DONTWAIT);
 	bt_buf_free(&b);
 	close(fd);
+}
+
+/* Counts a new connection of peer p against its uid's quota; when the uid
+ * holds max_clients_per_uid already, tells the client why, closes fd and
+ * returns -EDQUOT (or -ENOMEM). */
+static int refuse_over_quota(struct server *s, int fd, const struct peer *p)
+{
+	char why[BT_MESSAGE_MAX];
+	int r = uidcount_add(&s->per_uid, p->uid, s->max_per_uid);
+
+	if (r == -ENOMEM) {
+		close(fd);
+		return r;
+	}
+	if (r < 0) {
+		snprintf(why, sizeof(why),
+			 "uid %u has max_clients_per_uid (%u) connections to batchtokd already: "
+			 "close some, or an administrator can raise max_clients_per_uid",
+			 (unsigned)p->uid, s->max_per_uid);
+		if (ratelimit_log(LOG_LIMIT_CLIENT))
+			log_msg(LOG_WARNING, &(struct log_ctx){.uid = p->uid, .pid = p->pid},
+				"refused a connection of pid %d uid %u: it has "
+				"max_clients_per_uid (%u) already",
+				(int)p->pid, (unsigned)p->uid, s->max_per_uid);
+		refuse(fd, why);
+	}
+	return r;
 }
 
 static void on_listen(uv_poll_t *p, int status, int events);
@@ -346,7 +416,13 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			close(fd);
 			continue;
 		}
+		if (refuse_over_quota(s, fd, &c->peer) < 0) {
+			free(c->peer.groups);
+			free(c);
+			continue;
+		}
 		if (uv_poll_init(s->loop, &c->poll, fd) < 0) {
+			uidcount_del(&s->per_uid, c->peer.uid);
 			free(c->peer.groups);
 			free(c);
 			close(fd);
@@ -361,6 +437,7 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		list_init(&c->resume);
 		list_add_tail(&s->conns, &c->node);
 		s->n_conns++;
+		c->active_at = mono_ms(s->loop);
 		update_events(c);
 	}
 }
@@ -375,9 +452,21 @@ static void on_sweep(uv_timer_t *t)
 	{
 		struct conn *c = list_entry(n, struct conn, node);
 		if (c->partial_since && now - c->partial_since > SERVER_PARTIAL_TIMEOUT * 1000) {
-			log_msg(LOG_WARNING,
+			if (ratelimit_log(LOG_LIMIT_CLIENT))
+				log_msg(LOG_WARNING,
+					&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
+					"client pid %d uid %u sent half a request and stopped; "
+					"closed",
+					(int)c->peer.pid, (unsigned)c->peer.uid);
+			conn_close(c);
+		} else if (c->n_pending == 0 && now - c->active_at >= s->idle_ms) {
+			/* Nothing waits for an answer (a subscription, once there
+			 * is one, counts as waiting): the client holds a slot for
+			 * nothing. */
+			log_msg(LOG_DEBUG,
 				&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
-				"client pid %d uid %u sent half a request and stopped; closed",
+				"closed the connection of pid %d uid %u, idle for "
+				"client_idle_timeout",
 				(int)c->peer.pid, (unsigned)c->peer.uid);
 			conn_close(c);
 		}
@@ -496,7 +585,6 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	list_init(&s->resume);
 	uv_idle_init(loop, &s->resume_idle);
 	s->resume_idle.data = s;
-	s->max_clients = opts->max_clients;
 	uv_poll_init(loop, &s->listen_poll, fd);
 	s->listen_poll.data = s;
 	uv_timer_init(loop, &s->pause_timer);
@@ -504,14 +592,24 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	uv_timer_init(loop, &s->sweep_timer);
 	s->sweep_timer.data = s;
 	uv_poll_start(&s->listen_poll, UV_READABLE, on_listen);
-	uv_timer_start(&s->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+	server_set_limits(s, opts);
 	*ret = s;
 	return 0;
 }
 
-void server_set_max_clients(struct server *s, uint32_t max_clients)
+void server_set_limits(struct server *s, const struct server_options *opts)
 {
-	s->max_clients = max_clients;
+	uint64_t sweep;
+
+	s->max_clients = opts->max_clients;
+	s->max_per_uid = opts->max_clients_per_uid;
+	s->idle_ms = (int64_t)opts->idle_timeout * 1000;
+	sweep = (uint64_t)s->idle_ms / 4;
+	sweep = sweep < SWEEP_MIN_MS ? SWEEP_MIN_MS : sweep > SWEEP_MS ? SWEEP_MS : sweep;
+	if (sweep != s->sweep_ms) {
+		s->sweep_ms = sweep;
+		uv_timer_start(&s->sweep_timer, on_sweep, sweep, sweep);
+	}
 }
 
 unsigned server_client_count(const struct server *s)
@@ -525,18 +623,43 @@ static void on_server_handle_closed(uv_handle_t *h)
 
 	if (--s->pending_closes == 0) {
 		close(s->listen_fd);
+		uidcount_free(&s->per_uid);
 		free(s->path);
 		free(s);
 	}
 }
 
+/* Sends what c->out holds as far as the socket takes it now; the daemon is
+ * stopping and waits for no one. */
+static void send_now(struct conn *c)
+{
+	while (bt_buf_len(&c->out) > 0) {
+		ssize_t n = send(c->fd, bt_buf_ptr(&c->out), bt_buf_len(&c->out),
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0)
+			bt_buf_consume(&c->out, (size_t)n);
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else
+			break;
+	}
+}
+
 void server_close(struct server *s)
 {
+	struct conn *c;
+
 	if (!s)
 		return;
 	s->closing = true;
-	while (!list_empty(&s->conns))
-		conn_close(list_entry(s->conns.next, struct conn, node));
+	while ((c = list_first(&s->conns, struct conn, node))) {
+		/* Clients waiting for an answer are told why none comes. */
+		if (c->n_pending && s->h.stopping) {
+			s->h.stopping(s->h.arg, c);
+			send_now(c);
+		}
+		conn_close(c);
+	}
 	if (s->created && s->path && *s->path)
 		unlink(s->path);
 	s->pending_closes = 4;
