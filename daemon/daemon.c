@@ -569,15 +569,9 @@ static int start_fronts(struct daemon *d)
 				     .arg = d->service};
 	int r;
 
-	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
-		if (r == -EADDRINUSE)
-			log_error("another batchtokd is already listening on %s: stop it first, or "
-				  "set a different socket =",
-				  cfg->socket);
-		else
-			log_error("cannot listen on %s: %s", cfg->socket, strerror(-r));
+	/* server_new() has said why. */
+	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0)
 		return r;
-	}
 	if (cfg->compat_endpoint && (r = compat_new(&d->loop, d->service, &d->compat)) < 0) {
 		server_close(d->server);
 		return r;

@@ -72,7 +72,13 @@ struct server_options {
 };
 
 /* Listens on the socket systemd passed, or creates one at opts->path (its
- * directory too). Returns -EADDRINUSE if another daemon answers there. */
+ * directory too, the last component only). The directory and those above it
+ * must belong to root or the daemon's user, and only they may write the
+ * socket's own directory (-EPERM otherwise); an existing file there is
+ * replaced only if it is a socket of the daemon's user that nobody answers
+ * on (-EADDRINUSE if a daemon answers, -EEXIST if it is not ours). Nothing
+ * is chmod'ed, chown'ed or removed by a path that could be redirected.
+ * Every failure is logged with its cause and fix. */
 int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
 	       struct server **ret);
 /* Takes opts' limits (max_clients, max_clients_per_uid, idle_timeout), for
