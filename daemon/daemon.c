@@ -16,6 +16,7 @@
 #include "identity/credential.h"
 #include "front/dispatch.h"
 #include "lib/log.h"
+#include "lib/ratelimit.h"
 
 /* libuv timers run on the monotonic clock, which stands still while a laptop
  * sleeps; waking at least this often re-reads the wall clock, so tokens that
@@ -25,6 +26,9 @@
 #define CONNECT_TIMEOUT 10
 /* How often credentials are audited (an expiring certificate warned of). */
 #define AUDIT_INTERVAL_MS (12 * 3600 * 1000)
+/* How often the summaries of rate-limited messages are looked for: a flood
+ * that stops is summed up within this long of its interval's end. */
+#define LOG_FLUSH_MS 10000
 
 /* One fetch in flight: the entry it is for, then the file read (federated
  * tokens) and the transfer. */
@@ -342,6 +346,12 @@ static void on_audit_timer(uv_timer_t *t)
 	audit_credentials(t->data);
 }
 
+static void on_log_timer(uv_timer_t *t)
+{
+	(void)t;
+	ratelimit_log_flush();
+}
+
 static void status_line(struct daemon *d, char *buf, size_t n)
 {
 	snprintf(buf, n, "%zu identities, %u clients, %llu upstream requests", d->cfg->n_identities,
@@ -410,7 +420,10 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	d->cfg = c;
 	audit_credentials(d);
 	cache_configure(d->cache, &cs);
-	server_set_max_clients(d->server, c->max_clients);
+	server_set_limits(d->server,
+			  &(struct server_options){.max_clients = c->max_clients,
+						   .max_clients_per_uid = c->max_clients_per_uid,
+						   .idle_timeout = c->client_idle_timeout});
 	log_set_level(c->log_level);
 	prefetch_all(d);
 	d->reloads++;
@@ -449,6 +462,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
 	uv_close((uv_handle_t *)&d->audit_timer, NULL);
+	uv_close((uv_handle_t *)&d->log_timer, NULL);
+	ratelimit_log_flush();
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -536,20 +551,18 @@ static int start_fronts(struct daemon *d)
 	struct server_options so = {.path = cfg->socket,
 				    .mode = cfg->socket_mode,
 				    .gid = cfg->socket_gid,
-				    .max_clients = cfg->max_clients};
-	struct server_handlers sh = {
-	    .frame = dispatch_frame, .closed = dispatch_conn_closed, .arg = d->service};
+				    .max_clients = cfg->max_clients,
+				    .max_clients_per_uid = cfg->max_clients_per_uid,
+				    .idle_timeout = cfg->client_idle_timeout};
+	struct server_handlers sh = {.frame = dispatch_frame,
+				     .closed = dispatch_conn_closed,
+				     .stopping = dispatch_conn_stopping,
+				     .arg = d->service};
 	int r;
 
-	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0) {
-		if (r == -EADDRINUSE)
-			log_error("another batchtokd is already listening on %s: stop it first, or "
-				  "set a different socket =",
-				  cfg->socket);
-		else
-			log_error("cannot listen on %s: %s", cfg->socket, strerror(-r));
+	/* server_new() has said why. */
+	if ((r = server_new(&d->loop, &so, &sh, &d->server)) < 0)
 		return r;
-	}
 	if (cfg->compat_endpoint && (r = compat_new(&d->loop, d->service, &d->compat)) < 0) {
 		server_close(d->server);
 		return r;
@@ -577,6 +590,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	d->cache_timer.data = d;
 	uv_timer_init(&d->loop, &d->audit_timer);
 	d->audit_timer.data = d;
+	uv_timer_init(&d->loop, &d->log_timer);
 	if ((r = start_core(d)) < 0 || (r = start_fronts(d)) < 0)
 		goto fail_loop;
 	uv_signal_init(&d->loop, &d->sighup);
@@ -589,6 +603,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	notify_init(&d->notify, &d->loop);
 	audit_credentials(d);
 	uv_timer_start(&d->audit_timer, on_audit_timer, AUDIT_INTERVAL_MS, AUDIT_INTERVAL_MS);
+	uv_timer_start(&d->log_timer, on_log_timer, LOG_FLUSH_MS, LOG_FLUSH_MS);
 	prefetch_all(d);
 	status_line(d, status, sizeof(status));
 	log_info("batchtokd " BATCHTOK_VERSION_STRING " ready: %s", status);
@@ -610,6 +625,7 @@ fail_loop:
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
 	uv_close((uv_handle_t *)&d->audit_timer, NULL);
+	uv_close((uv_handle_t *)&d->log_timer, NULL);
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&d->loop);
 fail:

@@ -32,6 +32,7 @@ struct daemon {
 	uv_timer_t cache_timer;
 	int64_t cache_due;
 	uv_timer_t audit_timer; /* audits credentials: expiring certificates */
+	uv_timer_t log_timer;	/* sums up rate-limited log messages */
 	uv_signal_t sighup, sigterm, sigint;
 	int64_t started;
 	uint64_t reloads;

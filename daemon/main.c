@@ -22,6 +22,9 @@
 /* Secrets are a few hundred bytes each; 1 MiB of locked memory holds
  * thousands and stays under the default RLIMIT_MEMLOCK of 8 MiB. */
 #define SECURE_HEAP_SIZE (1024 * 1024)
+/* Descriptors besides connections: listeners, token-service transfers,
+ * files, the journal. */
+#define SPARE_FDS 128
 
 static const char usage_text[] =
     "usage: batchtokd [--system | --user] [-c FILE] [--check-config] [--foreground]\n"
@@ -145,6 +148,51 @@ static int parse_options(int argc, char **argv, struct options *ret)
 	}
 	*ret = o;
 	return 0;
+}
+
+/* Every connection is a descriptor, and the usual soft limit of 1024 runs
+ * out long before max_clients does: the soft limit is raised to the hard
+ * one, which is the administrator's to set (LimitNOFILE= in the unit).
+ * Returns the limit in force, or 0 if it cannot be read. */
+static rlim_t raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warning("cannot read the open-file limit: %s", strerror(errno));
+		return 0;
+	}
+	was = rl.rlim_cur;
+	if (rl.rlim_cur >= rl.rlim_max) {
+		log_info("open-file limit: %llu", (unsigned long long)was);
+		return was;
+	}
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warning("cannot raise the open-file limit from %llu to %llu: %s; set "
+			    "LimitNOFILE= in the unit",
+			    (unsigned long long)was, (unsigned long long)rl.rlim_max,
+			    strerror(errno));
+		return was;
+	}
+	log_info("open-file limit raised from %llu to %llu", (unsigned long long)was,
+		 (unsigned long long)rl.rlim_cur);
+	return rl.rlim_cur;
+}
+
+/* Says so when the open-file limit cannot hold max_clients connections on
+ * each listener: the connections beyond it would be refused by the kernel,
+ * not by max_clients. */
+static void check_nofile(rlim_t limit, const struct config *cfg)
+{
+	unsigned long long need =
+	    (unsigned long long)cfg->max_clients * (cfg->compat_endpoint ? 2 : 1) + SPARE_FDS;
+
+	if (limit && limit < need)
+		log_warning("the open-file limit (%llu) is below what max_clients = %u needs "
+			    "(%llu): raise LimitNOFILE= in the unit, or lower max_clients",
+			    (unsigned long long)limit, cfg->max_clients, need);
 }
 
 /* Process hardening and the libraries' set-up, before anything holds a
@@ -292,6 +340,7 @@ int main(int argc, char **argv)
 	}
 	if (o.level < 0)
 		log_set_level(cfg->log_level);
+	check_nofile(raise_nofile(), cfg);
 	r = daemon_run(&co, cfg);
 	curl_global_cleanup();
 	return r < 0 ? 1 : 0;

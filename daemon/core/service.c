@@ -11,6 +11,7 @@
 
 #include "../identity/credential.h"
 #include "../lib/log.h"
+#include "../lib/ratelimit.h"
 #include "../identity/signin.h"
 
 struct service {
@@ -277,11 +278,15 @@ static void tell_denied(struct service_request *q, uid_t uid, const char *name)
 	char who[USERNAME_DESCRIBE_SIZE];
 
 	usernames_describe(who, sizeof(who), uid, name);
-	if (q->pid > 0)
-		log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d, %s", q->identity,
-			(int)q->pid, who);
-	else
-		log_msg(LOG_WARNING, &ctx, "denied identity %s to %s", q->identity, who);
+	/* A user may ask again and again: the log says so once a burst, then
+	 * sums up. */
+	if (ratelimit_log(LOG_LIMIT_DENIAL)) {
+		if (q->pid > 0)
+			log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d, %s", q->identity,
+				(int)q->pid, who);
+		else
+			log_msg(LOG_WARNING, &ctx, "denied identity %s to %s", q->identity, who);
+	}
 	answer_error(q, BT_E_DENIED,
 		     "%s may not use identity '%s': an administrator can add the user to its "
 		     "allow_users or allow_groups",

@@ -16,7 +16,9 @@
 #include "../lib/clock.h"
 #include "http_in.h"
 #include "../lib/log.h"
+#include "../lib/ratelimit.h"
 #include "../lib/secmem.h"
+#include "../lib/uidcount.h"
 #include "sockdiag.h"
 
 #define READ_SIZE    4096
@@ -35,6 +37,7 @@ struct compat {
 	int nl_fd;
 	struct list conns;
 	unsigned n_conns;
+	struct uidcount per_uid; /* connections of each owner */
 	struct capability_store caps;
 	char url[80];
 };
@@ -53,11 +56,13 @@ struct compat_conn {
 	int handles; /* open libuv handles and writes; freed at 0 */
 	bool closing;
 	bool reading;
-	bool busy;		  /* a request is being answered */
-	bool keep_alive;	  /* for the request being answered */
-	bool lingering;		  /* shut down after the last response; input is dropped */
-	uid_t uid;		  /* owner of the client's socket */
-	int owner_err;		  /* why the owner is unknown, 0: known */
+	bool busy;	 /* a request is being answered */
+	bool keep_alive; /* for the request being answered */
+	bool lingering;	 /* shut down after the last response; input is dropped */
+	uid_t uid;	 /* owner of the client's socket */
+	int owner_err;	 /* why the owner is unknown, 0: known */
+	bool counted;	 /* in per_uid, as counted_uid */
+	uid_t counted_uid;
 	char peer[64];		  /* "127.0.0.1:PORT" for logs */
 	struct service_request q; /* the token request, while waiting */
 	bool waiting;
@@ -116,13 +121,28 @@ static void conn_close(struct compat_conn *c)
 	}
 	list_del(&c->node);
 	c->cp->n_conns--;
+	if (c->counted)
+		uidcount_del(&c->cp->per_uid, c->counted_uid);
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
 static void free_compat(uv_handle_t *h)
 {
-	free(h->data);
+	struct compat *cp = h->data;
+
+	uidcount_free(&cp->per_uid);
+	free(cp);
+}
+
+/* How long a connection may wait for its next request: client_idle_timeout,
+ * but at most COMPAT_IDLE_TIMEOUT, which also bounds a request that does not
+ * arrive whole. */
+static uint64_t idle_ms(const struct compat *cp)
+{
+	uint32_t t = service_config(cp->s)->client_idle_timeout;
+
+	return (uint64_t)(t < COMPAT_IDLE_TIMEOUT ? t : COMPAT_IDLE_TIMEOUT) * 1000;
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -184,7 +204,7 @@ static void on_written(uv_write_t *w, int status)
 	c->busy = false;
 	forget_request(c);
 	http_in_next(&c->req);
-	uv_timer_start(&c->timer, on_timeout, COMPAT_IDLE_TIMEOUT * 1000, 0);
+	uv_timer_start(&c->timer, on_timeout, idle_ms(c->cp), 0);
 	conn_process(c);
 }
 
@@ -215,13 +235,13 @@ static const char *reason(int status)
 	return "Internal Server Error";
 }
 
-/* Sends status with body (a JSON document, taken and wiped). */
-static void respond(struct compat_conn *c, int status, char *body)
+/* The response of status with body (a JSON document, taken and wiped) in
+ * c->out; -ENOMEM if there is no room. */
+static int format_response(struct compat_conn *c, int status, char *body)
 {
 	size_t blen = body ? strlen(body) : 0;
 	char head[256];
 	int hlen;
-	uv_buf_t buf;
 
 	hlen = snprintf(head, sizeof(head),
 			"HTTP/1.1 %d %s\r\n"
@@ -234,13 +254,32 @@ static void respond(struct compat_conn *c, int status, char *body)
 	c->out = malloc(c->out_len);
 	if (!c->out) {
 		secmem_lib_free(body);
-		conn_close(c);
-		return;
+		return -ENOMEM;
 	}
 	memcpy(c->out, head, (size_t)hlen);
 	if (body)
 		memcpy(c->out + hlen, body, blen);
 	secmem_lib_free(body);
+	return 0;
+}
+
+static void forget_response(struct compat_conn *c)
+{
+	explicit_bzero(c->out, c->out_len);
+	free(c->out);
+	c->out = NULL;
+	c->out_len = 0;
+}
+
+/* Sends status with body (a JSON document, taken and wiped). */
+static void respond(struct compat_conn *c, int status, char *body)
+{
+	uv_buf_t buf;
+
+	if (format_response(c, status, body) < 0) {
+		conn_close(c);
+		return;
+	}
 	buf = uv_buf_init(c->out, (unsigned)c->out_len);
 	c->wr.data = c;
 	if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &buf, 1, on_written) < 0) {
@@ -256,20 +295,27 @@ static void respond(struct compat_conn *c, int status, char *body)
 static void respond_error(struct compat_conn *c, int status, const char *error, const char *fmt,
 			  ...) __attribute__((format(printf, 4, 5)));
 
+/* {"error": error, "error_description": msg}, or NULL without memory. */
+static char *error_body(const char *error, const char *msg)
+{
+	json_t *doc = json_pack("{s:s, s:s}", "error", error, "error_description", msg);
+	char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+
+	json_decref(doc);
+	return body;
+}
+
 static void respond_error(struct compat_conn *c, int status, const char *error, const char *fmt,
 			  ...)
 {
 	char msg[BT_MESSAGE_MAX];
-	json_t *doc;
 	char *body;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	doc = json_pack("{s:s, s:s}", "error", error, "error_description", msg);
-	body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
+	body = error_body(error, msg);
 	if (!body) {
 		conn_close(c);
 		return;
@@ -511,9 +557,10 @@ static const struct capability *check_capability(struct compat_conn *c, enum sha
 	if (!(text = presented(c, shape, path_cap, path_cap_len, &len)))
 		return NULL;
 	if (!(cap = capability_find(&c->cp->caps, text, len, now))) {
-		log_msg(LOG_WARNING, LOG_CTX_NONE,
-			"compat endpoint: unknown capability from %s (uid %ld)", c->peer,
-			c->owner_err ? -1L : (long)c->uid);
+		if (ratelimit_log(LOG_LIMIT_CAPABILITY))
+			log_msg(LOG_WARNING, LOG_CTX_NONE,
+				"compat endpoint: unknown capability from %s (uid %ld)", c->peer,
+				c->owner_err ? -1L : (long)c->uid);
 		respond_error(c, 401, "unauthorized",
 			      "the capability is not one this batchtokd issued (it may have "
 			      "restarted): run the program under 'batchtok exec --compat' again");
@@ -526,11 +573,12 @@ static const struct capability *check_capability(struct compat_conn *c, enum sha
 		return NULL;
 	}
 	if (c->owner_err || c->uid != cap->uid) {
-		if (c->owner_err)
+		bool say = ratelimit_log(LOG_LIMIT_DENIAL);
+		if (say && c->owner_err)
 			log_msg(LOG_WARNING, LOG_CTX_NONE,
 				"compat endpoint: cannot tell who owns the connection from %s: %s",
 				c->peer, strerror(-c->owner_err));
-		else
+		else if (say)
 			log_msg(
 			    LOG_WARNING, LOG_CTX_NONE,
 			    "compat endpoint: uid %u presented a capability of uid %u (from %s)",
@@ -650,6 +698,44 @@ static void describe(const struct sockaddr_storage *ss, char *buf, size_t n)
 	}
 }
 
+/* Counts c against its owner's max_clients_per_uid (connections whose
+ * owner is unknown share one count). Over it, the client is told with a 503
+ * before it asks, and -EDQUOT returned; -ENOMEM closes it. */
+static int count_owner(struct compat_conn *c)
+{
+	struct compat *cp = c->cp;
+	uint32_t max = service_config(cp->s)->max_clients_per_uid;
+	uid_t who = c->owner_err ? (uid_t)-1 : c->uid;
+	int r = uidcount_add(&cp->per_uid, who, max);
+
+	if (r == 0) {
+		c->counted = true;
+		c->counted_uid = who;
+		return 0;
+	}
+	if (r == -ENOMEM) {
+		conn_close(c);
+		return r;
+	}
+	if (ratelimit_log(LOG_LIMIT_CLIENT))
+		log_msg(LOG_WARNING,
+			&(struct log_ctx){.uid = c->owner_err ? -1 : (long)c->uid, .pid = -1},
+			"compat endpoint: refused a connection from %s (uid %ld): it has "
+			"max_clients_per_uid (%u) already",
+			c->peer, c->owner_err ? -1L : (long)c->uid, max);
+	/* Answered at once and closed, lingering (conn_linger()) so that the
+	 * request the client sends meanwhile does not reset the connection. */
+	c->busy = true;
+	c->keep_alive = false;
+	uv_timer_start(&c->timer, on_timeout, LINGER_MS, 0);
+	respond_error(c, 503, "service_unavailable",
+		      "uid %ld has max_clients_per_uid (%u) connections to the compat endpoint "
+		      "already: close idle ones, or an administrator can raise "
+		      "max_clients_per_uid",
+		      c->owner_err ? -1L : (long)c->uid, max);
+	return r;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
 	struct compat *cp = server->data;
@@ -678,7 +764,9 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	if (cp->n_conns > service_config(cp->s)->max_clients) {
-		log_warning("compat endpoint: max_clients (%u) reached; closing a new connection",
+		if (ratelimit_log(LOG_LIMIT_CLIENT))
+			log_warning(
+			    "compat endpoint: max_clients (%u) reached; closing a new connection",
 			    service_config(cp->s)->max_clients);
 		conn_close(c);
 		return;
@@ -690,7 +778,9 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	describe(&peer, c->peer, sizeof(c->peer));
 	c->owner_err = sockdiag_tcp_owner(cp->nl_fd, &peer, &local, &c->uid);
-	uv_timer_start(&c->timer, on_timeout, COMPAT_IDLE_TIMEOUT * 1000, 0);
+	if (count_owner(c) < 0)
+		return;
+	uv_timer_start(&c->timer, on_timeout, idle_ms(cp), 0);
 	conn_process(c);
 }
 
@@ -764,14 +854,33 @@ int compat_grant(struct compat *cp, const struct peer *p, const char *identity,
 	return r;
 }
 
+/* The daemon is stopping: a client waiting for a token is told, as far as
+ * its socket takes the answer now. */
+static void tell_stopping(struct compat_conn *c)
+{
+	char *body = error_body("service_unavailable",
+				"batchtokd is stopping: ask again once it is running");
+	uv_buf_t buf;
+
+	c->keep_alive = false;
+	if (!body || format_response(c, 503, body) < 0)
+		return;
+	buf = uv_buf_init(c->out, (unsigned)c->out_len);
+	(void)uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+	forget_response(c);
+}
+
 void compat_close(struct compat *cp)
 {
 	struct compat_conn *c;
 
 	if (!cp)
 		return;
-	while ((c = list_first(&cp->conns, struct compat_conn, node)))
+	while ((c = list_first(&cp->conns, struct compat_conn, node))) {
+		if (c->waiting && !c->out)
+			tell_stopping(c);
 		conn_close(c);
+	}
 	capability_store_clear(&cp->caps);
 	close(cp->nl_fd);
 	uv_close((uv_handle_t *)&cp->listener, free_compat);

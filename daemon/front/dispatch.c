@@ -14,6 +14,7 @@
 #include "../identity/credential.h"
 #include "../lib/jwt.h"
 #include "../lib/log.h"
+#include "../lib/ratelimit.h"
 #include "../identity/signin.h"
 
 /* A request that is answered later: what it waits on, and where the answer
@@ -194,8 +195,9 @@ static void handle_reload(struct service *s, struct conn *c, struct bt_frame *f)
 	}
 	if (!service_peer_is_admin(s, &c->peer)) {
 		struct log_ctx ctx = peer_ctx(c, NULL, NULL);
-		log_msg(LOG_WARNING, &ctx, "denied reload to pid %d uid %u", (int)c->peer.pid,
-			(unsigned)c->peer.uid);
+		if (ratelimit_log(LOG_LIMIT_DENIAL))
+			log_msg(LOG_WARNING, &ctx, "denied reload to pid %d uid %u",
+				(int)c->peer.pid, (unsigned)c->peer.uid);
 		reply_error(c, f->id, BT_E_DENIED,
 			    "reload is for administrators: run it as root or as a member of "
 			    "admin_group");
@@ -252,8 +254,10 @@ static const struct identity *signin_identity(struct service *s, struct conn *c,
 
 	if (!service_peer_is_admin(s, &c->peer)) {
 		struct log_ctx ctx = peer_ctx(c, name, NULL);
-		log_msg(LOG_WARNING, &ctx, "denied %s of identity %s to pid %d uid %u",
-			bt_type_name(f->type), name, (int)c->peer.pid, (unsigned)c->peer.uid);
+		if (ratelimit_log(LOG_LIMIT_DENIAL))
+			log_msg(LOG_WARNING, &ctx, "denied %s of identity %s to pid %d uid %u",
+				bt_type_name(f->type), name, (int)c->peer.pid,
+				(unsigned)c->peer.uid);
 		reply_error(c, f->id, BT_E_DENIED,
 			    "signing in and out is for administrators: run it as root, as the "
 			    "daemon's user or as a member of admin_group");
@@ -457,6 +461,25 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 			    "unknown request type %u: not supported by this batchtokd "
 			    "(" BATCHTOK_VERSION_STRING "): upgrade batchtokd",
 			    f->type);
+	}
+}
+
+void dispatch_conn_stopping(void *arg, struct conn *c)
+{
+	struct list *n, *tmp;
+
+	(void)arg;
+	/* The requests stay on the list: dispatch_conn_closed() cancels them
+	 * right after. */
+	list_for_each_safe(n, tmp, &c->pendings)
+	{
+		struct pending *p = list_entry(n, struct pending, node);
+		/* UNAVAILABLE: nothing is wrong with the request; asking again
+		 * once batchtokd is back will do. */
+		if (bt_encode_error(&c->out, p->id, BT_E_UNAVAILABLE,
+				    "batchtokd is stopping: ask again once it is running "
+				    "(systemctl start batchtokd)") < 0)
+			break;
 	}
 }
 

@@ -9,5 +9,7 @@
 
 void dispatch_frame(void *service, struct conn *c, struct bt_frame *f);
 void dispatch_conn_closed(void *service, struct conn *c);
+/* Answers each request of c that waits: the daemon is stopping. */
+void dispatch_conn_stopping(void *service, struct conn *c);
 
 #endif

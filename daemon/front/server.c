@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 #include <unistd.h>
 
 #include "../lib/log.h"
+#include "../lib/ratelimit.h"
+#include "../lib/uidcount.h"
 
 /* Connections taken per wake-up, so a flood cannot starve the clients that
  * are already connected. */
@@ -23,8 +26,11 @@
 #define PEER_GROUPS_MAX 65536
 /* After EMFILE, pause accepting for this long rather than spin. */
 #define ACCEPT_PAUSE_MS 1000
-/* How often half-sent frames are looked for. */
-#define SWEEP_MS 5000
+/* How often half-sent frames and idle connections are looked for; more
+ * often when client_idle_timeout is short, so that it is kept to within a
+ * quarter of itself, but never more often than SWEEP_MIN_MS. */
+#define SWEEP_MS     5000
+#define SWEEP_MIN_MS 250
 /* The directory the daemon makes for its socket: anyone may pass through;
  * the socket's own mode and group decide who may connect. */
 #define SOCKET_DIR_MODE 0755
@@ -36,9 +42,15 @@ struct server {
 	uv_timer_t sweep_timer;
 	int listen_fd;
 	bool created; /* we made the socket file and remove it at exit */
+	int dir_fd;   /* created: the directory it is in (O_PATH) */
+	char *base;   /* created: its name there */
 	char *path;
 	struct server_handlers h;
 	uint32_t max_clients;
+	uint32_t max_per_uid;
+	int64_t idle_ms;
+	uint64_t sweep_ms;
+	struct uidcount per_uid; /* connections of each uid */
 	unsigned n_conns;
 	struct list conns;
 	struct list resume; /* connections with answers to send or frames held back */
@@ -77,6 +89,7 @@ static void conn_close(struct conn *c)
 	list_del(&c->node);
 	list_del(&c->resume);
 	s->n_conns--;
+	uidcount_del(&s->per_uid, c->peer.uid);
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, on_conn_closed);
 }
@@ -89,6 +102,7 @@ static int write_out(struct conn *c)
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			bt_buf_consume(&c->out, (size_t)n);
+			c->active_at = mono_ms(c->srv->loop);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -106,17 +120,42 @@ static int write_out(struct conn *c)
 	return 0;
 }
 
+/* Whether c may take another frame: it has room for another request
+ * outstanding and its client reads its replies. */
+static bool may_take(const struct conn *c)
+{
+	return !c->closed && !c->closing && c->n_pending < SERVER_PENDING_MAX &&
+	       bt_buf_len(&c->out) < SERVER_OUT_MAX / 2;
+}
+
+static void on_resume(uv_idle_t *h);
+
+/* Has c taken up on the next turn of the loop. */
+static void resume_later(struct conn *c)
+{
+	struct server *s = c->srv;
+
+	if (list_empty(&c->resume)) {
+		list_add_tail(&s->resume, &c->resume);
+		uv_idle_start(&s->resume_idle, on_resume);
+	}
+}
+
 static void process_input(struct conn *c)
 {
 	struct server *s = c->srv;
+	bool held = false;
 
 	/* Frames are taken one at a time while the client may have more
 	 * requests outstanding and its replies are being read. An answer given
 	 * from inside a handler does not re-enter this loop (in_dispatch). */
 	c->in_dispatch = true;
-	while (!c->closed && !c->closing && c->n_pending < SERVER_PENDING_MAX &&
-	       bt_buf_len(&c->out) < SERVER_OUT_MAX / 2) {
+	for (;;) {
 		struct bt_frame f;
+		if (!may_take(c)) {
+			held = bt_buf_len(&c->in) > 0;
+			break;
+		}
 		int r = bt_frame_peek(&c->in, BT_REQUEST_MAX, &f);
 		if (r == -EAGAIN) {
 			c->partial_since =
@@ -130,11 +169,12 @@ static void process_input(struct conn *c)
 					r == -EMSGSIZE ? "request frame larger than the protocol's "
 							 "maximum; closing the connection"
 						       : "malformed frame; closing the connection");
-			log_msg(LOG_WARNING,
-				&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
-				"client pid %d uid %u: %s; connection closed", (int)c->peer.pid,
-				(unsigned)c->peer.uid,
-				r == -EMSGSIZE ? "oversized frame" : "malformed frame");
+			if (ratelimit_log(LOG_LIMIT_CLIENT))
+				log_msg(LOG_WARNING,
+					&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
+					"client pid %d uid %u: %s; connection closed",
+					(int)c->peer.pid, (unsigned)c->peer.uid,
+					r == -EMSGSIZE ? "oversized frame" : "malformed frame");
 			c->closing = true;
 			break;
 		}
@@ -147,8 +187,14 @@ static void process_input(struct conn *c)
 	c->in_dispatch = false;
 	if (bt_buf_len(&c->in) == 0)
 		bt_buf_free(&c->in);
-	if (!c->closed)
-		conn_flush(c);
+	if (c->closed)
+		return;
+	conn_flush(c);
+	/* The loop stopped for a full output, and the flush has drained it
+	 * (the client reads as fast as we write): no more input may come to
+	 * wake us for the frames still waiting. */
+	if (held && !c->closed && may_take(c))
+		resume_later(c);
 }
 
 static void on_conn_io(uv_poll_t *p, int status, int events)
@@ -178,9 +224,15 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 				conn_close(c);
 				return;
 			}
-			process_input(c);
-			return;
+			c->active_at = mono_ms(c->srv->loop);
 		}
+	}
+	/* Frames read while the output was full wait in c->in: take them up
+	 * as soon as it has drained, for the client may have nothing more to
+	 * send that would wake us. */
+	if (bt_buf_len(&c->in) && may_take(c)) {
+		process_input(c);
+		return;
 	}
 	if (!c->closed)
 		update_events(c);
@@ -193,9 +245,7 @@ static void update_events(struct conn *c)
 	if (c->closed)
 		return;
 	/* Read only while we are willing to take another frame. */
-	if (!c->closing && c->n_pending < SERVER_PENDING_MAX &&
-	    bt_buf_len(&c->out) < SERVER_OUT_MAX / 2 &&
-	    bt_buf_len(&c->in) < BT_REQUEST_MAX + READ_CHUNK)
+	if (may_take(c) && bt_buf_len(&c->in) < BT_REQUEST_MAX + READ_CHUNK)
 		ev |= UV_READABLE;
 	if (bt_buf_len(&c->out) > 0)
 		ev |= UV_WRITABLE;
@@ -239,18 +289,14 @@ static void on_resume(uv_idle_t *h)
 
 void conn_request_done(struct conn *c)
 {
-	struct server *s = c->srv;
-
 	c->n_pending--;
+	c->active_at = mono_ms(c->srv->loop);
 	if (c->in_dispatch || c->closed)
 		return; /* the loop taking frames goes on by itself */
 	/* Answers come from inside other modules' callbacks (a fetch ending, a
 	 * reload rebinding the cache): going on here could start a reload
 	 * inside a reload, or close the connection under its caller. */
-	if (list_empty(&c->resume)) {
-		list_add_tail(&s->resume, &c->resume);
-		uv_idle_start(&s->resume_idle, on_resume);
-	}
+	resume_later(c);
 }
 
 static int read_peer(int fd, struct peer *p)
@@ -296,6 +342,33 @@ static void refuse(int fd, const char *why)
 		(void)!send(fd, bt_buf_ptr(&b), bt_buf_len(&b), MSG_NOSIGNAL | MSG_DONTWAIT);
 	bt_buf_free(&b);
 	close(fd);
+}
+
+/* Counts a new connection of peer p against its uid's quota; when the uid
+ * holds max_clients_per_uid already, tells the client why, closes fd and
+ * returns -EDQUOT (or -ENOMEM). */
+static int refuse_over_quota(struct server *s, int fd, const struct peer *p)
+{
+	char why[BT_MESSAGE_MAX];
+	int r = uidcount_add(&s->per_uid, p->uid, s->max_per_uid);
+
+	if (r == -ENOMEM) {
+		close(fd);
+		return r;
+	}
+	if (r < 0) {
+		snprintf(why, sizeof(why),
+			 "uid %u has max_clients_per_uid (%u) connections to batchtokd already: "
+			 "close some, or an administrator can raise max_clients_per_uid",
+			 (unsigned)p->uid, s->max_per_uid);
+		if (ratelimit_log(LOG_LIMIT_CLIENT))
+			log_msg(LOG_WARNING, &(struct log_ctx){.uid = p->uid, .pid = p->pid},
+				"refused a connection of pid %d uid %u: it has "
+				"max_clients_per_uid (%u) already",
+				(int)p->pid, (unsigned)p->uid, s->max_per_uid);
+		refuse(fd, why);
+	}
+	return r;
 }
 
 static void on_listen(uv_poll_t *p, int status, int events);
@@ -346,7 +419,13 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			close(fd);
 			continue;
 		}
+		if (refuse_over_quota(s, fd, &c->peer) < 0) {
+			free(c->peer.groups);
+			free(c);
+			continue;
+		}
 		if (uv_poll_init(s->loop, &c->poll, fd) < 0) {
+			uidcount_del(&s->per_uid, c->peer.uid);
 			free(c->peer.groups);
 			free(c);
 			close(fd);
@@ -361,6 +440,7 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		list_init(&c->resume);
 		list_add_tail(&s->conns, &c->node);
 		s->n_conns++;
+		c->active_at = mono_ms(s->loop);
 		update_events(c);
 	}
 }
@@ -375,85 +455,251 @@ static void on_sweep(uv_timer_t *t)
 	{
 		struct conn *c = list_entry(n, struct conn, node);
 		if (c->partial_since && now - c->partial_since > SERVER_PARTIAL_TIMEOUT * 1000) {
-			log_msg(LOG_WARNING,
+			if (ratelimit_log(LOG_LIMIT_CLIENT))
+				log_msg(LOG_WARNING,
+					&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
+					"client pid %d uid %u sent half a request and stopped; "
+					"closed",
+					(int)c->peer.pid, (unsigned)c->peer.uid);
+			conn_close(c);
+		} else if (c->n_pending == 0 && now - c->active_at >= s->idle_ms) {
+			/* Nothing waits for an answer (a subscription, once there
+			 * is one, counts as waiting): the client holds a slot for
+			 * nothing. */
+			log_msg(LOG_DEBUG,
 				&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
-				"client pid %d uid %u sent half a request and stopped; closed",
+				"closed the connection of pid %d uid %u, idle for "
+				"client_idle_timeout",
 				(int)c->peer.pid, (unsigned)c->peer.uid);
 			conn_close(c);
 		}
 	}
 }
 
-static int mkdir_parent(const char *path)
+/* Why a directory on the way to the socket is unsafe, or NULL. Only root
+ * and our own user may own it; nobody else may write the socket's own
+ * directory (they could replace the socket or put a fake one there while we
+ * are down), and a directory above it only if it is sticky (then they cannot
+ * move what we own out of it). */
+static const char *unsafe_dir(const struct stat *st, bool last)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char *slash;
+	if (!S_ISDIR(st->st_mode))
+		return "is not a directory";
+	if (st->st_uid != 0 && st->st_uid != geteuid())
+		return "belongs to another user";
+	if ((st->st_mode & 022) && (last || !(st->st_mode & S_ISVTX)))
+		return last ? "is writable by its group or others"
+			    : "is writable by its group or others and not sticky";
+	return NULL;
+}
+
+/* Opens the socket's directory (made if missing, the last component only)
+ * without following a symbolic link anywhere on its resolved path, checking
+ * each directory on the way (unsafe_dir()). Returns an O_PATH descriptor
+ * with *ret_dir the resolved directory (free()), or a negative errno with
+ * the cause and its fix logged. */
+static int open_socket_dir(const char *path, char **ret_dir)
+{
+	char dir[PATH_MAX], *real = NULL, *comp, *save = NULL, *walk = NULL;
 	mode_t mask;
-	int r;
+	int fd = -1, r;
 
 	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = 0;
-	/* Only the last component is created: the runtime directory above it
-	 * belongs to systemd or the user. */
+	comp = strrchr(dir, '/');
+	if (!comp) {
+		log_error("socket = %s is not an absolute path: set an absolute one", path);
+		return -EINVAL;
+	}
+	*(comp == dir ? comp + 1 : comp) = 0;
 	/* The daemon's umask is 0077; those the socket's own mode admits must
-	 * be able to reach it. The mode is given at creation, not changed by
-	 * path afterwards: no later swap of a path component can redirect it. */
+	 * be able to reach it. The runtime directory above belongs to systemd
+	 * or the user: only the last component is made. */
 	mask = umask(0022);
 	r = mkdir(dir, SOCKET_DIR_MODE) < 0 && errno != EEXIST ? -errno : 0;
 	umask(mask);
+	if (r < 0 || !(real = realpath(dir, NULL)) || !(walk = strdup(real))) {
+		r = r ?: -errno;
+		log_error("cannot make or find the socket's directory %s: %s", dir, strerror(-r));
+		goto fail;
+	}
+	if ((fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	comp = strtok_r(walk, "/", &save);
+	for (;;) {
+		struct stat st;
+		const char *why;
+		char *next = comp ? strtok_r(NULL, "/", &save) : NULL;
+		if (fstat(fd, &st) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		if ((why = unsafe_dir(&st, comp == NULL))) {
+			log_error("the socket's directory %s, or one above it, %s (uid %u, mode "
+				  "%04o): another user could replace the socket or put a fake "
+				  "one there; choose a socket = in a directory that only root or "
+				  "batchtokd's user can write, such as /run/batchtok, or fix the "
+				  "owner and mode of that directory",
+				  real, why, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+			r = -EPERM;
+			goto fail;
+		}
+		if (!comp)
+			break;
+		/* No symbolic link is followed: one that appears after realpath()
+		 * fails here. */
+		r = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (r < 0) {
+			r = -errno;
+			log_error("the socket's directory %s changed while batchtokd checked it "
+				  "(%s): make sure nobody else can change it",
+				  real, strerror(-r));
+			goto fail;
+		}
+		close(fd);
+		fd = r;
+		comp = next;
+	}
+	free(walk);
+	*ret_dir = real;
+	return fd;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(walk);
+	free(real);
 	return r;
 }
 
-/* Binds path, replacing a stale socket file but never a live daemon's. */
-static int bind_socket(const struct server_options *o, int *ret)
+/* Binds the socket's name in the directory dirfd (at the address sa): its
+ * mode is given before bind() so that the file never exists with a wider
+ * one, and its group is set on the name without following a link. */
+static int bind_at(int fd, int dirfd, const char *base, const struct sockaddr_un *sa,
+		   const struct server_options *o)
+{
+	mode_t mask;
+	int r;
+
+	/* bind() makes the file with the socket inode's mode less the umask. */
+	if (fchmod(fd, o->mode) < 0)
+		return -errno;
+	mask = umask(~o->mode & 0777);
+	r = bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ? -errno : 0;
+	umask(mask);
+	if (r < 0)
+		return r;
+	if (o->gid != (gid_t)-1 &&
+	    fchownat(dirfd, base, (uid_t)-1, o->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = -errno;
+		unlinkat(dirfd, base, 0);
+		return r;
+	}
+	return 0;
+}
+
+/* Binds the socket in the checked directory dirfd (resolved path dir),
+ * replacing a stale socket of ours but never a live daemon's, nor anything
+ * that is not our socket. Returns 0 with *ret the listening descriptor, or
+ * a negative errno with the cause logged. */
+static int bind_socket(const struct server_options *o, int dirfd, const char *dir, const char *base,
+		       int *ret)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd, r;
+	struct stat st;
+	int fd, r, k;
 
-	if (strlen(o->path) >= sizeof(sa.sun_path))
+	k = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", strcmp(dir, "/") ? dir : "", base);
+	if (k < 0 || (size_t)k >= sizeof(sa.sun_path)) {
+		log_error("socket = %s is too long for a Unix socket (%zu bytes at most): choose a "
+			  "shorter path",
+			  o->path, sizeof(sa.sun_path) - 1);
 		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, o->path, strlen(o->path) + 1);
-	if ((r = mkdir_parent(o->path)) < 0)
-		return r;
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int probe;
-		if (errno != EADDRINUSE) {
-			r = -errno;
-			close(fd);
-			return r;
-		}
-		/* A socket file exists: if a daemon answers there, leave it. */
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		r = probe >= 0 ? connect(probe, (struct sockaddr *)&sa, sizeof(sa)) : -1;
+	r = bind_at(fd, dirfd, base, &sa, o);
+	if (r == -EADDRINUSE) {
+		/* Something is there: if a daemon answers, leave it. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 		if (probe >= 0)
 			close(probe);
-		if (r == 0) {
+		if (live) {
+			log_error("another batchtokd is already listening on %s: stop it first, or "
+				  "set a different socket =",
+				  o->path);
 			close(fd);
 			return -EADDRINUSE;
 		}
-		unlink(o->path);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			r = -errno;
+		} else if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid()) {
+			log_error("%s exists and is not a socket of batchtokd's user (it is a %s "
+				  "owned by uid %u): batchtokd removes only its own stale sockets; "
+				  "remove it if it is yours to remove, or choose another socket =",
+				  o->path,
+				  S_ISSOCK(st.st_mode)	? "socket"
+				  : S_ISLNK(st.st_mode) ? "symbolic link"
+				  : S_ISDIR(st.st_mode) ? "directory"
+				  : S_ISREG(st.st_mode) ? "regular file"
+							: "special file",
+				  (unsigned)st.st_uid);
 			close(fd);
-			return r;
+			return -EEXIST;
+		} else if (unlinkat(dirfd, base, 0) < 0) {
+			r = -errno;
+		} else {
+			r = bind_at(fd, dirfd, base, &sa, o);
 		}
 	}
-	if (chmod(o->path, o->mode) < 0 ||
-	    (o->gid != (gid_t)-1 && chown(o->path, (uid_t)-1, o->gid) < 0) ||
-	    listen(fd, SOMAXCONN) < 0) {
+	if (r == 0 && listen(fd, SOMAXCONN) < 0) {
 		r = -errno;
+		unlinkat(dirfd, base, 0);
+	}
+	if (r < 0) {
+		log_error("cannot listen on %s: %s", o->path, strerror(-r));
 		close(fd);
-		unlink(o->path);
 		return r;
 	}
 	*ret = fd;
 	return 0;
+}
+
+/* Creates the socket at o->path after checking its directory. Returns 0
+ * with the listening descriptor, the directory's and the socket's name in
+ * it, or a negative errno with the cause logged. */
+static int make_socket(const struct server_options *o, int *ret_fd, int *ret_dirfd, char **ret_base)
+{
+	const char *slash = strrchr(o->path, '/');
+	char *dir = NULL, *base;
+	int dirfd, fd, r;
+
+	if (!slash || !slash[1]) {
+		log_error("socket = %s does not name a socket file: set an absolute path such as "
+			  "/run/batchtok/batchtokd.sock",
+			  o->path);
+		return -EINVAL;
+	}
+	if ((dirfd = open_socket_dir(o->path, &dir)) < 0)
+		return dirfd;
+	if (!(base = strdup(slash + 1))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	if ((r = bind_socket(o, dirfd, dir, base, &fd)) < 0)
+		goto fail;
+	free(dir);
+	*ret_fd = fd;
+	*ret_dirfd = dirfd;
+	*ret_base = base;
+	return 0;
+fail:
+	free(base);
+	free(dir);
+	close(dirfd);
+	return r;
 }
 
 int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
@@ -462,26 +708,35 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	struct server *s = calloc(1, sizeof(*s));
 	int n, r, fd = -1;
 
-	if (!s)
+	if (!s) {
+		log_error("out of memory starting the socket");
 		return -ENOMEM;
+	}
 	n = sd_listen_fds(1);
 	if (n > 1) {
+		log_error("systemd passed %d sockets; batchtokd takes one: list one ListenStream= "
+			  "in batchtokd.socket",
+			  n);
 		free(s);
 		return -E2BIG;
 	}
 	if (n == 1) {
 		fd = SD_LISTEN_FDS_START;
 		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+			log_error("the socket systemd passed is not a listening Unix stream "
+				  "socket: use ListenStream=PATH in batchtokd.socket");
 			free(s);
 			return -ENOTSOCK;
 		}
 		if ((r = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, r | O_NONBLOCK) < 0) {
+			r = -errno;
+			log_error("cannot use the socket systemd passed: %s", strerror(-r));
 			free(s);
-			return -errno;
+			return r;
 		}
 		log_info("using the socket passed by systemd");
 	} else {
-		if ((r = bind_socket(opts, &fd)) < 0) {
+		if ((r = make_socket(opts, &fd, &s->dir_fd, &s->base)) < 0) {
 			free(s);
 			return r;
 		}
@@ -496,7 +751,6 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	list_init(&s->resume);
 	uv_idle_init(loop, &s->resume_idle);
 	s->resume_idle.data = s;
-	s->max_clients = opts->max_clients;
 	uv_poll_init(loop, &s->listen_poll, fd);
 	s->listen_poll.data = s;
 	uv_timer_init(loop, &s->pause_timer);
@@ -504,14 +758,24 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	uv_timer_init(loop, &s->sweep_timer);
 	s->sweep_timer.data = s;
 	uv_poll_start(&s->listen_poll, UV_READABLE, on_listen);
-	uv_timer_start(&s->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+	server_set_limits(s, opts);
 	*ret = s;
 	return 0;
 }
 
-void server_set_max_clients(struct server *s, uint32_t max_clients)
+void server_set_limits(struct server *s, const struct server_options *opts)
 {
-	s->max_clients = max_clients;
+	uint64_t sweep;
+
+	s->max_clients = opts->max_clients;
+	s->max_per_uid = opts->max_clients_per_uid;
+	s->idle_ms = (int64_t)opts->idle_timeout * 1000;
+	sweep = (uint64_t)s->idle_ms / 4;
+	sweep = sweep < SWEEP_MIN_MS ? SWEEP_MIN_MS : sweep > SWEEP_MS ? SWEEP_MS : sweep;
+	if (sweep != s->sweep_ms) {
+		s->sweep_ms = sweep;
+		uv_timer_start(&s->sweep_timer, on_sweep, sweep, sweep);
+	}
 }
 
 unsigned server_client_count(const struct server *s)
@@ -525,20 +789,50 @@ static void on_server_handle_closed(uv_handle_t *h)
 
 	if (--s->pending_closes == 0) {
 		close(s->listen_fd);
+		if (s->created)
+			close(s->dir_fd);
+		free(s->base);
+		uidcount_free(&s->per_uid);
 		free(s->path);
 		free(s);
 	}
 }
 
+/* Sends what c->out holds as far as the socket takes it now; the daemon is
+ * stopping and waits for no one. */
+static void send_now(struct conn *c)
+{
+	while (bt_buf_len(&c->out) > 0) {
+		ssize_t n = send(c->fd, bt_buf_ptr(&c->out), bt_buf_len(&c->out),
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0)
+			bt_buf_consume(&c->out, (size_t)n);
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else
+			break;
+	}
+}
+
 void server_close(struct server *s)
 {
+	struct conn *c;
+
 	if (!s)
 		return;
 	s->closing = true;
-	while (!list_empty(&s->conns))
-		conn_close(list_entry(s->conns.next, struct conn, node));
-	if (s->created && s->path && *s->path)
-		unlink(s->path);
+	while ((c = list_first(&s->conns, struct conn, node))) {
+		/* Clients waiting for an answer are told why none comes. */
+		if (c->n_pending && s->h.stopping) {
+			s->h.stopping(s->h.arg, c);
+			send_now(c);
+		}
+		conn_close(c);
+	}
+	/* By name in the directory checked at start: a path swapped since
+	 * cannot redirect it. */
+	if (s->created)
+		unlinkat(s->dir_fd, s->base, 0);
 	s->pending_closes = 4;
 	uv_close((uv_handle_t *)&s->resume_idle, on_server_handle_closed);
 	uv_close((uv_handle_t *)&s->listen_poll, on_server_handle_closed);

@@ -5,9 +5,10 @@
  * accept; a connection whose credentials cannot be read is closed (fail
  * closed). Each whole frame is handed to the dispatcher; the server never
  * looks inside a message. Everything a client can make the daemon hold is
- * bounded: connections (max_clients), input (one request frame), output,
- * requests outstanding per connection, and the time a half-sent frame may
- * sit in the buffer. */
+ * bounded: connections (max_clients, and max_clients_per_uid for each uid),
+ * input (one request frame), output, requests outstanding per connection, the
+ * time a half-sent frame may sit in the buffer, and the time a connection
+ * with nothing pending may stay open (client_idle_timeout). */
 #ifndef BATCHTOK_DAEMON_SERVER_H
 #define BATCHTOK_DAEMON_SERVER_H
 
@@ -43,6 +44,7 @@ struct conn {
 	bool closed;	       /* uv_close() called */
 	bool in_dispatch;      /* frames are being taken from in */
 	int64_t partial_since; /* monotonic ms when a partial frame appeared, 0: none */
+	int64_t active_at;     /* monotonic ms of the last byte in or out, or answer */
 	int events;	       /* what the poll handle currently waits for */
 	struct list pendings;  /* the dispatcher's requests, cancelled on close */
 	struct list resume;    /* on the server's list of connections to go on with */
@@ -54,6 +56,9 @@ struct server_handlers {
 	void (*frame)(void *arg, struct conn *c, struct bt_frame *f);
 	/* c is going away: cancel what waits for it. */
 	void (*closed)(void *arg, struct conn *c);
+	/* The daemon is stopping: queue on c->out an answer to each request of
+	 * c that waits, telling it so. Called before closed(). */
+	void (*stopping)(void *arg, struct conn *c);
 	void *arg;
 };
 
@@ -62,13 +67,23 @@ struct server_options {
 	mode_t mode;
 	gid_t gid; /* (gid_t)-1: leave the group as created */
 	uint32_t max_clients;
+	uint32_t max_clients_per_uid;
+	uint32_t idle_timeout; /* seconds; a connection with nothing pending is closed */
 };
 
 /* Listens on the socket systemd passed, or creates one at opts->path (its
- * directory too). Returns -EADDRINUSE if another daemon answers there. */
+ * directory too, the last component only). The directory and those above it
+ * must belong to root or the daemon's user, and only they may write the
+ * socket's own directory (-EPERM otherwise); an existing file there is
+ * replaced only if it is a socket of the daemon's user that nobody answers
+ * on (-EADDRINUSE if a daemon answers, -EEXIST if it is not ours). Nothing
+ * is chmod'ed, chown'ed or removed by a path that could be redirected.
+ * Every failure is logged with its cause and fix. */
 int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
 	       struct server **ret);
-void server_set_max_clients(struct server *s, uint32_t max_clients);
+/* Takes opts' limits (max_clients, max_clients_per_uid, idle_timeout), for
+ * a reload; connections already open stay. */
+void server_set_limits(struct server *s, const struct server_options *opts);
 /* Queues the encoded bytes already appended to c->out for sending. */
 void conn_flush(struct conn *c);
 /* Flushes what is queued, then closes. */
@@ -81,7 +96,9 @@ void conn_close_after_flush(struct conn *c);
 void conn_request_done(struct conn *c);
 unsigned server_client_count(const struct server *s);
 /* Closes the listener and every connection, removes a socket it created;
- * memory is released in close callbacks. */
+ * memory is released in close callbacks. Requests still waiting are answered
+ * first (handlers' stopping()), as far as their clients take the answer
+ * without blocking. */
 void server_close(struct server *s);
 
 #endif

@@ -38,6 +38,8 @@
 #define DEFAULT_FETCH_CONCURRENCY 8
 #define DEFAULT_REQUEST_TIMEOUT	  30
 #define DEFAULT_IDLE_TIMEOUT	  3600
+#define DEFAULT_UID_CLIENTS	  256
+#define DEFAULT_CLIENT_IDLE	  300
 #define DEFAULT_COMPAT_LIFETIME	  (12 * 3600)
 #define DEFAULT_SOCKET_MODE	  0660
 
@@ -367,6 +369,8 @@ enum daemon_key_id {
 	DK_STATE_KEY_CREDENTIAL,
 	DK_COMPAT_ENDPOINT,
 	DK_COMPAT_LIFETIME,
+	DK_MAX_CLIENTS_PER_UID,
+	DK_CLIENT_IDLE_TIMEOUT,
 	DK_COUNT, /* not a key: the name is unknown */
 };
 
@@ -387,6 +391,8 @@ static const char *const daemon_keys[DK_COUNT] = {
     [DK_STATE_KEY_CREDENTIAL] = "state_key_credential",
     [DK_COMPAT_ENDPOINT] = "compat_endpoint",
     [DK_COMPAT_LIFETIME] = "compat_lifetime",
+    [DK_MAX_CLIENTS_PER_UID] = "max_clients_per_uid",
+    [DK_CLIENT_IDLE_TIMEOUT] = "client_idle_timeout",
 };
 
 /* The keys every identity takes; each kind of credential adds its own
@@ -575,6 +581,14 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 			   ?: (c->compat_lifetime
 				   ? 0
 				   : (perr(p, "compat_lifetime: must be at least 1s") ?: -EINVAL));
+	case DK_MAX_CLIENTS_PER_UID:
+		return parse_uint(p, key, v, 1, MAX_CLIENTS_LIMIT, 10, &c->max_clients_per_uid);
+	case DK_CLIENT_IDLE_TIMEOUT:
+		return parse_secs(p, key, v, &c->client_idle_timeout)
+			   ?: (c->client_idle_timeout
+				   ? 0
+				   : (perr(p, "client_idle_timeout: must be at least 1s")
+					  ?: -EINVAL));
 	case DK_COUNT:
 		break;
 	}
@@ -990,6 +1004,8 @@ static int parse_text(const char *text, const char *name, const struct config_op
 	c->request_timeout = DEFAULT_REQUEST_TIMEOUT;
 	c->idle_timeout = DEFAULT_IDLE_TIMEOUT;
 	c->compat_lifetime = DEFAULT_COMPAT_LIFETIME;
+	c->max_clients_per_uid = DEFAULT_UID_CLIENTS;
+	c->client_idle_timeout = DEFAULT_CLIENT_IDLE;
 	p.c = c;
 	p.credentials_dir = opts ? opts->credentials_dir : NULL;
 	if (!(c->path = strdup(name)))

@@ -29,6 +29,10 @@ struct config {
 	int log_level;
 	uint32_t min_validity; /* seconds */
 	uint32_t max_clients;
+	/* Connections one uid may hold on each listener, and seconds a
+	 * connection with nothing pending may stay open. */
+	uint32_t max_clients_per_uid;
+	uint32_t client_idle_timeout;
 	uint32_t fetch_concurrency;
 	uint32_t request_timeout; /* seconds for one token-service request */
 	uint32_t idle_timeout;	  /* stop refreshing tokens unused this long */

@@ -507,6 +507,33 @@ static void test_compat_endpoint(void **state)
 
 /* A value that fails stops there: the rest of its list, the rest of its
  * address and the keys of a refused section are not reported as well. */
+static void test_client_limits(void **state)
+{
+	static const char text[] = "[daemon]\nmax_clients_per_uid = 10\nclient_idle_timeout = 2m\n"
+				   "idle_timeout = 1h\n" IDENTITY;
+	static const char bad[] = "[daemon]\nmax_clients_per_uid = 0\nclient_idle_timeout = 0\n"
+				  "client_idle_timeout = soon\n" IDENTITY;
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), 0);
+	assert_int_equal(c->max_clients_per_uid, 10);
+	assert_int_equal(c->client_idle_timeout, 120);
+	/* idle_timeout keeps its meaning: tokens, not connections. */
+	assert_int_equal(c->idle_timeout, 3600);
+	config_free(c);
+	assert_int_equal(config_parse_string(IDENTITY, "t.conf", &c, &e), 0);
+	assert_int_equal(c->max_clients_per_uid, 256);
+	assert_int_equal(c->client_idle_timeout, 300);
+	config_free(c);
+	assert_int_equal(config_parse_string(bad, "t.conf", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "t.conf:2: max_clients_per_uid: '0' is not a number from 1 to"));
+	assert_true(has_error(&e, "t.conf:3: client_idle_timeout: must be at least 1s"));
+	assert_true(has_error(&e, "t.conf:4: client_idle_timeout: 'soon' is not a duration"));
+	config_errors_clear(&e);
+}
+
 static void test_a_bad_value_is_reported_once(void **state)
 {
 	static const char text[] = "[daemon]\ncompat_endpoint = 127.0.0.1:x\n" IDENTITY
@@ -842,6 +869,7 @@ int main(void)
 	    cmocka_unit_test(test_credential_kinds),
 	    cmocka_unit_test(test_credential_kind_errors),
 	    cmocka_unit_test(test_compat_endpoint),
+	    cmocka_unit_test(test_client_limits),
 	    cmocka_unit_test(test_a_bad_value_is_reported_once),
 	    cmocka_unit_test(test_credentials_outside_the_unit),
 	    cmocka_unit_test(test_config_file_is_trusted),
