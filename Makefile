@@ -60,11 +60,11 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
-              test_capability test_http_in test_usernames test_alloc_failure
+              test_capability test_http_in test_usernames test_alloc_failure test_http
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
-                test_sealed test_capability test_http_in test_usernames test_alloc_failure
+                test_sealed test_capability test_http_in test_usernames test_alloc_failure test_http
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 

@@ -3,7 +3,10 @@
  * The shape is curl's docs/examples/multi-uv.c: one state struct handed to
  * curl as socket and timer data, one uv_poll_t per socket (freed in its close
  * callback), a zero-delay timer instead of acting inside curl's timer
- * callback, and curl_multi_info_read() drained after every socket action. */
+ * callback, and curl_multi_info_read() drained after every socket action.
+ * The timer is libcurl's alone: a transfer we could not start is reported
+ * from an idle handle of our own, because libcurl re-arms or stops its timer
+ * whenever it likes (a stop would lose that report). */
 #include "http.h"
 #include "list.h"
 
@@ -38,7 +41,9 @@ struct http_transfer {
 struct http {
 	uv_loop_t *loop;
 	CURLM *multi;
-	uv_timer_t timer;
+	uv_timer_t timer; /* libcurl's: armed only from timer_cb() */
+	uv_idle_t report; /* runs while transfers we failed to start await their report */
+	int open_handles; /* timer and report until their close callbacks */
 	struct http_options opts;
 	char *ca_file;
 	char *proxy;
@@ -316,6 +321,16 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 	return c == CURLE_OK ? 0 : (c == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL);
 }
 
+/* Delivers the transfers that could not start (and whatever libcurl has
+ * finished meanwhile), on the loop's next turn. */
+static void on_report(uv_idle_t *idle)
+{
+	struct http *h = idle->data;
+
+	uv_idle_stop(idle);
+	check_done(h);
+}
+
 static void start_queued(struct http *h)
 {
 	struct http_transfer *t;
@@ -323,11 +338,14 @@ static void start_queued(struct http *h)
 	while (!h->closing && h->n_active < h->opts.concurrency &&
 	       (t = list_first(&h->queued, struct http_transfer, node))) {
 		if (setup_easy(h, t) < 0 || curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
-			/* Report through the normal path so the caller hears once. */
+			/* Reported once, from the loop (never inside
+			 * http_submit()), through the same path as a finished
+			 * transfer. uv_idle_start() on an active idle is a
+			 * no-op, and cannot fail with a callback given. */
 			t->result = CURLE_FAILED_INIT;
 			snprintf(t->errbuf, sizeof(t->errbuf), "could not set up the transfer");
 			set_state(t, COMPLETED);
-			uv_timer_start(&h->timer, on_timer, 0, 0);
+			uv_idle_start(&h->report, on_report);
 			continue;
 		}
 		set_state(t, ACTIVE);
@@ -382,6 +400,9 @@ int http_new(uv_loop_t *loop, const struct http_options *opts, struct http **ret
 	}
 	uv_timer_init(loop, &h->timer);
 	h->timer.data = h;
+	uv_idle_init(loop, &h->report);
+	h->report.data = h;
+	h->open_handles = 2;
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -421,10 +442,12 @@ void http_cancel(struct http_transfer *t)
 	transfer_free(t);
 }
 
-static void on_timer_closed(uv_handle_t *handle)
+static void on_handle_closed(uv_handle_t *handle)
 {
 	struct http *h = handle->data;
 
+	if (--h->open_handles > 0)
+		return;
 	free(h->ca_file);
 	free(h->proxy);
 	free(h);
@@ -446,5 +469,6 @@ void http_close(struct http *h)
 	 * here, so that the loop ends with no handle left. */
 	while (!list_empty(&h->socks))
 		sock_close(list_entry(h->socks.next, struct sock, node));
-	uv_close((uv_handle_t *)&h->timer, on_timer_closed);
+	uv_close((uv_handle_t *)&h->timer, on_handle_closed);
+	uv_close((uv_handle_t *)&h->report, on_handle_closed);
 }
