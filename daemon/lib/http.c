@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +198,25 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
 	return secstr_append(&t->body, ptr, n) < 0 ? 0 : n;
 }
 
+/* Every TLS connection, before its handshake (a reused one keeps what it was
+ * made with; all of ours are made here). OpenSSL decrypts a record in place
+ * in its read buffer and leaves the plaintext there until the next record
+ * overwrites it: the token service's reply, access and refresh tokens
+ * included, would outlive the transfer in ordinary heap. With
+ * SSL_OP_CLEANSE_PLAINTEXT it wipes what it has handed to libcurl, and the
+ * buffer when it is released. libcurl's own buffers are wiped when freed
+ * (main.c gives it secmem's allocator) and the reply is collected in secure
+ * memory (on_data). Setting this callback fails with a libcurl that is not
+ * built on OpenSSL, and with it every transfer: batchtokd is built for
+ * libcurl's OpenSSL flavour and does not run without this protection. */
+static CURLcode on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
+{
+	(void)easy;
+	(void)arg;
+	SSL_CTX_set_options(ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
+	return CURLE_OK;
+}
+
 static enum http_failure classify(CURLcode c, bool too_big)
 {
 	switch (c) {
@@ -303,6 +323,11 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_RESPONSE_MAX);
 	SET(CURLOPT_USERAGENT, USER_AGENT);
 	SET(CURLOPT_HTTPHEADER, t->headers);
+	SET(CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+	/* HTTP/2 would keep the reply's bytes in a per-connection input buffer
+	 * of libcurl's that lives as long as the cached connection; a token
+	 * request is one small exchange that gains nothing from it. */
+	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	if (h->ca_file) {
 		SET(CURLOPT_CAINFO, h->ca_file);
 		SET(CURLOPT_CAPATH, SYSTEM_CA_PATH);
