@@ -4,6 +4,7 @@ sign-in, with their failure modes."""
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -279,6 +280,70 @@ def test_federated_failures(make_daemon, sts, tmp_path):
     assert r.rc == 6, r
     assert "cannot read federated_token_file" in r.err and "mounted" in r.err
     assert sts.stats()["token_requests"] == before
+
+
+def project_token(tokens, token, stamp):
+    """Writes token as the kubelet projects it (ENTRA.md 5): a timestamped
+    directory, ..data pointing at it (swapped atomically) and the file name a
+    link through ..data."""
+    d = os.path.join(tokens, "..%s" % stamp)
+    os.mkdir(d, 0o755)
+    with open(os.path.join(d, "azure-identity-token"), "w") as f:
+        f.write(token)
+    os.chmod(os.path.join(d, "azure-identity-token"), 0o644)
+    os.symlink("..%s" % stamp, os.path.join(tokens, "..data_tmp"))
+    os.rename(os.path.join(tokens, "..data_tmp"), os.path.join(tokens, "..data"))
+    link = os.path.join(tokens, "azure-identity-token")
+    if not os.path.lexists(link):
+        os.symlink("..data/azure-identity-token", link)
+    return link
+
+
+def test_federated_kubernetes_projected_layout(make_daemon, sts, tmp_path):
+    tokens = str(tmp_path / "tokens")
+    os.mkdir(tokens, 0o755)
+    t1, t2 = sts.federated_token(), sts.federated_token()
+    path = project_token(tokens, t1, "2024_01_01_00_00_00.1")
+    d = make_daemon({"aks": fed_identity(path)})
+    r = d.get()
+    assert r.rc == 0, r
+    assert sts.stats()["assertions"][0]["claims"]["jti"] == jwt_claims(t1)["jti"]
+    # The kubelet rotates the token: a new directory, ..data swapped.
+    project_token(tokens, t2, "2024_01_01_00_50_00.2")
+    assert d.get("--force-refresh").rc == 0
+    assert sts.stats()["assertions"][1]["claims"]["jti"] == jwt_claims(t2)["jti"]
+
+
+def test_federated_file_that_is_not_trustworthy_is_refused(make_daemon, sts, tmp_path):
+    nobody = pwd.getpwnam("nobody").pw_uid
+    # A FIFO: opening it would wait for a writer forever.
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo, 0o600)
+    # A link to /etc/shadow in a directory another user owns (and so could
+    # have put there).
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    os.symlink("/etc/shadow", str(evil / "token"))
+    os.chown(str(evil), nobody, nobody)
+    # The token file itself writable by anyone, or owned by another user.
+    loose = str(tmp_path / "loose")
+    write_token(loose, sts.federated_token())
+    os.chmod(loose, 0o666)
+    theirs = str(tmp_path / "theirs")
+    write_token(theirs, sts.federated_token())
+    os.chown(theirs, nobody, nobody)
+    d = make_daemon({"fifo": fed_identity(fifo), "shadow": fed_identity(str(evil / "token")),
+                     "loose": fed_identity(loose), "theirs": fed_identity(theirs)})
+    for name, why in (("fifo", "not a regular file"),
+                      ("shadow", "the directory %s is owned by uid %d" % (evil, nobody)),
+                      ("loose", "writable by its group or by others"),
+                      ("theirs", "owned by uid %d" % nobody)):
+        r = d.run("-t", "10", "get", "-i", name)
+        assert r.rc == 6, (name, r)
+        assert "cannot read federated_token_file" in r.err and why in r.err, (name, r)
+    assert sts.stats()["token_requests"] == 0
+    # The daemon was never stuck on the FIFO: it stops on SIGTERM (the
+    # fixture checks, within 10 s).
 
 
 # --- device code sign-in ------------------------------------------------------
