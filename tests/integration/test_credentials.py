@@ -6,12 +6,13 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 
-from conftest import (BATCH, BATCHTOK, CERT_CLIENT, FED_CLIENT, FED_SUBJECT, MI_CLIENT,
-                      MI_OBJECT, MI_RESOURCE_ID, PUBLIC_CLIENT, TENANT, jwt_claims, make_cert,
-                      wait_for)
+from conftest import (BATCH, BATCHTOK, BATCHTOKD as BATCHTOKD_PATH, CERT_CLIENT, FED_CLIENT,
+                      FED_SUBJECT, MI_CLIENT, MI_OBJECT, MI_RESOURCE_ID, PUBLIC_CLIENT, TENANT,
+                      jwt_claims, make_cert, wait_for)
 
 ARM = "https://management.azure.com/"
 
@@ -419,6 +420,71 @@ def test_device_code_login_then_tokens_with_rotation(make_daemon, sts, tmp_path)
     wait_for(lambda: not (state / "me.signin").exists(), 5, what="the state file to go")
     r = d.get()
     assert r.rc == 6 and "batchtok login" in r.err, r
+
+
+def traced_calls(trace):
+    """{pid: [(call, args, result)]} from `strace -ff -o TRACE` (a file per
+    thread, so no call is split by another's)."""
+    import glob
+    import re
+    calls = {}
+    for path in glob.glob(trace + ".*"):
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"(\w+)\((.*)\)\s+= (-?\d+)", line)
+                if m:
+                    calls.setdefault(path, []).append((m.group(1), m.group(2),
+                                                       int(m.group(3))))
+    return calls
+
+
+def test_sign_in_state_changes_are_durable(make_daemon, sts, tmp_path):
+    # Each state file is written, fsync()ed and renamed into place (or
+    # removed), and then its directory is fsync()ed; so is the key's
+    # creation. Without the directory's fsync a crash can bring back a
+    # refresh token the service has rotated away, or lose the key.
+    state = str(tmp_path / "state")
+    trace = str(tmp_path / "trace")
+    wrapper = tmp_path / "traced-batchtokd"
+    wrapper.write_text("#!/bin/sh\nexec strace -ff -qq -e trace=openat,rename,unlink,fsync "
+                       "-o %s %s \"$@\"\n" % (trace, BATCHTOKD_PATH))
+    wrapper.chmod(0o755)
+    d = make_daemon({"me": me_identity()}, state_dir=state, start=False)
+    d.start(str(wrapper))
+    rc, out, err = sign_in(d, sts)
+    assert rc == 0, err
+    signin = os.path.join(state, "me.signin")
+    wait_for(lambda: os.path.exists(signin), 5, what="the state file")
+    assert d.get("--force-refresh").rc == 0
+    assert d.run("logout", "-i", "me").rc == 0
+    wait_for(lambda: not os.path.exists(signin), 5, what="the state file to go")
+    # Stop batchtokd itself: strace ends with it, with its exit status.
+    with open("/proc/%d/task/%d/children" % (d.proc.pid, d.proc.pid)) as f:
+        os.kill(int(f.read().split()[0]), signal.SIGTERM)
+    assert d.proc.wait(10) == 0
+
+    def synced_dir_next(calls, i):
+        """The calls after calls[i] open the state directory and fsync it."""
+        rest = [c for c in calls[i + 1:] if c[0] in ("openat", "fsync")][:2]
+        return (len(rest) == 2 and rest[0][0] == "openat" and
+                rest[0][1].startswith('AT_FDCWD, "%s", ' % state) and
+                "O_DIRECTORY" in rest[0][1] and rest[1] == ("fsync", str(rest[0][2]), 0))
+
+    changes = set()
+    for pid, calls in traced_calls(trace).items():
+        for i, (call, args, result) in enumerate(calls):
+            if ((call == "rename" and args.endswith('"%s"' % signin)) or
+                    (call == "unlink" and args == '"%s"' % signin) or
+                    (call == "openat" and "state.key" in args and "O_EXCL" in args)) and \
+                    result >= 0:
+                changes.add(call)
+                if call == "openat":
+                    i = next(k for k in range(i + 1, len(calls))
+                             if calls[k] == ("fsync", str(result), 0))
+                assert synced_dir_next(calls, i), (call, args, calls[i + 1:i + 4])
+    # The key's creation, the sign-in and its rotation (saves close together
+    # may be written once), the sign-out.
+    assert changes == {"openat", "rename", "unlink"}, changes
 
 
 def test_device_code_declined_expired_and_denied(make_daemon, sts, tmp_path):
