@@ -413,7 +413,13 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	settings_from(c, &ho, &cs);
 	if (http_configure(d->http, &ho) < 0) {
 		config_free(c);
-		*ret_error = strdup("out of memory");
+		log_error("configuration reload failed: out of memory; still running the previous "
+			  "configuration");
+		*ret_error = strdup("out of memory; still running the previous configuration");
+		/* RELOADING=1 is always answered with READY=1, or systemd waits
+		 * for the reload until its timeout. */
+		status_line(d, status, sizeof(status));
+		notify_ready(status);
 		return -ENOMEM;
 	}
 	/* Requests answered while the cache rebinds already see the new
@@ -572,6 +578,28 @@ static int start_fronts(struct daemon *d)
 	return 0;
 }
 
+/* SIGHUP reloads, SIGTERM and SIGINT stop. Returns 0, or a negative errno
+ * with every signal handle it initialised closed again. */
+static int start_signals(struct daemon *d)
+{
+	uv_signal_t *handles[] = {&d->sighup, &d->sigterm, &d->sigint};
+	const int signums[] = {SIGHUP, SIGTERM, SIGINT};
+	size_t i, inited = 0;
+	int r = 0;
+
+	for (i = 0; i < 3 && r == 0; i++) {
+		if ((r = uv_signal_init(&d->loop, handles[i])) < 0)
+			break;
+		inited++;
+		handles[i]->data = d;
+		r = uv_signal_start(handles[i], on_signal, signums[i]);
+	}
+	if (r < 0)
+		for (i = 0; i < inited; i++)
+			uv_close((uv_handle_t *)handles[i], NULL);
+	return r;
+}
+
 int daemon_run(const struct config_options *opts, struct config *cfg)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
@@ -594,13 +622,12 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	d->audit_timer.data = d;
 	if ((r = start_core(d)) < 0 || (r = start_fronts(d)) < 0)
 		goto fail_loop;
-	uv_signal_init(&d->loop, &d->sighup);
-	uv_signal_init(&d->loop, &d->sigterm);
-	uv_signal_init(&d->loop, &d->sigint);
-	d->sighup.data = d->sigterm.data = d->sigint.data = d;
-	uv_signal_start(&d->sighup, on_signal, SIGHUP);
-	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-	uv_signal_start(&d->sigint, on_signal, SIGINT);
+	if ((r = start_signals(d)) < 0) {
+		log_error("cannot handle signals: %s", uv_strerror(r));
+		server_close(d->server);
+		compat_close(d->compat);
+		goto fail_loop;
+	}
 	notify_init(&d->notify, &d->loop);
 	audit_credentials(d);
 	uv_timer_start(&d->audit_timer, on_audit_timer, AUDIT_INTERVAL_MS, AUDIT_INTERVAL_MS);

@@ -380,9 +380,13 @@ static void load_key(struct signin_store *s)
 	secmem_free(s->key, SEALED_KEY_LEN);
 	s->key = NULL;
 	free(s->dir);
-	s->dir = s->cfg->state_dir ? strdup(s->cfg->state_dir) : NULL;
-	if (!s->dir) {
+	if (!s->cfg->state_dir) {
+		s->dir = NULL;
 		log_warning("no state_dir: sign-ins will not survive a restart");
+		return;
+	}
+	if (!(s->dir = strdup(s->cfg->state_dir))) {
+		log_error("out of memory: sign-ins will not survive a restart");
 		return;
 	}
 	if ((r = mkdir_p(s->dir)) < 0) {
