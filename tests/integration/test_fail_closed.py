@@ -73,6 +73,17 @@ char *strdup(const char *s)
 """
 
 
+def with_asan(env, *options):
+    """env with options added to ASAN_OPTIONS: harmless without ASan."""
+    return dict(env, ASAN_OPTIONS=":".join(
+        [o for o in [env.get("ASAN_OPTIONS", "")] if o] + list(options)))
+
+
+# An ASan build wants its runtime first in the library list; the shim comes
+# before it, and only wraps what ASan's interceptors then handle.
+SHIM_ASAN = "verify_asan_link_order=0"
+
+
 @pytest.fixture
 def shim(tmp_path):
     src, lib = tmp_path / "shim.c", tmp_path / "shim.so"
@@ -88,7 +99,7 @@ def shim(tmp_path):
 def test_refuses_to_start_when_it_cannot_hide_its_secrets(make_daemon, shim, env, what):
     d = make_daemon(start=False)
     r = subprocess.run([BATCHTOKD, "-c", d.conf], capture_output=True, text=True, timeout=30,
-                       env=dict(d.env, LD_PRELOAD=shim, **env))
+                       env=with_asan(dict(d.env, LD_PRELOAD=shim, **env), SHIM_ASAN))
     assert r.returncode == 1, r
     assert what in r.stderr and "refusing to start" in r.stderr, r.stderr
 
@@ -101,8 +112,9 @@ def test_reload_out_of_memory_still_answers_reloading_with_ready(make_daemon, sh
     d = make_daemon(start=False)
     # The reloaded config's proxy is copied twice: by the config parser,
     # then by the HTTP engine; the second copy fails.
-    d.env.update(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), LD_PRELOAD=shim,
-                 BT_FAIL_STRDUP=proxy, BT_FAIL_STRDUP_NTH="2")
+    d.env = with_asan(dict(d.env, NOTIFY_SOCKET=str(tmp_path / "notify.sock"),
+                           LD_PRELOAD=shim, BT_FAIL_STRDUP=proxy, BT_FAIL_STRDUP_NTH="2"),
+                      SHIM_ASAN)
     d.start()
     got = []
     wait_for(lambda: got.append(ns.recv(4096).decode()) or "READY=1" in got[-1], 10,
