@@ -71,7 +71,9 @@ int batchtok_connect(batchtok *bt, const char *path);
 void batchtok_set_timeout(batchtok *bt, int timeout_ms);
 
 /* Fetches a token. On success *ret is a new token; free it with
- * batchtok_token_free(). On failure *ret is untouched. */
+ * batchtok_token_free(). On failure *ret is untouched. A token or token type
+ * holding spaces or control characters is never returned (-EPROTO): both go
+ * into an HTTP header as they are. */
 int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
 		       struct batchtok_token **ret);
 

@@ -532,6 +532,19 @@ void batchtok_token_free(struct batchtok_token *t)
 	free(t);
 }
 
+/* Printable ASCII without spaces. The daemon refuses anything that is not an
+ * RFC 6750 token already; this is the second line, because the token goes
+ * into an HTTP header and onto a terminal as it is. */
+static bool printable_token(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
 int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
 		       struct batchtok_token **ret)
 {
@@ -548,6 +561,13 @@ int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
 	bt_buf_consume(&bt->in, f.size);
 	if (r < 0)
 		return fail(bt, -EPROTO, "batchtokd sent a malformed token reply");
+	if (!printable_token(m.access_token) || !printable_token(m.token_type)) {
+		bt_token_reply_clear(&m);
+		return fail(bt, -EPROTO,
+			    "batchtokd sent a token holding spaces or control characters, which "
+			    "is not a bearer token: refused (upgrade batchtokd, which refuses such "
+			    "a reply from the token service and logs it)");
+	}
 	t = calloc(1, sizeof(*t));
 	if (!t) {
 		bt_token_reply_clear(&m);

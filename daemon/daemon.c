@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lib/clock.h"
+#include "lib/fileio.h"
 #include "identity/credential.h"
 #include "front/dispatch.h"
 #include "lib/log.h"
@@ -43,6 +44,7 @@ struct fetch {
 	char *input;	  /* its contents, secure memory */
 	size_t input_len; /* bytes read; the buffer holds one more */
 	int read_err;	  /* errno of the read */
+	char why[400];	  /* what is wrong with the file, or "" */
 	uint64_t gen;	  /* device-code: the sign-in generation used */
 	int64_t sent_at;
 };
@@ -130,33 +132,43 @@ static int fetch_send(struct fetch *f, struct token_result *err)
 }
 
 /* In a worker thread: reads the input file into secure memory. Touches
- * nothing but the fetch's own fields. */
+ * nothing but the fetch's own fields. The file is sent to the token service
+ * as the client assertion, so it must be one nobody but root or us could
+ * have chosen (fileio_open_trusted(): a symlink to /etc/shadow in a
+ * directory another user can write is refused), and it must not block the
+ * pool (a FIFO is refused without waiting for a writer). Symlinks are
+ * followed, because Kubernetes projects the token as
+ * tokens/azure-identity-token -> ..data/azure-identity-token with ..data a
+ * link to the current timestamped directory (ENTRA.md 5), all root's. */
 static void read_work(uv_work_t *req)
 {
 	struct fetch *f = req->data;
-	struct stat st;
-	ssize_t n;
-	int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	size_t n;
+	int fd, r;
 
 	f->read_err = 0;
+	f->why[0] = 0;
+	fd = fileio_open_trusted(f->path, f->why, sizeof(f->why));
 	if (fd < 0) {
-		f->read_err = errno;
+		f->read_err = -fd;
 		return;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FEDERATED_TOKEN_MAX)
-		f->read_err = EINVAL;
-	else if (!(f->input = secmem_alloc((size_t)st.st_size + 1)))
-		f->read_err = ENOMEM;
-	else if ((n = read(fd, f->input, (size_t)st.st_size)) < 0)
-		f->read_err = errno;
-	else {
-		f->input_len = (size_t)st.st_size;
-		while (n > 0 && strchr("\r\n ", f->input[n - 1]))
-			f->input[--n] = 0;
-		if (n == 0)
-			f->read_err = ENODATA;
-	}
+	r = fileio_read_secret(fd, FEDERATED_TOKEN_MAX, &f->input, &f->input_len);
 	close(fd);
+	if (r < 0) {
+		f->read_err = -r;
+		if (r == -EINVAL)
+			snprintf(f->why, sizeof(f->why), "it holds more than %d bytes",
+				 FEDERATED_TOKEN_MAX);
+		return;
+	}
+	n = f->input_len;
+	while (n > 0 && strchr("\r\n ", f->input[n - 1]))
+		f->input[--n] = 0;
+	if (n == 0) {
+		f->read_err = ENODATA;
+		snprintf(f->why, sizeof(f->why), "the file is empty");
+	}
 }
 
 static void read_done(uv_work_t *req, int status)
@@ -172,14 +184,17 @@ static void read_done(uv_work_t *req, int status)
 	}
 	if (status < 0 || f->read_err) {
 		int e = status < 0 ? -status : f->read_err;
+		/* A file refused for what it is or who could have written it
+		 * says what to change; a missing or unreadable one is most
+		 * likely a token that is not mounted. */
+		bool refused = e == EPERM || e == EINVAL;
 		err.status = BT_E_CREDENTIAL_REJECTED;
 		snprintf(err.message, sizeof(err.message),
-			 "identity '%s': cannot read federated_token_file %s: %s (check that the "
-			 "projected service-account token is mounted and rotated)",
-			 f->e->id->name, f->path,
-			 e == EINVAL	? "not a regular file of at most 64 KiB"
-			 : e == ENODATA ? "the file is empty"
-					: strerror(e));
+			 "identity '%s': cannot read federated_token_file %s: %s%s", f->e->id->name,
+			 f->path, f->why[0] ? f->why : strerror(e),
+			 refused ? ""
+				 : " (check that the projected service-account token is mounted "
+				   "and rotated)");
 		r = -e;
 	} else {
 		r = fetch_send(f, &err);
@@ -408,7 +423,13 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	settings_from(c, &ho, &cs);
 	if (http_configure(d->http, &ho) < 0) {
 		config_free(c);
-		*ret_error = strdup("out of memory");
+		log_error("configuration reload failed: out of memory; still running the previous "
+			  "configuration");
+		*ret_error = strdup("out of memory; still running the previous configuration");
+		/* RELOADING=1 is always answered with READY=1, or systemd waits
+		 * for the reload until its timeout. */
+		status_line(d, status, sizeof(status));
+		notify_ready(status);
 		return -ENOMEM;
 	}
 	/* Requests answered while the cache rebinds already see the new
@@ -570,6 +591,28 @@ static int start_fronts(struct daemon *d)
 	return 0;
 }
 
+/* SIGHUP reloads, SIGTERM and SIGINT stop. Returns 0, or a negative errno
+ * with every signal handle it initialised closed again. */
+static int start_signals(struct daemon *d)
+{
+	uv_signal_t *handles[] = {&d->sighup, &d->sigterm, &d->sigint};
+	const int signums[] = {SIGHUP, SIGTERM, SIGINT};
+	size_t i, inited = 0;
+	int r = 0;
+
+	for (i = 0; i < 3 && r == 0; i++) {
+		if ((r = uv_signal_init(&d->loop, handles[i])) < 0)
+			break;
+		inited++;
+		handles[i]->data = d;
+		r = uv_signal_start(handles[i], on_signal, signums[i]);
+	}
+	if (r < 0)
+		for (i = 0; i < inited; i++)
+			uv_close((uv_handle_t *)handles[i], NULL);
+	return r;
+}
+
 int daemon_run(const struct config_options *opts, struct config *cfg)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
@@ -593,13 +636,12 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	uv_timer_init(&d->loop, &d->log_timer);
 	if ((r = start_core(d)) < 0 || (r = start_fronts(d)) < 0)
 		goto fail_loop;
-	uv_signal_init(&d->loop, &d->sighup);
-	uv_signal_init(&d->loop, &d->sigterm);
-	uv_signal_init(&d->loop, &d->sigint);
-	d->sighup.data = d->sigterm.data = d->sigint.data = d;
-	uv_signal_start(&d->sighup, on_signal, SIGHUP);
-	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-	uv_signal_start(&d->sigint, on_signal, SIGINT);
+	if ((r = start_signals(d)) < 0) {
+		log_error("cannot handle signals: %s", uv_strerror(r));
+		server_close(d->server);
+		compat_close(d->compat);
+		goto fail_loop;
+	}
 	notify_init(&d->notify, &d->loop);
 	audit_credentials(d);
 	uv_timer_start(&d->audit_timer, on_audit_timer, AUDIT_INTERVAL_MS, AUDIT_INTERVAL_MS);

@@ -39,16 +39,33 @@ static const char usage_text[] =
     "  --foreground         stay in the foreground (always the case; for scripts)\n"
     "  --log-level LEVEL    error, warning, info or debug (overrides the config)\n";
 
-static void harden(void)
+/* No core dumps and no ptrace by other processes of the same user: the
+ * process holds secrets. Fails closed, as ssh-agent does: a daemon that
+ * could dump its secrets does not start. Returns 0, or -errno after saying
+ * on stderr what failed. */
+static int harden(void)
 {
 	struct rlimit no_core = {0, 0};
 
-	/* No core dumps and no ptrace by other processes of the same user:
-	 * the process holds secrets. */
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	setrlimit(RLIMIT_CORE, &no_core);
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		fprintf(stderr,
+			"batchtokd: cannot make the process undumpable (prctl PR_SET_DUMPABLE: "
+			"%s): refusing to start, since a core dump or a debugger could read the "
+			"secrets it holds; check the seccomp or LSM policy it runs under\n",
+			strerror(errno));
+		return -errno;
+	}
+	if (setrlimit(RLIMIT_CORE, &no_core) < 0) {
+		fprintf(stderr,
+			"batchtokd: cannot disable core dumps (setrlimit RLIMIT_CORE 0: %s): "
+			"refusing to start, since a core dump would hold its secrets; check the "
+			"seccomp or LSM policy it runs under\n",
+			strerror(errno));
+		return -errno;
+	}
 	umask(0077);
 	signal(SIGPIPE, SIG_IGN);
+	return 0;
 }
 
 static int user_path(char *buf, size_t n, const char *env, const char *fallback, const char *suffix)
@@ -196,10 +213,14 @@ static void check_nofile(rlim_t limit, const struct config *cfg)
 }
 
 /* Process hardening and the libraries' set-up, before anything holds a
- * secret. Returns 0, or -EIO (logged) if libcurl cannot start. */
+ * secret. Returns 0, or a negative errno (said on stderr or logged) if the
+ * process cannot be hardened or libcurl cannot start. */
 static int start(const struct options *o, bool user_mode)
 {
-	harden();
+	int r;
+
+	if ((r = harden()) < 0)
+		return r;
 	log_init(o->level >= 0 ? o->level : LOG_INFO);
 	if (!o->check)
 		log_info("batchtokd " BATCHTOK_VERSION_STRING " starting in %s mode%s",

@@ -38,7 +38,9 @@ Control endpoints (plain JSON, same port):
                                     "lifetime": S, "delay": S, "refresh_in": S,
                                     "target": "sts" | "imds"}
        M: none | slow (only the delay) | 500 | 503 | 429 | hang | reset |
-          badjson | huge | empty; for IMDS also 404 | 410
+          badjson | huge | empty | badtoken (a 200 whose access_token holds
+          CR/LF and a header line, as a hostile service would send); for IMDS
+          also 404 | 410
        count: how many token requests the fault applies to (-1: all)
   POST /_control/reset             counters back to zero, faults off
   GET  /_control/devices           pending device codes [{user_code, ...}]
@@ -76,6 +78,9 @@ DEMO_CLIENT = "11111111-1111-1111-1111-111111111111"
 DEMO_SECRET = "demo-secret-not-for-production"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# What the badtoken fault hands out: served as is, it would add a header line
+# to the request of anyone who pastes it into one.
+BAD_TOKEN = "eyJhbGciOi.eyJhdWQi.c2ln\r\nX-Injected: yes\x1b[2J"
 
 
 def b64url(data):
@@ -364,6 +369,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "empty":
             self.send_json(200, {"token_type": "Bearer"})
+            return
+        if mode == "badtoken":
+            self.send_json(200, {"token_type": "Bearer", "expires_in": 3599,
+                                 "access_token": BAD_TOKEN})
             return
 
         status, obj = self.issue(tenant, version, form, fault)
@@ -693,6 +702,12 @@ class ImdsHandler(Handler):
             hdr = {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") else {}
             return self.send_json(int(mode), {"error": "unavailable",
                                               "error_description": "IMDS is updating"}, hdr)
+        if mode == "badtoken":
+            now = int(time.time())
+            return self.send_json(200, {"access_token": BAD_TOKEN, "refresh_token": "",
+                                        "expires_in": "3599", "expires_on": str(now + 3599),
+                                        "not_before": str(now), "resource": q.get("resource"),
+                                        "token_type": "Bearer"})
         if q.get("api-version") != "2018-02-01" or not q.get("resource"):
             return self.send_json(400, {"error": "invalid_request",
                                         "error_description": "api-version and resource are "

@@ -743,7 +743,19 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 		s->created = true;
 		log_info("listening on %s", opts->path);
 	}
-	s->path = strdup(opts->path ? opts->path : "");
+	/* The poll is the one handle whose set-up can fail: it comes first, so
+	 * that nothing needs closing when it does. */
+	if (!(s->path = strdup(opts->path ? opts->path : "")) ||
+	    (r = uv_poll_init(loop, &s->listen_poll, fd)) < 0) {
+		r = s->path ? r : -ENOMEM;
+		if (s->created && opts->path)
+			unlink(opts->path);
+		close(fd);
+		free(s->path);
+		free(s);
+		return r;
+	}
+	s->listen_poll.data = s;
 	s->loop = loop;
 	list_init(&s->conns);
 	s->listen_fd = fd;
@@ -751,13 +763,15 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	list_init(&s->resume);
 	uv_idle_init(loop, &s->resume_idle);
 	s->resume_idle.data = s;
-	uv_poll_init(loop, &s->listen_poll, fd);
-	s->listen_poll.data = s;
 	uv_timer_init(loop, &s->pause_timer);
 	s->pause_timer.data = s;
 	uv_timer_init(loop, &s->sweep_timer);
 	s->sweep_timer.data = s;
-	uv_poll_start(&s->listen_poll, UV_READABLE, on_listen);
+	if ((r = uv_poll_start(&s->listen_poll, UV_READABLE, on_listen)) < 0) {
+		/* Every handle is closed and s freed in their close callbacks. */
+		server_close(s);
+		return r;
+	}
 	server_set_limits(s, opts);
 	*ret = s;
 	return 0;

@@ -252,15 +252,72 @@ static void id_token_user(json_t *root, struct token_result *ret)
 	json_decref(claims);
 }
 
+/* RFC 6750 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" /
+ * "/" ) *"=". The token is pasted into an Authorization header and printed on
+ * terminals as it is, so anything else (CR/LF above all) is refused here
+ * rather than escaped somewhere downstream; Entra's and IMDS's tokens are
+ * JWTs, which fit. n counts the bytes, so an embedded NUL is refused too. */
+static bool is_bearer_token(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+			 (s[i] >= '0' && s[i] <= '9') || (s[i] && strchr("-._~+/", s[i]))))
+		i++;
+	if (i == 0)
+		return false;
+	while (i < n && s[i] == '=')
+		i++;
+	return i == n;
+}
+
+/* RFC 7235 auth-scheme: a token of tchars ("Bearer"). */
+static bool is_auth_scheme(const char *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || (s[i] && strchr("!#$%&'*+-.^_`|~", s[i]))))
+			return false;
+	return true;
+}
+
+/* Sets ret->expires_on from expires_on (use_on) or from sent_at +
+ * expires_in. Returns false (ret untouched) when the lifetime is not in
+ * (0, ENTRA_LIFETIME_MAX]: every value is range-checked before it is added
+ * to or subtracted from, so no reply can overflow the arithmetic. */
+static bool set_expiry(int64_t sent_at, bool use_on, int64_t expires_in, int64_t expires_on,
+		       struct token_result *ret)
+{
+	int64_t lifetime, end;
+
+	if (use_on && __builtin_sub_overflow(expires_on, sent_at, &lifetime))
+		return false;
+	if (!use_on)
+		lifetime = expires_in;
+	if (lifetime <= 0 || lifetime > ENTRA_LIFETIME_MAX ||
+	    __builtin_add_overflow(sent_at, lifetime, &end))
+		return false;
+	ret->expires_on = end;
+	return true;
+}
+
 /* Reads a 200 reply: the token, its expiry on our clock and the refresh
  * hint, and for user sign-ins the rotated refresh token and who signed in. */
 static void parse_token(json_t *root, int64_t sent_at, enum token_service svc, const char *who,
 			struct token_result *ret)
 {
 	json_t *tok = json_object_get(root, "access_token"), *rt;
-	int64_t expires_in, expires_on, refresh_in;
+	json_t *type = json_object_get(root, "token_type");
+	int64_t expires_in = 0, expires_on = 0, refresh_in;
 	int has_in = get_int(root, "expires_in", &expires_in);
 	int has_on = get_int(root, "expires_on", &expires_on);
+	/* expires_in counts from when we asked, on our own clock, which makes
+	 * it immune to skew; expires_on (v1) is used only without it. IMDS is
+	 * the exception: it hands out cached tokens whose expires_in counts
+	 * from issuance, so its expires_on is the truth. */
+	bool use_on = (svc == SERVICE_IMDS && has_on == 0) || has_in != 0;
 
 	if (!json_is_string(tok) || json_string_length(tok) == 0 ||
 	    json_string_length(tok) > BT_TOKEN_MAX || has_in == -EINVAL || has_on == -EINVAL ||
@@ -271,29 +328,39 @@ static void parse_token(json_t *root, int64_t sent_at, enum token_service svc, c
 			 "%s: the reply lacks a usable access_token or expiry", who);
 		return;
 	}
-	/* expires_in counts from when we asked, on our own clock, which makes it
-	 * immune to skew; expires_on (v1) is used only without it. IMDS is the
-	 * exception: it hands out cached tokens whose expires_in counts from
-	 * issuance, so its expires_on is the truth. */
-	if (svc == SERVICE_IMDS && has_on == 0)
-		ret->expires_on = expires_on;
-	else
-		ret->expires_on = has_in == 0 ? sent_at + expires_in : expires_on;
-	if (ret->expires_on <= sent_at || ret->expires_on - sent_at > ENTRA_LIFETIME_MAX) {
+	/* The token itself is never quoted: it is a secret, and the point is
+	 * that it holds what must not reach a log. */
+	if (!is_bearer_token(json_string_value(tok), json_string_length(tok)) ||
+	    (type &&
+	     (!json_is_string(type) || json_string_length(type) >= sizeof(ret->token_type) ||
+	      !is_auth_scheme(json_string_value(type), json_string_length(type))))) {
 		ret->status = BT_E_UNAVAILABLE;
 		ret->transient = true;
 		snprintf(ret->message, sizeof(ret->message),
-			 "%s: the token's lifetime (%lld s) is out of range", who,
-			 (long long)(ret->expires_on - sent_at));
+			 "%s: the %s in the reply is not a bearer token (RFC 6750 allows letters, "
+			 "digits, -._~+/ and trailing =; it holds spaces, control characters or "
+			 "other bytes): refused -- the service, or a proxy between it and "
+			 "batchtokd, is misbehaving",
+			 who,
+			 is_bearer_token(json_string_value(tok), json_string_length(tok))
+			     ? "token_type"
+			     : "access_token");
+		return;
+	}
+	if (!set_expiry(sent_at, use_on, expires_in, expires_on, ret)) {
+		ret->status = BT_E_UNAVAILABLE;
+		ret->transient = true;
+		snprintf(ret->message, sizeof(ret->message),
+			 "%s: the token's lifetime (%s %lld) is out of range (1 s to %d s)", who,
+			 use_on ? "expires_on" : "expires_in",
+			 (long long)(use_on ? expires_on : expires_in), ENTRA_LIFETIME_MAX);
 		return;
 	}
 	if (get_int(root, "refresh_in", &refresh_in) == 0 && refresh_in > 0 &&
 	    refresh_in < ret->expires_on - sent_at)
 		ret->refresh_on = sent_at + refresh_in;
 	snprintf(ret->token_type, sizeof(ret->token_type), "%s",
-		 json_is_string(json_object_get(root, "token_type"))
-		     ? json_string_value(json_object_get(root, "token_type"))
-		     : "Bearer");
+		 type ? json_string_value(type) : "Bearer");
 	ret->access_token = secmem_strndup(json_string_value(tok), json_string_length(tok));
 	rt = json_object_get(root, "refresh_token");
 	if (json_is_string(rt) && json_string_length(rt) > 0 &&

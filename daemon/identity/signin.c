@@ -15,6 +15,7 @@
 
 #include "../../proto/msg.h"
 #include "credential.h"
+#include "../lib/fileio.h"
 #include "../lib/log.h"
 #include "../lib/sealed.h"
 #include "../lib/secmem.h"
@@ -151,12 +152,15 @@ static void io_work(uv_work_t *req)
 {
 	struct io_job *j = req->data;
 	char tmp[4200];
-	int fd;
+	int fd, r;
 
 	j->err = 0;
 	if (j->op == IO_DELETE) {
-		if (unlink(j->path) < 0 && errno != ENOENT)
-			j->err = errno;
+		/* Durable too: a sign-out must not come back after a crash. */
+		if (unlink(j->path) < 0)
+			j->err = errno == ENOENT ? 0 : errno;
+		else if ((r = fileio_sync_dir(j->path)) < 0)
+			j->err = -r;
 		return;
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp", j->path);
@@ -165,14 +169,23 @@ static void io_work(uv_work_t *req)
 		j->err = errno;
 		return;
 	}
-	if (write(fd, j->data, j->len) != (ssize_t)j->len || fsync(fd) < 0)
-		j->err = errno ? errno : EIO;
-	if (close(fd) < 0 && !j->err)
-		j->err = errno;
-	if (!j->err && rename(tmp, j->path) < 0)
-		j->err = errno;
-	if (j->err)
+	r = fileio_write_all(fd, j->data, j->len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, j->path) < 0)
+		r = -errno;
+	if (r < 0) {
 		unlink(tmp);
+		j->err = -r;
+		return;
+	}
+	/* The rename is durable only once the directory is: without this a
+	 * crash can bring back the old file, whose refresh token the service
+	 * has already rotated away. */
+	if ((r = fileio_sync_dir(j->path)) < 0)
+		j->err = -r;
 }
 
 static void io_start(struct signin *si);
@@ -248,29 +261,6 @@ static void persist(struct signin *si, enum io_op op)
 	io_start(si);
 }
 
-/* Reads a small file whole; -errno. */
-static int read_small(int fd, char **ret, size_t *ret_len, size_t max)
-{
-	struct stat st;
-	char *buf;
-	ssize_t n;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max)
-		return -EINVAL;
-	if (!(buf = secmem_alloc((size_t)st.st_size + 1)))
-		return -ENOMEM;
-	n = read(fd, buf, (size_t)st.st_size);
-	if (n < 0) {
-		secmem_free(buf, (size_t)st.st_size + 1);
-		return -errno;
-	}
-	*ret = buf;
-	*ret_len = (size_t)n;
-	return 0;
-}
-
 static void load_state(struct signin *si)
 {
 	struct signin_store *s = si->s;
@@ -287,7 +277,7 @@ static void load_state(struct signin *si)
 			       strerror(errno));
 		goto out;
 	}
-	r = read_small(fd, &data, &len, STATE_FILE_MAX);
+	r = fileio_read_secret(fd, STATE_FILE_MAX, &data, &len);
 	close(fd);
 	if (r == 0)
 		r = sealed_open(s->key, aad, (unsigned char *)data, len, &text);
@@ -346,15 +336,20 @@ static int open_key_file(const char *path, char *why, size_t n)
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 
 	if (fd >= 0) {
-		int ok = RAND_bytes(fresh, sizeof(fresh)) == 1 &&
-			 write(fd, fresh, sizeof(fresh)) == (ssize_t)sizeof(fresh) &&
-			 fsync(fd) == 0;
+		int r = RAND_bytes(fresh, sizeof(fresh)) == 1 ? 0 : -EIO;
+		r = r ?: fileio_write_all(fd, fresh, sizeof(fresh));
+		if (r == 0 && fsync(fd) < 0)
+			r = -errno;
 		OPENSSL_cleanse(fresh, sizeof(fresh));
-		close(fd);
-		if (!ok) {
+		if (close(fd) < 0 && r == 0)
+			r = -errno;
+		/* Without the key every sealed sign-in is lost: make its
+		 * creation durable before anything is sealed with it. */
+		r = r ?: fileio_sync_dir(path);
+		if (r < 0) {
 			unlink(path);
-			snprintf(why, n, "cannot write %s", path);
-			return -EIO;
+			snprintf(why, n, "cannot write %s: %s", path, strerror(-r));
+			return r;
 		}
 		log_info("created the state key %s", path);
 	} else if (errno != EEXIST) {
@@ -385,9 +380,13 @@ static void load_key(struct signin_store *s)
 	secmem_free(s->key, SEALED_KEY_LEN);
 	s->key = NULL;
 	free(s->dir);
-	s->dir = s->cfg->state_dir ? strdup(s->cfg->state_dir) : NULL;
-	if (!s->dir) {
+	if (!s->cfg->state_dir) {
+		s->dir = NULL;
 		log_warning("no state_dir: sign-ins will not survive a restart");
+		return;
+	}
+	if (!(s->dir = strdup(s->cfg->state_dir))) {
+		log_error("out of memory: sign-ins will not survive a restart");
 		return;
 	}
 	if ((r = mkdir_p(s->dir)) < 0) {
@@ -408,7 +407,7 @@ static void load_key(struct signin_store *s)
 		snprintf(path, sizeof(path), "%s/" KEY_FILE, s->dir);
 		fd = open_key_file(path, why, sizeof(why));
 	}
-	r = fd < 0 ? fd : read_small(fd, &material, &len, KEY_MATERIAL_MAX);
+	r = fd < 0 ? fd : fileio_read_secret(fd, KEY_MATERIAL_MAX, &material, &len);
 	if (fd >= 0)
 		close(fd);
 	if (r == 0 && len < 16)

@@ -3,12 +3,16 @@
  * The shape is curl's docs/examples/multi-uv.c: one state struct handed to
  * curl as socket and timer data, one uv_poll_t per socket (freed in its close
  * callback), a zero-delay timer instead of acting inside curl's timer
- * callback, and curl_multi_info_read() drained after every socket action. */
+ * callback, and curl_multi_info_read() drained after every socket action.
+ * The timer is libcurl's alone: a transfer we could not start is reported
+ * from an idle handle of our own, because libcurl re-arms or stops its timer
+ * whenever it likes (a stop would lose that report). */
 #include "http.h"
 #include "list.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +42,9 @@ struct http_transfer {
 struct http {
 	uv_loop_t *loop;
 	CURLM *multi;
-	uv_timer_t timer;
+	uv_timer_t timer; /* libcurl's: armed only from timer_cb() */
+	uv_idle_t report; /* runs while transfers we failed to start await their report */
+	int open_handles; /* timer and report until their close callbacks */
 	struct http_options opts;
 	char *ca_file;
 	char *proxy;
@@ -192,6 +198,25 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
 	return secstr_append(&t->body, ptr, n) < 0 ? 0 : n;
 }
 
+/* Every TLS connection, before its handshake (a reused one keeps what it was
+ * made with; all of ours are made here). OpenSSL decrypts a record in place
+ * in its read buffer and leaves the plaintext there until the next record
+ * overwrites it: the token service's reply, access and refresh tokens
+ * included, would outlive the transfer in ordinary heap. With
+ * SSL_OP_CLEANSE_PLAINTEXT it wipes what it has handed to libcurl, and the
+ * buffer when it is released. libcurl's own buffers are wiped when freed
+ * (main.c gives it secmem's allocator) and the reply is collected in secure
+ * memory (on_data). Setting this callback fails with a libcurl that is not
+ * built on OpenSSL, and with it every transfer: batchtokd is built for
+ * libcurl's OpenSSL flavour and does not run without this protection. */
+static CURLcode on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
+{
+	(void)easy;
+	(void)arg;
+	SSL_CTX_set_options(ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
+	return CURLE_OK;
+}
+
 static enum http_failure classify(CURLcode c, bool too_big)
 {
 	switch (c) {
@@ -298,6 +323,11 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_RESPONSE_MAX);
 	SET(CURLOPT_USERAGENT, USER_AGENT);
 	SET(CURLOPT_HTTPHEADER, t->headers);
+	SET(CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+	/* HTTP/2 would keep the reply's bytes in a per-connection input buffer
+	 * of libcurl's that lives as long as the cached connection; a token
+	 * request is one small exchange that gains nothing from it. */
+	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	if (h->ca_file) {
 		SET(CURLOPT_CAINFO, h->ca_file);
 		SET(CURLOPT_CAPATH, SYSTEM_CA_PATH);
@@ -316,6 +346,16 @@ static int setup_easy(struct http *h, struct http_transfer *t)
 	return c == CURLE_OK ? 0 : (c == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL);
 }
 
+/* Delivers the transfers that could not start (and whatever libcurl has
+ * finished meanwhile), on the loop's next turn. */
+static void on_report(uv_idle_t *idle)
+{
+	struct http *h = idle->data;
+
+	uv_idle_stop(idle);
+	check_done(h);
+}
+
 static void start_queued(struct http *h)
 {
 	struct http_transfer *t;
@@ -323,11 +363,14 @@ static void start_queued(struct http *h)
 	while (!h->closing && h->n_active < h->opts.concurrency &&
 	       (t = list_first(&h->queued, struct http_transfer, node))) {
 		if (setup_easy(h, t) < 0 || curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
-			/* Report through the normal path so the caller hears once. */
+			/* Reported once, from the loop (never inside
+			 * http_submit()), through the same path as a finished
+			 * transfer. uv_idle_start() on an active idle is a
+			 * no-op, and cannot fail with a callback given. */
 			t->result = CURLE_FAILED_INIT;
 			snprintf(t->errbuf, sizeof(t->errbuf), "could not set up the transfer");
 			set_state(t, COMPLETED);
-			uv_timer_start(&h->timer, on_timer, 0, 0);
+			uv_idle_start(&h->report, on_report);
 			continue;
 		}
 		set_state(t, ACTIVE);
@@ -382,6 +425,9 @@ int http_new(uv_loop_t *loop, const struct http_options *opts, struct http **ret
 	}
 	uv_timer_init(loop, &h->timer);
 	h->timer.data = h;
+	uv_idle_init(loop, &h->report);
+	h->report.data = h;
+	h->open_handles = 2;
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -421,10 +467,12 @@ void http_cancel(struct http_transfer *t)
 	transfer_free(t);
 }
 
-static void on_timer_closed(uv_handle_t *handle)
+static void on_handle_closed(uv_handle_t *handle)
 {
 	struct http *h = handle->data;
 
+	if (--h->open_handles > 0)
+		return;
 	free(h->ca_file);
 	free(h->proxy);
 	free(h);
@@ -446,5 +494,6 @@ void http_close(struct http *h)
 	 * here, so that the loop ends with no handle left. */
 	while (!list_empty(&h->socks))
 		sock_close(list_entry(h->socks.next, struct sock, node));
-	uv_close((uv_handle_t *)&h->timer, on_timer_closed);
+	uv_close((uv_handle_t *)&h->timer, on_handle_closed);
+	uv_close((uv_handle_t *)&h->report, on_handle_closed);
 }

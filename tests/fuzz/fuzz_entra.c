@@ -35,6 +35,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    strchr(r.user, '\n') || (r.refresh_token && r.status != BT_OK) ||
 	    (r.error_kind != ENTRA_E_NONE && r.status == BT_OK))
 		abort();
+	/* A served token goes into a header as it is: nothing outside
+	 * printable ASCII, no space (RFC 6750). */
+	for (const char *c = r.access_token; c && *c; c++)
+		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
+			abort();
 	if (r.access_token && jwt_describe(r.access_token, &desc) == 0)
 		free(desc);
 	token_result_clear(&r);

@@ -4,13 +4,15 @@ sign-in, with their failure modes."""
 
 import json
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import time
 
-from conftest import (BATCH, BATCHTOK, CERT_CLIENT, FED_CLIENT, FED_SUBJECT, MI_CLIENT,
-                      MI_OBJECT, MI_RESOURCE_ID, PUBLIC_CLIENT, TENANT, jwt_claims, make_cert,
-                      wait_for)
+from conftest import (BATCH, BATCHTOK, BATCHTOKD as BATCHTOKD_PATH, CERT_CLIENT, FED_CLIENT,
+                      FED_SUBJECT, MI_CLIENT, MI_OBJECT, MI_RESOURCE_ID, PUBLIC_CLIENT, TENANT,
+                      jwt_claims, make_cert, wait_for)
 
 ARM = "https://management.azure.com/"
 
@@ -281,6 +283,70 @@ def test_federated_failures(make_daemon, sts, tmp_path):
     assert sts.stats()["token_requests"] == before
 
 
+def project_token(tokens, token, stamp):
+    """Writes token as the kubelet projects it (ENTRA.md 5): a timestamped
+    directory, ..data pointing at it (swapped atomically) and the file name a
+    link through ..data."""
+    d = os.path.join(tokens, "..%s" % stamp)
+    os.mkdir(d, 0o755)
+    with open(os.path.join(d, "azure-identity-token"), "w") as f:
+        f.write(token)
+    os.chmod(os.path.join(d, "azure-identity-token"), 0o644)
+    os.symlink("..%s" % stamp, os.path.join(tokens, "..data_tmp"))
+    os.rename(os.path.join(tokens, "..data_tmp"), os.path.join(tokens, "..data"))
+    link = os.path.join(tokens, "azure-identity-token")
+    if not os.path.lexists(link):
+        os.symlink("..data/azure-identity-token", link)
+    return link
+
+
+def test_federated_kubernetes_projected_layout(make_daemon, sts, tmp_path):
+    tokens = str(tmp_path / "tokens")
+    os.mkdir(tokens, 0o755)
+    t1, t2 = sts.federated_token(), sts.federated_token()
+    path = project_token(tokens, t1, "2024_01_01_00_00_00.1")
+    d = make_daemon({"aks": fed_identity(path)})
+    r = d.get()
+    assert r.rc == 0, r
+    assert sts.stats()["assertions"][0]["claims"]["jti"] == jwt_claims(t1)["jti"]
+    # The kubelet rotates the token: a new directory, ..data swapped.
+    project_token(tokens, t2, "2024_01_01_00_50_00.2")
+    assert d.get("--force-refresh").rc == 0
+    assert sts.stats()["assertions"][1]["claims"]["jti"] == jwt_claims(t2)["jti"]
+
+
+def test_federated_file_that_is_not_trustworthy_is_refused(make_daemon, sts, tmp_path):
+    nobody = pwd.getpwnam("nobody").pw_uid
+    # A FIFO: opening it would wait for a writer forever.
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo, 0o600)
+    # A link to /etc/shadow in a directory another user owns (and so could
+    # have put there).
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    os.symlink("/etc/shadow", str(evil / "token"))
+    os.chown(str(evil), nobody, nobody)
+    # The token file itself writable by anyone, or owned by another user.
+    loose = str(tmp_path / "loose")
+    write_token(loose, sts.federated_token())
+    os.chmod(loose, 0o666)
+    theirs = str(tmp_path / "theirs")
+    write_token(theirs, sts.federated_token())
+    os.chown(theirs, nobody, nobody)
+    d = make_daemon({"fifo": fed_identity(fifo), "shadow": fed_identity(str(evil / "token")),
+                     "loose": fed_identity(loose), "theirs": fed_identity(theirs)})
+    for name, why in (("fifo", "not a regular file"),
+                      ("shadow", "the directory %s is owned by uid %d" % (evil, nobody)),
+                      ("loose", "writable by its group or by others"),
+                      ("theirs", "owned by uid %d" % nobody)):
+        r = d.run("-t", "10", "get", "-i", name)
+        assert r.rc == 6, (name, r)
+        assert "cannot read federated_token_file" in r.err and why in r.err, (name, r)
+    assert sts.stats()["token_requests"] == 0
+    # The daemon was never stuck on the FIFO: it stops on SIGTERM (the
+    # fixture checks, within 10 s).
+
+
 # --- device code sign-in ------------------------------------------------------
 
 def me_identity(**kw):
@@ -354,6 +420,74 @@ def test_device_code_login_then_tokens_with_rotation(make_daemon, sts, tmp_path)
     wait_for(lambda: not (state / "me.signin").exists(), 5, what="the state file to go")
     r = d.get()
     assert r.rc == 6 and "batchtok login" in r.err, r
+
+
+def traced_calls(trace):
+    """{pid: [(call, args, result)]} from `strace -ff -o TRACE` (a file per
+    thread, so no call is split by another's)."""
+    import glob
+    import re
+    calls = {}
+    for path in glob.glob(trace + ".*"):
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"(\w+)\((.*)\)\s+= (-?\d+)", line)
+                if m:
+                    calls.setdefault(path, []).append((m.group(1), m.group(2),
+                                                       int(m.group(3))))
+    return calls
+
+
+def test_sign_in_state_changes_are_durable(make_daemon, sts, tmp_path):
+    # Each state file is written, fsync()ed and renamed into place (or
+    # removed), and then its directory is fsync()ed; so is the key's
+    # creation. Without the directory's fsync a crash can bring back a
+    # refresh token the service has rotated away, or lose the key.
+    state = str(tmp_path / "state")
+    trace = str(tmp_path / "trace")
+    wrapper = tmp_path / "traced-batchtokd"
+    wrapper.write_text("#!/bin/sh\nexec strace -ff -qq -e trace=openat,rename,unlink,fsync "
+                       "-o %s %s \"$@\"\n" % (trace, BATCHTOKD_PATH))
+    wrapper.chmod(0o755)
+    d = make_daemon({"me": me_identity()}, state_dir=state, start=False)
+    # LeakSanitizer cannot run under ptrace; without ASan this is unused.
+    d.env["ASAN_OPTIONS"] = ":".join([o for o in [d.env.get("ASAN_OPTIONS")] if o] +
+                                     ["detect_leaks=0"])
+    d.start(str(wrapper))
+    rc, out, err = sign_in(d, sts)
+    assert rc == 0, err
+    signin = os.path.join(state, "me.signin")
+    wait_for(lambda: os.path.exists(signin), 5, what="the state file")
+    assert d.get("--force-refresh").rc == 0
+    assert d.run("logout", "-i", "me").rc == 0
+    wait_for(lambda: not os.path.exists(signin), 5, what="the state file to go")
+    # Stop batchtokd itself: strace ends with it, with its exit status.
+    with open("/proc/%d/task/%d/children" % (d.proc.pid, d.proc.pid)) as f:
+        os.kill(int(f.read().split()[0]), signal.SIGTERM)
+    assert d.proc.wait(10) == 0
+
+    def synced_dir_next(calls, i):
+        """The calls after calls[i] open the state directory and fsync it."""
+        rest = [c for c in calls[i + 1:] if c[0] in ("openat", "fsync")][:2]
+        return (len(rest) == 2 and rest[0][0] == "openat" and
+                rest[0][1].startswith('AT_FDCWD, "%s", ' % state) and
+                "O_DIRECTORY" in rest[0][1] and rest[1] == ("fsync", str(rest[0][2]), 0))
+
+    changes = set()
+    for pid, calls in traced_calls(trace).items():
+        for i, (call, args, result) in enumerate(calls):
+            if ((call == "rename" and args.endswith('"%s"' % signin)) or
+                    (call == "unlink" and args == '"%s"' % signin) or
+                    (call == "openat" and "state.key" in args and "O_EXCL" in args)) and \
+                    result >= 0:
+                changes.add(call)
+                if call == "openat":
+                    i = next(k for k in range(i + 1, len(calls))
+                             if calls[k] == ("fsync", str(result), 0))
+                assert synced_dir_next(calls, i), (call, args, calls[i + 1:i + 4])
+    # The key's creation, the sign-in and its rotation (saves close together
+    # may be written once), the sign-out.
+    assert changes == {"openat", "rename", "unlink"}, changes
 
 
 def test_device_code_declined_expired_and_denied(make_daemon, sts, tmp_path):

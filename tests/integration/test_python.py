@@ -27,6 +27,29 @@ def test_thin_client_matches_the_command(make_daemon, sts):
     assert sts.stats()["token_requests"] == 1
 
 
+def test_thin_client_refuses_a_token_with_control_characters(monkeypatch):
+    # A daemon that passed on a hostile token service's reply: the frame is
+    # well formed, the token is not one.
+    import struct
+
+    def reply(token, token_type="Bearer"):
+        body = b"".join(struct.pack(">I", len(s)) + s for s in (token.encode(),))
+        body += struct.pack(">Q", 4000)
+        body += b"".join(struct.pack(">I", len(s)) + s
+                         for s in (token_type.encode(), b"batch", b"r", b"t"))
+        return batchtok._Reader(body)
+
+    c = batchtok.Client("/nonexistent")
+    for token, kind in (("abc\r\nX-Injected: 1", "Bearer"), ("a b", "Bearer"),
+                        ("abc\x1b[2J", "Bearer"), ("abc", "Bearer\r\nX: 1")):
+        monkeypatch.setattr(c, "_request", lambda *a, t=token, k=kind: reply(t, k))
+        with pytest.raises(batchtok.BatchtokError) as e:
+            c.get_token()
+        assert "control characters" in str(e.value) and "Injected" not in str(e.value)
+    monkeypatch.setattr(c, "_request", lambda *a: reply("eyJ.a-b_c~d+e/f=="))
+    assert c.get_token().access_token == "eyJ.a-b_c~d+e/f=="
+
+
 def test_token_credential(make_daemon, sts):
     from azure.core.credentials import AccessToken
     d = make_daemon()

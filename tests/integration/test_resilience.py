@@ -132,3 +132,23 @@ def test_hanging_token_service_times_out_with_exit_8(make_daemon, sts):
 def test_prefetch_fetches_before_anyone_asks(make_daemon, sts):
     make_daemon({"batch": {"prefetch": "yes"}})
     wait_for(lambda: sts.stats()["issued"] == 1, 10, what="the prefetch")
+
+
+def test_a_reply_whose_token_is_not_a_bearer_token_is_refused(make_daemon, sts):
+    # The token service and IMDS answer 200 with an access_token holding
+    # CR/LF, a header line and an escape sequence: served as is, `get -o
+    # header` would inject a header into the caller's request.
+    d = make_daemon({"batch": {"default": "yes"},
+                     "node": {"credential": "managed-identity", "tenant": None,
+                              "client_id": None, "authority_host": None,
+                              "imds_endpoint": sts.imds_url}})
+    sts.fault("badtoken", count=-1)
+    sts.fault("badtoken", count=-1, target="imds")
+    for name, who in (("batch", "token service"), ("node", "managed identity endpoint")):
+        r = d.get("-i", name, "-o", "header")
+        assert r.rc == 7, r
+        assert r.out == "", r
+        assert who + ": the access_token in the reply is not a bearer token" in r.err, r
+        assert "X-Injected" not in r.err and "\x1b" not in r.err
+    assert sts.stats()["faulted"] >= 2
+    assert "X-Injected" not in d.read_log()

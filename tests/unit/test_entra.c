@@ -167,6 +167,102 @@ static void test_bad_success_bodies(void **state)
 	}
 }
 
+/* A token goes into an Authorization header and onto terminals as it is: one
+ * that is not an RFC 6750 b64token (CR/LF, spaces, control bytes, '=' before
+ * the end) is refused, and the message names the service, never the token. */
+static void test_token_charset(void **state)
+{
+	static const char *bad[] = {
+	    "eyJ.a\\r\\nX-Injected: 1",
+	    "a b",
+	    "a\\tb",
+	    "a\\u001b[2Jb",
+	    "a\\u007fb",
+	    "caf\\u00e9",
+	    "a=b",
+	    "=",
+	    "a,b",
+	};
+	static const char *good[] = {"eyJ0eXAi.eyJhdWQi.c2ln", "AZaz09-._~+/", "abc==", "a="};
+	struct token_result r;
+	char body[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		for (int svc = SERVICE_ENTRA; svc <= SERVICE_IMDS; svc++) {
+			snprintf(body, sizeof(body),
+				 "{\"access_token\":\"%s\",\"expires_in\":3600}", bad[i]);
+			struct http_response resp = ok(body);
+			entra_parse_response(&resp, 1000, svc, &r);
+			assert_int_equal(r.status, BT_E_UNAVAILABLE);
+			assert_true(r.transient);
+			assert_null(r.access_token);
+			assert_non_null(strstr(r.message, svc == SERVICE_IMDS
+							      ? "managed identity endpoint"
+							      : "token service"));
+			assert_non_null(strstr(r.message, "not a bearer token"));
+			assert_null(strstr(r.message, "Injected"));
+			token_result_clear(&r);
+		}
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(body, sizeof(body), "{\"access_token\":\"%s\",\"expires_in\":3600}",
+			 good[i]);
+		struct http_response resp = ok(body);
+		entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+		assert_int_equal(r.status, BT_OK);
+		assert_string_equal(r.access_token, good[i]);
+		token_result_clear(&r);
+	}
+	/* token_type is printed before the token in "Authorization: TYPE TOKEN". */
+	struct http_response resp = ok("{\"access_token\":\"abc\",\"expires_in\":3600,"
+				       "\"token_type\":\"Bearer\\r\\nX-Injected: 1\"}");
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_int_equal(r.status, BT_E_UNAVAILABLE);
+	assert_null(r.access_token);
+	assert_non_null(strstr(r.message, "token_type"));
+	token_result_clear(&r);
+}
+
+/* Lifetimes near the ends of int64 are refused before any arithmetic
+ * (UBSan aborted on sent_at + expires_in). */
+static void test_lifetime_overflow(void **state)
+{
+	static const char *bodies[] = {
+	    "{\"access_token\":\"x\",\"expires_in\":9223372036854775807}",
+	    "{\"access_token\":\"x\",\"expires_in\":\"9223372036854775807\"}",
+	    "{\"access_token\":\"x\",\"expires_in\":9223372036854774808}",
+	    "{\"access_token\":\"x\",\"expires_in\":-9223372036854775808}",
+	    "{\"access_token\":\"x\",\"expires_on\":-9223372036854775808}",
+	    "{\"access_token\":\"x\",\"expires_on\":\"9223372036854775807\"}",
+	};
+	struct token_result r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		for (int svc = SERVICE_ENTRA; svc <= SERVICE_IMDS; svc++) {
+			struct http_response resp = ok(bodies[i]);
+			entra_parse_response(&resp, 1000, svc, &r);
+			assert_int_equal(r.status, BT_E_UNAVAILABLE);
+			assert_null(r.access_token);
+			assert_non_null(strstr(r.message, "out of range"));
+			token_result_clear(&r);
+		}
+	}
+	/* A huge refresh_in is ignored, not added. */
+	struct http_response resp = ok("{\"access_token\":\"x\",\"expires_in\":3600,"
+				       "\"refresh_in\":9223372036854775807}");
+	entra_parse_response(&resp, 1000, SERVICE_ENTRA, &r);
+	assert_int_equal(r.status, BT_OK);
+	assert_int_equal(r.refresh_on, 0);
+	token_result_clear(&r);
+	/* The far end of a wall clock that is itself near the limit. */
+	resp = ok("{\"access_token\":\"x\",\"expires_in\":3600}");
+	entra_parse_response(&resp, INT64_MAX - 10, SERVICE_ENTRA, &r);
+	assert_int_equal(r.status, BT_E_UNAVAILABLE);
+	token_result_clear(&r);
+}
+
 static void test_entra_errors(void **state)
 {
 	static const char bad_secret[] =
@@ -437,6 +533,8 @@ int main(void)
 	    cmocka_unit_test(test_v1_request),
 	    cmocka_unit_test(test_success_v2_and_v1),
 	    cmocka_unit_test(test_bad_success_bodies),
+	    cmocka_unit_test(test_token_charset),
+	    cmocka_unit_test(test_lifetime_overflow),
 	    cmocka_unit_test(test_entra_errors),
 	    cmocka_unit_test(test_transport_failures),
 	    cmocka_unit_test(test_imds_request),

@@ -251,6 +251,49 @@ static void test_unreadable_hello_reply(void **state)
 	assert_true(p->bt->fd < 0);
 }
 
+static void say_token(struct peer *p, uint32_t id, const char *token, const char *type)
+{
+	struct bt_token_reply m = {(char *)token, 4000, (char *)type, "batch", "r", "t"};
+	struct bt_buf b;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_token_reply(&b, id, &m), 0);
+	say(p, &b);
+}
+
+/* A token is printed and pasted into headers as it is: one holding a space
+ * or a control character (a daemon that passed on a hostile token service's
+ * reply) is refused, and the message does not repeat it. */
+static void test_token_with_control_characters_is_refused(void **state)
+{
+	static const char *const bad[][2] = {
+	    {"abc\r\nX-Injected: 1", "Bearer"},
+	    {"abc\x1b[2J", "Bearer"},
+	    {"a b", "Bearer"},
+	    {"abc\x7f", "Bearer"},
+	    {"abc\xc3\xa9", "Bearer"},
+	    {"abc", "Bearer\r\nX-Injected: 1"},
+	};
+	struct peer *p = *state;
+	struct batchtok_token *t = (struct batchtok_token *)&t;
+	uint32_t id = 1;
+
+	say_hello(p, 2, "batchtokd 9.9", BT_V1_REQUESTS);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++, id++) {
+		say_token(p, id, bad[i][0], bad[i][1]);
+		assert_int_equal(batchtok_get_token(p->bt, &(struct batchtok_request){0}, &t),
+				 -EPROTO);
+		assert_ptr_equal(t, (struct batchtok_token *)&t);
+		assert_non_null(strstr(batchtok_error(p->bt), "control characters"));
+		assert_null(strstr(batchtok_error(p->bt), "Injected"));
+	}
+	/* The connection goes on: the reply itself was well formed. */
+	say_token(p, id, "eyJ.a-b_c~d+e/f==", "Bearer");
+	assert_int_equal(batchtok_get_token(p->bt, &(struct batchtok_request){0}, &t), 0);
+	assert_string_equal(t->access_token, "eyJ.a-b_c~d+e/f==");
+	batchtok_token_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -264,6 +307,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_unsupported_answers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unreadable_hello_reply, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_token_with_control_characters_is_refused, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -207,6 +207,14 @@ class Client:
         r = self._request(GET_TOKEN, body)
         t = Token(r.string(), r.u64(), r.string(), r.string(), r.string(), r.string())
         r.end()
+        # The token goes into a header as it is: as libbatchtok does, refuse
+        # one with spaces or control characters (never repeating it).
+        for s in (t.access_token, t.token_type):
+            if not s or any(not 0x20 < ord(c) < 0x7f for c in s):
+                raise BatchtokError("batchtokd sent a token holding spaces or control "
+                                    "characters, which is not a bearer token: refused "
+                                    "(upgrade batchtokd, which refuses such a reply from "
+                                    "the token service and logs it)", 1)
         return t
 
     def ping(self):
