@@ -52,13 +52,13 @@ CONFIG_SRC := daemon/identity/config.c daemon/identity/conf_value.c daemon/ident
               daemon/identity/cred_certificate.c daemon/identity/cred_managed_identity.c \
               daemon/identity/cred_federated.c daemon/identity/cred_device_code.c \
               daemon/identity/entra.c daemon/lib/http.c daemon/lib/certificate.c daemon/lib/jwt.c \
-              daemon/lib/log.c daemon/lib/secmem.c
+              daemon/lib/log.c daemon/lib/secmem.c daemon/lib/fileio.c
 DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c \
               daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
               daemon/daemon.c daemon/lib/sealed.c daemon/identity/signin.c \
               daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
-              daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/lib/fileio.c
+              daemon/lib/ratelimit.c daemon/lib/uidcount.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \

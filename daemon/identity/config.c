@@ -22,6 +22,7 @@
 
 #include "../../proto/duration.h"
 #include "credential.h"
+#include "../lib/fileio.h"
 #include "../lib/log.h"
 
 /* A config file is a page of text; refuse anything absurd before reading. */
@@ -1076,7 +1077,8 @@ int config_load(const struct config_options *opts, struct config **ret, struct c
 {
 	struct stat st;
 	char *text;
-	size_t got = 0;
+	size_t got;
+	ssize_t k;
 	int fd, r;
 
 	/* O_NONBLOCK: a FIFO in its place must not hang the start. */
@@ -1100,22 +1102,14 @@ int config_load(const struct config_options *opts, struct config **ret, struct c
 		close(fd);
 		return -ENOMEM;
 	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			add_error(errs, "%s: cannot read the config file: %s", opts->path,
-				  strerror(errno));
-			close(fd);
-			free(text);
-			return r;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
+	if ((k = fileio_read_all(fd, text, (size_t)st.st_size)) < 0) {
+		add_error(errs, "%s: cannot read the config file: %s", opts->path,
+			  strerror((int)-k));
+		close(fd);
+		free(text);
+		return (int)k;
 	}
+	got = (size_t)k;
 	close(fd);
 	text[got] = 0;
 	if (memchr(text, 0, got)) {

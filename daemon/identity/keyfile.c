@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/fileio.h"
 #include "../lib/secmem.h"
 
 /* Where the systemd credential NAME is: in $CREDENTIALS_DIRECTORY inside the
@@ -70,96 +71,12 @@ static int credential_path(const struct identity *id, const struct keyfile *f,
 	return 0;
 }
 
-/* Every directory from the root to real (a resolved path) belongs to root or
- * the daemon's user and nobody else may write it, except a sticky one like
- * /tmp, where nobody can rename what is ours. Otherwise whoever may write
- * there could swap the file, or a directory on the way, for their own. */
-static int check_dirs(const struct identity *id, const struct keyfile *f, const char *real,
-		      struct config_errors *errs)
-{
-	const char *last = strrchr(real, '/');
-	char dir[PATH_MAX];
-	struct stat st;
-	size_t len = 0;
-
-	/* "/", then each longer prefix that ends before a '/', to the parent. */
-	for (;;) {
-		size_t n = len ? len : 1;
-		memcpy(dir, real, n);
-		dir[n] = 0;
-		if (lstat(dir, &st) < 0)
-			return identity_error(errs, id, "cannot check %s, on the way to %s %s: %s",
-					      dir, f->what, real, strerror(errno));
-		if (st.st_uid != 0 && st.st_uid != geteuid())
-			return identity_error(errs, id,
-					      "%s, on the way to %s %s, is owned by uid %u: the "
-					      "directories above key material must belong to root "
-					      "or the daemon's user (uid %u): move the file",
-					      dir, f->what, real, st.st_uid, geteuid());
-		if ((st.st_mode & 0022) && !(st.st_mode & S_ISVTX))
-			return identity_error(
-			    errs, id,
-			    "%s, on the way to %s %s, is writable by others (mode "
-			    "%04o): run chmod go-w %s, or move the file",
-			    dir, f->what, real, st.st_mode & 07777, dir);
-		if (real + len == last)
-			return 0;
-		len = (size_t)(strchr(real + len + 1, '/') - real);
-	}
-}
-
-/* No symbolic link on the way to path belongs to anyone but root or the
- * daemon's user: one that another user made could point anywhere, at
- * /etc/shadow for one. (The kernel's fs.protected_symlinks refuses to follow
- * such links in sticky directories; this holds where it is off too.) */
-static int check_links(const struct identity *id, const struct keyfile *f, const char *path,
-		       struct config_errors *errs)
-{
-	char prefix[PATH_MAX];
-	struct stat st;
-	size_t n = strlen(path);
-
-	for (size_t i = 1; i <= n && n < sizeof(prefix); i++) {
-		if (i < n && path[i] != '/')
-			continue;
-		memcpy(prefix, path, i);
-		prefix[i] = 0;
-		if (lstat(prefix, &st) == 0 && S_ISLNK(st.st_mode) && st.st_uid != 0 &&
-		    st.st_uid != geteuid())
-			return identity_error(
-			    errs, id,
-			    "%s, on the way to %s %s, is a symbolic link owned by "
-			    "uid %u: only root or the daemon's user (uid %u) may "
-			    "own links to key material",
-			    prefix, f->what, path, st.st_uid, geteuid());
-	}
-	return 0;
-}
-
-/* Reads all of a regular file of size bytes, which nobody may be writing. */
-static ssize_t read_all(int fd, char *buf, size_t size)
-{
-	size_t got = 0;
-
-	while (got < size) {
-		ssize_t n = read(fd, buf + got, size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
-
 int keyfile_read(const struct identity *id, const struct keyfile *f, const char *credentials_dir,
 		 char **ret, size_t *ret_len, struct config_errors *errs)
 {
-	char path[PATH_MAX], real[PATH_MAX], *buf = NULL;
+	char path[PATH_MAX], why[512], *buf = NULL;
 	struct stat st;
-	ssize_t n = 0;
+	size_t n = 0;
 	int fd, r = 0;
 
 	if (f->credential) {
@@ -175,52 +92,38 @@ int keyfile_read(const struct identity *id, const struct keyfile *f, const char 
 	} else {
 		snprintf(path, sizeof(path), "%s", f->path);
 	}
-	if ((r = check_links(id, f, path, errs)) < 0)
-		return r;
-	if (!realpath(path, real))
-		return identity_error(errs, id, "cannot open %s %s: %s", f->what, path,
-				      strerror(errno));
-	if ((r = check_dirs(id, f, real, errs)) < 0)
-		return r;
-	/* O_NONBLOCK: a FIFO put there must not hang the daemon. */
-	fd = open(real, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+	/* Nobody else may have chosen the file: not through a directory on
+	 * the way, a link, or a FIFO put in its place. */
+	if ((fd = fileio_open_trusted(path, why, sizeof(why))) == -ENOMEM)
+		return fd;
 	if (fd < 0)
-		return identity_error(errs, id, "cannot open %s %s: %s", f->what, path,
-				      strerror(errno));
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		r = identity_error(errs, id, "%s %s is not a regular file", f->what, path);
+		return identity_error(errs, id, "cannot %s %s %s: %s",
+				      fd == -EPERM || fd == -EINVAL ? "use" : "open", f->what, path,
+				      why);
+	/* Nor read it, as ssh insists for its keys. */
+	if (fstat(fd, &st) < 0)
+		r = identity_error(errs, id, "cannot read %s %s: %s", f->what, path,
+				   strerror(errno));
 	else if (st.st_mode & 0027)
 		r = identity_error(errs, id,
 				   "%s %s is accessible by others (mode %04o): run chmod 600 %s",
 				   f->what, path, st.st_mode & 07777, path);
-	else if (st.st_uid != geteuid() && st.st_uid != 0)
-		r = identity_error(errs, id,
-				   "%s %s is owned by uid %u, not by root or the daemon's user "
-				   "(uid %u): chown it",
-				   f->what, path, st.st_uid, geteuid());
-	else if ((size_t)st.st_size > f->max)
+	else if ((r = fileio_read_secret(fd, f->max, &buf, &n)) == -EINVAL)
 		r = identity_error(errs, id, "%s %s is larger than %zu bytes", f->what, path,
 				   f->max);
-	else if (!(buf = secmem_alloc((size_t)st.st_size + 1)))
-		r = -ENOMEM;
-	else {
-		n = read_all(fd, buf, (size_t)st.st_size);
-		/* Editors and echo leave a newline; it is never part of a secret. */
-		while (!f->binary && n > 0 &&
-		       (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-			n--;
-		if (n <= 0)
-			r = identity_error(errs, id, "%s %s is empty or unreadable", f->what, path);
-		else
-			buf[n] = 0;
-	}
+	else if (r < 0 && r != -ENOMEM)
+		r = identity_error(errs, id, "cannot read %s %s: %s", f->what, path, strerror(-r));
 	close(fd);
-	if (r < 0) {
-		secmem_free(buf, buf ? (size_t)st.st_size + 1 : 0);
+	if (r < 0)
 		return r;
-	}
-	*ret = secmem_strndup(buf, (size_t)n);
-	*ret_len = (size_t)n;
-	secmem_free(buf, (size_t)st.st_size + 1);
+	/* Editors and echo leave a newline; it is never part of a secret. */
+	*ret_len = n;
+	while (!f->binary && *ret_len > 0 &&
+	       (buf[*ret_len - 1] == '\n' || buf[*ret_len - 1] == '\r' || buf[*ret_len - 1] == ' '))
+		(*ret_len)--;
+	*ret = *ret_len ? secmem_strndup(buf, *ret_len) : NULL;
+	secmem_free(buf, n + 1);
+	if (!*ret_len)
+		return identity_error(errs, id, "%s %s is empty", f->what, path);
 	return *ret ? 0 : -ENOMEM;
 }
