@@ -85,7 +85,9 @@ const struct identity *service_find(const struct service *s, const char *name, u
 				    char *msg, size_t n);
 
 /* Answers q->fn with a token of identity (name) for resource or scope, if
- * peer p may have it; min_validity 0 is the daemon's. */
+ * peer p may have it; min_validity 0 is the daemon's. Every front end gets
+ * the cache's rule for a min_validity no token can meet: BT_E_BAD_REQUEST
+ * at once, naming when the token ends, and no token request (cache.h). */
 void service_get_token(struct service *s, const struct peer *p, const char *identity,
 		       const char *resource, const char *scope, uint32_t min_validity, bool force,
 		       struct service_request *q);
