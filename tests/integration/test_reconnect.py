@@ -102,3 +102,20 @@ def test_call_while_the_daemon_is_down_then_back(make_daemon, sts, restart_clien
         assert status == "ok", tok
     finally:
         c.close()
+
+
+def test_handle_survives_an_idle_close(make_daemon, sts, restart_client):
+    """The daemon closes connections idle for client_idle_timeout: a program
+    that asks again later finds the connection gone and gets its token on a
+    new one."""
+    d = make_daemon(client_idle_timeout="1s")
+    c = Client(restart_client, d.sock)
+    try:
+        status, first = c.get()
+        assert status == "ok", first
+        wait_for(lambda: "idle for client_idle_timeout" in d.read_log(), 10,
+                 what="the daemon to close the idle connection")
+        assert c.get() == ("ok", first)
+        assert sts.stats()["token_requests"] == 1
+    finally:
+        c.close()
