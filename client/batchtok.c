@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +31,9 @@ enum exit_code {
 	EXIT_CANNOT_RUN = 126, /* found, but not executable */
 	EXIT_NOT_FOUND = 127,
 };
+
+/* exec --compat renews its capability at most this often (ms). */
+#define RENEW_MIN_MS 100
 
 /* Longest --min-validity accepted: a token never lives longer than a day. */
 #define MIN_VALIDITY_MAX (24 * 3600)
@@ -347,14 +352,11 @@ static int cmd_inspect(struct ctx *ctx, int argc, char **argv)
  * Service's variables, and the older MSI_ pair that some SDKs still read.
  * Variables that would make an SDK pick another kind of managed identity
  * (Service Fabric, Azure Arc) are removed. */
-static int set_compat_env(struct ctx *ctx, const char *identity)
+static int set_compat_env(const struct batchtok_compat *c)
 {
-	struct batchtok_compat *c;
 	char *url = NULL;
 	int r;
 
-	if ((r = batchtok_compat_grant(ctx->bt, identity, &c)) < 0)
-		return report(ctx->bt, r);
 	if (asprintf(&url, "%s/msi/token", c->endpoint) < 0)
 		url = NULL;
 	r = !url || setenv("IDENTITY_ENDPOINT", url, 1) < 0 ||
@@ -365,7 +367,6 @@ static int set_compat_env(struct ctx *ctx, const char *identity)
 		? -1
 		: 0;
 	free(url);
-	batchtok_compat_free(c);
 	if (r < 0) {
 		fprintf(stderr, "batchtok: cannot set the environment: %s\n", strerror(errno));
 		return EXIT_OTHER;
@@ -381,6 +382,161 @@ static int exec_failed(const char *command, int err)
 	else
 		fprintf(stderr, "batchtok: cannot run %s: %s\n", command, strerror(err));
 	return err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
+}
+
+/* Signals exec --compat passes on to COMMAND: what a service manager, a
+ * batch scheduler or a user's kill(1) sends to ask it to stop, reload or
+ * report, and terminal resizes. */
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+/* One call on a connection of its own, made for it and closed after it:
+ * a command may run for days, and a connection held all that time would
+ * count against the user's connections and be closed as idle anyway. */
+static int compat_call(struct ctx *ctx, struct batchtok_compat *c, bool renew, char *err, size_t n)
+{
+	batchtok *bt = NULL;
+	int r = batchtok_new(&bt);
+
+	if (r == 0) {
+		batchtok_set_timeout(bt, ctx->timeout_ms);
+		r = batchtok_connect(bt, ctx->socket_path);
+		if (r == 0)
+			r = renew ? batchtok_compat_renew(bt, c) : batchtok_compat_revoke(bt, c);
+		snprintf(err, n, "%s", *batchtok_error(bt) ? batchtok_error(bt) : strerror(-r));
+	} else {
+		snprintf(err, n, "%s", strerror(-r));
+	}
+	batchtok_free(bt);
+	return r;
+}
+
+/* Gives c back. An older daemon cannot take it back: it expires on its own
+ * there. */
+static void give_back(struct ctx *ctx, struct batchtok_compat *c)
+{
+	char err[512];
+
+	compat_call(ctx, c, false, err, sizeof(err));
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* When to renew next, in mono_ms() time: half way to the expiry, so that a
+ * failed renewal has the other half to be retried in. The daemon counts
+ * whole seconds, so a second less than expires_on says is sure to be left;
+ * with compat_lifetime at its least, 1 s, that may be nothing at all. */
+static int64_t renew_due(const struct batchtok_compat *c)
+{
+	int64_t left_ms = ((int64_t)c->expires_on - (int64_t)time(NULL) - 1) * 1000;
+
+	return mono_ms() + (left_ms / 2 > RENEW_MIN_MS ? left_ms / 2 : RENEW_MIN_MS);
+}
+
+/* Renews c, saying once on stderr when it cannot (and when what COMMAND
+ * asks the endpoint will start to fail). Returns when to try next. */
+static int64_t renew(struct ctx *ctx, struct batchtok_compat *c, const char *command, bool *warned)
+{
+	char err[512], when[64] = "?";
+	time_t e = (time_t)c->expires_on;
+	struct tm tm;
+	int r = compat_call(ctx, c, true, err, sizeof(err));
+
+	if (r == 0) {
+		*warned = false;
+		return renew_due(c);
+	}
+	if (!*warned) {
+		if (localtime_r(&e, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", &tm);
+		fprintf(stderr,
+			"batchtok: cannot renew the capability of %s (%s): its managed-identity "
+			"requests fail after %s%s\n",
+			command, err, when, r == -EOPNOTSUPP || r == -EINVAL ? "" : "; retrying");
+		*warned = true;
+	}
+	/* The daemon cannot renew it (too old), or it is gone for good (a
+	 * restart forgot it): asking again changes nothing. */
+	if (r == -EOPNOTSUPP || r == -EINVAL)
+		return -1;
+	return renew_due(c);
+}
+
+/* exec --compat runs COMMAND as a child and stays its parent, because the
+ * capability must go back when COMMAND ends, and COMMAND may outlive the
+ * capability's compat_lifetime. Of the two ways to keep a long COMMAND
+ * working, renewing and tying the capability to this process's connection,
+ * this renews: half way to each expiry the parent, which is alive anyway,
+ * asks for compat_lifetime more on a short connection of its own. Nothing
+ * is held open for days, and a parent killed with SIGKILL leaves a
+ * capability that still expires on its own within compat_lifetime.
+ * Signals that ask COMMAND to stop or reload go on to it; tty-generated
+ * ones reach it from the kernel already and are not sent twice. The exit
+ * status is COMMAND's, or 128 + the signal that killed it, as shells say. */
+static int run_compat(struct ctx *ctx, struct batchtok_compat *c, char **argv)
+{
+	sigset_t set, old;
+	int64_t due;
+	bool warned = false;
+	int status = 0, r;
+	pid_t pid;
+
+	if ((r = set_compat_env(c)))
+		return r;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+		sigaddset(&set, forwarded[i]);
+	/* Blocked before the fork, so that no signal and no child's end can
+	 * come between it and sigtimedwait(). */
+	sigprocmask(SIG_BLOCK, &set, &old);
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		fprintf(stderr, "batchtok: cannot start %s: %s\n", argv[0], strerror(errno));
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		give_back(ctx, c);
+		return EXIT_OTHER;
+	}
+	if (pid == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		execvp(argv[0], argv);
+		_exit(exec_failed(argv[0], errno));
+	}
+	due = renew_due(c);
+	for (;;) {
+		int64_t ms = due < 0 ? -1 : due - mono_ms();
+		struct timespec ts = {ms > 0 ? ms / 1000 : 0, ms > 0 ? (ms % 1000) * 1000000 : 0};
+		siginfo_t si;
+		int sig = sigtimedwait(&set, &si, due < 0 ? NULL : &ts);
+
+		if (sig == SIGCHLD) {
+			if (waitpid(pid, &status, WNOHANG) == pid)
+				break;
+		} else if (sig > 0) {
+			/* From the terminal (SI_KERNEL) COMMAND has it too: it is
+			 * in the same process group. */
+			if (si.si_code != SI_KERNEL && si.si_pid != pid)
+				kill(pid, sig);
+		} else if (errno == EAGAIN) {
+			due = renew(ctx, c, argv[0], &warned);
+		} else if (errno != EINTR) {
+			/* Cannot wait for signals: wait for the child alone. */
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			break;
+		}
+	}
+	/* It must not outlive its program. */
+	give_back(ctx, c);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_OTHER;
 }
 
 static int cmd_exec(struct ctx *ctx, int argc, char **argv)
@@ -403,18 +559,24 @@ static int cmd_exec(struct ctx *ctx, int argc, char **argv)
 	if ((r = connect_daemon(ctx)))
 		return r;
 	if (q.compat) {
-		if ((r = set_compat_env(ctx, q.req.identity)))
-			return r;
-	} else {
-		if ((r = batchtok_get_token(ctx->bt, &q.req, &t)) < 0)
+		struct batchtok_compat *c;
+		if ((r = batchtok_compat_grant(ctx->bt, q.req.identity, &c)) < 0)
 			return report(ctx->bt, r);
-		r = setenv(q.env_name, t->access_token, 1);
-		batchtok_token_free(t);
-		if (r < 0) {
-			fprintf(stderr, "batchtok: cannot set %s: %s\n", q.env_name,
-				strerror(errno));
-			return EXIT_OTHER;
-		}
+		batchtok_free(ctx->bt);
+		ctx->bt = NULL;
+		r = run_compat(ctx, c, argv + optind);
+		batchtok_compat_free(c);
+		return r;
+	}
+	/* A token in the environment needs nothing back: COMMAND replaces
+	 * this process. */
+	if ((r = batchtok_get_token(ctx->bt, &q.req, &t)) < 0)
+		return report(ctx->bt, r);
+	r = setenv(q.env_name, t->access_token, 1);
+	batchtok_token_free(t);
+	if (r < 0) {
+		fprintf(stderr, "batchtok: cannot set %s: %s\n", q.env_name, strerror(errno));
+		return EXIT_OTHER;
 	}
 	batchtok_free(ctx->bt);
 	ctx->bt = NULL;
@@ -532,9 +694,12 @@ static const struct command commands[] = {
      "      --env NAME           the variable that holds the token (default\n"
      "                           BATCHTOK_ACCESS_TOKEN)\n"
      "      --compat             set IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT and\n"
-     "                           MSI_SECRET instead; SDKs ask for their own resource\n"
-     "Exits with COMMAND's status; 127 if COMMAND is not found, 126 if it cannot be\n"
-     "run.\n"},
+     "                           MSI_SECRET instead; SDKs ask for their own resource.\n"
+     "                           batchtok stays COMMAND's parent: it passes signals on,\n"
+     "                           renews the capability while COMMAND runs and gives it\n"
+     "                           back when COMMAND ends\n"
+     "Exits with COMMAND's status (128 + the signal if it was killed); 127 if COMMAND\n"
+     "is not found, 126 if it cannot be run.\n"},
     {"login", cmd_signin, "-i IDENTITY\n",
      "Signs a user in to a device-code identity: prints the web page and the code to\n"
      "enter there, then waits and prints who signed in. For administrators.\n" HELP_IDENTITY},

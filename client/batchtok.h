@@ -4,6 +4,17 @@
  * socket. Needs libc only, does no logging, and never holds a credential: the
  * daemon does. A handle is one connection; use it from one thread at a time.
  *
+ * A handle outlives the daemon's restarts (systemctl restart batchtokd) and
+ * the daemon closing an idle connection. When the connection turns out to
+ * be gone before a request's answer came (EPIPE, ECONNRESET, end of file),
+ * the request is sent again, once, on a new connection to the same socket,
+ * if it is safe to repeat: batchtok_get_token(), batchtok_inspect(),
+ * batchtok_status(), batchtok_ping(), batchtok_compat_renew() and
+ * batchtok_compat_revoke(). The others (reload, the sign-in calls and
+ * batchtok_compat_grant(), which would issue a second capability) fail with
+ * -ECONNREFUSED instead; so does a repeat that fails too. Either way the
+ * next call on the handle connects anew. The library never raises SIGPIPE.
+ *
  * Every function returning int returns 0 on success or a negative errno code:
  *   -ECONNREFUSED  the daemon is not reachable (no socket, nobody listening)
  *   -EACCES        this user may not use the identity, or the request is
@@ -128,8 +139,20 @@ struct batchtok_compat {
 };
 
 /* Asks the daemon for a capability for identity (NULL: the default) in
- * *ret (batchtok_compat_free()). -EOPNOTSUPP if compat_endpoint is off. */
+ * *ret (batchtok_compat_free()). -EOPNOTSUPP if compat_endpoint is off;
+ * -EBUSY if this user already holds too many live ones. It lives
+ * compat_lifetime unless renewed, or revoked sooner: give it back with
+ * batchtok_compat_revoke() when the program that uses it is done. */
 int batchtok_compat_grant(batchtok *bt, const char *identity, struct batchtok_compat **ret);
+/* Makes a live capability of this user's live for compat_lifetime from now,
+ * and updates c->expires_on. -EINVAL if it is no longer live (expired,
+ * revoked, or issued before batchtokd restarted); -EOPNOTSUPP if the daemon
+ * is older than this call. */
+int batchtok_compat_renew(batchtok *bt, struct batchtok_compat *c);
+/* Gives a capability of this user's back: it stops working at once.
+ * Revoking one that is no longer live succeeds. -EOPNOTSUPP if the daemon
+ * is older than this call (the capability then expires on its own). */
+int batchtok_compat_revoke(batchtok *bt, const struct batchtok_compat *c);
 /* Wipes the capability and frees; accepts NULL. */
 void batchtok_compat_free(struct batchtok_compat *c);
 

@@ -25,6 +25,17 @@
 #define OUT_MAX BT_REQUEST_MAX
 #define IN_MAX	BT_REPLY_MAX
 
+/* Requests sent again, once, on a new connection when the old one was lost
+ * before their reply came (a restarted daemon): asking twice changes
+ * nothing. A second forced refresh is rate-limited by the daemon, and
+ * renewing or revoking a capability twice ends the same. Not RELOAD, not
+ * the sign-in requests (LOGIN, LOGIN_WAIT, LOGOUT), and not COMPAT, which
+ * would issue a second capability. */
+#define SAFE_TO_REPEAT                                                                             \
+	(BT_REQUEST_BIT(BT_GET_TOKEN) | BT_REQUEST_BIT(BT_INSPECT) | BT_REQUEST_BIT(BT_STATUS) |   \
+	 BT_REQUEST_BIT(BT_PING) | BT_REQUEST_BIT(BT_COMPAT_RENEW) |                               \
+	 BT_REQUEST_BIT(BT_COMPAT_REVOKE))
+
 struct batchtok {
 	int fd;
 	int timeout_ms;
@@ -34,6 +45,13 @@ struct batchtok {
 	uint64_t requests;
 	char daemon_version[64];
 	uint32_t next_id;
+	/* The request in flight: its id, and where its frame starts in out. */
+	uint32_t cur_id;
+	size_t req_start;
+	/* The last call found the connection gone before its answer came: the
+	 * daemon closed it (a restart, an idle connection) or it broke. */
+	bool lost;
+	/* The socket of the last batchtok_connect(): "" before one. */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct bt_buf out;
 	struct bt_buf in;
@@ -268,8 +286,12 @@ static int lost_connection(batchtok *bt, int err)
 	for (;;) {
 		ssize_t n;
 		if (bt_frame_peek(&bt->in, IN_MAX, &f) == 0) {
-			if (f.type == BT_ERROR)
+			/* The answer to the request in flight; or, with another
+			 * id, why the daemon closed the connection. */
+			if (f.type == BT_ERROR) {
+				bt->lost = f.id != bt->cur_id;
 				return take_error(bt, &f);
+			}
 			/* A reply to an earlier request: skip it. */
 			bt_buf_consume(&bt->in, f.size);
 			continue;
@@ -281,6 +303,7 @@ static int lost_connection(batchtok *bt, int err)
 			break;
 		bt_buf_commit(&bt->in, (size_t)n);
 	}
+	bt->lost = true;
 	return fail(bt, -ECONNREFUSED, "lost the connection to batchtokd at %s: %s", bt->path,
 		    strerror(err));
 }
@@ -331,17 +354,21 @@ static int read_frame(batchtok *bt, int64_t deadline, struct bt_frame *ret)
 			bt_buf_commit(&bt->in, (size_t)n);
 			continue;
 		}
-		if (n == 0)
+		if (n == 0) {
+			bt->lost = true;
 			return fail(bt, -ECONNREFUSED,
 				    "batchtokd closed the connection: see its log "
 				    "(journalctl -u batchtokd)");
-		if (n < 0 && (errno == ECONNRESET || errno == EPIPE))
+		}
+		if (errno == ECONNRESET || errno == EPIPE)
 			return lost_connection(bt, errno);
 		if (errno == EINTR)
 			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			bt->lost = true;
 			return fail(bt, -ECONNREFUSED, "lost the connection to batchtokd: %s",
 				    strerror(errno));
+		}
 		if ((r = wait_fd(bt, POLLIN, deadline)) < 0)
 			return r;
 	}
@@ -428,20 +455,86 @@ static int unsupported(batchtok *bt, uint8_t type)
 		    bt->daemon_version);
 }
 
+/* Connects again to the socket of the last batchtok_connect(). */
+static int reconnect(batchtok *bt)
+{
+	char path[sizeof(bt->path)];
+
+	memcpy(path, bt->path, sizeof(path));
+	return batchtok_connect(bt, path);
+}
+
+/* On a new connection, makes ready to send a request of this type: the
+ * HELLO reply first if the type is newer than version 1 (only it says
+ * whether this daemon answers it). */
+static int hello_for(batchtok *bt, uint8_t type, int64_t deadline)
+{
+	int r;
+
+	if (bt->hello_pending && !bt_requests_has(BT_V1_REQUESTS, type)) {
+		bt->lost = false;
+		r = finish_hello(bt, deadline);
+		/* Nothing of the request has been sent: a connection found gone
+		 * is made anew, once. */
+		if (r < 0 && bt->lost) {
+			disconnect(bt);
+			if ((r = reconnect(bt)) == 0)
+				r = finish_hello(bt, deadline);
+		}
+		if (r < 0) {
+			disconnect(bt);
+			return r;
+		}
+	}
+	if (!bt->hello_pending && !bt_requests_has(bt->requests, type))
+		return unsupported(bt, type);
+	return 0;
+}
+
+/* Sends what is in bt->out and reads the reply frame with the given id. */
+static int exchange(batchtok *bt, uint32_t id, int64_t deadline, struct bt_frame *ret)
+{
+	int r;
+
+	bt->cur_id = id;
+	bt->lost = false;
+	if ((r = flush_out(bt, deadline)) < 0)
+		return r;
+	if (bt->hello_pending && (r = finish_hello(bt, deadline)) < 0)
+		return r;
+	return read_frame(bt, deadline, ret);
+}
+
 /* Sends the request already encoded in bt->out and leaves its reply frame
  * in *ret (consume reply->size from bt->in when done). An ERROR reply is
- * turned into its errno here. */
+ * turned into its errno here. A request that is safe to repeat goes again,
+ * once, on a new connection if the daemon went away before answering it. */
 static int transact(batchtok *bt, uint32_t id, uint8_t type, struct bt_frame *ret)
 {
 	int64_t deadline = bt->timeout_ms > 0 ? now_ms() + bt->timeout_ms : -1;
+	size_t again_len = bt_buf_len(&bt->out) - bt->req_start;
+	uint8_t *again = NULL;
 	struct bt_frame f;
 	int r;
 
-	if ((r = flush_out(bt, deadline)) < 0)
-		goto broken;
-	if (bt->hello_pending && (r = finish_hello(bt, deadline)) < 0)
-		goto broken;
-	if ((r = read_frame(bt, deadline, &f)) < 0)
+	/* The request's own frame (it may hold a capability: wiped below). */
+	if (bt_requests_has(SAFE_TO_REPEAT, type) && (again = malloc(again_len)))
+		memcpy(again, bt_buf_ptr(&bt->out) + bt->req_start, again_len);
+	r = exchange(bt, id, deadline, &f);
+	if (r < 0 && bt->lost && again) {
+		disconnect(bt);
+		if ((r = reconnect(bt)) == 0 && (r = hello_for(bt, type, deadline)) == 0) {
+			if (bt_buf_put(&bt->out, again, again_len) < 0)
+				r = fail(bt, -ENOMEM, "out of memory");
+			else
+				r = exchange(bt, id, deadline, &f);
+		}
+	}
+	if (again) {
+		bt_wipe(again, again_len);
+		free(again);
+	}
+	if (r < 0)
 		goto broken;
 	if (f.id != id) {
 		r = fail(bt, -EPROTO, "batchtokd answered request %u, expected %u", f.id, id);
@@ -464,37 +557,37 @@ static int transact(batchtok *bt, uint32_t id, uint8_t type, struct bt_frame *re
 	*ret = f;
 	return 0;
 broken:
-	/* The stream is out of step; a later call must reconnect. */
+	/* The stream is out of step; the next call connects anew. */
 	disconnect(bt);
 	return r;
 }
 
 /* Starts a request of the given type: a new id, and the check that the
  * daemon answers the type. A request it does not answer is refused here and
- * never sent, so an older daemon is not asked for what it lacks. */
+ * never sent, so an older daemon is not asked for what it lacks. A handle
+ * whose connection was lost connects again first. */
 static int begin(batchtok *bt, uint8_t type, uint32_t *id)
 {
+	int64_t deadline = bt->timeout_ms > 0 ? now_ms() + bt->timeout_ms : -1;
 	int r;
 
 	bt->error[0] = 0;
-	if (bt->fd < 0)
-		return fail(bt, -ECONNREFUSED,
-			    "not connected to batchtokd: call batchtok_connect() first");
+	if (bt->fd < 0) {
+		if (!bt->path[0])
+			return fail(bt, -ECONNREFUSED,
+				    "not connected to batchtokd: call batchtok_connect() first");
+		if ((r = reconnect(bt)) < 0)
+			return r;
+	}
 	/* Every daemon answers version 1's requests, so those ride with HELLO
 	 * in one round trip; for a newer one the HELLO reply must be read first:
 	 * only it says whether the daemon knows the type. */
-	if (bt->hello_pending && !bt_requests_has(BT_V1_REQUESTS, type)) {
-		int64_t deadline = bt->timeout_ms > 0 ? now_ms() + bt->timeout_ms : -1;
-		if ((r = finish_hello(bt, deadline)) < 0) {
-			disconnect(bt);
-			return r;
-		}
-	}
-	if (!bt->hello_pending && !bt_requests_has(bt->requests, type))
-		return unsupported(bt, type);
+	if ((r = hello_for(bt, type, deadline)) < 0)
+		return r;
 	*id = bt->next_id++;
 	if (bt->next_id == 0)
 		bt->next_id = 1;
+	bt->req_start = bt_buf_len(&bt->out);
 	return 0;
 }
 
@@ -791,4 +884,46 @@ int batchtok_compat_grant(batchtok *bt, const char *identity, struct batchtok_co
 	c->expires_on = (int64_t)m.expires_on;
 	*ret = c;
 	return 0;
+}
+
+int batchtok_compat_renew(batchtok *bt, struct batchtok_compat *c)
+{
+	struct bt_frame f;
+	uint64_t expires_on;
+	uint32_t id = 0;
+	int r;
+
+	if (!c || !c->capability)
+		return fail(bt, -EINVAL, "no capability to renew");
+	if ((r = begin(bt, BT_COMPAT_RENEW, &id)) < 0)
+		return r;
+	if (bt_encode_capability_request(&bt->out, BT_COMPAT_RENEW, id, c->capability) < 0)
+		return fail(bt, -EINVAL, "the capability is too long");
+	if ((r = transact(bt, id, BT_COMPAT_RENEW, &f)) < 0)
+		return r;
+	r = bt_decode_expiry_reply(&f.body, &expires_on);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed COMPAT_RENEW reply");
+	c->expires_on = (int64_t)expires_on;
+	return 0;
+}
+
+int batchtok_compat_revoke(batchtok *bt, const struct batchtok_compat *c)
+{
+	struct bt_frame f;
+	uint32_t id = 0;
+	int r;
+
+	if (!c || !c->capability)
+		return fail(bt, -EINVAL, "no capability to revoke");
+	if ((r = begin(bt, BT_COMPAT_REVOKE, &id)) < 0)
+		return r;
+	if (bt_encode_capability_request(&bt->out, BT_COMPAT_REVOKE, id, c->capability) < 0)
+		return fail(bt, -EINVAL, "the capability is too long");
+	if ((r = transact(bt, id, BT_COMPAT_REVOKE, &f)) < 0)
+		return r;
+	r = bt_decode_empty(&f.body);
+	bt_buf_consume(&bt->in, f.size);
+	return r < 0 ? fail(bt, -EPROTO, "batchtokd sent a malformed COMPAT_REVOKE reply") : 0;
 }

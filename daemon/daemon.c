@@ -538,6 +538,20 @@ static int hook_grant(void *arg, const struct peer *p, const char *identity, cha
 	return compat_grant(d->compat, p, identity, text, expires_on);
 }
 
+static int hook_renew(void *arg, const struct peer *p, const char *text, int64_t *expires_on)
+{
+	struct daemon *d = arg;
+
+	return d->compat ? compat_renew(d->compat, p, text, expires_on) : -EOPNOTSUPP;
+}
+
+static int hook_revoke(void *arg, const struct peer *p, const char *text)
+{
+	struct daemon *d = arg;
+
+	return d->compat ? compat_revoke(d->compat, p, text) : -EOPNOTSUPP;
+}
+
 /* The modules on the loop, behind the front ends: HTTP, cache, sign-ins,
  * user names and the service layer. */
 static int start_core(struct daemon *d)
@@ -549,8 +563,12 @@ static int start_core(struct daemon *d)
 	    .now = wall_now,
 	    .random = random_u32,
 	};
-	struct service_hooks hooks = {
-	    .arg = d, .reload = hook_reload, .describe = hook_describe, .grant = hook_grant};
+	struct service_hooks hooks = {.arg = d,
+				      .reload = hook_reload,
+				      .describe = hook_describe,
+				      .grant = hook_grant,
+				      .renew = hook_renew,
+				      .revoke = hook_revoke};
 	struct http_options ho;
 	struct cache_settings cs;
 	int r;

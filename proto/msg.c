@@ -124,6 +124,17 @@ int bt_encode_name_request(struct bt_buf *out, uint8_t type, uint32_t id, const 
 	ENCODE_FRAME(out, type, id, bt_buf_put_cstring(out, name));
 }
 
+int bt_encode_capability_request(struct bt_buf *out, uint8_t type, uint32_t id,
+				 const char *capability)
+{
+	ENCODE_FRAME(out, type, id, bt_buf_put_cstring(out, capability));
+}
+
+int bt_encode_expiry_reply(struct bt_buf *out, uint8_t type, uint32_t id, uint64_t expires_on)
+{
+	ENCODE_FRAME(out, type, id, bt_buf_put_u64(out, expires_on));
+}
+
 int bt_encode_empty(struct bt_buf *out, uint8_t type, uint32_t id)
 {
 	ENCODE_FRAME(out, type, id, 0);
@@ -294,6 +305,22 @@ int bt_decode_text_reply(struct bt_buf *body, char **ret)
 int bt_decode_name_request(struct bt_buf *body, char **ret)
 {
 	return decode_one_string(body, BT_NAME_MAX, ret);
+}
+
+int bt_decode_capability_request(struct bt_buf *body, char **ret)
+{
+	return decode_one_string(body, BT_NAME_MAX, ret);
+}
+
+int bt_decode_expiry_reply(struct bt_buf *body, uint64_t *ret)
+{
+	uint64_t v;
+	int r = bt_buf_get_u64(body, &v) ?: at_end(body);
+
+	if (r < 0)
+		return r;
+	*ret = v;
+	return 0;
 }
 
 int bt_decode_empty(struct bt_buf *body)
@@ -523,6 +550,10 @@ const char *bt_type_name(uint8_t type)
 		return "LOGOUT";
 	case BT_COMPAT:
 		return "COMPAT";
+	case BT_COMPAT_RENEW:
+		return "COMPAT_RENEW";
+	case BT_COMPAT_REVOKE:
+		return "COMPAT_REVOKE";
 	}
 	return type == BT_ERROR ? "ERROR" : "unknown";
 }

@@ -48,8 +48,10 @@ enum bt_type {
 	BT_LOGIN = 7,	   /* start (or join) a device-code sign-in: the prompt */
 	BT_LOGIN_WAIT = 8, /* wait for the sign-in to end: who signed in */
 	BT_LOGOUT = 9,
-	BT_COMPAT = 10,	 /* a capability for the managed-identity compatible endpoint */
-	BT_REPLY = 0x80, /* a reply's type is the request's type | BT_REPLY */
+	BT_COMPAT = 10,	       /* a capability for the managed-identity compatible endpoint */
+	BT_COMPAT_RENEW = 11,  /* a capability lives compat_lifetime from now on */
+	BT_COMPAT_REVOKE = 12, /* a capability stops working now */
+	BT_REPLY = 0x80,       /* a reply's type is the request's type | BT_REPLY */
 	BT_ERROR = 0xff,
 };
 
@@ -206,6 +208,11 @@ int bt_encode_record_reply(struct bt_buf *out, uint8_t type, uint32_t id,
 			   const struct bt_record *m);
 /* A request naming one identity: LOGIN, LOGIN_WAIT, LOGOUT, COMPAT. */
 int bt_encode_name_request(struct bt_buf *out, uint8_t type, uint32_t id, const char *name);
+/* A request naming a capability: COMPAT_RENEW, COMPAT_REVOKE. */
+int bt_encode_capability_request(struct bt_buf *out, uint8_t type, uint32_t id,
+				 const char *capability);
+/* COMPAT_RENEW's reply: when the capability now expires. */
+int bt_encode_expiry_reply(struct bt_buf *out, uint8_t type, uint32_t id, uint64_t expires_on);
 /* A request or reply with no body: STATUS, RELOAD, their replies. */
 int bt_encode_empty(struct bt_buf *out, uint8_t type, uint32_t id);
 int bt_encode_error(struct bt_buf *out, uint32_t id, uint32_t status, const char *message);
@@ -219,6 +226,9 @@ int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret);
 int bt_decode_compat_reply(struct bt_buf *body, struct bt_compat_reply *ret);
 int bt_decode_text_reply(struct bt_buf *body, char **ret);
 int bt_decode_name_request(struct bt_buf *body, char **ret);
+/* *ret is a secret: bt_free_secret() it. */
+int bt_decode_capability_request(struct bt_buf *body, char **ret);
+int bt_decode_expiry_reply(struct bt_buf *body, uint64_t *ret);
 int bt_decode_record_reply(struct bt_buf *body, struct bt_record *ret);
 int bt_decode_empty(struct bt_buf *body);
 int bt_decode_error(struct bt_buf *body, struct bt_error *ret);

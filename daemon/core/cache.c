@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../lib/jwt.h"
 #include "../lib/log.h"
@@ -71,6 +72,48 @@ static bool valid_for(int64_t expires_on, int64_t now, uint32_t validity)
 	return expires_on - now > (int64_t)validity;
 }
 
+/* t as "2025-01-31 12:00:00 UTC": the daemon's and the client's time zones
+ * may differ. */
+static void format_time(int64_t t, char *buf, size_t n)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) || !strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(buf, n, "%lld (Unix time)", (long long)t);
+}
+
+/* What to change when a request asks for more validity than a token has:
+ * the request's own, or the daemon's floor when that is what asked. */
+static const char *validity_fix(const struct cache *c, uint32_t validity, char *buf, size_t n)
+{
+	if (validity > c->set.min_validity)
+		snprintf(buf, n, "ask for less with --min-validity (min_validity of the request)");
+	else
+		snprintf(buf, n, "lower min_validity in batchtokd.conf (now %u s)",
+			 c->set.min_validity);
+	return buf;
+}
+
+/* Fills a with the refusal of a request for a token valid `validity`
+ * seconds that no token of e can meet (the token service answered; asking
+ * it again would not help): BT_E_BAD_REQUEST, naming when the token ends.
+ * ends is when the token meant ends; why says why no other will do. */
+static void refuse_validity(const struct cache *c, const struct token_entry *e, int64_t ends,
+			    uint32_t validity, const char *why, char *msg, size_t n,
+			    struct cache_answer *a)
+{
+	char when[64], fix[96];
+
+	format_time(ends, when, sizeof(when));
+	snprintf(msg, n,
+		 "identity %s: no token for %s stays valid for the %u s asked for: %s, and the "
+		 "token ends at %s: %s",
+		 e->id->name, e->resource, validity, why, when,
+		 validity_fix(c, validity, fix, sizeof(fix)));
+	*a = (struct cache_answer){.status = BT_E_BAD_REQUEST, .message = msg};
+}
+
 static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
 			   const struct cache_answer *fail, int64_t now)
 {
@@ -85,12 +128,13 @@ static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
 			e->served++;
 			w->fn(w, ok);
 		} else if (ok) {
-			char msg[300];
-			struct cache_answer a = {.status = BT_E_UNAVAILABLE, .message = msg};
-			snprintf(msg, sizeof(msg),
-				 "the token service issued a token valid for %lld s, less than the "
-				 "%u s asked for: lower min_validity or --min-validity",
-				 (long long)(ok->expires_on - now), w->min_validity);
+			char msg[BT_MESSAGE_MAX], why[96];
+			struct cache_answer a;
+			snprintf(why, sizeof(why),
+				 "the token service has just issued one valid for %lld s",
+				 (long long)(ok->expires_on - now));
+			refuse_validity(e->cache, e, ok->expires_on, w->min_validity, why, msg,
+					sizeof(msg), &a);
 			w->fn(w, &a);
 		} else {
 			w->fn(w, fail);
@@ -198,7 +242,8 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 	int64_t now = c->ops.now(c->arg);
 	struct token_entry *e = find_or_add(c, id, resource);
 	struct cache_answer a;
-	char msg[700];
+	char msg[BT_MESSAGE_MAX], why[128];
+	bool early;
 
 	if (!e)
 		return -ENOMEM;
@@ -209,6 +254,16 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 	if (!force && e->token && valid_for(e->expires_on, now, w->min_validity)) {
 		e->served++;
 		fill_ok(e, &a);
+		w->fn(w, &a);
+		return 0;
+	}
+	/* No token the service gives lasts that long: asking it again on each
+	 * such request would only get the application throttled. */
+	if (e->lifetime && w->min_validity >= e->lifetime) {
+		snprintf(why, sizeof(why), "the token service issues tokens valid for %lld s",
+			 (long long)e->lifetime);
+		refuse_validity(c, e, e->token ? e->expires_on : now + e->lifetime, w->min_validity,
+				why, msg, sizeof(msg), &a);
 		w->fn(w, &a);
 		return 0;
 	}
@@ -225,12 +280,26 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 		w->fn(w, &a);
 		return 0;
 	}
+	/* The token is valid, only not for as long as this request asks:
+	 * fetching anew ahead of the schedule is a forced refresh, and limited
+	 * like one (a service whose lifetimes vary could otherwise be asked
+	 * once per request). */
+	early =
+	    !force && !e->fetch && e->token && valid_for(e->expires_on, now, c->set.min_validity);
+	if (early && now - e->last_forced < CACHE_FORCE_INTERVAL) {
+		snprintf(why, sizeof(why),
+			 "a new token was fetched less than %d s ago and did not last longer",
+			 CACHE_FORCE_INTERVAL);
+		refuse_validity(c, e, e->expires_on, w->min_validity, why, msg, sizeof(msg), &a);
+		w->fn(w, &a);
+		return 0;
+	}
 	if (e->n_waiters >= CACHE_WAITERS_MAX)
 		return -EBUSY;
 	w->entry = e;
 	list_add_tail(&e->waiters, &w->node);
 	e->n_waiters++;
-	if (force)
+	if (force || early)
 		e->last_forced = now;
 	/* In a short backoff the scheduled retry serves this waiter too. */
 	if (!e->fetch && !(e->retry_at > now))
@@ -283,6 +352,8 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 		jwt_fingerprint(e->token, e->fingerprint, sizeof(e->fingerprint));
 		e->obtained = now;
 		e->expires_on = r->expires_on;
+		if (e->expires_on - now > e->lifetime)
+			e->lifetime = e->expires_on - now;
 		e->refresh_at = schedule_refresh_at(now, e->expires_on, r->refresh_on,
 						    c->set.min_validity, c->ops.random(c->arg));
 		e->attempts = 0;

@@ -90,6 +90,10 @@ struct token_entry {
 	char token_type[16];
 	char fingerprint[24];
 	int64_t obtained, expires_on, refresh_at;
+	/* The longest a token of this entry was valid when it came: a request
+	 * for at least that long cannot be met, and is refused without asking
+	 * the token service. 0: none has come yet. */
+	int64_t lifetime;
 	/* Fetching and failures. */
 	void *fetch;	   /* the fetcher's handle while a request is in flight */
 	unsigned attempts; /* consecutive failures */
@@ -118,8 +122,13 @@ void cache_free(struct cache *c);
 /* Answers a request for id's token for resource (an identity's own resource
  * string). min_validity 0 means the daemon's. Either calls w->fn before
  * returning (cached token, remembered error) or queues w and calls it when
- * the fetch ends. Returns 0, or -EBUSY when the entry has too many waiters
- * (w is then not queued and not called), or -ENOMEM. */
+ * the fetch ends. A min_validity no token of the entry can meet (one at
+ * least as long as the longest lifetime the token service gave it) is
+ * answered BT_E_BAD_REQUEST at once, naming when the token ends, and costs
+ * no token request; fetching ahead of schedule because the cached token is
+ * valid, only not long enough, is limited like a forced refresh. Returns
+ * 0, or -EBUSY when the entry has too many waiters (w is then not queued
+ * and not called), or -ENOMEM. */
 int cache_get(struct cache *c, const struct identity *id, const char *resource,
 	      uint32_t min_validity, bool force, struct cache_waiter *w);
 

@@ -64,6 +64,16 @@ int service_grant(struct service *s, const struct peer *p, const char *identity,
 	return s->hooks.grant(s->hooks.arg, p, identity, text, n, expires_on, url);
 }
 
+int service_renew(struct service *s, const struct peer *p, const char *text, int64_t *expires_on)
+{
+	return s->hooks.renew(s->hooks.arg, p, text, expires_on);
+}
+
+int service_revoke(struct service *s, const struct peer *p, const char *text)
+{
+	return s->hooks.revoke(s->hooks.arg, p, text);
+}
+
 struct signin_store *service_signins(const struct service *s)
 {
 	return s->signins;

@@ -30,9 +30,15 @@ struct service_hooks {
 	void *arg;
 	int (*reload)(void *arg, char **ret_error);
 	int (*describe)(void *arg, struct bt_record *rec, bool admin);
-	/* -EOPNOTSUPP: the endpoint is off; -EBUSY: too many live. */
+	/* -EOPNOTSUPP: the endpoint is off; -EBUSY: too many live for the
+	 * peer's uid; -ENOSPC: too many in all. */
 	int (*grant)(void *arg, const struct peer *p, const char *identity, char *text, size_t n,
 		     int64_t *expires_on, const char **url);
+	/* A capability of the peer's uid (its text): made live for
+	 * compat_lifetime from now, or given back. -EOPNOTSUPP: the endpoint
+	 * is off; -ENOENT: not live (renew only); -EPERM: another uid's. */
+	int (*renew)(void *arg, const struct peer *p, const char *text, int64_t *expires_on);
+	int (*revoke)(void *arg, const struct peer *p, const char *text);
 };
 
 struct service_answer {
@@ -85,7 +91,9 @@ const struct identity *service_find(const struct service *s, const char *name, u
 				    char *msg, size_t n);
 
 /* Answers q->fn with a token of identity (name) for resource or scope, if
- * peer p may have it; min_validity 0 is the daemon's. */
+ * peer p may have it; min_validity 0 is the daemon's. Every front end gets
+ * the cache's rule for a min_validity no token can meet: BT_E_BAD_REQUEST
+ * at once, naming when the token ends, and no token request (cache.h). */
 void service_get_token(struct service *s, const struct peer *p, const char *identity,
 		       const char *resource, const char *scope, uint32_t min_validity, bool force,
 		       struct service_request *q);
@@ -105,6 +113,11 @@ int service_status(struct service *s, const struct peer *p, struct bt_record *re
  * the caller through service_authorize). */
 int service_grant(struct service *s, const struct peer *p, const char *identity, char *text,
 		  size_t n, int64_t *expires_on, const char **url);
+/* Renews or revokes a compat endpoint capability of p's uid (see
+ * service_hooks). No identity check: a renewed capability is checked at
+ * each use, and giving one back is always allowed. */
+int service_renew(struct service *s, const struct peer *p, const char *text, int64_t *expires_on);
+int service_revoke(struct service *s, const struct peer *p, const char *text);
 /* The sign-ins of device-code identities. */
 struct signin_store *service_signins(const struct service *s);
 

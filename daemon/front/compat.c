@@ -553,23 +553,26 @@ static const struct capability *check_capability(struct compat_conn *c, enum sha
 	const struct capability *cap;
 	const char *text;
 	size_t len;
+	int r;
 
 	if (!(text = presented(c, shape, path_cap, path_cap_len, &len)))
 		return NULL;
-	if (!(cap = capability_find(&c->cp->caps, text, len, now))) {
+	if ((r = capability_find(&c->cp->caps, text, len, now, &cap)) == -EKEYEXPIRED) {
+		respond_error(c, 401, "unauthorized",
+			      "the capability expired (compat_lifetime): run the program under "
+			      "'batchtok exec --compat' again, which renews it while the program "
+			      "runs");
+		return NULL;
+	}
+	if (r < 0) {
 		if (ratelimit_log(LOG_LIMIT_CAPABILITY))
 			log_msg(LOG_WARNING, LOG_CTX_NONE,
 				"compat endpoint: unknown capability from %s (uid %ld)", c->peer,
 				c->owner_err ? -1L : (long)c->uid);
 		respond_error(c, 401, "unauthorized",
-			      "the capability is not one this batchtokd issued (it may have "
-			      "restarted): run the program under 'batchtok exec --compat' again");
-		return NULL;
-	}
-	if (cap->expires_on <= now) {
-		respond_error(c, 401, "unauthorized",
-			      "the capability expired (compat_lifetime): run the program under "
-			      "'batchtok exec --compat' again");
+			      "the capability is not one this batchtokd issued, or it was given "
+			      "back when its program ended (or batchtokd restarted): run the "
+			      "program under 'batchtok exec --compat' again");
 		return NULL;
 	}
 	if (c->owner_err || c->uid != cap->uid) {
@@ -836,9 +839,9 @@ unsigned compat_client_count(const struct compat *cp)
 	return cp ? cp->n_conns : 0;
 }
 
-size_t compat_capability_count(const struct compat *cp)
+size_t compat_capability_count(struct compat *cp)
 {
-	return cp ? cp->caps.n : 0;
+	return cp ? capability_count(&cp->caps, clock_wall_now()) : 0;
 }
 
 int compat_grant(struct compat *cp, const struct peer *p, const char *identity,
@@ -868,6 +871,17 @@ static void tell_stopping(struct compat_conn *c)
 	buf = uv_buf_init(c->out, (unsigned)c->out_len);
 	(void)uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
 	forget_response(c);
+}
+
+int compat_renew(struct compat *cp, const struct peer *p, const char *text, int64_t *expires_on)
+{
+	return capability_renew(&cp->caps, text, strlen(text), p->uid, clock_wall_now(),
+				service_config(cp->s)->compat_lifetime, expires_on);
+}
+
+int compat_revoke(struct compat *cp, const struct peer *p, const char *text)
+{
+	return capability_revoke(&cp->caps, text, strlen(text), p->uid, clock_wall_now());
 }
 
 void compat_close(struct compat *cp)

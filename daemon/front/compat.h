@@ -39,13 +39,19 @@ int compat_new(uv_loop_t *loop, struct service *s, struct compat **ret);
 /* "http://127.0.0.1:PORT", the port as bound (compat_endpoint may say 0). */
 const char *compat_url(const struct compat *cp);
 unsigned compat_client_count(const struct compat *cp);
-size_t compat_capability_count(const struct compat *cp);
+/* Live capabilities (expired ones are freed first). */
+size_t compat_capability_count(struct compat *cp);
 
 /* Issues a capability for peer p and the identity of that name (the caller
  * has checked that p may use it), valid for the configured compat_lifetime.
- * Returns 0, -EBUSY (too many live), -ENOMEM or -EIO. */
+ * Returns 0, -EBUSY (too many live for p's uid), -ENOSPC (too many in all),
+ * -ENOMEM or -EIO. */
 int compat_grant(struct compat *cp, const struct peer *p, const char *identity,
 		 char text[CAPABILITY_TEXT_SIZE], int64_t *expires_on);
+/* Renews p's live capability text for compat_lifetime from now (its new
+ * expiry in *expires_on), or revokes it; see capability.h. */
+int compat_renew(struct compat *cp, const struct peer *p, const char *text, int64_t *expires_on);
+int compat_revoke(struct compat *cp, const struct peer *p, const char *text);
 
 /* Closes the listener and every connection, and forgets every capability;
  * memory is released in close callbacks. Accepts NULL. */

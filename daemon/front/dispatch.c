@@ -344,9 +344,17 @@ static void on_compat_allowed(struct service_request *q, const struct service_an
 			    "restart batchtokd");
 	} else if (r == -EBUSY) {
 		reply_error(c, p->id, BT_E_BUSY,
-			    "too many compat capabilities are live for uid %u; they expire after "
-			    "compat_lifetime (%us)",
-			    (unsigned)c->peer.uid, cfg->compat_lifetime);
+			    "uid %u already holds %d live compat capabilities, the most one user "
+			    "may: each program under 'batchtok exec --compat' holds one until it "
+			    "ends; end some, or wait for capabilities handed out otherwise to "
+			    "expire (compat_lifetime, %us)",
+			    (unsigned)c->peer.uid, CAPABILITY_PER_UID, cfg->compat_lifetime);
+	} else if (r == -ENOSPC) {
+		reply_error(c, p->id, BT_E_BUSY,
+			    "batchtokd holds %d live compat capabilities, the most it keeps for "
+			    "all users: try again when programs under 'batchtok exec --compat' "
+			    "have ended",
+			    CAPABILITY_MAX);
 	} else if (r < 0) {
 		reply_error(c, p->id, BT_E_INTERNAL, "cannot issue a capability: %s", strerror(-r));
 	} else {
@@ -383,12 +391,65 @@ static void handle_compat(struct service *s, struct conn *c, struct bt_frame *f)
 	free(name);
 }
 
+/* COMPAT_RENEW and COMPAT_REVOKE: the peer's own capability, kept alive
+ * by the program that holds it (batchtok exec --compat, while its command
+ * runs) or given back when it is done. */
+static void handle_compat_ctl(struct service *s, struct conn *c, struct bt_frame *f)
+{
+	struct log_ctx ctx = peer_ctx(c, NULL, NULL);
+	const char *what = f->type == BT_COMPAT_RENEW ? "renew" : "revoke";
+	int64_t expires_on = 0;
+	char *text = NULL;
+	int r;
+
+	if (bt_decode_capability_request(&f->body, &text) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed %s request",
+			    bt_type_name(f->type));
+		return;
+	}
+	r = f->type == BT_COMPAT_RENEW ? service_renew(s, &c->peer, text, &expires_on)
+				       : service_revoke(s, &c->peer, text);
+	bt_free_secret(text);
+	if (r == -EOPNOTSUPP) {
+		reply_error(c, f->id, BT_E_UNSUPPORTED,
+			    "the managed-identity compatible endpoint is off: there is no "
+			    "capability to %s",
+			    what);
+	} else if (r == -ENOENT) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST,
+			    "the capability is not live (it expired, was given back, or was issued "
+			    "before batchtokd restarted): get a new one with 'batchtok exec "
+			    "--compat'");
+	} else if (r == -EPERM) {
+		if (ratelimit_log(LOG_LIMIT_DENIAL))
+			log_msg(LOG_WARNING, &ctx,
+				"denied %s of another user's compat capability to pid %d uid %u",
+				what, (int)c->peer.pid, (unsigned)c->peer.uid);
+		reply_error(c, f->id, BT_E_DENIED,
+			    "this capability was issued to another user: only its holder may %s it",
+			    what);
+	} else if (r < 0) {
+		reply_error(c, f->id, BT_E_INTERNAL, "cannot %s the capability: %s", what,
+			    strerror(-r));
+	} else if (f->type == BT_COMPAT_RENEW) {
+		log_msg(LOG_DEBUG, &ctx, "renewed a compat capability of pid %d uid %u until %lld",
+			(int)c->peer.pid, (unsigned)c->peer.uid, (long long)expires_on);
+		check_encoded(c, bt_encode_expiry_reply(&c->out, BT_COMPAT_RENEW | BT_REPLY, f->id,
+							(uint64_t)expires_on));
+	} else {
+		log_msg(LOG_DEBUG, &ctx, "pid %d uid %u gave a compat capability back",
+			(int)c->peer.pid, (unsigned)c->peer.uid);
+		check_encoded(c, bt_encode_empty(&c->out, BT_COMPAT_REVOKE | BT_REPLY, f->id));
+	}
+}
+
 static void handle_hello(struct conn *c, struct bt_frame *f)
 {
 	/* The request types dispatch_frame() answers, announced in the HELLO
 	 * reply from protocol version 2 on: a type added to its switch is added
 	 * here too, or version 2 clients will not send it. */
-	static const uint64_t handled = BT_V1_REQUESTS;
+	static const uint64_t handled =
+	    BT_V1_REQUESTS | BT_REQUEST_BIT(BT_COMPAT_RENEW) | BT_REQUEST_BIT(BT_COMPAT_REVOKE);
 	struct bt_hello h;
 	struct bt_hello_reply rep = {.server = "batchtokd " BATCHTOK_VERSION_STRING,
 				     .requests = handled};
@@ -442,6 +503,10 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 		break;
 	case BT_COMPAT:
 		handle_compat(d, c, f);
+		break;
+	case BT_COMPAT_RENEW:
+	case BT_COMPAT_REVOKE:
+		handle_compat_ctl(d, c, f);
 		break;
 	case BT_PING:
 		if (bt_decode_empty(&f->body) < 0)

@@ -99,6 +99,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (bt_decode_text_reply(&body, &s) == 0)
 			free(s);
 		body = f.body;
+		if (bt_decode_capability_request(&body, &s) == 0)
+			bt_free_secret(s);
+		body = f.body;
+		{
+			uint64_t exp;
+			(void)bt_decode_expiry_reply(&body, &exp);
+		}
+		body = f.body;
 		(void)bt_decode_empty(&body);
 		(void)bt_type_name(f.type);
 		if (bt_buf_consume(&in, f.size) < 0)

@@ -9,14 +9,19 @@ may not use, and malformed HTTP."""
 import http.client
 import json
 import os
+import select
+import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
 import urllib.parse
 
-from conftest import (BATCH, BATCHTOK, CLIENT, OTHER_CLIENT, PYTHON, SECRET, as_user,
-                      jwt_claims)
+import pytest
+
+from conftest import (BATCH, BATCHTOK, CLIENT, OTHER_CLIENT, PYTHON, SECRET, as_user, frame,
+                      jwt_claims, read_frame, wait_for)
 
 NOBODY = 65534
 COMPAT = {"compat_endpoint": "127.0.0.1:0"}
@@ -40,11 +45,71 @@ print(json.dumps({"token": tok.token, "expires_on": tok.expires_on,
 """
 
 
+# Programs under `batchtok exec --compat` still running for the test: their
+# capabilities are given back when they end.
+HOLDERS = []
+
+
+@pytest.fixture(autouse=True)
+def _end_compat_programs():
+    """Ends what compat_env() left running, after each test (modules that
+    import compat_env import this too)."""
+    yield
+    while HOLDERS:
+        p = HOLDERS.pop()
+        p.stdin.close()
+        assert p.wait(30) == 0, p.stderr.read()
+        p.stdout.close()
+        p.stderr.close()
+
+
 def compat_env(d, identity="batch", user=None):
-    """What `batchtok exec --compat` puts in a program's environment."""
-    r = d.run("exec", "--compat", "-i", identity, "--", "env", user=user)
-    assert r.rc == 0, r.err
-    return dict(line.split("=", 1) for line in r.out.splitlines() if "=" in line)
+    """What `batchtok exec --compat` puts in a program's environment, as that
+    program sees it while it runs: the program (a shell waiting for its
+    stdin to close) goes on until the test ends, since its capability is
+    given back when it does."""
+    prog, kw = BATCHTOK, {}
+    if user is not None:
+        prog, kw = d.shared.batchtok, as_user(user)
+    p = subprocess.Popen([prog, "-S", d.sock, "exec", "--compat", "-i", identity, "--", "sh",
+                          "-c", "env; echo '-- end'; exec cat >/dev/null"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, **kw)
+    lines = []
+    for line in p.stdout:
+        if line == "-- end\n":
+            break
+        lines.append(line.rstrip("\n"))
+    else:
+        p.stdin.close()
+        raise AssertionError("exec --compat failed (%s): %s" % (p.wait(30), p.stderr.read()))
+    HOLDERS.append(p)
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def grant(d, identity="batch"):
+    """A capability asked for over the socket (COMPAT), as a program using
+    libbatchtok's batchtok_compat_grant() gets one: nobody renews it.
+    Returns (capability, endpoint, expires_on)."""
+    s = d.connect_raw()
+    try:
+        s.sendall(frame(1, 0, struct.pack(">II", 1, 1)) +
+                  frame(10, 1, struct.pack(">I", len(identity)) + identity.encode()))
+        assert read_frame(s)[0] == 0x81
+        type_, _, body = read_frame(s)
+        assert type_ == 0x8A, body
+    finally:
+        s.close()
+    fields = []
+    for _ in range(3):
+        (n,) = struct.unpack(">I", body[:4])
+        fields.append(body[4:4 + n].decode())
+        body = body[4 + n:]
+    return fields[0], fields[1], struct.unpack(">Q", body)[0]
+
+
+def live_capabilities(d):
+    return json.loads(d.run("status", "-o", "json").out)["compat_capabilities"]
 
 
 def run_sdk(d, sts, credential="ManagedIdentityCredential", wrap=(), env=None):
@@ -195,9 +260,14 @@ def test_missing_wrong_and_expired_capabilities(make_daemon, sts):
     assert status == 401
     status, _ = http_get(url, {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
     assert status == 200
-    # Expiry is the daemon's wall clock passing expires_on; wait it out.
-    time.sleep(3)
-    status, body = http_get(url, {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
+    # One nobody renews expires: the daemon's wall clock passes expires_on.
+    cap, endpoint, _ = grant(d)
+    assert endpoint + "/msi/token" == env["IDENTITY_ENDPOINT"]
+    header = {"X-IDENTITY-HEADER": cap}
+    assert http_get(url, header)[0] == 200
+    wait_for(lambda: http_get(url, header)[0] == 401, 10, step=0.2,
+             what="the capability to expire")
+    status, body = http_get(url, header)
     assert status == 401 and "expired" in body["error_description"]
     assert sts.stats()["token_requests"] == 1
     # A restart forgets every capability.
@@ -317,3 +387,102 @@ def test_rejected_credential_is_a_500_naming_the_cause(make_daemon, sts):
     assert status == 500 and body["error"] == "credential_rejected"
     assert "AADSTS7000215" in body["error_description"]
     assert wrong not in json.dumps(body) and wrong not in d.read_log()
+
+
+def test_exec_compat_gives_its_capability_back(make_daemon, sts):
+    """More programs under exec --compat, one after another, than one user
+    may hold live capabilities (1024) within compat_lifetime: each gives
+    its capability back when it ends, so none is refused, and none is left
+    live that could be used after its program."""
+    d = make_daemon(**COMPAT)
+    loop = ('i=0; while [ $i -lt 1030 ]; do "$0" -S "$1" exec --compat -- true || exit 1; '
+            'i=$((i+1)); done')
+    p = subprocess.run(["sh", "-c", loop, BATCHTOK, d.sock], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert live_capabilities(d) == 0
+    # What a program had stops working once it has ended.
+    r = d.run("exec", "--compat", "--", "sh", "-c", 'echo "$IDENTITY_ENDPOINT $IDENTITY_HEADER"')
+    assert r.rc == 0, r.err
+    url, cap = r.out.split()
+    status, body = http_get("%s?api-version=2019-08-01&resource=%s" % (url, BATCH),
+                            {"X-IDENTITY-HEADER": cap})
+    assert status == 401 and "given back when its program ended" in body["error_description"]
+    assert live_capabilities(d) == 0
+
+
+CHILD = """
+import os, signal, sys, time
+def on(sig, frame):
+    print(signal.Signals(sig).name, flush=True)
+for s in ("SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH"):
+    signal.signal(getattr(signal, s), on)
+print("ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def test_exec_compat_forwards_signals_and_exit_status(make_daemon, sts):
+    d = make_daemon(**COMPAT)
+    p = subprocess.Popen([BATCHTOK, "-S", d.sock, "exec", "--compat", "--", PYTHON, "-c", CHILD],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def line():
+            ready, _, _ = select.select([p.stdout], [], [], 30)
+            assert ready, "no line from the child within 30 s"
+            return p.stdout.readline().strip()
+
+        assert line() == "ready"
+        assert live_capabilities(d) == 1
+        # batchtok stays the parent and passes each signal on, once.
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGWINCH,
+                    signal.SIGINT, signal.SIGQUIT):
+            p.send_signal(sig)
+            assert line() == sig.name
+        # Killed by a signal: 128 + the signal, as shells say.
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 128 + signal.SIGTERM, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        p.stdout.close()
+        p.stderr.close()
+    # Given back when the child ended, however it ended.
+    assert live_capabilities(d) == 0
+    assert d.run("exec", "--compat", "--", "sh", "-c", "exit 3").rc == 3
+    assert d.run("exec", "--compat", "--", "no-such-command-here").rc == 127
+    assert live_capabilities(d) == 0
+
+
+RENEWED = """
+import http.client, json, os, sys, time, urllib.parse
+u = urllib.parse.urlsplit(os.environ["IDENTITY_ENDPOINT"])
+path = u.path + "?api-version=2019-08-01&resource=" + urllib.parse.quote(sys.argv[1], safe="")
+end, n = time.monotonic() + float(sys.argv[2]), 0
+while time.monotonic() < end:
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    c.request("GET", path, headers={"X-IDENTITY-HEADER": os.environ["IDENTITY_HEADER"]})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    if r.status != 200:
+        print("refused after %d: %s %s" % (n, r.status, body.decode()))
+        sys.exit(1)
+    n += 1
+    time.sleep(0.2)
+print("ok", n)
+"""
+
+
+def test_exec_compat_renews_past_compat_lifetime(make_daemon, sts):
+    """A command that runs longer than compat_lifetime (2 s here, 12 h by
+    default) keeps getting tokens: the parent renews the capability before
+    it expires. It is given back at the end all the same."""
+    d = make_daemon(compat_lifetime="2s", **COMPAT)
+    r = d.run("exec", "--compat", "--", PYTHON, "-c", RENEWED, BATCH, "5", timeout=60)
+    assert r.rc == 0, (r.out, r.err)
+    assert r.out.startswith("ok ") and r.err == ""
+    assert "renewed a compat capability" in d.read_log()
+    assert live_capabilities(d) == 0

@@ -118,9 +118,6 @@ def test_inspect_shows_claims_not_signature(make_daemon):
 def test_min_validity_and_force_refresh(make_daemon, sts):
     d = make_daemon()
     first = d.get().out
-    # Asking for more validity than a token ever has is an error, not a loop.
-    r = d.get("--min-validity", "2h")
-    assert r.rc == 7 and "min_validity" in r.err, r
     calls = sts.stats()["token_requests"]
     r = d.get("--force-refresh")
     assert r.rc == 0 and r.out != first
@@ -128,6 +125,44 @@ def test_min_validity_and_force_refresh(make_daemon, sts):
     # A second forced refresh within 30 s is served from the cache.
     assert d.get("--force-refresh").out == r.out
     assert sts.stats()["token_requests"] == calls + 1
+
+
+def _utc(epoch):
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def test_min_validity_no_token_meets_costs_no_token_request(make_daemon, sts):
+    """The fake service issues 1 h tokens. Asking for 2 h is exit 1 naming when
+    the token ends, not "unavailable" (exit 7), and the token service is not
+    asked once per call: 40 calls cost no request."""
+    d = make_daemon()
+    token = json.loads(d.get("-o", "json").out)
+    assert sts.stats()["token_requests"] == 1
+    for _ in range(40):
+        r = d.get("--min-validity", "2h")
+        assert r.rc == 1, r
+        assert r.out == ""
+        assert r.err.startswith("batchtok: identity batch: no token for %s stays valid for "
+                                "the 7200 s asked for" % BATCH), r.err
+        assert "ends at %s" % _utc(token["expires_on"]) in r.err, r.err
+        assert "--min-validity" in r.err
+    assert sts.stats()["token_requests"] == 1
+    # Shorter asks are still served from the cache.
+    assert d.get("--min-validity", "30m").out.strip() == token["accessToken"]
+    assert sts.stats()["token_requests"] == 1
+
+
+def test_min_validity_no_token_meets_on_a_cold_cache(make_daemon, sts):
+    """With nothing cached the first such call costs the one request that
+    learns how long tokens last; the rest cost none."""
+    d = make_daemon()
+    r = d.get("--min-validity", "2h")
+    assert r.rc == 1 and "has just issued one valid for 3600 s" in r.err, r
+    assert "token service unavailable" not in r.err
+    for _ in range(39):
+        r = d.get("--min-validity", "2h")
+        assert r.rc == 1 and "issues tokens valid for 3600 s" in r.err, r
+    assert sts.stats()["token_requests"] == 1
 
 
 def test_usage_errors_exit_2_without_a_daemon(tmp_path):

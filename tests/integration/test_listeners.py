@@ -14,6 +14,7 @@ import subprocess
 import urllib.parse
 
 from conftest import PYTHON, as_user, frame, hello, read_frame, wait_for
+from test_compat import _end_compat_programs, compat_env  # noqa: F401
 
 NOBODY = 65534
 ERROR, HELLO_REPLY, PING, PING_REPLY = 0xFF, 0x81, 6, 0x86
@@ -39,9 +40,10 @@ def status_of(d):
 
 
 def compat_url(d):
-    r = d.run("exec", "--compat", "-i", "batch", "--", "env")
-    assert r.rc == 0, r
-    env = dict(line.split("=", 1) for line in r.out.splitlines() if "=" in line)
+    """The endpoint and capability of a program kept running under
+    `batchtok exec --compat` until the test ends (the capability is given
+    back when the program ends)."""
+    env = compat_env(d)
     return env["IDENTITY_ENDPOINT"], env["IDENTITY_HEADER"]
 
 

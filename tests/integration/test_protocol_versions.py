@@ -20,11 +20,12 @@ OLD = "d46386e"
 OLD_VERSION = "0.1.0"
 
 HELLO, GET_TOKEN, STATUS, PING, COMPAT, ERROR = 1, 2, 3, 6, 10, 0xFF
+COMPAT_RENEW, COMPAT_REVOKE = 11, 12
 UNSUPPORTED, VERSION_STATUS = 9, 10
-# What this daemon answers: HELLO through COMPAT.
-HANDLED = set(range(HELLO, COMPAT + 1))
+# What this daemon answers: HELLO through COMPAT_REVOKE.
+HANDLED = set(range(HELLO, COMPAT_REVOKE + 1))
 # A request type no daemon had when this was written.
-FUTURE = COMPAT + 1
+FUTURE = COMPAT_REVOKE + 1
 
 
 def hello(lo, hi, id_=0):
@@ -223,3 +224,13 @@ def test_this_client_with_an_old_daemon(make_daemon, old_build, future_request):
     assert b"unknown request type %d" % FUTURE in body
     s.close()
     assert SECRET not in d.read_log()
+
+
+def test_exec_compat_with_an_old_daemon(make_daemon, old_build):
+    """batchtokd 0.1.0 has no COMPAT_RENEW or COMPAT_REVOKE: exec --compat
+    still runs the command and exits with its status; the capability
+    cannot be given back there and expires on its own, quietly."""
+    d = make_daemon(start=False, compat_endpoint="127.0.0.1:0")
+    d.start(old_build["batchtokd"])
+    r = d.run("exec", "--compat", "--", "sh", "-c", 'test -n "$IDENTITY_HEADER" && exit 4')
+    assert (r.rc, r.err) == (4, ""), r

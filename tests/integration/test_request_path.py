@@ -6,7 +6,7 @@ import struct
 import subprocess
 
 from conftest import BATCH, BATCHTOK, frame, hello, read_frame, wait_for
-from test_compat import compat_env, http_get, token_url
+from test_compat import _end_compat_programs, compat_env, http_get, token_url  # noqa: F401
 from test_credentials import Login, me_identity
 
 

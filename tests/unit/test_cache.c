@@ -297,11 +297,15 @@ static void test_min_validity_and_force(void **state)
 	(void)state;
 	get(c, &w, 0, false);
 	succeed(c, "tok1", 600);
+	/* Longer than the token service's tokens last: refused at once, naming
+	 * when the token ends, without asking the service. */
 	get(c, &w, 900, false);
-	assert_int_equal(w.called, 0);
-	succeed(c, "tok2", 600);
-	assert_int_equal(w.status, BT_E_UNAVAILABLE);
-	assert_non_null(strstr(w.message, "lower min_validity"));
+	assert_int_equal(w.called, 1);
+	assert_int_equal(w.status, BT_E_BAD_REQUEST);
+	assert_non_null(strstr(w.message, "issues tokens valid for 600 s"));
+	assert_non_null(strstr(w.message, "ends at 1970-01-12 13:56:40 UTC"));
+	assert_non_null(strstr(w.message, "--min-validity"));
+	assert_int_equal(fetches, 1);
 	get(c, &w, 0, true);
 	assert_int_equal(w.called, 0);
 	succeed(c, "tok3", 600);
@@ -309,14 +313,72 @@ static void test_min_validity_and_force(void **state)
 	/* Forced again too soon: the cache answers. */
 	get(c, &w, 0, true);
 	assert_string_equal(w.token, "tok3");
-	assert_int_equal(fetches, 3);
+	assert_int_equal(fetches, 2);
 	/* Whole seconds: "now" may be up to a second behind, so a token with
 	 * exactly the asked validity left is not handed out; one more is. */
 	get(c, &w, 599, false);
 	assert_string_equal(w.token, "tok3");
 	get(c, &w, 600, false);
+	assert_int_equal(w.status, BT_E_BAD_REQUEST);
+	assert_int_equal(fetches, 2);
+	cache_free(c);
+}
+
+/* The first request for more than the service gives costs the one fetch
+ * that finds out; the next 40 cost nothing. */
+static void test_too_long_costs_one_fetch(void **state)
+{
+	struct cache *c = setup_cache();
+	struct waiter w;
+
+	(void)state;
+	get(c, &w, 7200, false);
 	assert_int_equal(w.called, 0);
-	assert_int_equal(fetches, 4);
+	succeed(c, "tok1", 3600);
+	assert_int_equal(w.status, BT_E_BAD_REQUEST);
+	assert_non_null(strstr(w.message, "has just issued one valid for 3600 s"));
+	assert_non_null(strstr(w.message, "ends at 1970-01-12 14:46:40 UTC"));
+	for (int i = 0; i < 40; i++) {
+		now += 1;
+		get(c, &w, 7200, false);
+		assert_int_equal(w.called, 1);
+		assert_int_equal(w.status, BT_E_BAD_REQUEST);
+	}
+	assert_int_equal(fetches, 1);
+	/* The daemon's own floor is named when it is what asks too much. */
+	cache_configure(c, &(struct cache_settings){.min_validity = 4000, .idle_timeout = 3600});
+	get(c, &w, 0, false);
+	assert_int_equal(w.status, BT_E_BAD_REQUEST);
+	assert_non_null(strstr(w.message, "lower min_validity in batchtokd.conf (now 4000 s)"));
+	cache_free(c);
+}
+
+/* A valid token that is only too short for a request is fetched anew early
+ * at most once per CACHE_FORCE_INTERVAL, whatever the service's lifetimes. */
+static void test_early_fetch_is_rate_limited(void **state)
+{
+	struct cache *c = setup_cache();
+	struct waiter w;
+
+	(void)state;
+	get(c, &w, 0, false);
+	succeed(c, "tok1", 3600);
+	now += 1000;
+	get(c, &w, 3000, false);
+	assert_int_equal(w.called, 0);
+	assert_int_equal(fetches, 2);
+	succeed(c, "tok2", 2900); /* this one is shorter */
+	assert_int_equal(w.status, BT_E_BAD_REQUEST);
+	get(c, &w, 3000, false);
+	assert_int_equal(w.called, 1);
+	assert_int_equal(w.status, BT_E_BAD_REQUEST);
+	assert_non_null(strstr(w.message, "fetched less than 30 s ago"));
+	assert_int_equal(fetches, 2);
+	now += CACHE_FORCE_INTERVAL;
+	get(c, &w, 3000, false);
+	assert_int_equal(fetches, 3);
+	succeed(c, "tok3", 3500);
+	assert_string_equal(w.token, "tok3");
 	cache_free(c);
 }
 
@@ -406,6 +468,8 @@ int main(void)
 	    cmocka_unit_test(test_hard_error_is_remembered),
 	    cmocka_unit_test(test_wall_clock_jump_after_suspend),
 	    cmocka_unit_test(test_min_validity_and_force),
+	    cmocka_unit_test(test_too_long_costs_one_fetch),
+	    cmocka_unit_test(test_early_fetch_is_rate_limited),
 	    cmocka_unit_test(test_idle_tokens_are_not_refreshed),
 	    cmocka_unit_test(test_cancelled_waiter_is_not_called),
 	    cmocka_unit_test(test_rebind),

@@ -10,11 +10,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
 /* A request type no daemon had when this test was written. */
-#define FUTURE_TYPE (BT_COMPAT + 1)
+#define FUTURE_TYPE (BT_COMPAT_REVOKE + 1)
 
 struct peer {
 	char dir[64];
@@ -52,7 +53,8 @@ static int teardown(void **state)
 	struct peer *p = *state;
 
 	batchtok_free(p->bt);
-	close(p->fd);
+	if (p->fd >= 0)
+		close(p->fd);
 	close(p->listener);
 	unlink(p->path);
 	rmdir(p->dir);
@@ -183,7 +185,7 @@ static void test_newer_request_to_a_version_1_daemon(void **state)
 	assert_int_equal(begin(p->bt, FUTURE_TYPE, &id), -EOPNOTSUPP);
 	assert_string_equal(
 	    batchtok_error(p->bt),
-	    "request type 11 is not supported by this batchtokd (0.1.0): upgrade batchtokd");
+	    "request type 13 is not supported by this batchtokd (0.1.0): upgrade batchtokd");
 	assert_int_equal(heard(p, t, 4), 1);
 	assert_int_equal(t[0], BT_HELLO);
 	assert_true(p->bt->fd >= 0);
@@ -230,6 +232,102 @@ static void test_unsupported_answers(void **state)
 	assert_int_equal(batchtok_compat_grant(p->bt, NULL, &c), -EOPNOTSUPP);
 	assert_null(c);
 	assert_string_equal(batchtok_error(p->bt), "the compatible endpoint is off");
+}
+
+/* A restarted daemon: a child process accepts the handle's next connection
+ * on the same socket, expects HELLO and one request of type `type`, answers
+ * both, and exits 0 (1 if it heard anything else). */
+static pid_t next_daemon(struct peer *p, uint8_t type)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct bt_hello_reply h = {2, "batchtokd 9.9", BT_V1_REQUESTS};
+		struct bt_buf in, out;
+		struct bt_frame f;
+		int fd = accept4(p->listener, NULL, NULL, SOCK_CLOEXEC), frames = 0, ok = 1;
+		uint8_t *w;
+		ssize_t k;
+
+		bt_buf_init(&in, BT_REQUEST_MAX);
+		bt_buf_init(&out, BT_REPLY_MAX);
+		while (fd >= 0 && frames < 2 && bt_buf_reserve(&in, 4096, &w) == 0 &&
+		       (k = recv(fd, w, 4096, 0)) > 0) {
+			bt_buf_commit(&in, (size_t)k);
+			while (frames < 2 && bt_frame_peek(&in, BT_REQUEST_MAX, &f) == 0) {
+				ok &= f.type == (frames ? type : BT_HELLO);
+				if (frames++ == 0)
+					bt_encode_hello_reply(&out, f.id, &h);
+				else
+					bt_encode_text_reply(&out, type | BT_REPLY, f.id,
+							     "batchtokd 9.9");
+				bt_buf_consume(&in, f.size);
+			}
+		}
+		ok &= frames == 2 && send(fd, bt_buf_ptr(&out), bt_buf_len(&out), MSG_NOSIGNAL) ==
+					 (ssize_t)bt_buf_len(&out);
+		_exit(ok ? 0 : 1);
+	}
+	return pid;
+}
+
+static void daemon_exited(pid_t pid)
+{
+	int status = -1;
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* The daemon restarted between two calls: the old connection is gone
+ * (EPIPE on send, with SIGPIPE not raised) and a request that is safe to
+ * repeat goes again on a new connection, with a new HELLO, transparently. */
+static void test_reconnects_once_for_a_safe_request(void **state)
+{
+	struct peer *p = *state;
+	uint8_t t[4];
+	char *s = NULL;
+	pid_t pid;
+
+	say_hello(p, 2, "batchtokd 9.9", BT_V1_REQUESTS);
+	say_text(p, BT_PING, 1, "batchtokd 9.9");
+	assert_int_equal(batchtok_ping(p->bt, NULL), 0);
+	assert_int_equal(heard(p, t, 4), 2);
+	close(p->fd); /* the old daemon stops */
+	p->fd = -1;
+	pid = next_daemon(p, BT_PING);
+	assert_int_equal(batchtok_ping(p->bt, &s), 0);
+	assert_string_equal(s, "batchtokd 9.9");
+	free(s);
+	daemon_exited(pid);
+}
+
+/* A request that is not safe to repeat (COMPAT would issue a second
+ * capability) is not sent again: the call fails, and the next call
+ * connects anew instead of saying "not connected". */
+static void test_unsafe_request_is_not_repeated(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_compat *c = NULL;
+	uint8_t t[4];
+	pid_t pid;
+
+	say_hello(p, 2, "batchtokd 9.9", BT_V1_REQUESTS);
+	say_text(p, BT_PING, 1, "batchtokd 9.9");
+	assert_int_equal(batchtok_ping(p->bt, NULL), 0);
+	assert_int_equal(heard(p, t, 4), 2);
+	close(p->fd);
+	p->fd = -1;
+	assert_int_equal(batchtok_compat_grant(p->bt, NULL, &c), -ECONNREFUSED);
+	assert_null(c);
+	assert_non_null(strstr(batchtok_error(p->bt), "lost the connection to batchtokd"));
+	/* Nobody connected again for it. */
+	assert_int_equal(poll(&(struct pollfd){.fd = p->listener, .events = POLLIN}, 1, 0), 0);
+	pid = next_daemon(p, BT_PING);
+	assert_int_equal(batchtok_ping(p->bt, NULL), 0);
+	daemon_exited(pid);
 }
 
 /* A HELLO reply in a version the client did not offer cannot be read: the
@@ -309,6 +407,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unreadable_hello_reply, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_with_control_characters_is_refused, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_reconnects_once_for_a_safe_request, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_unsafe_request_is_not_repeated, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,6 +91,39 @@ static void test_compat_reply_roundtrip(void **state)
 	bt_buf_free(&b);
 }
 
+/* COMPAT_RENEW and COMPAT_REVOKE name a capability; a renewal answers
+ * with the new expiry. */
+static void test_capability_requests_roundtrip(void **state)
+{
+	struct bt_buf b;
+	struct bt_frame f;
+	uint64_t exp = 0;
+	char *cap = NULL;
+
+	(void)state;
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_capability_request(&b, BT_COMPAT_RENEW, 5, "bt1_cap"), 0);
+	take(&b, BT_COMPAT_RENEW, 5, &f);
+	assert_int_equal(bt_decode_capability_request(&f.body, &cap), 0);
+	assert_string_equal(cap, "bt1_cap");
+	bt_free_secret(cap);
+	assert_int_equal(bt_buf_consume(&b, f.size), 0);
+	assert_int_equal(bt_encode_expiry_reply(&b, BT_COMPAT_RENEW | BT_REPLY, 5, 1795325662), 0);
+	take(&b, BT_COMPAT_RENEW | BT_REPLY, 5, &f);
+	assert_int_equal(bt_decode_expiry_reply(&f.body, &exp), 0);
+	assert_true(exp == 1795325662);
+	/* Trailing bytes or a short body: malformed, *ret untouched. */
+	assert_int_equal(bt_buf_consume(&b, f.size), 0);
+	assert_int_equal(bt_encode_capability_request(&b, BT_COMPAT_REVOKE, 6, "x"), 0);
+	take(&b, BT_COMPAT_REVOKE, 6, &f);
+	exp = 7;
+	assert_int_equal(bt_decode_expiry_reply(&f.body, &exp), -EBADMSG);
+	assert_true(exp == 7);
+	assert_string_equal(bt_type_name(BT_COMPAT_RENEW), "COMPAT_RENEW");
+	assert_string_equal(bt_type_name(BT_COMPAT_REVOKE | BT_REPLY), "COMPAT_REVOKE");
+	bt_buf_free(&b);
+}
+
 static void test_hello_roundtrip(void **state)
 {
 	struct bt_hello h = {BT_PROTO_VERSION_MIN, BT_PROTO_VERSION_MAX}, d;
@@ -316,6 +349,7 @@ int main(void)
 	    cmocka_unit_test(test_token_query_roundtrip),
 	    cmocka_unit_test(test_token_reply_and_error_roundtrip),
 	    cmocka_unit_test(test_compat_reply_roundtrip),
+	    cmocka_unit_test(test_capability_requests_roundtrip),
 	    cmocka_unit_test(test_hello_roundtrip),
 	    cmocka_unit_test(test_hello_reply_version_1),
 	    cmocka_unit_test(test_hello_reply_version_2),
