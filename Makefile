@@ -169,6 +169,31 @@ fuzz: fuzz-build
 		tail -n 1 $(O)/fuzz/$$f.log; \
 	done
 
+# The long campaign: FUZZ_RUNS executions of each target (FUZZ_TARGETS); the
+# inputs that reach new coverage (libFuzzer's -merge=1, a minimising merge)
+# join tests/fuzz/corpus/, which make check replays.
+FUZZ_RUNS ?= 10000000
+FUZZ_TARGETS ?= $(FUZZERS)
+fuzz-campaign: fuzz-build
+	@set -e; for f in $(FUZZ_TARGETS); do \
+		echo "== $$f: $(FUZZ_RUNS) runs"; \
+		mkdir -p $(O)/fuzz/corpus-$$f $(O)/fuzz/crashes; \
+		start=$$(date +%s); \
+		if ! $(O)/fuzz/$$f -runs=$(FUZZ_RUNS) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=$(O)/fuzz/crashes/ \
+			$(O)/fuzz/corpus-$$f tests/fuzz/corpus/$$f > $(O)/fuzz/$$f-campaign.log 2>&1; then \
+			tail -n 40 $(O)/fuzz/$$f-campaign.log; \
+			echo "$$f failed: add the input from $(O)/fuzz/crashes/ to tests/fuzz/corpus/$$f"; \
+			exit 1; \
+		fi; \
+		grep -E "stat::number_of_executed_units|stat::peak_rss_mb|DONE" $(O)/fuzz/$$f-campaign.log; \
+		echo "   $$(( $$(date +%s) - start )) s"; \
+		before=$$(ls tests/fuzz/corpus/$$f | wc -l); \
+		$(O)/fuzz/$$f -merge=1 -max_len=65536 tests/fuzz/corpus/$$f \
+			$(O)/fuzz/corpus-$$f > $(O)/fuzz/$$f-merge.log 2>&1; \
+		echo "   corpus: $$before inputs kept, $$(( $$(ls tests/fuzz/corpus/$$f | wc -l) - before )) added for new coverage"; \
+	done
+
 integration: all
 	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
@@ -247,4 +272,4 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps unit fuzz fuzz-build integration boot includes check-one check demo bench valgrind format install clean
+.PHONY: all deps unit fuzz fuzz-build fuzz-campaign integration boot includes check-one check demo bench valgrind format install clean

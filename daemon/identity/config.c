@@ -441,15 +441,16 @@ static size_t key_index(const char *const *keys, size_t n, const char *key)
 /* Levenshtein distance between a and b, ignoring case; b is a known key
  * (short), a is what was written, compared only when it is short too. */
 #define KEY_HINT_LEN 64
+/* ...or any number above 2 once it must be: a hint is at most 2 edits. */
 static size_t edit_distance(const char *a, const char *b)
 {
-	size_t la = strlen(a), lb = strlen(b), row[KEY_HINT_LEN + 1], diag, up;
+	size_t la = strlen(a), lb = strlen(b), row[KEY_HINT_LEN + 1], diag, up, least;
 
 	for (size_t j = 0; j <= lb; j++)
 		row[j] = j;
 	for (size_t i = 1; i <= la; i++) {
 		diag = row[0];
-		row[0] = i;
+		row[0] = least = i;
 		for (size_t j = 1; j <= lb; j++) {
 			size_t cost =
 			    tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
@@ -459,8 +460,12 @@ static size_t edit_distance(const char *a, const char *b)
 				row[j] = up + 1;
 			if (row[j - 1] + 1 < row[j])
 				row[j] = row[j - 1] + 1;
+			if (row[j] < least)
+				least = row[j];
 			diag = up;
 		}
+		if (least > 2)
+			return least; /* no row gets smaller */
 	}
 	return row[lb];
 }
@@ -482,8 +487,11 @@ static void closest_key(struct hint *h, const char *const *keys, size_t n)
 	if (len == 0 || len > KEY_HINT_LEN)
 		return;
 	for (size_t i = 0; i < n && keys[i]; i++) {
-		size_t d =
-		    strlen(keys[i]) > KEY_HINT_LEN ? SIZE_MAX : edit_distance(h->written, keys[i]);
+		size_t k = strlen(keys[i]);
+		/* Lengths more than two apart are more than two edits apart. */
+		size_t d = k > KEY_HINT_LEN || k > len + 2 || len > k + 2
+			       ? SIZE_MAX
+			       : edit_distance(h->written, keys[i]);
 		if (d > 2 || d >= len)
 			d = len >= 3 && !strncasecmp(keys[i], h->written, len) ? 3 : SIZE_MAX;
 		if (d < h->d) {
