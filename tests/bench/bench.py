@@ -18,6 +18,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,19 @@ def wait_for(pred, timeout, what):
             return
         time.sleep(0.02)
     sys.exit("bench: timed out waiting for " + what)
+
+
+def accepts(path):
+    """True once something listens on the Unix socket path: the daemon is
+    ready when it accepts a connection, not when its socket file appears."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 class Env:
@@ -88,7 +102,7 @@ class Env:
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         p = self.spawn([os.path.join(BUILD, "batchtokd"), "-c", conf])
-        wait_for(lambda: os.path.exists(sock), 10, "batchtokd")
+        wait_for(lambda: accepts(sock), 10, "batchtokd")
         return p, sock
 
     def stop(self, p):
@@ -171,14 +185,16 @@ def main():
 
         # 3. Memory: 100 identities with tokens, 1,000 idle clients.
         env.control("/_control/reset", {})
-        d, sock = env.daemon("rss", identities=100, prefetch=True)
+        d, sock = env.daemon("rss", identities=100, prefetch=True,
+                             extra="max_clients_per_uid = 1100")
         wait_for(lambda: env.control("/_control/stats")["issued"] >= 100, 30, "100 prefetches")
         base = rss_kib(d.pid)
         hold = subprocess.Popen([os.path.join(BUILD, "bench", "bench_client"), "hold", sock,
                                  "1000", "30"], stdout=subprocess.PIPE, text=True,
                                 preexec_fn=raise_nofile)
         env.procs.append(hold)
-        hold.stdout.readline()
+        if not hold.stdout.readline():
+            sys.exit("bench: bench_client hold failed")
         full = rss_kib(d.pid)
         print("\n3. daemon RSS: %.1f MiB with 100 identities and tokens, %.1f MiB with 1,000 "
               "clients connected too" % (base / 1024, full / 1024))
@@ -194,7 +210,8 @@ def main():
               " lifetime whatever the number of clients)")
         for clients in (1, 10, 1000):
             env.control("/_control/faults", {"mode": "slow", "lifetime": life, "count": -1})
-            d, sock = env.daemon("up%d" % clients, extra="min_validity = 1s")
+            d, sock = env.daemon("up%d" % clients,
+                                 extra="min_validity = 1s\nmax_clients_per_uid = 1100")
             subprocess.run([os.path.join(BUILD, "batchtok"), "-S", sock, "get"], check=True,
                            stdout=subprocess.DEVNULL)
             before = env.control("/_control/stats")["token_requests"]
