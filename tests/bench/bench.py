@@ -263,7 +263,7 @@ def section5(env, sock):
           COMPAT_PER_REQUEST)
 
 
-def process_time(sock, n=100):
+def process_time(sock, n=200):
     """`batchtok get` as a whole process (a new connection each), n runs."""
     p50, p99 = spawn_time([BATCHTOK, "-S", sock, "get"], n)
     return {"p50_us": p50, "p99_us": p99}
