@@ -232,7 +232,8 @@ valgrind: all
 		$(PYTHON) -m pytest -q -p no:cacheprovider $(VALGRIND_TESTS)
 
 bench: deps
-	$(MAKE) all $(O)/bench/bench_client $(O)/bench/raw_echo $(O)/bench/trivial
+	$(MAKE) all $(O)/bench/bench_client $(O)/bench/raw_echo $(O)/bench/trivial \
+		$(O)/bench/flood $(O)/bench/compat_load $(O)/bench/raw_http
 	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) tests/bench/bench.py
 
 $(O)/bench/bench_client: $(call obj,tests/bench/bench_client.c) $(O)/libbatchtok.a
@@ -242,6 +243,15 @@ $(O)/bench/raw_echo: $(call obj,tests/bench/raw_echo.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
 $(O)/bench/trivial: $(call obj,tests/bench/trivial.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
+$(O)/bench/flood: $(call obj,tests/bench/flood.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
+$(O)/bench/compat_load: $(call obj,tests/bench/compat_load.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+$(O)/bench/raw_http: $(call obj,tests/bench/raw_http.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^
 

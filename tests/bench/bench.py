@@ -7,10 +7,19 @@ measured in the same run on the same machine.
 2. `batchtok get` as a whole process against a trivial C program.
 3. Daemon RSS with 100 identities holding tokens and 1,000 connected clients.
 4. Upstream requests per token lifetime at 1, 10 and 1,000 concurrent clients.
+5. The compat endpoint's token GET from a C load client (tests/bench/
+   compat_load.c, 1 and 64 keep-alive connections, and a connection per
+   request) against a raw loopback HTTP server answering a fixed response of
+   the same size (tests/bench/raw_http.c), hit by the same client.
+6. 10,000 idle connections held by another uid (nobody), on the socket and
+   then on the compat endpoint (tests/bench/flood.c): daemon RSS, and an
+   allowed user's cached get (and compat GET) during the flood against the
+   same figures without it.
 
 Targets (benchmarks, not tests): library p50 <= 1.5x raw; process <= 1.5x
 trivial; RSS <= 16 MiB; upstream requests per lifetime independent of the
-number of clients.
+number of clients; an allowed user served within a second during a flood.
+The bench prints figures; it does not pass or fail on them.
 """
 
 import json
@@ -18,6 +27,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,11 +42,32 @@ TENANT = "00000000-0000-0000-0000-000000000000"
 CLIENT = "11111111-1111-1111-1111-111111111111"
 SECRET = "demo-secret-not-for-production"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+BATCHTOK = os.path.join(BUILD, "batchtok")
+NOBODY = 65534
+FLOOD = 10000  # idle connections in section 6
+NOFILE = 65536  # open files wanted by the bench and what it starts
 
 
 def raise_nofile():
+    """The soft open-file limit to NOFILE, and the hard one too when it is
+    lower and we may (root): section 6 holds 10,000 connections."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    if hard < NOFILE:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+            return
+        except (ValueError, OSError):
+            pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, NOFILE), hard))
+
+
+def as_nobody():
+    """preexec_fn: the child runs as nobody, no supplementary groups, as
+    tests/integration/conftest.py's as_user() does."""
+    raise_nofile()
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
 
 
 def wait_for(pred, timeout, what):
@@ -46,6 +77,19 @@ def wait_for(pred, timeout, what):
             return
         time.sleep(0.02)
     sys.exit("bench: timed out waiting for " + what)
+
+
+def accepts(path):
+    """True once something listens on the Unix socket path: the daemon is
+    ready when it accepts a connection, not when its socket file appears."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 class Env:
@@ -58,6 +102,12 @@ class Env:
         self.url = "https://127.0.0.1:" + open(os.path.join(sts, "port")).read()
         self.ca = os.path.join(sts, "ca.pem")
         self.ctx = ssl.create_default_context(cafile=self.ca)
+        # nobody reaches the socket and runs the flood helper from here,
+        # wherever the checkout is.
+        os.chmod(self.dir, 0o711)
+        self.flood = os.path.join(self.dir, "flood")
+        shutil.copy(os.path.join(BUILD, "bench", "flood"), self.flood)
+        os.chmod(self.flood, 0o755)
         self.secret = os.path.join(self.dir, "secret")
         with open(self.secret, "w") as f:
             f.write(SECRET)
@@ -88,7 +138,7 @@ class Env:
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         p = self.spawn([os.path.join(BUILD, "batchtokd"), "-c", conf])
-        wait_for(lambda: os.path.exists(sock), 10, "batchtokd")
+        wait_for(lambda: accepts(sock), 10, "batchtokd")
         return p, sock
 
     def stop(self, p):
@@ -117,6 +167,53 @@ def load(mode, sock, threads, seconds, req_bytes=None):
     return json.loads(out.stdout)
 
 
+def compat_load(sock, port, conns, seconds, max_requests, close=False):
+    """compat_load run under `batchtok exec --compat` (its capability and
+    endpoint); port: the raw HTTP floor's, or None for the endpoint."""
+    argv = [BATCHTOK, "-S", sock, "exec", "--compat", "--",
+            os.path.join(BUILD, "bench", "compat_load"), str(port) if port else "-",
+            str(conns), str(seconds), str(max_requests)] + (["close"] if close else [])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120,
+                         preexec_fn=raise_nofile)
+    if out.returncode != 0:
+        sys.exit("bench: %s failed: %s" % (" ".join(argv), out.stderr))
+    return json.loads(out.stdout)
+
+
+def status(sock):
+    out = subprocess.run([BATCHTOK, "-S", sock, "status", "-o", "json"], capture_output=True,
+                         text=True, timeout=30)
+    if out.returncode != 0:
+        sys.exit("bench: status failed: " + out.stderr)
+    return json.loads(out.stdout)
+
+
+def start_flood(env, kind, target):
+    """FLOOD idle connections from nobody to the Unix socket or the compat
+    port; returns (process, its report, seconds to open them). The helper
+    ends by itself after 120 s at the latest."""
+    t0 = time.monotonic()
+    p = subprocess.Popen([env.flood, kind, str(target), str(FLOOD), "120"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
+                         preexec_fn=as_nobody)
+    env.procs.append(p)
+    line = p.stdout.readline()
+    if not line:
+        sys.exit("bench: flood %s failed" % kind)
+    return p, json.loads(line), time.monotonic() - t0
+
+
+def stop_flood(env, p, sock, field):
+    """Ends the flood (stdin closed, then its pid) and waits until the
+    daemon has let its connections go."""
+    p.stdin.close()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        env.stop(p)
+    wait_for(lambda: status(sock)[field] < 100, 30, "the flood's connections to close")
+
+
 def spawn_time(argv, n):
     times = []
     for _ in range(n):
@@ -132,6 +229,83 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+COMPAT_ROW = "   %-10s %5d/%-5d us %9.0f     %5d/%-5d us %9.0f     %.2fx (%.2fx)"
+COMPAT_PER_REQUEST = 2000  # requests on a connection each, bounded: ports
+
+
+def section5(env, sock):
+    """The compat endpoint against a raw loopback HTTP floor of the same
+    response size, both hit by compat_load."""
+    warm = compat_load(sock, None, 1, 5, 100)  # a token in the cache; the sizes
+    port_file = os.path.join(env.dir, "raw_http.port")
+    env.spawn([os.path.join(BUILD, "bench", "raw_http"), port_file,
+               str(warm["response_bytes"])])
+    wait_for(lambda: os.path.exists(port_file), 10, "raw_http")
+    raw_port = int(open(port_file).read())
+    print("\n5. compat endpoint token GET (App Service shape, request %d B, response %d B), "
+          "%gs per run" % (warm["request_bytes"], warm["response_bytes"], SECONDS))
+    print("   %-10s %-28s %-28s %s" % ("conns", "compat p50/p99, req/s",
+                                      "raw HTTP p50/p99, req/s", "ratio p50 (rps)"))
+    for conns in (1, 64):
+        raw = compat_load(sock, raw_port, conns, SECONDS, 10 ** 8)
+        got = compat_load(sock, None, conns, SECONDS, 10 ** 8)
+        print(COMPAT_ROW % (conns, got["p50_us"], got["p99_us"], got["rps"], raw["p50_us"],
+                            raw["p99_us"], raw["rps"], got["p50_us"] / max(raw["p50_us"], 1),
+                            got["rps"] / raw["rps"]))
+    raw = compat_load(sock, raw_port, 1, SECONDS, COMPAT_PER_REQUEST, close=True)
+    got = compat_load(sock, None, 1, SECONDS, COMPAT_PER_REQUEST, close=True)
+    print(COMPAT_ROW % ("1, new", got["p50_us"], got["p99_us"], got["rps"], raw["p50_us"],
+                        raw["p99_us"], raw["rps"], got["p50_us"] / max(raw["p50_us"], 1),
+                        got["rps"] / raw["rps"]))
+    print("   (\"1, new\": a connection per request, %d requests at most)" %
+          COMPAT_PER_REQUEST)
+
+
+def process_time(sock, n=200):
+    """`batchtok get` as a whole process (a new connection each), n runs."""
+    p50, p99 = spawn_time([BATCHTOK, "-S", sock, "get"], n)
+    return {"p50_us": p50, "p99_us": p99}
+
+
+def flood_row(what, base, during):
+    return "   %-26s %5d/%-5d us     %5d/%-5d us     %.2fx (%.2fx)" % (
+        what, base["p50_us"], base["p99_us"], during["p50_us"], during["p99_us"],
+        during["p50_us"] / max(base["p50_us"], 1), during["p99_us"] / max(base["p99_us"], 1))
+
+
+def section6(env, d, sock, compat_port):
+    """10,000 idle connections of another uid on each listener in turn."""
+    print("\n6. %s idle connections held by another uid (nobody), %gs per run"
+          % (format(FLOOD, ","), SECONDS))
+    base = {c: load("lib", sock, c, SECONDS) for c in (1, 64)}
+    base_proc = process_time(sock)
+    base_compat = compat_load(sock, None, 1, SECONDS, 10 ** 8)
+    for kind, target, field in (("unix", sock, "clients"), ("tcp", compat_port,
+                                                             "compat_clients")):
+        rss0 = rss_kib(d.pid)
+        p, rep, opened = start_flood(env, kind, target)
+        held = status(sock)[field] - (kind == "unix")  # less status's own
+        rss = rss_kib(d.pid)
+        during = {c: load("lib", sock, c, SECONDS) for c in (1, 64)}
+        during_proc = process_time(sock)
+        during_compat = compat_load(sock, None, 1, SECONDS, 10 ** 8) if kind == "tcp" else None
+        still = status(sock)[field] - (kind == "unix")
+        stop_flood(env, p, sock, field)
+        where = "socket" if kind == "unix" else "compat endpoint (TCP)"
+        print("\n   on the %s: opened in %.1f s by %d process(es), %d refused; the daemon "
+              "counts %d at the start, %d at the end" % (where, opened, rep["processes"],
+                                                         rep["refused"], held, still))
+        print("   daemon RSS %.1f MiB, %.1f MiB just before (+%.1f KiB a connection)" % (
+            rss / 1024, rss0 / 1024, (rss - rss0) / max(held, 1)))
+        print("   %-26s %-20s %-20s %s" % ("allowed user (root)", "no flood p50/p99",
+                                          "with flood p50/p99", "ratio p50 (p99)"))
+        for c in (1, 64):
+            print(flood_row("get via libbatchtok, %d cl" % c, base[c], during[c]))
+        print(flood_row("batchtok get, process", base_proc, during_proc))
+        if during_compat:
+            print(flood_row("compat GET, 1 conn", base_compat, during_compat))
 
 
 def main():
@@ -171,14 +345,16 @@ def main():
 
         # 3. Memory: 100 identities with tokens, 1,000 idle clients.
         env.control("/_control/reset", {})
-        d, sock = env.daemon("rss", identities=100, prefetch=True)
+        d, sock = env.daemon("rss", identities=100, prefetch=True,
+                             extra="max_clients_per_uid = 1100")
         wait_for(lambda: env.control("/_control/stats")["issued"] >= 100, 30, "100 prefetches")
         base = rss_kib(d.pid)
         hold = subprocess.Popen([os.path.join(BUILD, "bench", "bench_client"), "hold", sock,
                                  "1000", "30"], stdout=subprocess.PIPE, text=True,
                                 preexec_fn=raise_nofile)
         env.procs.append(hold)
-        hold.stdout.readline()
+        if not hold.stdout.readline():
+            sys.exit("bench: bench_client hold failed")
         full = rss_kib(d.pid)
         print("\n3. daemon RSS: %.1f MiB with 100 identities and tokens, %.1f MiB with 1,000 "
               "clients connected too" % (base / 1024, full / 1024))
@@ -194,7 +370,8 @@ def main():
               " lifetime whatever the number of clients)")
         for clients in (1, 10, 1000):
             env.control("/_control/faults", {"mode": "slow", "lifetime": life, "count": -1})
-            d, sock = env.daemon("up%d" % clients, extra="min_validity = 1s")
+            d, sock = env.daemon("up%d" % clients,
+                                 extra="min_validity = 1s\nmax_clients_per_uid = 1100")
             subprocess.run([os.path.join(BUILD, "batchtok"), "-S", sock, "get"], check=True,
                            stdout=subprocess.DEVNULL)
             before = env.control("/_control/stats")["token_requests"]
@@ -203,6 +380,19 @@ def main():
             print("   %5d clients: %2d upstream requests, %.2f per lifetime, for %d gets "
                   "(%.0f gets/s)" % (clients, n, n / (window / life), r["requests"], r["rps"]))
             env.stop(d)
+        env.control("/_control/reset", {})
+
+        # One daemon for 5 and 6, set to hold the flood: the connection caps
+        # above it, idle connections kept (the compat endpoint closes them
+        # after 30 s whatever is set, so its flood is measured within that).
+        d, sock = env.daemon("conn", extra="\n".join([
+            "compat_endpoint = 127.0.0.1:0", "socket_mode = 0666",
+            "max_clients = %d" % (FLOOD + 256), "max_clients_per_uid = %d" % (FLOOD + 256),
+            "client_idle_timeout = 10m"]))
+        compat_port = int(status(sock)["compat_endpoint"].rsplit(":", 1)[1])
+        section5(env, sock)
+        section6(env, d, sock, compat_port)
+        env.stop(d)
     finally:
         env.close()
 

@@ -19,6 +19,7 @@
 #include "../../client/batchtok.h"
 
 #define MAX_SAMPLES 4000000
+#define HELLO_REPLY 0x81 /* the frame type of HELLO's answer */
 
 static const char *mode, *sock_path;
 static double seconds;
@@ -153,10 +154,19 @@ int main(int argc, char **argv)
 		int *fds = calloc((size_t)threads, sizeof(int));
 		unsigned char buf[256];
 		for (int i = 0; i < threads; i++) {
+			unsigned len;
+
 			fds[i] = raw_connect();
 			if (send(fds[i], hello, sizeof(hello), 0) != sizeof(hello) ||
-			    read_full(fds[i], buf, 4) < 0 || read_full(fds[i], buf, buf[3]) < 0)
+			    read_full(fds[i], buf, 4) < 0 || buf[0] || buf[1] || buf[2] ||
+			    read_full(fds[i], buf, len = buf[3]) < 0)
 				return 1;
+			/* An ERROR frame (BUSY, for one): type, id, status, length, text. */
+			if (buf[0] != HELLO_REPLY) {
+				fprintf(stderr, "hold: connection %d refused: %.*s\n", i,
+					(int)(len > 13 ? len - 13 : 0), buf + 13);
+				return 1;
+			}
 		}
 		printf("{\"connections\": %d}\n", threads);
 		fflush(stdout);
