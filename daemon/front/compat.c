@@ -813,7 +813,7 @@ int compat_new(uv_loop_t *loop, struct service *s, struct compat **ret)
 	uv_tcp_init(loop, &cp->listener);
 	cp->listener.data = cp;
 	if ((r = uv_tcp_bind(&cp->listener, (const struct sockaddr *)addr, 0)) < 0 ||
-	    (r = uv_listen((uv_stream_t *)&cp->listener, 128, on_connection)) < 0 ||
+	    (r = uv_listen((uv_stream_t *)&cp->listener, SOMAXCONN, on_connection)) < 0 ||
 	    (r = uv_tcp_getsockname(&cp->listener, (struct sockaddr *)&bound, &blen)) < 0) {
 		log_error("compat endpoint: cannot listen on %s: %s", cfg->compat_endpoint,
 			  uv_strerror(r));

@@ -486,3 +486,18 @@ def test_exec_compat_renews_past_compat_lifetime(make_daemon, sts):
     assert r.out.startswith("ok ") and r.err == ""
     assert "renewed a compat capability" in d.read_log()
     assert live_capabilities(d) == 0
+
+
+def test_listen_backlog_holds_a_burst_of_connections(make_daemon, sts):
+    """The endpoint listens with the kernel's largest backlog, as the Unix
+    socket does: with 128, a burst of connections from one user had the
+    kernel drop the rest, whose connect then waited a second to retry."""
+    d = make_daemon(**COMPAT)
+    port = json.loads(d.run("status", "-o", "json").out)["compat_endpoint"].rsplit(":", 1)[1]
+    with open("/proc/sys/net/core/somaxconn") as f:
+        somaxconn = int(f.read())
+    out = subprocess.run(["ss", "-Hltn", "sport = :%s" % port], capture_output=True,
+                         text=True, timeout=10).stdout.split()
+    # State, Recv-Q, Send-Q (the backlog of a listening socket), ...
+    assert out and out[0] == "LISTEN", out
+    assert int(out[2]) == somaxconn, out
