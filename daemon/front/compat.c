@@ -68,9 +68,14 @@ struct compat_conn {
 	bool waiting;
 	char *resource; /* as the client asked: echoed back */
 	char *identity; /* the identity's name, for logs */
-	struct http_in req;
-	char in[READ_SIZE];
+	/* The request being read: allocated on the first byte and freed
+	 * between requests, so that an idle connection costs little. */
+	struct compat_input {
+		struct http_in req;
+		char in[READ_SIZE];
+	} * b;
 	size_t in_off, in_len;
+	size_t partial; /* bytes fed to the parser since the last whole request */
 	uv_write_t wr;
 	uv_shutdown_t sd;
 	char *out; /* a response, wiped when written */
@@ -95,13 +100,23 @@ static void forget_request(struct compat_conn *c)
 	c->resource = c->identity = NULL;
 }
 
+/* Frees the input buffer and parser, wiped: they may hold a capability. */
+static void release_input(struct compat_conn *c)
+{
+	if (!c->b)
+		return;
+	http_in_wipe(&c->b->req);
+	explicit_bzero(c->b->in, sizeof(c->b->in));
+	free(c->b);
+	c->b = NULL;
+}
+
 static void conn_unref(struct compat_conn *c)
 {
 	if (--c->handles > 0)
 		return;
 	forget_request(c);
-	http_in_wipe(&c->req);
-	explicit_bzero(c->in, sizeof(c->in));
+	release_input(c);
 	free(c);
 }
 
@@ -203,7 +218,7 @@ static void on_written(uv_write_t *w, int status)
 	}
 	c->busy = false;
 	forget_request(c);
-	http_in_next(&c->req);
+	http_in_next(&c->b->req);
 	uv_timer_start(&c->timer, on_timeout, idle_ms(c->cp), 0);
 	conn_process(c);
 }
@@ -414,7 +429,7 @@ static int check_selectors(struct compat_conn *c, const char *name)
 	for (size_t i = 0; id && i < sizeof(sel) / sizeof(sel[0]); i++) {
 		const char *have = identity_selector(id, sel[i].which);
 		char *v = NULL;
-		int r = http_in_param(&c->req, sel[i].param, SELECTOR_MAX, &v);
+		int r = http_in_param(&c->b->req, sel[i].param, SELECTOR_MAX, &v);
 		if (r == -ENOENT)
 			continue;
 		if (r < 0) {
@@ -448,20 +463,20 @@ static const char *presented(struct compat_conn *c, enum shape shape, const char
 		*len = path_cap_len;
 		return path_cap;
 	}
-	if (c->req.h[h].count == 0) {
+	if (c->b->req.h[h].count == 0) {
 		respond_error(c, 401, "unauthorized",
 			      "no %s header: run the program under 'batchtok exec --compat -i "
 			      "IDENTITY', which sets IDENTITY_HEADER",
 			      name);
 		return NULL;
 	}
-	if (c->req.h[h].count > 1) {
+	if (c->b->req.h[h].count > 1) {
 		respond_error(c, 400, "invalid_request", "the %s header appears more than once",
 			      name);
 		return NULL;
 	}
-	*len = c->req.h[h].len;
-	return c->req.h[h].value;
+	*len = c->b->req.h[h].len;
+	return c->b->req.h[h].value;
 }
 
 /* Asks the service for the token, as the capability's user: the same
@@ -496,15 +511,15 @@ static int read_shape(struct compat_conn *c, enum shape *shape, const char **pat
 	char *api = NULL;
 	int r = -1, has_api;
 
-	if (c->req.method != HTTP_GET) {
+	if (c->b->req.method != HTTP_GET) {
 		respond_error(c, 405, "invalid_request", "only GET is served here");
 		return -1;
 	}
-	if (http_in_path(&c->req, &path, &plen) < 0) {
+	if (http_in_path(&c->b->req, &path, &plen) < 0) {
 		respond_error(c, 400, "invalid_request", "the request target is not a path");
 		return -1;
 	}
-	has_api = http_in_param(&c->req, "api-version", 32, &api) == 0;
+	has_api = http_in_param(&c->b->req, "api-version", 32, &api) == 0;
 	*path_cap = NULL;
 	*path_cap_len = 0;
 	if (path_is(path, plen, APPSVC_PATH)) {
@@ -530,11 +545,11 @@ static int read_shape(struct compat_conn *c, enum shape *shape, const char **pat
 	*shape = SHAPE_IMDS;
 	if (!has_api)
 		respond_error(c, 400, "invalid_request", "api-version is required");
-	else if (c->req.h[HTTP_H_METADATA].count != 1 ||
-		 strcmp(c->req.h[HTTP_H_METADATA].value, "true") != 0)
+	else if (c->b->req.h[HTTP_H_METADATA].count != 1 ||
+		 strcmp(c->b->req.h[HTTP_H_METADATA].value, "true") != 0)
 		respond_error(c, 400, "bad_request",
 			      "Required metadata header not specified: send Metadata: true");
-	else if (c->req.h[HTTP_H_FORWARDED_FOR].count)
+	else if (c->b->req.h[HTTP_H_FORWARDED_FOR].count)
 		respond_error(c, 400, "bad_request",
 			      "proxied requests (X-Forwarded-For) are refused");
 	else
@@ -606,7 +621,7 @@ static void handle_request(struct compat_conn *c)
 	    !(cap = check_capability(c, shape, path_cap, path_cap_len)) ||
 	    check_selectors(c, cap->identity) < 0)
 		return;
-	r = http_in_param(&c->req, "resource", BT_RESOURCE_MAX, &c->resource);
+	r = http_in_param(&c->b->req, "resource", BT_RESOURCE_MAX, &c->resource);
 	if (r < 0) {
 		respond_error(c, 400, "invalid_request",
 			      r == -ENOENT ? "resource is required, for example "
@@ -621,16 +636,20 @@ static void handle_request(struct compat_conn *c)
 static void conn_process(struct compat_conn *c)
 {
 	while (!c->closing && !c->busy && c->in_off < c->in_len) {
-		c->in_off += http_in_feed(&c->req, c->in + c->in_off, c->in_len - c->in_off);
-		if (c->req.status) {
+		size_t used = http_in_feed(&c->b->req, c->b->in + c->in_off, c->in_len - c->in_off);
+		c->in_off += used;
+		c->partial += used;
+		if (c->b->req.status) {
 			c->busy = true;
 			c->keep_alive = false;
-			respond_error(c, c->req.status, "invalid_request", "%s", c->req.error);
+			respond_error(c, c->b->req.status, "invalid_request", "%s",
+				      c->b->req.error);
 			return;
 		}
-		if (c->req.complete) {
+		if (c->b->req.complete) {
+			c->partial = 0;
 			c->busy = true;
-			c->keep_alive = c->req.keep_alive;
+			c->keep_alive = c->b->req.keep_alive;
 			uv_timer_stop(&c->timer);
 			handle_request(c);
 			return;
@@ -639,6 +658,8 @@ static void conn_process(struct compat_conn *c)
 	if (c->closing || c->busy)
 		return;
 	c->in_off = c->in_len = 0;
+	if (c->partial == 0)
+		release_input(c); /* between requests */
 	conn_resume(c);
 }
 
@@ -647,8 +668,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct compat_conn *c = h->data;
 
 	(void)suggested;
-	/* Reading resumes only once everything read before is parsed. */
-	*buf = uv_buf_init(c->in, sizeof(c->in));
+	if (!c->b && (c->b = malloc(sizeof(*c->b))))
+		http_in_init(&c->b->req);
+	/* Reading resumes only once everything read before is parsed. No
+	 * buffer: on_read() hears UV_ENOBUFS and closes. */
+	*buf = c->b ? uv_buf_init(c->b->in, sizeof(c->b->in)) : uv_buf_init(NULL, 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -665,7 +689,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	c->in_off = 0;
 	c->in_len = (size_t)n;
 	/* While a request is answered nothing more is read; the rest of this
-	 * read waits in c->in. */
+	 * read waits in c->b->in. */
 	uv_read_stop(s);
 	c->reading = false;
 	conn_process(c);
@@ -755,7 +779,6 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	c->cp = cp;
-	http_in_init(&c->req);
 	uv_tcp_init(server->loop, &c->tcp);
 	uv_timer_init(server->loop, &c->timer);
 	c->tcp.data = c->timer.data = c;
