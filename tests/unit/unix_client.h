@@ -17,8 +17,13 @@
 #include "../../proto/buf.h"
 #include "../../proto/msg.h"
 
-/* Turns of the loop a wait may take before the test gives up. */
-#define TURNS_MAX 2000
+/* Turns of the loop a wait may take before the test gives up; after the
+ * first TURNS_EAGER, each turn waits for an event, at most TURN_WAIT_MS:
+ * work in libuv's thread pool (user names, files) ends when its thread is
+ * done, not on a given turn. A test that passes never waits that long. */
+#define TURNS_MAX    2000
+#define TURNS_EAGER  100
+#define TURN_WAIT_MS 5
 
 struct client {
 	int fd;
@@ -30,6 +35,28 @@ static inline void run_turns(uv_loop_t *loop, int n)
 {
 	for (int i = 0; i < n; i++)
 		uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static inline void on_turn_over(uv_timer_t *t)
+{
+	(void)t;
+}
+
+/* Turn i of a wait: at once for the first TURNS_EAGER, then waiting for
+ * the next event, but no longer than TURN_WAIT_MS. */
+static inline void run_turn(uv_loop_t *loop, int i)
+{
+	uv_timer_t t;
+
+	if (i < TURNS_EAGER) {
+		uv_run(loop, UV_RUN_NOWAIT);
+		return;
+	}
+	uv_timer_init(loop, &t);
+	uv_timer_start(&t, on_turn_over, TURN_WAIT_MS, 0);
+	uv_run(loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(loop, UV_RUN_NOWAIT); /* t's close ends before t goes */
 }
 
 /* Connects to the socket at path; the connection is accepted on the next
@@ -101,7 +128,7 @@ static inline int client_wait_frame(uv_loop_t *loop, struct client *cl, struct b
 			return 0;
 		if (cl->eof)
 			return -EAGAIN;
-		uv_run(loop, UV_RUN_NOWAIT);
+		run_turn(loop, i);
 	}
 	return -EAGAIN;
 }
@@ -116,7 +143,7 @@ static inline void client_next(struct client *cl, const struct bt_frame *f)
 static inline bool client_wait_eof(uv_loop_t *loop, struct client *cl)
 {
 	for (int i = 0; i < TURNS_MAX && !cl->eof; i++) {
-		uv_run(loop, UV_RUN_NOWAIT);
+		run_turn(loop, i);
 		client_read(cl);
 	}
 	return cl->eof;
@@ -142,7 +169,7 @@ static inline uint32_t frame_error(const struct bt_frame *f, char *buf, size_t n
 static inline int loop_finish(uv_loop_t *loop)
 {
 	for (int i = 0; i < TURNS_MAX && uv_loop_alive(loop); i++)
-		uv_run(loop, UV_RUN_NOWAIT);
+		run_turn(loop, i);
 	return uv_loop_close(loop);
 }
 
