@@ -62,12 +62,12 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c \
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
-              test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin
+              test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
                 test_sealed test_capability test_http_in test_usernames test_alloc_failure \
-                test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin
+                test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
