@@ -62,12 +62,12 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c \
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
-              test_uidcount test_http test_fileio
+              test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
                 test_sealed test_capability test_http_in test_usernames test_alloc_failure \
-                test_ratelimit test_uidcount test_http test_fileio
+                test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
@@ -122,6 +122,10 @@ $(addprefix $(O)/tests/,$(DAEMON_TESTS)): \
   $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
 # Our own allocations go through the test's failing allocator.
 $(O)/tests/test_alloc_failure: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup,--wrap=vasprintf,--wrap=secmem_alloc,--wrap=secmem_strndup
+# Who owns a TCP connection, and the wall clock, are the test's.
+$(O)/tests/test_compat: LDFLAGS += -Wl,--wrap=sockdiag_open,--wrap=sockdiag_tcp_owner,--wrap=clock_wall_now
+# The token service, the poll timer and the wall clock are the test's.
+$(O)/tests/test_signin: LDFLAGS += -Wl,--wrap=http_submit,--wrap=http_cancel,--wrap=uv_timer_start,--wrap=uv_timer_stop,--wrap=clock_wall_now
 $(O)/tests/test_alloc_failure: $(call obj,tests/unit/test_alloc_failure.c $(DAEMON_SRC)) $(O)/libbtproto.a
 $(O)/tests/%:
 	@mkdir -p $(dir $@)

@@ -46,6 +46,8 @@ struct server {
 	char *base;   /* created: its name there */
 	char *path;
 	struct server_handlers h;
+	int64_t (*now)(void *arg); /* NULL: the loop's clock */
+	void *now_arg;
 	uint32_t max_clients;
 	uint32_t max_per_uid;
 	int64_t idle_ms;
@@ -59,9 +61,9 @@ struct server {
 	bool closing;
 };
 
-static int64_t mono_ms(uv_loop_t *loop)
+static int64_t mono_ms(const struct server *s)
 {
-	return (int64_t)uv_now(loop);
+	return s->now ? s->now(s->now_arg) : (int64_t)uv_now(s->loop);
 }
 
 static void update_events(struct conn *c);
@@ -102,7 +104,7 @@ static int write_out(struct conn *c)
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			bt_buf_consume(&c->out, (size_t)n);
-			c->active_at = mono_ms(c->srv->loop);
+			c->active_at = mono_ms(c->srv);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -159,7 +161,7 @@ static void process_input(struct conn *c)
 		int r = bt_frame_peek(&c->in, BT_REQUEST_MAX, &f);
 		if (r == -EAGAIN) {
 			c->partial_since =
-			    bt_buf_len(&c->in) ? (c->partial_since ?: mono_ms(s->loop)) : 0;
+			    bt_buf_len(&c->in) ? (c->partial_since ?: mono_ms(s)) : 0;
 			break;
 		}
 		if (r < 0) {
@@ -224,7 +226,7 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 				conn_close(c);
 				return;
 			}
-			c->active_at = mono_ms(c->srv->loop);
+			c->active_at = mono_ms(c->srv);
 		}
 	}
 	/* Frames read while the output was full wait in c->in: take them up
@@ -290,7 +292,7 @@ static void on_resume(uv_idle_t *h)
 void conn_request_done(struct conn *c)
 {
 	c->n_pending--;
-	c->active_at = mono_ms(c->srv->loop);
+	c->active_at = mono_ms(c->srv);
 	if (c->in_dispatch || c->closed)
 		return; /* the loop taking frames goes on by itself */
 	/* Answers come from inside other modules' callbacks (a fetch ending, a
@@ -440,15 +442,14 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		list_init(&c->resume);
 		list_add_tail(&s->conns, &c->node);
 		s->n_conns++;
-		c->active_at = mono_ms(s->loop);
+		c->active_at = mono_ms(s);
 		update_events(c);
 	}
 }
 
-static void on_sweep(uv_timer_t *t)
+void server_sweep(struct server *s)
 {
-	struct server *s = t->data;
-	int64_t now = mono_ms(s->loop);
+	int64_t now = mono_ms(s);
 	struct list *n, *tmp;
 
 	list_for_each_safe(n, tmp, &s->conns)
@@ -474,6 +475,11 @@ static void on_sweep(uv_timer_t *t)
 			conn_close(c);
 		}
 	}
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+	server_sweep(t->data);
 }
 
 /* Why a directory on the way to the socket is unsafe, or NULL. Only root
@@ -760,6 +766,8 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	list_init(&s->conns);
 	s->listen_fd = fd;
 	s->h = *h;
+	s->now = opts->now;
+	s->now_arg = opts->now_arg;
 	list_init(&s->resume);
 	uv_idle_init(loop, &s->resume_idle);
 	s->resume_idle.data = s;

@@ -69,6 +69,11 @@ struct server_options {
 	uint32_t max_clients;
 	uint32_t max_clients_per_uid;
 	uint32_t idle_timeout; /* seconds; a connection with nothing pending is closed */
+	/* The monotonic clock, in milliseconds, that idle and half-sent frames
+	 * are timed by (server_new() only); NULL: the loop's (uv_now()). Tests
+	 * pass their own and call server_sweep(). */
+	int64_t (*now)(void *arg);
+	void *now_arg;
 };
 
 /* Listens on the socket systemd passed, or creates one at opts->path (its
@@ -95,6 +100,11 @@ void conn_close_after_flush(struct conn *c);
  * close the connection under the callback that replied. */
 void conn_request_done(struct conn *c);
 unsigned server_client_count(const struct server *s);
+/* Closes every connection that has held half a frame for longer than
+ * SERVER_PARTIAL_TIMEOUT, or nothing pending for idle_timeout, by the
+ * server's clock. A timer calls it every quarter of idle_timeout (within
+ * 250 ms to 5 s); tests call it after moving their clock. */
+void server_sweep(struct server *s);
 /* Closes the listener and every connection, removes a socket it created;
  * memory is released in close callbacks. Requests still waiting are answered
  * first (handlers' stopping()), as far as their clients take the answer

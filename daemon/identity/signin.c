@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../../proto/msg.h"
 #include "credential.h"
+#include "../lib/clock.h"
 #include "../lib/fileio.h"
 #include "../lib/log.h"
 #include "../lib/sealed.h"
@@ -74,9 +74,11 @@ struct signin_store {
 	struct list signins;
 };
 
+/* Through the one wall clock (tests replace it), as the cache judges
+ * expiry. */
 static int64_t now(void)
 {
-	return (int64_t)time(NULL);
+	return clock_wall_now();
 }
 
 static struct log_ctx ctx_of(const struct signin *si)

@@ -1,4 +1,6 @@
-/* clock.h - the wall clock every expiry is judged by. */
+/* clock.h - the wall clock every expiry is judged by. Tests that judge
+ * expiry replace it at link time (-Wl,--wrap=clock_wall_now): every module
+ * reads the wall clock through this one function. */
 #ifndef BATCHTOK_DAEMON_CLOCK_H
 #define BATCHTOK_DAEMON_CLOCK_H
 
