@@ -7,8 +7,8 @@
  *
  * The binary is linked with --wrap for malloc, calloc, realloc, strdup,
  * strndup and vasprintf, and the secure heap's secmem_alloc and
- * secmem_strndup, which reroutes our own code's calls, not the libraries'. jansson could be given the failing allocator through
- * json_set_alloc_funcs(), but its lexer then corrupts its own heap
+ * secmem_strndup, which reroutes our own code's calls, not the libraries'. jansson could be given
+ * the failing allocator through json_set_alloc_funcs(), but its lexer then corrupts its own heap
  * (Debian 12's 2.14: lex_save() drops the failure, akheron/jansson#362),
  * so its allocations never fail here. */
 #include <errno.h>
