@@ -21,10 +21,13 @@ def restart_client():
     work = tempfile.mkdtemp(prefix="batchtok-restart-")
     try:
         prog = os.path.join(work, "restart_client")
-        cc = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-Wall", "-Werror",
-                             "-o", prog,
-                             os.path.join(TOP, "tests/integration/restart_client.c"),
-                             os.path.join(BUILD, "libbatchtok.a")],
+        lib = os.path.join(BUILD, "libbatchtok.a")
+        # The ASan+UBSan build's library needs their runtimes at link time.
+        with open(lib, "rb") as f:
+            san = ["-fsanitize=address,undefined"] if b"__asan_init" in f.read() else []
+        cc = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-Wall", "-Werror"] + san +
+                            ["-o", prog,
+                             os.path.join(TOP, "tests/integration/restart_client.c"), lib],
                             capture_output=True, text=True, timeout=120)
         assert cc.returncode == 0, cc.stderr
         yield prog
