@@ -30,13 +30,16 @@
  * with unread input does not reset the connection before the client has read
  * the response. */
 #define LINGER_MS 2000
+/* Refused connections lingering at once, at most. */
+#define REFUSING_MAX 1024
 
 struct compat {
 	struct service *s;
 	uv_tcp_t listener;
 	int nl_fd;
 	struct list conns;
-	unsigned n_conns;
+	unsigned n_conns;	 /* counted against max_clients */
+	unsigned n_refusing;	 /* refused, lingering so that their 503 arrives */
 	struct uidcount per_uid; /* connections of each owner */
 	struct capability_store caps;
 	char url[80];
@@ -62,6 +65,7 @@ struct compat_conn {
 	uid_t uid;	 /* owner of the client's socket */
 	int owner_err;	 /* why the owner is unknown, 0: known */
 	bool counted;	 /* in per_uid, as counted_uid */
+	bool refusing;	 /* in n_refusing, not n_conns */
 	uid_t counted_uid;
 	char peer[64];		  /* "127.0.0.1:PORT" for logs */
 	struct service_request q; /* the token request, while waiting */
@@ -135,7 +139,10 @@ static void conn_close(struct compat_conn *c)
 		c->waiting = false;
 	}
 	list_del(&c->node);
-	c->cp->n_conns--;
+	if (c->refusing)
+		c->cp->n_refusing--;
+	else
+		c->cp->n_conns--;
 	if (c->counted)
 		uidcount_del(&c->cp->per_uid, c->counted_uid);
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -305,6 +312,10 @@ static void respond(struct compat_conn *c, int status, char *body)
 		return;
 	}
 	c->handles++;
+	/* A client that does not read its response is given as long as an
+	 * idle one: the timer stopped while the token was fetched. */
+	if (!uv_is_active((uv_handle_t *)&c->timer))
+		uv_timer_start(&c->timer, on_timeout, idle_ms(c->cp), 0);
 }
 
 static void respond_error(struct compat_conn *c, int status, const char *error, const char *fmt,
@@ -751,7 +762,16 @@ static int count_owner(struct compat_conn *c)
 			"max_clients_per_uid (%u) already",
 			c->peer, c->owner_err ? -1L : (long)c->uid, max);
 	/* Answered at once and closed, lingering (conn_linger()) so that the
-	 * request the client sends meanwhile does not reset the connection. */
+	 * request the client sends meanwhile does not reset the connection.
+	 * A lingering refusal takes no slot of max_clients, and at most
+	 * REFUSING_MAX linger at once: past that they are closed unanswered. */
+	cp->n_conns--;
+	cp->n_refusing++;
+	c->refusing = true;
+	if (cp->n_refusing > REFUSING_MAX) {
+		conn_close(c);
+		return r;
+	}
 	c->busy = true;
 	c->keep_alive = false;
 	uv_timer_start(&c->timer, on_timeout, LINGER_MS, 0);
@@ -789,6 +809,16 @@ static void on_connection(uv_stream_t *server, int status)
 		conn_close(c);
 		return;
 	}
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) < 0 ||
+	    uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) < 0) {
+		conn_close(c);
+		return;
+	}
+	describe(&peer, c->peer, sizeof(c->peer));
+	c->owner_err = sockdiag_tcp_owner(cp->nl_fd, &peer, &local, &c->uid);
+	/* A user's own cap first: one over it takes no slot of the others. */
+	if (count_owner(c) < 0)
+		return;
 	if (cp->n_conns > service_config(cp->s)->max_clients) {
 		if (ratelimit_log(LOG_LIMIT_CLIENT))
 			log_warning(
@@ -797,15 +827,6 @@ static void on_connection(uv_stream_t *server, int status)
 		conn_close(c);
 		return;
 	}
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) < 0 ||
-	    uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) < 0) {
-		conn_close(c);
-		return;
-	}
-	describe(&peer, c->peer, sizeof(c->peer));
-	c->owner_err = sockdiag_tcp_owner(cp->nl_fd, &peer, &local, &c->uid);
-	if (count_owner(c) < 0)
-		return;
 	uv_timer_start(&c->timer, on_timeout, idle_ms(cp), 0);
 	conn_process(c);
 }

@@ -127,7 +127,7 @@ static int write_out(struct conn *c)
 static bool may_take(const struct conn *c)
 {
 	return !c->closed && !c->closing && c->n_pending < SERVER_PENDING_MAX &&
-	       bt_buf_len(&c->out) < SERVER_OUT_MAX / 2;
+	       bt_buf_len(&c->out) < SERVER_TAKE_MAX;
 }
 
 static void on_resume(uv_idle_t *h);

@@ -27,6 +27,9 @@
 #define SERVER_PENDING_MAX 64
 /* Replies queued to a client that does not read them. */
 #define SERVER_OUT_MAX (4 * 1024 * 1024)
+/* No more frames are taken from a client while this much of its output is
+ * unsent: a client that sends and never reads holds little of our memory. */
+#define SERVER_TAKE_MAX (64 * 1024)
 /* A frame that has not arrived whole after this long closes its connection. */
 #define SERVER_PARTIAL_TIMEOUT 30
 
