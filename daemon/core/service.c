@@ -290,7 +290,7 @@ static void tell_denied(struct service_request *q, uid_t uid, const char *name)
 	usernames_describe(who, sizeof(who), uid, name);
 	/* A user may ask again and again: the log says so once a burst, then
 	 * sums up. */
-	if (ratelimit_log(LOG_LIMIT_DENIAL)) {
+	if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)uid)) {
 		if (q->pid > 0)
 			log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d, %s", q->identity,
 				(int)q->pid, who);

@@ -115,6 +115,12 @@ static void release_input(struct compat_conn *c)
 	c->b = NULL;
 }
 
+/* The uid that owns the client's socket, or -1 if it is unknown. */
+static long owner(const struct compat_conn *c)
+{
+	return c->owner_err ? -1L : (long)c->uid;
+}
+
 static void conn_unref(struct compat_conn *c)
 {
 	if (--c->handles > 0)
@@ -591,7 +597,7 @@ static const struct capability *check_capability(struct compat_conn *c, enum sha
 		return NULL;
 	}
 	if (r < 0) {
-		if (ratelimit_log(LOG_LIMIT_CAPABILITY))
+		if (ratelimit_log_uid(LOG_LIMIT_CAPABILITY, owner(c)))
 			log_msg(LOG_WARNING, LOG_CTX_NONE,
 				"compat endpoint: unknown capability from %s (uid %ld)", c->peer,
 				c->owner_err ? -1L : (long)c->uid);
@@ -602,7 +608,7 @@ static const struct capability *check_capability(struct compat_conn *c, enum sha
 		return NULL;
 	}
 	if (c->owner_err || c->uid != cap->uid) {
-		bool say = ratelimit_log(LOG_LIMIT_DENIAL);
+		bool say = ratelimit_log_uid(LOG_LIMIT_DENIAL, owner(c));
 		if (say && c->owner_err)
 			log_msg(LOG_WARNING, LOG_CTX_NONE,
 				"compat endpoint: cannot tell who owns the connection from %s: %s",
@@ -755,7 +761,7 @@ static int count_owner(struct compat_conn *c)
 		conn_close(c);
 		return r;
 	}
-	if (ratelimit_log(LOG_LIMIT_CLIENT))
+	if (ratelimit_log_uid(LOG_LIMIT_CLIENT, owner(c)))
 		log_msg(LOG_WARNING,
 			&(struct log_ctx){.uid = c->owner_err ? -1 : (long)c->uid, .pid = -1},
 			"compat endpoint: refused a connection from %s (uid %ld): it has "
@@ -820,7 +826,7 @@ static void on_connection(uv_stream_t *server, int status)
 	if (count_owner(c) < 0)
 		return;
 	if (cp->n_conns > service_config(cp->s)->max_clients) {
-		if (ratelimit_log(LOG_LIMIT_CLIENT))
+		if (ratelimit_log_uid(LOG_LIMIT_CLIENT, owner(c)))
 			log_warning(
 			    "compat endpoint: max_clients (%u) reached; closing a new connection",
 			    service_config(cp->s)->max_clients);

@@ -195,7 +195,7 @@ static void handle_reload(struct service *s, struct conn *c, struct bt_frame *f)
 	}
 	if (!service_peer_is_admin(s, &c->peer)) {
 		struct log_ctx ctx = peer_ctx(c, NULL, NULL);
-		if (ratelimit_log(LOG_LIMIT_DENIAL))
+		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)c->peer.uid))
 			log_msg(LOG_WARNING, &ctx, "denied reload to pid %d uid %u",
 				(int)c->peer.pid, (unsigned)c->peer.uid);
 		reply_error(c, f->id, BT_E_DENIED,
@@ -254,7 +254,7 @@ static const struct identity *signin_identity(struct service *s, struct conn *c,
 
 	if (!service_peer_is_admin(s, &c->peer)) {
 		struct log_ctx ctx = peer_ctx(c, name, NULL);
-		if (ratelimit_log(LOG_LIMIT_DENIAL))
+		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)c->peer.uid))
 			log_msg(LOG_WARNING, &ctx, "denied %s of identity %s to pid %d uid %u",
 				bt_type_name(f->type), name, (int)c->peer.pid,
 				(unsigned)c->peer.uid);
@@ -421,7 +421,7 @@ static void handle_compat_ctl(struct service *s, struct conn *c, struct bt_frame
 			    "before batchtokd restarted): get a new one with 'batchtok exec "
 			    "--compat'");
 	} else if (r == -EPERM) {
-		if (ratelimit_log(LOG_LIMIT_DENIAL))
+		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)c->peer.uid))
 			log_msg(LOG_WARNING, &ctx,
 				"denied %s of another user's compat capability to pid %d uid %u",
 				what, (int)c->peer.pid, (unsigned)c->peer.uid);

@@ -171,7 +171,7 @@ static void process_input(struct conn *c)
 					r == -EMSGSIZE ? "request frame larger than the protocol's "
 							 "maximum; closing the connection"
 						       : "malformed frame; closing the connection");
-			if (ratelimit_log(LOG_LIMIT_CLIENT))
+			if (ratelimit_log_uid(LOG_LIMIT_CLIENT, (long)c->peer.uid))
 				log_msg(LOG_WARNING,
 					&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
 					"client pid %d uid %u: %s; connection closed",
@@ -363,7 +363,7 @@ static int refuse_over_quota(struct server *s, int fd, const struct peer *p)
 			 "uid %u has max_clients_per_uid (%u) connections to batchtokd already: "
 			 "close some, or an administrator can raise max_clients_per_uid",
 			 (unsigned)p->uid, s->max_per_uid);
-		if (ratelimit_log(LOG_LIMIT_CLIENT))
+		if (ratelimit_log_uid(LOG_LIMIT_CLIENT, (long)p->uid))
 			log_msg(LOG_WARNING, &(struct log_ctx){.uid = p->uid, .pid = p->pid},
 				"refused a connection of pid %d uid %u: it has "
 				"max_clients_per_uid (%u) already",
@@ -456,7 +456,7 @@ void server_sweep(struct server *s)
 	{
 		struct conn *c = list_entry(n, struct conn, node);
 		if (c->partial_since && now - c->partial_since > SERVER_PARTIAL_TIMEOUT * 1000) {
-			if (ratelimit_log(LOG_LIMIT_CLIENT))
+			if (ratelimit_log_uid(LOG_LIMIT_CLIENT, (long)c->peer.uid))
 				log_msg(LOG_WARNING,
 					&(struct log_ctx){.uid = c->peer.uid, .pid = c->peer.pid},
 					"client pid %d uid %u sent half a request and stopped; "

@@ -28,6 +28,21 @@ bool ratelimit_test(struct ratelimit *rl, int64_t now, uint64_t *ret_suppressed,
 	return false;
 }
 
+bool ratelimit_first_of(struct ratelimit_uids *u, int64_t now, long uid)
+{
+	if (u->n == 0 || now - u->begin >= u->interval || now < u->begin) {
+		u->begin = now;
+		u->n = 0;
+	}
+	for (unsigned i = 0; i < u->n; i++)
+		if (u->uid[i] == uid)
+			return false;
+	if (u->n == RATELIMIT_UIDS)
+		return false;
+	u->uid[u->n++] = uid;
+	return true;
+}
+
 uint64_t ratelimit_flush(struct ratelimit *rl, int64_t now, int64_t *ret_span)
 {
 	uint64_t n = rl->suppressed;
@@ -78,6 +93,21 @@ bool ratelimit_log(enum log_limit kind)
 	if (n)
 		summary(kind, n, span);
 	return ok;
+}
+
+static struct ratelimit_uids users[LOG_LIMIT_COUNT] = {
+    [LOG_LIMIT_DENIAL] = {.interval = LOG_LIMIT_INTERVAL},
+    [LOG_LIMIT_CAPABILITY] = {.interval = LOG_LIMIT_INTERVAL},
+    [LOG_LIMIT_CLIENT] = {.interval = LOG_LIMIT_INTERVAL},
+};
+
+bool ratelimit_log_uid(enum log_limit kind, long uid)
+{
+	bool first = ratelimit_first_of(&users[kind], mono_now(), uid);
+
+	/* Counted in the burst either way, so one user alone still gets the
+	 * burst and no more. */
+	return ratelimit_log(kind) || first;
 }
 
 void ratelimit_log_flush(void)

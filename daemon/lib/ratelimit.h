@@ -33,6 +33,21 @@ struct ratelimit {
  * a summary first; otherwise both are 0. */
 bool ratelimit_test(struct ratelimit *rl, int64_t now, uint64_t *ret_suppressed, int64_t *ret_span);
 
+/* The users who have had a message of one kind logged in the current
+ * interval: the first of each user's is logged whatever the burst, so that
+ * one user's flood cannot hide another user's event. */
+#define RATELIMIT_UIDS 32
+struct ratelimit_uids {
+	int64_t interval;
+	int64_t begin;
+	unsigned n;
+	long uid[RATELIMIT_UIDS];
+};
+
+/* Whether uid has its first event of the interval at now (any clock that
+ * does not jump); past RATELIMIT_UIDS users in one interval, false. */
+bool ratelimit_first_of(struct ratelimit_uids *u, int64_t now, long uid);
+
 /* For a periodic timer, so a summary comes out when the flood stops: if the
  * current interval has ended and held events back, returns their count (and
  * the span as above) and forgets them; 0 otherwise. */
@@ -54,6 +69,9 @@ enum log_limit {
 /* Whether a message of kind may be logged now (monotonic clock); first logs
  * the summary of what the interval before held back. */
 bool ratelimit_log(enum log_limit kind);
+/* The same for an event caused by uid (-1: unknown): a user's first message
+ * of the interval is always logged. */
+bool ratelimit_log_uid(enum log_limit kind, long uid);
 /* Logs the summary of every kind whose interval has ended with messages
  * held back. Call it every few seconds. */
 void ratelimit_log_flush(void);

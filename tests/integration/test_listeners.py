@@ -357,6 +357,12 @@ def test_a_flood_of_denials_is_logged_once_a_burst(make_daemon):
     assert d.read_log().count("denied identity batch") == 20, d.read_log()[-2000:]
     # An allowed user is still served, and still logged normally.
     assert d.get().rc == 0
+    # Another user's first denial of the interval is logged all the same:
+    # one user's flood hides no one else's.
+    r = d.get(user=NOBODY + 1)  # not allowed either; any uid but nobody's
+    assert r.rc == 4, r
+    assert "uid %d" % (NOBODY + 1) in d.read_log(), d.read_log()[-2000:]
+    assert d.read_log().count("denied identity batch") == 21
 
 
 # Opens N connections to the compat endpoint as another user, reads nothing,

@@ -86,6 +86,24 @@ static void test_clock_going_back_starts_a_new_interval(void **state)
 	assert_int_equal(span, 0);
 }
 
+/* The first event of each user in an interval is told apart, up to
+ * RATELIMIT_UIDS users; a new interval starts afresh. */
+static void test_first_of_each_user(void **state)
+{
+	struct ratelimit_uids u = {.interval = 60};
+
+	(void)state;
+	assert_true(ratelimit_first_of(&u, 1000, 65534));
+	assert_false(ratelimit_first_of(&u, 1001, 65534));
+	assert_true(ratelimit_first_of(&u, 1002, 1002));
+	assert_false(ratelimit_first_of(&u, 1003, 1002));
+	for (long uid = 0; uid < RATELIMIT_UIDS - 2; uid++)
+		assert_true(ratelimit_first_of(&u, 1004, uid));
+	assert_false(ratelimit_first_of(&u, 1005, 99999)); /* the table is full */
+	assert_true(ratelimit_first_of(&u, 1060, 65534));  /* a new interval */
+	assert_true(ratelimit_first_of(&u, 1061, 99999));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -93,6 +111,7 @@ int main(void)
 	    cmocka_unit_test(test_quiet_interval_has_no_summary),
 	    cmocka_unit_test(test_flush_reports_once_the_interval_is_over),
 	    cmocka_unit_test(test_clock_going_back_starts_a_new_interval),
+	    cmocka_unit_test(test_first_of_each_user),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
