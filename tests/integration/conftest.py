@@ -25,6 +25,18 @@ BATCHTOK = os.path.join(BUILD, "batchtok")
 PYTHON = "/usr/bin/python3"
 
 
+def _sanitized():
+    """Whether this build was made with ASan (make check's second pass)."""
+    try:
+        with open(BATCHTOKD, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+SANITIZED = _sanitized()
+
+
 def _version():
     """The version the Makefile builds (VERSION := X)."""
     import re
