@@ -11,6 +11,7 @@
  * Prints one line of JSON: requests, seconds, p50_us, p99_us, rps,
  * request_bytes, response_bytes. Any answer but 200 fails the run. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -39,6 +40,17 @@ static size_t n_samples;
 static long started; /* requests begun, under lock */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile int failed;
+
+/* A decimal number, or -1 if s is not one. */
+static long num(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	return errno || end == s || *end || v < 0 ? -1 : v;
+}
 
 static double now(void)
 {
@@ -185,7 +197,9 @@ static int make_request(const char *port_arg)
 	host = ep + 7;
 	if (!(path = strchr(host, '/')) || !strchr(host, ':'))
 		return -1;
-	port = (uint16_t)atoi(strcmp(port_arg, "-") ? port_arg : strchr(host, ':') + 1);
+	/* The port ends where the path begins. */
+	port =
+	    (uint16_t)strtoul(strcmp(port_arg, "-") ? port_arg : strchr(host, ':') + 1, NULL, 10);
 	r = snprintf(request, sizeof(request),
 		     "GET %s?api-version=2019-08-01&resource=" RESOURCE_ARG " HTTP/1.1\r\n"
 		     "Host: %.*s\r\n"
@@ -207,7 +221,7 @@ int main(int argc, char **argv)
 
 	if (argc < 5 || argc > 6)
 		return 2;
-	threads = atoi(argv[2]);
+	threads = num(argv[2]);
 	seconds = atof(argv[3]);
 	max_requests = atol(argv[4]);
 	per_request = argc == 6 && !strcmp(argv[5], "close");

@@ -42,6 +42,17 @@ struct share {
 
 static const char *kind, *target;
 
+/* A decimal number, or -1 if s is not one. */
+static long num(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	return errno || end == s || *end || v < 0 ? -1 : v;
+}
+
 static int read_full(int fd, unsigned char *p, size_t n)
 {
 	while (n) {
@@ -68,7 +79,7 @@ static int open_one(void)
 		return fd;
 	} else {
 		struct sockaddr_in sa = {.sin_family = AF_INET,
-					 .sin_port = htons((uint16_t)atoi(target)),
+					 .sin_port = htons((uint16_t)num(target)),
 					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -150,8 +161,8 @@ int main(int argc, char **argv)
 		return 2;
 	kind = argv[1];
 	target = argv[2];
-	n = atoi(argv[3]);
-	seconds = atoi(argv[4]);
+	n = num(argv[3]);
+	seconds = num(argv[4]);
 	if (n <= 0 || seconds <= 0)
 		return 2;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)

@@ -191,7 +191,7 @@ static int setup_with(void **state, const char *daemon_keys)
 			 0);
 	assert_int_equal(compat_new(&fx->loop, fx->service, &fx->compat), 0);
 	assert_int_equal(strncmp(compat_url(fx->compat), "http://127.0.0.1:", 17), 0);
-	fx->port = (unsigned short)atoi(compat_url(fx->compat) + 17);
+	fx->port = (unsigned short)strtoul(compat_url(fx->compat) + 17, NULL, 10);
 	assert_int_equal(compat_grant(fx->compat, &p, "sp", fx->cap, &exp), 0);
 	assert_int_equal(exp, NOW + LIFETIME);
 	*state = fx;
