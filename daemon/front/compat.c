@@ -49,6 +49,8 @@ enum shape {
 	SHAPE_APPSVC_2019, /* X-IDENTITY-HEADER */
 	SHAPE_APPSVC_2017, /* secret */
 	SHAPE_IMDS,	   /* Metadata: true; the capability in the path or header */
+	SHAPE_FORM,	   /* Cloud Shell, VM extension: POST form, Metadata: true;
+			    * the capability in the path */
 };
 
 struct compat_conn {
@@ -251,8 +253,12 @@ static const char *reason(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 411:
+		return "Length Required";
 	case 413:
 		return "Payload Too Large";
+	case 415:
+		return "Unsupported Media Type";
 	case 414:
 		return "URI Too Long";
 	case 431:
@@ -428,6 +434,25 @@ static bool path_is(const char *p, size_t n, const char *want)
 	return (n == w || (n == w + 1 && p[w] == '/')) && memcmp(p, want, w) == 0;
 }
 
+/* Whether the path is want, or "/CAPABILITY" then want, the capability set
+ * in *cap (NULL when there is none). Tools that only let a base URL be set
+ * carry the capability there. */
+static bool path_names(const char *p, size_t n, const char *want, const char **cap, size_t *cap_len)
+{
+	const char *slash;
+
+	*cap = NULL;
+	*cap_len = 0;
+	if (path_is(p, n, want))
+		return true;
+	if (n < 2 || p[0] != '/' || !(slash = memchr(p + 1, '/', n - 1)) || slash == p + 1 ||
+	    !path_is(slash, n - (size_t)(slash - p), want))
+		return false;
+	*cap = p + 1;
+	*cap_len = (size_t)(slash - p - 1);
+	return true;
+}
+
 /* Optional selectors must name the capability's identity. Returns 0 or
  * answers the request and returns -1. An identity that is gone is left to
  * the service to report. */
@@ -475,7 +500,22 @@ static const char *presented(struct compat_conn *c, enum shape shape, const char
 {
 	int h = shape == SHAPE_APPSVC_2017 ? HTTP_H_SECRET : HTTP_H_IDENTITY;
 	const char *name = shape == SHAPE_APPSVC_2017 ? "secret" : "X-IDENTITY-HEADER";
+	const struct http_in *q = &c->b->req;
 
+	if (shape == SHAPE_FORM && !path_cap) {
+		respond_error(c, 401, "unauthorized",
+			      "no capability in the path: run the program under 'batchtok exec "
+			      "--compat -i IDENTITY', whose MSI_ENDPOINT carries one");
+		return NULL;
+	}
+	if (path_cap && shape != SHAPE_FORM && q->h[h].count &&
+	    (q->h[h].count > 1 || q->h[h].len != path_cap_len ||
+	     memcmp(q->h[h].value, path_cap, path_cap_len) != 0)) {
+		respond_error(c, 400, "invalid_request",
+			      "the path and the %s header carry different capabilities: send one",
+			      name);
+		return NULL;
+	}
 	if (path_cap) {
 		*len = path_cap_len;
 		return path_cap;
@@ -517,63 +557,100 @@ static void ask(struct compat_conn *c, const struct capability *cap)
 	service_get_token(c->cp->s, &who, cap->identity, c->resource, NULL, 0, false, &c->q);
 }
 
+/* Checks what IMDS checks: Metadata: true, and no proxy in between.
+ * Returns 0, or answers the request and returns -1. */
+static int check_metadata(struct compat_conn *c)
+{
+	const struct http_in *q = &c->b->req;
+
+	if (q->h[HTTP_H_METADATA].count != 1 || strcmp(q->h[HTTP_H_METADATA].value, "true") != 0)
+		respond_error(c, 400, "bad_request",
+			      "Required metadata header not specified: send Metadata: true");
+	else if (q->h[HTTP_H_FORWARDED_FOR].count)
+		respond_error(c, 400, "bad_request",
+			      "proxied requests (X-Forwarded-For) are refused");
+	else
+		return 0;
+	return -1;
+}
+
+/* The shape of a POST to /msi/token: Cloud Shell's, and the VM extension's
+ * that msrestazure (and so az CLI) sends when MSI_ENDPOINT is set outside
+ * App Service. Its parameters are in the body. Returns 0, or answers the
+ * request and returns -1. */
+static int read_form_shape(struct compat_conn *c)
+{
+	if (http_in_has_query(&c->b->req)) {
+		respond_error(c, 400, "invalid_request",
+			      "a POST carries its parameters in its form body, not in the query");
+		return -1;
+	}
+	if (!http_in_body_is_form(&c->b->req)) {
+		respond_error(c, 415, "invalid_request",
+			      "a POST's body must be a form: Content-Type: "
+			      "application/x-www-form-urlencoded");
+		return -1;
+	}
+	return check_metadata(c);
+}
+
 /* The request's shape, from its method, path, api-version and headers, and
  * the capability when the path carries one. Returns 0, or answers the
  * request and returns -1. */
 static int read_shape(struct compat_conn *c, enum shape *shape, const char **path_cap,
 		      size_t *path_cap_len)
 {
-	size_t plen, ilen = strlen(IMDS_PATH);
+	unsigned method = c->b->req.method;
 	const char *path;
+	size_t plen;
 	char *api = NULL;
-	int r = -1, has_api;
+	int r = -1;
 
-	if (c->b->req.method != HTTP_GET) {
-		respond_error(c, 405, "invalid_request", "only GET is served here");
+	if (method != HTTP_GET && method != HTTP_POST) {
+		respond_error(c, 405, "invalid_request",
+			      "only GET is served here, and POST with a form to " APPSVC_PATH);
 		return -1;
 	}
 	if (http_in_path(&c->b->req, &path, &plen) < 0) {
 		respond_error(c, 400, "invalid_request", "the request target is not a path");
 		return -1;
 	}
-	has_api = http_in_param(&c->b->req, "api-version", 32, &api) == 0;
-	*path_cap = NULL;
-	*path_cap_len = 0;
-	if (path_is(path, plen, APPSVC_PATH)) {
-		if (has_api && strcmp(api, "2019-08-01") == 0)
+	if (path_names(path, plen, APPSVC_PATH, path_cap, path_cap_len)) {
+		if (method == HTTP_POST) {
+			*shape = SHAPE_FORM;
+			return read_form_shape(c);
+		}
+		if (http_in_param(&c->b->req, "api-version", 32, &api) < 0)
+			api = NULL;
+		if (api && strcmp(api, "2019-08-01") == 0)
 			*shape = SHAPE_APPSVC_2019, r = 0;
-		else if (has_api && strcmp(api, "2017-09-01") == 0)
+		else if (api && strcmp(api, "2017-09-01") == 0)
 			*shape = SHAPE_APPSVC_2017, r = 0;
 		else
 			respond_error(c, 400, "invalid_request",
 				      "api-version must be 2019-08-01 (X-IDENTITY-HEADER) or "
 				      "2017-09-01 (secret)");
-		goto out;
+		free(api);
+		return r;
 	}
-	if (plen > ilen + 1 && path[0] == '/' && !memcmp(path + plen - ilen, IMDS_PATH, ilen)) {
-		*path_cap = path + 1;
-		*path_cap_len = plen - ilen - 1;
-	} else if (!path_is(path, plen, IMDS_PATH)) {
+	if (!path_names(path, plen, IMDS_PATH, path_cap, path_cap_len)) {
 		respond_error(c, 404, "not_found",
 			      "not a managed-identity token path: use " APPSVC_PATH
 			      " or " IMDS_PATH);
-		goto out;
+		return -1;
+	}
+	if (method == HTTP_POST) {
+		respond_error(c, 405, "invalid_request",
+			      "IMDS's path takes GET; POST a form to " APPSVC_PATH " instead");
+		return -1;
 	}
 	*shape = SHAPE_IMDS;
-	if (!has_api)
+	if (http_in_param(&c->b->req, "api-version", 32, &api) < 0) {
 		respond_error(c, 400, "invalid_request", "api-version is required");
-	else if (c->b->req.h[HTTP_H_METADATA].count != 1 ||
-		 strcmp(c->b->req.h[HTTP_H_METADATA].value, "true") != 0)
-		respond_error(c, 400, "bad_request",
-			      "Required metadata header not specified: send Metadata: true");
-	else if (c->b->req.h[HTTP_H_FORWARDED_FOR].count)
-		respond_error(c, 400, "bad_request",
-			      "proxied requests (X-Forwarded-For) are refused");
-	else
-		r = 0;
-out:
+		return -1;
+	}
 	free(api);
-	return r;
+	return check_metadata(c);
 }
 
 /* The live capability the request presents, issued to the uid that owns

@@ -10,10 +10,9 @@
 #include <openssl/crypto.h>
 
 static const char *const header_names[HTTP_H_COUNT] = {
-    [HTTP_H_IDENTITY] = "x-identity-header",
-    [HTTP_H_SECRET] = "secret",
-    [HTTP_H_METADATA] = "metadata",
-    [HTTP_H_FORWARDED_FOR] = "x-forwarded-for",
+    [HTTP_H_IDENTITY] = "x-identity-header", [HTTP_H_SECRET] = "secret",
+    [HTTP_H_METADATA] = "metadata",	     [HTTP_H_FORWARDED_FOR] = "x-forwarded-for",
+    [HTTP_H_CONTENT_TYPE] = "content-type",
 };
 
 static int refuse(struct http_in *r, int status, const char *why)
@@ -44,6 +43,8 @@ static int on_message_begin(http_parser *p)
 	r->in_value = false;
 	r->cur = -1;
 	r->head_len = 0;
+	OPENSSL_cleanse(r->body, r->body_len);
+	r->body_len = 0;
 	for (int i = 0; i < HTTP_H_COUNT; i++) {
 		OPENSSL_cleanse(r->h[i].value, r->h[i].len);
 		r->h[i].len = 0;
@@ -122,18 +123,32 @@ static int on_headers_complete(http_parser *p)
 	r->url_ok = http_parser_parse_url(r->target, r->target_len, 0, &r->url) == 0;
 	if (p->upgrade)
 		return refuse(r, 400, "protocol upgrades are not supported");
-	/* Token requests have no body; not reading one keeps the bounds
-	 * simple. */
-	if ((p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != ULLONG_MAX))
-		return refuse(r, 413, "requests with a body are not accepted: use GET");
+	/* Only a POST has a body: a small form, whose length is said up
+	 * front so that too much is refused before it is read. */
+	if (p->method != HTTP_POST) {
+		if ((p->flags & F_CHUNKED) ||
+		    (p->content_length > 0 && p->content_length != ULLONG_MAX))
+			return refuse(r, 413, "only a POST may have a body");
+		return 0;
+	}
+	if ((p->flags & F_CHUNKED) || p->content_length == ULLONG_MAX)
+		return refuse(r, 411, "a POST needs a Content-Length");
+	if (p->content_length > HTTP_BODY_MAX)
+		return refuse(r, 413, "the request's body is too large");
 	return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
 {
-	(void)at;
-	(void)n;
-	return refuse(p->data, 413, "requests with a body are not accepted: use GET");
+	struct http_in *r = p->data;
+
+	/* Bounded by the Content-Length checked above; kept in case. */
+	if (n > HTTP_BODY_MAX - r->body_len)
+		return refuse(r, 413, "the request's body is too large");
+	memcpy(r->body + r->body_len, at, n);
+	r->body_len += n;
+	r->body[r->body_len] = '\0';
+	return 0;
 }
 
 static int on_message_complete(http_parser *p)
@@ -206,6 +221,8 @@ static int decode(const char *v, size_t n, size_t max, char **ret)
 
 	if (n > 3 * max)
 		return -E2BIG;
+	if (memchr(v, '\0', n)) /* a body may hold one; a target may not */
+		return -EINVAL;
 	if (!(plus = strndup(v, n)))
 		return -ENOMEM;
 	for (char *c = plus; *c; c++)
@@ -232,17 +249,40 @@ static int decode(const char *v, size_t n, size_t max, char **ret)
 	return 0;
 }
 
+bool http_in_has_query(const struct http_in *r)
+{
+	return r->url_ok && (r->url.field_set & (1 << UF_QUERY));
+}
+
+bool http_in_body_is_form(const struct http_in *r)
+{
+	static const char form[] = "application/x-www-form-urlencoded";
+	const char *v = r->h[HTTP_H_CONTENT_TYPE].value;
+	size_t n = strlen(form);
+
+	if (r->h[HTTP_H_CONTENT_TYPE].count != 1 || strncasecmp(v, form, n) != 0)
+		return false;
+	v += n;
+	v += strspn(v, " \t");
+	return *v == '\0' || *v == ';';
+}
+
 int http_in_param(const struct http_in *r, const char *name, size_t max, char **ret)
 {
 	const char *q, *end, *found = NULL;
 	size_t nlen = strlen(name), found_len = 0;
 
-	if (!r->url_ok)
+	if (r->method == HTTP_POST) {
+		q = r->body;
+		end = q + r->body_len;
+	} else if (!r->url_ok) {
 		return -EINVAL;
-	if (!(r->url.field_set & (1 << UF_QUERY)))
+	} else if (!(r->url.field_set & (1 << UF_QUERY))) {
 		return -ENOENT;
-	q = r->target + r->url.field_data[UF_QUERY].off;
-	end = q + r->url.field_data[UF_QUERY].len;
+	} else {
+		q = r->target + r->url.field_data[UF_QUERY].off;
+		end = q + r->url.field_data[UF_QUERY].len;
+	}
 	while (q < end) {
 		const char *amp = memchr(q, '&', (size_t)(end - q));
 		const char *pair_end = amp ? amp : end;

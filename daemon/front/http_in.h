@@ -3,9 +3,11 @@
  * http-parser (libhttp-parser) does the parsing; this module keeps what the
  * endpoint needs of each request (method, request target, the few headers
  * the managed-identity protocols use) and enforces limits on everything a
- * client can send: the target, the head as a whole, the values kept, and no
- * body at all. A connection may carry several requests (keep-alive); the
- * parser stops after each whole one until http_in_next(). */
+ * client can send: the target, the head as a whole, the values kept, and the
+ * body, which only a POST may have (the Cloud Shell and VM-extension shape:
+ * a form of a few parameters, with a Content-Length). A connection may carry
+ * several requests (keep-alive); the parser stops after each whole one until
+ * http_in_next(). */
 #ifndef BATCHTOK_DAEMON_HTTP_IN_H
 #define BATCHTOK_DAEMON_HTTP_IN_H
 
@@ -17,6 +19,7 @@
 #define HTTP_HEAD_MAX	    16384 /* request line and headers together */
 #define HTTP_VALUE_MAX	    512	  /* a kept header's value */
 #define HTTP_FIELD_NAME_MAX 32	  /* longer header names are not ones we keep */
+#define HTTP_BODY_MAX	    4096  /* a POST's form body */
 
 /* The headers kept. */
 enum http_header {
@@ -24,6 +27,7 @@ enum http_header {
 	HTTP_H_SECRET,	      /* secret (App Service 2017-09-01) */
 	HTTP_H_METADATA,      /* Metadata (IMDS) */
 	HTTP_H_FORWARDED_FOR, /* X-Forwarded-For: IMDS refuses proxied requests */
+	HTTP_H_CONTENT_TYPE,  /* a POST's form must say it is one */
 	HTTP_H_COUNT,
 };
 
@@ -44,6 +48,8 @@ struct http_in {
 		unsigned count; /* how many times it appeared */
 	} h[HTTP_H_COUNT];
 	size_t head_len;
+	char body[HTTP_BODY_MAX + 1];
+	size_t body_len;
 	unsigned method; /* enum http_method */
 	bool keep_alive;
 	bool complete; /* a whole request is here */
@@ -63,9 +69,15 @@ void http_in_wipe(struct http_in *r);
 
 /* The request target's path (not NUL-terminated): 0 or -EINVAL. */
 int http_in_path(const struct http_in *r, const char **path, size_t *len);
-/* Query parameter name, decoded (%XX, '+'), in *ret (free()). Returns 0,
- * -ENOENT if absent, -EINVAL if it appears twice or decodes to control
- * characters, -E2BIG beyond max bytes, -ENOMEM. */
+/* Whether the request has a query string (a '?' in its target). */
+bool http_in_has_query(const struct http_in *r);
+/* Whether the body is a form: Content-Type application/x-www-form-urlencoded,
+ * parameters after a ';' allowed. */
+bool http_in_body_is_form(const struct http_in *r);
+/* The request's parameter name, decoded (%XX, '+'), in *ret (free()): from
+ * the query of a GET, from the form body of a POST. Returns 0, -ENOENT if
+ * absent, -EINVAL if it appears twice or decodes to control characters,
+ * -E2BIG beyond max bytes, -ENOMEM. */
 int http_in_param(const struct http_in *r, const char *name, size_t max, char **ret);
 
 #endif

@@ -1,7 +1,8 @@
 /* fuzz_http_in.c - libFuzzer target for the compat endpoint's request
  * reader: any bytes, cut at a point the input chooses, as a client could
  * send them, several requests per connection. Every kept value must stay
- * inside its limit and be NUL-terminated; parameters decode without control
+ * inside its limit and be NUL-terminated, only a POST has a body;
+ * parameters (of the query, or a POST's form) decode without control
  * characters. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,6 +23,11 @@ static void check(const struct http_in *r)
 			abort();
 	if (http_in_path(r, &path, &plen) == 0 && plen > r->target_len)
 		abort();
+	if (r->body_len > HTTP_BODY_MAX || r->body[r->body_len] != '\0' ||
+	    (r->body_len && r->method != HTTP_POST))
+		abort();
+	(void)http_in_body_is_form(r);
+	(void)http_in_has_query(r);
 	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
 		char *v = NULL;
 		if (http_in_param(r, params[i], 256, &v) == 0) {

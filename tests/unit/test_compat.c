@@ -530,9 +530,25 @@ static void test_error_statuses(void **state)
 			fail_msg("%s: want %d %s, got %s", cases[i].target, cases[i].status,
 				 cases[i].error, err);
 	}
+	assert_int_equal(ask(fx, "DELETE /msi/token HTTP/1.1\r\nHost: h\r\n\r\n", err, sizeof(err)),
+			 405);
+	/* The form shape: POST, a form, Metadata: true, the capability in the
+	 * path and nowhere else. */
 	assert_int_equal(ask(fx, "POST /msi/token HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
 			     err, sizeof(err)),
-			 405);
+			 415);
+	snprintf(req, sizeof(req),
+		 "POST /msi/token HTTP/1.1\r\nHost: h\r\nMetadata: true\r\nX-IDENTITY-HEADER: "
+		 "%s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+		 "%zu\r\n\r\nresource=%s",
+		 fx->cap, strlen("resource=" BATCH), BATCH);
+	assert_int_equal(ask(fx, req, err, sizeof(err)), 401);
+	snprintf(req, sizeof(req),
+		 "POST /%s/msi/token HTTP/1.1\r\nHost: h\r\nContent-Type: "
+		 "application/x-www-form-urlencoded\r\nContent-Length: %zu\r\n\r\nresource=%s",
+		 fx->cap, strlen("resource=" BATCH), BATCH);
+	assert_int_equal(ask(fx, req, err, sizeof(err)), 400);
+	assert_string_equal(err, "bad_request"); /* no Metadata: true */
 	/* A capability whose user may not (or no longer) use the identity. */
 	assert_int_equal(compat_grant(fx->compat, &stranger, "sp", stranger_cap, &exp), 0);
 	owner = STRANGER;
