@@ -350,23 +350,29 @@ static int cmd_inspect(struct ctx *ctx, int argc, char **argv)
 /* exec --compat: the environment that points Azure SDKs' managed-identity
  * credentials at the daemon's compatible endpoint (ENTRA.md 4.1): App
  * Service's variables, and the older MSI_ pair that some SDKs still read.
- * Variables that would make an SDK pick another kind of managed identity
- * (Service Fabric, Azure Arc) are removed. */
+ * MSI_ENDPOINT carries the capability in its path as well, since
+ * msrestazure (and so az CLI) sends it without MSI_SECRET: a POST with a
+ * form body and only Metadata: true, the shape of Cloud Shell and the old VM
+ * extension. Variables that would make an SDK pick another kind of managed
+ * identity (Service Fabric, Azure Arc) are removed. */
 static int set_compat_env(const struct batchtok_compat *c)
 {
-	char *url = NULL;
+	char *url = NULL, *msi_url = NULL;
 	int r;
 
 	if (asprintf(&url, "%s/msi/token", c->endpoint) < 0)
 		url = NULL;
-	r = !url || setenv("IDENTITY_ENDPOINT", url, 1) < 0 ||
+	if (asprintf(&msi_url, "%s/%s/msi/token", c->endpoint, c->capability) < 0)
+		msi_url = NULL;
+	r = !url || !msi_url || setenv("IDENTITY_ENDPOINT", url, 1) < 0 ||
 		    setenv("IDENTITY_HEADER", c->capability, 1) < 0 ||
-		    setenv("MSI_ENDPOINT", url, 1) < 0 ||
+		    setenv("MSI_ENDPOINT", msi_url, 1) < 0 ||
 		    setenv("MSI_SECRET", c->capability, 1) < 0 ||
 		    unsetenv("IDENTITY_SERVER_THUMBPRINT") < 0 || unsetenv("IMDS_ENDPOINT") < 0
 		? -1
 		: 0;
 	free(url);
+	free(msi_url);
 	if (r < 0) {
 		fprintf(stderr, "batchtok: cannot set the environment: %s\n", strerror(errno));
 		return EXIT_OTHER;

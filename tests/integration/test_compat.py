@@ -197,7 +197,10 @@ def test_older_msi_variables_and_imds_shape(make_daemon, sts):
 def test_response_fields_and_formats(make_daemon, sts):
     d = make_daemon({"batch": {"resources": BATCH + ", https://vault.azure.net"}}, **COMPAT)
     env = compat_env(d)
-    assert env["IDENTITY_ENDPOINT"] == env["MSI_ENDPOINT"]
+    # MSI_ENDPOINT carries the capability in its path, for the clients
+    # that send it without MSI_SECRET (test_azure_cli.py).
+    assert env["MSI_ENDPOINT"] == "%s/%s/msi/token" % (env["IDENTITY_ENDPOINT"][:-10],
+                                                       env["MSI_SECRET"])
     assert env["IDENTITY_HEADER"] == env["MSI_SECRET"]
     assert env["IDENTITY_ENDPOINT"].startswith("http://127.0.0.1:")
     status, body = http_get(token_url(env), {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
@@ -349,8 +352,10 @@ def test_imds_rules_and_bad_http(make_daemon, sts):
         s.close()
         return out
 
-    assert raw(b"POST /msi/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello") \
+    assert raw(b"GET /msi/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello") \
         .startswith(b"HTTP/1.1 413 ")
+    assert raw(b"POST /msi/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello") \
+        .startswith(b"HTTP/1.1 415 Unsupported Media Type\r\n")
     assert raw(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 414 ")
     assert raw(b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"b" * 20000 + b"\r\n\r\n") \
         .startswith(b"HTTP/1.1 431 ")
