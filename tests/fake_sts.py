@@ -18,12 +18,19 @@ It also plays the other parties batchtokd talks to:
     bearer tokens as Batch does: signature, audience, expiry;
   - the instance metadata service (IMDS), on a second, plain-HTTP port, with
     its quirks: Metadata: true required, all-string replies, cached tokens
-    whose expires_in counts from issuance, 404/410/429/5xx on request.
+    whose expires_in counts from issuance, 404/410/429/5xx on request;
+  - Azure Resource Manager (management.azure.com), the few calls az CLI
+    makes at login (the subscription list: empty), on a fourth port, and a
+    CONNECT proxy on a fifth that tunnels management.azure.com:443 to it and
+    refuses every other host, so that an unmodified az CLI (HTTPS_PROXY) can
+    log in with nothing leaving loopback. The server certificate names
+    management.azure.com as well.
 
 Usage: fake_sts.py STATE_DIR [--port N] [--lifetime SECONDS]
 
 Writes STATE_DIR/ca.pem (trust this), STATE_DIR/signing.pem (the token
-signing public key), STATE_DIR/imds_port and STATE_DIR/port, then serves
+signing public key), STATE_DIR/{imds,batch,arm,proxy}_port and
+STATE_DIR/port, then serves
 until SIGTERM. Registered apps come from STATE_DIR/apps.json if present,
 else the demo app:
   {"tenants": {"TENANT": {"CLIENT_ID": "SECRET" | {
@@ -58,6 +65,7 @@ import datetime
 import http.server
 import json
 import os
+import select
 import signal
 import socket
 import socketserver
@@ -115,7 +123,7 @@ def make_pki(state):
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
+                x509.DNSName("localhost"), x509.DNSName("management.azure.com"),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
@@ -168,6 +176,10 @@ class State:
             self.batch_requests = 0
             self.batch_authorized = 0
             self.batch_refused = 0
+            self.arm_requests = []    # "GET /path" of authorised ARM calls
+            self.arm_refused = 0
+            self.proxy_tunnels = 0
+            self.proxy_refused = []   # CONNECT targets refused
             self.refresh_tokens = {}  # token -> {user, client, tenant, revoked}
 
     def take_fault(self, target="sts"):
@@ -238,6 +250,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "batch_requests": st.batch_requests,
                     "batch_authorized": st.batch_authorized,
                     "batch_refused": st.batch_refused,
+                    "arm_requests": st.arm_requests, "arm_refused": st.arm_refused,
+                    "proxy_tunnels": st.proxy_tunnels,
+                    "proxy_refused": st.proxy_refused,
                     "live_refresh_tokens": sum(1 for r in st.refresh_tokens.values()
                                                if not r["revoked"])})
             return
@@ -771,25 +786,9 @@ class BatchHandler(Handler):
         q = dict(urllib.parse.parse_qsl(url.query))
         with st.lock:
             st.batch_requests += 1
-        auth = self.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            return self.refuse("The request is not authenticated: no bearer token.")
-        try:
-            h64, p64, s64 = auth[7:].split(".")
-            self.server.signing.public_key().verify(
-                b64url_decode(s64), (h64 + "." + p64).encode(), padding.PKCS1v15(),
-                hashes.SHA256())
-            claims = json.loads(b64url_decode(p64))
-        except Exception:
-            return self.refuse("The access token signature is invalid.")
-        if claims.get("aud") != "https://batch.core.windows.net/":
-            return self.refuse("The access token has been obtained from wrong audience or "
-                               "resource '%s'. It should exactly match (including forward "
-                               "slash) with one of the allowed audiences "
-                               "'https://batch.core.windows.net/'" % claims.get("aud"))
-        if claims.get("exp", 0) < time.time():
-            return self.refuse("The access token expiry UTC time is earlier than current "
-                               "UTC time.")
+        bad = check_bearer(self, ["https://batch.core.windows.net/"])
+        if bad:
+            return self.refuse(bad)
         if url.path != "/jobs" or "api-version" not in q:
             return self.send_json(404, {"code": "ResourceNotFound"})
         with st.lock:
@@ -801,6 +800,91 @@ class BatchHandler(Handler):
             page["odata.nextLink"] = "%s/jobs?api-version=%s&$skiptoken=%d" % (
                 self.server.batch_url, q["api-version"], start + 2)
         self.send_json(200, page)
+
+
+def check_bearer(handler, audiences):
+    """What is wrong with the request's bearer token, as a resource server
+    checks it (signature by this service, audience, expiry), or None."""
+    auth = handler.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        return "The request is not authenticated: no bearer token."
+    try:
+        h64, p64, s64 = auth[7:].split(".")
+        handler.server.signing.public_key().verify(
+            b64url_decode(s64), (h64 + "." + p64).encode(), padding.PKCS1v15(),
+            hashes.SHA256())
+        claims = json.loads(b64url_decode(p64))
+    except Exception:
+        return "The access token signature is invalid."
+    if claims.get("aud") not in audiences:
+        return ("The access token has been obtained from wrong audience or resource '%s'. "
+                "It should exactly match (including forward slash) with one of the allowed "
+                "audiences %s" % (claims.get("aud"), ", ".join("'%s'" % a for a in audiences)))
+    if claims.get("exp", 0) < time.time():
+        return "The access token expiry UTC time is earlier than current UTC time."
+    return None
+
+
+class ArmHandler(Handler):
+    """A fake Azure Resource Manager: the calls az CLI makes at login.
+    Tokens are checked as ARM does; the identity has no subscription."""
+    server_version = "fake-arm/1"
+    AUDIENCES = ["https://management.core.windows.net/", "https://management.azure.com/",
+                 "https://management.azure.com"]
+
+    def do_GET(self):
+        st = self.server.state
+        url = urllib.parse.urlsplit(self.path)
+        bad = check_bearer(self, self.AUDIENCES)
+        if bad:
+            with st.lock:
+                st.arm_refused += 1
+            return self.send_json(401, {"error": {"code": "InvalidAuthenticationToken",
+                                                  "message": bad}})
+        with st.lock:
+            st.arm_requests.append("GET " + url.path)
+        if url.path in ("/subscriptions", "/tenants"):
+            return self.send_json(200, {"value": []})
+        self.send_json(404, {"error": {"code": "NotFound", "message": "fake ARM serves "
+                                       "/subscriptions and /tenants only"}})
+
+
+class ProxyHandler(socketserver.StreamRequestHandler):
+    """A CONNECT proxy that tunnels management.azure.com:443 to the fake
+    ARM and refuses (403) everything else, recording what it refused."""
+    IDLE = 60  # seconds a tunnel may carry nothing before it is closed
+
+    def handle(self):
+        st = self.server.state
+        self.connection.settimeout(30)
+        line = self.rfile.readline(4096).decode("latin-1").split()
+        while self.rfile.readline(4096) not in (b"\r\n", b"\n", b""):
+            pass
+        target = line[1] if len(line) == 3 and line[0] == "CONNECT" else ""
+        if target != "management.azure.com:443":
+            with st.lock:
+                st.proxy_refused.append(target or " ".join(line)[:200])
+            self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+            return
+        up = socket.create_connection(("127.0.0.1", self.server.arm_port), timeout=30)
+        with st.lock:
+            st.proxy_tunnels += 1
+        self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.wfile.flush()
+        socks = [self.connection, up]
+        try:
+            while True:
+                ready, _, _ = select.select(socks, [], [], self.IDLE)
+                if not ready:
+                    return
+                for r in ready:
+                    data = r.recv(65536)
+                    if not data:
+                        return
+                    (up if r is self.connection else self.connection).sendall(data)
+        finally:
+            up.close()
 
 
 def sign_jwt(header, claims, key):
@@ -848,7 +932,13 @@ def main():
     imdsd = Server(("127.0.0.1", 0), ImdsHandler)
     batchd = Server(("127.0.0.1", 0), BatchHandler)
     batchd.socket = ctx.wrap_socket(batchd.socket, server_side=True)
-    for srv in (httpd, imdsd, batchd):
+    armd = Server(("127.0.0.1", 0), ArmHandler)
+    armd.socket = ctx.wrap_socket(armd.socket, server_side=True)
+    proxyd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), ProxyHandler)
+    proxyd.daemon_threads = True
+    proxyd.state = state
+    proxyd.arm_port = armd.server_address[1]
+    for srv in (httpd, imdsd, batchd, armd):
         srv.state = state
         srv.signing = signing
         srv.issuer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048) \
@@ -859,6 +949,11 @@ def main():
         srv.batch_url = "https://127.0.0.1:%d" % batchd.server_address[1]
     threading.Thread(target=imdsd.serve_forever, daemon=True).start()
     threading.Thread(target=batchd.serve_forever, daemon=True).start()
+    threading.Thread(target=armd.serve_forever, daemon=True).start()
+    threading.Thread(target=proxyd.serve_forever, daemon=True).start()
+    for name, srv in (("arm_port", armd), ("proxy_port", proxyd)):
+        with open(os.path.join(state_dir, name), "w") as f:
+            f.write(str(srv.server_address[1]))
     with open(os.path.join(state_dir, "batch_port"), "w") as f:
         f.write(str(batchd.server_address[1]))
     with open(os.path.join(state_dir, "imds_port"), "w") as f:

@@ -232,6 +232,10 @@ class FakeSTS:
             self.imds_url = "http://127.0.0.1:%d" % int(f.read())
         with open(os.path.join(self.dir, "batch_port")) as f:
             self.batch_url = "https://127.0.0.1:%d" % int(f.read())
+        # What az CLI reaches as https://management.azure.com, through the
+        # proxy (HTTPS_PROXY), which tunnels nothing else.
+        with open(os.path.join(self.dir, "proxy_port")) as f:
+            self.proxy_url = "http://127.0.0.1:%d" % int(f.read())
         self.ca = os.path.join(self.dir, "ca.pem")
         self.ctx = ssl.create_default_context(cafile=self.ca)
 
