@@ -208,3 +208,19 @@ def test_long_running_clients_outlive_compat_lifetime(make_daemon, sts, az, tmp_
     assert out.splitlines()[-1].startswith("ok "), out
     assert set(out.splitlines()[:-1]) == {d.get().out.strip()}
     assert d.read_log().count("renewed a compat capability") >= renewed + 2
+
+
+def test_readme_curl_imds_request(make_daemon, sts):
+    """The README's curl command (the IMDS request of Microsoft's
+    managed-identity article, its base URL moved to the endpoint) works as
+    written there."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
+        readme = f.read()
+    start = readme.index("    batchtok exec --compat -i batch-prod -- sh -c '\n      curl")
+    block = readme[start:readme.index("\n\n", start)]
+    argv = block.replace("\\\n", "").split("-- sh -c ", 1)[1].strip()
+    assert argv[0] == "'" and argv[-1] == "'"
+    d = make_daemon(IDENTITY, **COMPAT)
+    out = under_compat(d, dict(os.environ), "sh", "-c", argv[1:-1])
+    body = json.loads(out)
+    assert body["resource"] == BATCH and body["access_token"] == d.get().out.strip()

@@ -90,7 +90,8 @@ def test_client_side_needs_libc_only():
     assert names and all(n.startswith("batchtok_") for n in names), names
 
 
-def test_make_install_honours_prefix_and_destdir(tmp_path):
+def make_install(tmp_path):
+    """make install PREFIX=/opt/bt DESTDIR=tmp_path/root; returns DESTDIR."""
     top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     dest = str(tmp_path / "root")
     subprocess.run(["make", "-s", "-C", top, "O=" + BUILD, "install", "PREFIX=/opt/bt",
@@ -105,6 +106,57 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
         assert os.path.exists(os.path.join(dest, f)), f
     with open(os.path.join(dest, "opt/bt/lib/pkgconfig/batchtok.pc")) as f:
         assert "libdir=/opt/bt/lib" in f.read()
+    return dest
+
+
+def test_make_install_honours_prefix_and_destdir(tmp_path):
+    make_install(tmp_path)
+
+
+# A program written from batchtok.h alone, built with pkg-config batchtok.
+PKGCONFIG_PROGRAM = r'''
+#include <batchtok.h>
+#include <stdio.h>
+
+int main(int argc, char **argv)
+{
+	struct batchtok_request req = {.resource = "https://batch.core.windows.net/"};
+	struct batchtok_token *t = NULL;
+	batchtok *bt = NULL;
+	int r;
+
+	(void)argc;
+	if ((r = batchtok_new(&bt)) < 0 || (r = batchtok_connect(bt, argv[1])) < 0 ||
+	    (r = batchtok_get_token(bt, &req, &t)) < 0) {
+		fprintf(stderr, "%d %s\n", r, bt ? batchtok_error(bt) : "");
+		return 1;
+	}
+	printf("%s\n", t->access_token);
+	batchtok_token_free(t);
+	batchtok_free(bt);
+	return 0;
+}
+'''
+
+
+def test_program_built_with_pkg_config_alone(make_daemon, sts, tmp_path):
+    """The installed header and batchtok.pc are all a C program needs."""
+    dest = make_install(tmp_path)
+    src = tmp_path / "prog.c"
+    src.write_text(PKGCONFIG_PROGRAM)
+    env = dict(os.environ, PKG_CONFIG_SYSROOT_DIR=dest,
+               PKG_CONFIG_LIBDIR=os.path.join(dest, "opt/bt/lib/pkgconfig"))
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "batchtok"], env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert any(f.startswith("-I" + dest) for f in flags), flags
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "-o", str(tmp_path / "prog"),
+                    str(src)] + flags, check=True, capture_output=True)
+    d = make_daemon()
+    r = subprocess.run([str(tmp_path / "prog"), d.sock], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ,
+                                            LD_LIBRARY_PATH=os.path.join(dest, "opt/bt/lib")))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == d.get().out.strip()
 
 
 def parse_journal(datagram):
