@@ -1,6 +1,8 @@
 """The boot tier: batchtok's packages installed with apt-get into a Debian 12
 root booted with systemd as PID 1 (systemd-nspawn -b), used as the README
-says, by a member of the socket group, a stranger and an administrator.
+says, by a member of the socket group, a stranger and an administrator; then
+installed again by the Azure Batch start task (packaging/azure-batch/) and
+used by a pool's tasks.
 
 One container serves the whole file; the tests run in file order, each
 building on the state the one before left, as an administrator's session
