@@ -1,6 +1,8 @@
 """The boot tier: batchtok's packages installed with apt-get into a Debian 12
 root booted with systemd as PID 1 (systemd-nspawn -b), used as the README
-says, by a member of the socket group, a stranger and an administrator.
+says, by a member of the socket group, a stranger and an administrator; then
+installed again by the Azure Batch start task (packaging/azure-batch/) and
+used by a pool's tasks.
 
 One container serves the whole file; the tests run in file order, each
 building on the state the one before left, as an administrator's session
@@ -23,7 +25,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
-from conftest import CLIENT, SECRET, TENANT, FakeSTS, wait_for  # noqa: E402
+from conftest import (BATCH, CLIENT, MI_CLIENT, SECRET, TENANT, FakeSTS,  # noqa: E402
+                      jwt_claims, wait_for)
 
 BUILD = os.environ.get("BATCHTOK_BUILD", os.path.join(TOP, "build"))
 CACHE = os.environ.get("BATCHTOK_BOOT_CACHE", "/var/cache/batchtok-boot")
@@ -483,3 +486,153 @@ def test_purge_keeps_users_removes_state_and_says_what_it_leaves(env):
     assert m.sh("getent passwd batchtok").rc == 0
     assert m.sh("getent group batchtok-admin").rc == 0
     assert not exists(m, "/usr/sbin/batchtokd")
+
+
+# --- an Azure Batch pool node (packaging/azure-batch/) -------------------------
+#
+# With the packages purged, the container is a node as Batch hands it to a
+# start task: the pool-scope auto-user exists (Batch creates it when it
+# provisions a node), the start task's resource files are in its working
+# directory and the AZ_BATCH_* variables are set as on a real node. The one
+# stand-in is the metadata service: the fake IMDS on loopback, whose
+# user-assigned identity is MI_CLIENT, named by BATCHTOK_TEST_IMDS_ENDPOINT.
+
+START_TASK = os.path.join(TOP, "packaging", "azure-batch", "start-task.sh")
+NODE_ROOT = "/mnt/batch/tasks"
+STARTUP_WD = NODE_ROOT + "/startup/wd"
+# What Batch names an application package's directory and variable on Linux
+# (application batchtok, version 0.2.0).
+APP_DIR = NODE_ROOT + "/applications/batchtok0.2.0"
+APP_VAR = "AZ_BATCH_APP_PACKAGE_batchtok_0_2_0"
+STORAGE = "https://storage.azure.com/"
+# The pool-scope non-admin auto-user on Linux nodes, and its group.
+AUTO_USER = "_azbatch"
+TASKS = 200
+
+
+def node_env(m, **extra):
+    """The variables Batch sets for a start task (batch-compute-node-
+    environment-variables), and the test's IMDS."""
+    env = {"AZ_BATCH_ACCOUNT_NAME": "contoso",
+           "AZ_BATCH_ACCOUNT_URL": "https://contoso.westeurope.batch.azure.com",
+           "AZ_BATCH_POOL_ID": "batchtok-pool", "AZ_BATCH_NODE_ID": "tvm-1_1-20260101t000000z",
+           "AZ_BATCH_NODE_IS_DEDICATED": "true", "AZ_BATCH_NODE_ROOT_DIR": NODE_ROOT,
+           "AZ_BATCH_NODE_SHARED_DIR": NODE_ROOT + "/shared",
+           "AZ_BATCH_NODE_STARTUP_DIR": NODE_ROOT + "/startup",
+           "AZ_BATCH_TASK_DIR": NODE_ROOT + "/startup", "AZ_BATCH_TASK_WORKING_DIR": STARTUP_WD,
+           "AZ_BATCH_TASK_USER_IDENTITY": "PoolAdmin",
+           "BATCHTOK_TEST_IMDS_ENDPOINT": m.sts.imds_url}
+    env.update(extra)
+    return env
+
+
+def start_task(m, script, **env):
+    """The pool's start task command line, run as root in its working
+    directory, as Batch runs it."""
+    return m.sh('cd "$AZ_BATCH_TASK_WORKING_DIR" && %s --client-id %s --resources "%s %s" '
+                "--compat 127.0.0.1:0" % (script, MI_CLIENT, BATCH, STORAGE),
+                env=node_env(m, **env), timeout=300)
+
+
+def imds_requests(m):
+    return m.sts.stats()["imds_requests"]
+
+
+def conf(m):
+    return m.ok("cat /etc/batchtok/batchtokd.conf")
+
+
+def test_batch_start_task_installs_and_serves_the_pool_identity(env):
+    m = env
+    m.ok("groupadd _azbatchgrp && useradd -m -g _azbatchgrp %s" % AUTO_USER)
+    # The resource files: the script and the packages (not the older
+    # versions that share /var/tmp/debs).
+    m.ok("mkdir -p %s %s/shared && cp %s %s" % (STARTUP_WD, NODE_ROOT, " ".join(m.new), STARTUP_WD))
+    with open(START_TASK, "rb") as f:
+        m.write(STARTUP_WD + "/start-task.sh", f.read(), mode="770")
+    before = imds_requests(m)
+    r = start_task(m, "./start-task.sh")
+    assert r.rc == 0, r
+    assert "ready:" in r.out and "_azbatch joined the group batchtok" in r.out, r
+    # Its one check token: one request, for the pool's identity.
+    assert imds_requests(m) - before == 1
+    q = m.sts.stats()["last_imds"]["query"]
+    assert q["client_id"] == MI_CLIENT and q["resource"] == BATCH, q
+    text = conf(m)
+    assert text.splitlines().count("[identity node]") == 1
+    assert "client_id = %s" % MI_CLIENT in text and "allow_groups = batchtok" in text
+    assert m.sh("systemctl is-enabled batchtokd.socket").out.strip() == "enabled"
+    assert "batchtok" in m.ok("id -nG %s" % AUTO_USER).split()
+
+
+def test_a_task_as_the_pool_auto_user_gets_the_node_token(env):
+    m = env
+    before = imds_requests(m)
+    r = m.sh("batchtok get -i node -r %s" % BATCH, user=AUTO_USER)
+    assert r.rc == 0, r
+    token = r.out.strip()
+    claims = jwt_claims(token)
+    assert claims["aud"] == BATCH and claims["appid"] == MI_CLIENT, claims
+    # The start task's token, from the daemon's cache.
+    assert imds_requests(m) == before
+    # An SDK under exec --compat asks the compat endpoint in App Service's
+    # shape (bash's /dev/tcp stands in for its HTTP client) and gets the same.
+    r = m.sh("batchtok exec --compat -i node -- bash -c '"
+             'hp=${IDENTITY_ENDPOINT#http://}; host=${hp%%%%/*}; '
+             'exec 3<>/dev/tcp/${host%%:*}/${host##*:} && '
+             'printf "GET /%%s?api-version=2019-08-01&resource=%s HTTP/1.1\\r\\nHost: %%s\\r\\n'
+             'X-IDENTITY-HEADER: %%s\\r\\nConnection: close\\r\\n\\r\\n" '
+             '"${hp#*/}" "$host" "$IDENTITY_HEADER" >&3 && cat <&3' "'" % BATCH,
+             user=AUTO_USER)
+    assert r.rc == 0 and r.out.startswith("HTTP/1.1 200"), r
+    body = json.loads(r.out[r.out.index("{"):r.out.rindex("}") + 1])
+    assert body["access_token"] == token
+    # A task-scope auto-user is made for its task, after the start task: not
+    # in the group, so refused, with the reason.
+    m.ok("useradd -m -g _azbatchgrp _azbatchtask_1")
+    r = m.sh("batchtok get -i node", user="_azbatchtask_1")
+    assert r.rc == 4 and "group batchtok" in r.err, r
+
+
+def test_200_concurrent_tasks_cause_one_imds_request(env):
+    m = env
+    before = imds_requests(m)
+    # TASKS processes of the auto-user at once, each asking for a resource
+    # nobody has asked for yet; the shell waits for every one of them (and
+    # the whole group is killed if that takes longer than the time-out).
+    script = ('d=$(mktemp -d) && i=0 && while [ $i -lt %d ]; do '
+              '{ batchtok get -i node -r %s >$d/out.$i 2>$d/err.$i; echo $? >$d/rc.$i; } & '
+              'i=$((i + 1)); done; wait; '
+              'echo "ok $(cat $d/rc.* | grep -cx 0)"; '
+              'echo "tokens $(cat $d/out.* | sort -u | wc -l)"; '
+              'cat $d/err.* | sort | uniq -c | head -5; rm -rf "$d"' % (TASKS, STORAGE))
+    r = m.sh(script, user=AUTO_USER, timeout=120)
+    assert r.rc == 0, r
+    assert "ok %d\n" % TASKS in r.out and "tokens 1\n" in r.out, r
+    assert imds_requests(m) - before == 1
+    q = m.sts.stats()["last_imds"]["query"]
+    assert q["resource"] == STORAGE and q["client_id"] == MI_CLIENT, q
+
+
+def test_start_task_rerun_changes_nothing(env):
+    m = env
+    text = conf(m)
+    group = m.ok("getent group batchtok")
+    pid = m.ok("systemctl show -P MainPID batchtokd").strip()
+    before = imds_requests(m)
+    # After a reboot Batch runs the same command line again...
+    r = start_task(m, "./start-task.sh")
+    assert r.rc == 0, r
+    assert "(unchanged)" in r.out and "_azbatch is in the group batchtok already" in r.out, r
+    # ... and a pool may take the packages from an application package
+    # instead: the script finds the .deb files beside itself.
+    m.ok("mkdir -p %s && cp %s/*.deb %s/start-task.sh %s" % (APP_DIR, STARTUP_WD, STARTUP_WD,
+                                                            APP_DIR))
+    r = start_task(m, '"$%s/start-task.sh"' % APP_VAR, **{APP_VAR: APP_DIR})
+    assert r.rc == 0 and "(unchanged)" in r.out, r
+    assert conf(m) == text
+    assert m.ok("getent group batchtok") == group
+    assert m.ok("systemctl show -P MainPID batchtokd").strip() == pid, \
+        "an unchanged config restarted the daemon"
+    assert imds_requests(m) == before
+    assert m.sh("batchtok get -i node", user=AUTO_USER).rc == 0

@@ -81,7 +81,8 @@ def test_man_pages_lint_and_render():
 
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory):
-    if not os.path.isdir(os.path.join(TOP, ".git")):
+    # A worktree's .git is a file.
+    if not os.path.exists(os.path.join(TOP, ".git")):
         pytest.skip("the packages are built from a git checkout's tracked files")
     out = tmp_path_factory.mktemp("deb")
     r = run(os.path.join(TOP, "packaging", "build-deb.sh"), str(out))
@@ -107,6 +108,9 @@ def test_deb_contents(debs):
               "/usr/share/man/man5/batchtokd.conf.5.gz",
               "/usr/share/man/man7/batchtok-protocol.7.gz"):
         assert f in daemon, f
+    # The Azure Batch pool recipe, where users look for examples.
+    for f in ("README.md", "start-task.sh", "pool.json"):
+        assert "/usr/share/doc/batchtokd/examples/azure-batch/" + f in daemon, f
     lib = deb_files(debs / ("libbatchtok0_%s_amd64.deb" % VERSION))
     assert {f for f in lib if "/lib/" in f} == {"/usr/lib/x86_64-linux-gnu/libbatchtok.so.0"}
     dev = deb_files(debs / ("libbatchtok-dev_%s_amd64.deb" % VERSION))
@@ -148,7 +152,7 @@ def test_lintian_clean(debs):
 
 
 def test_rpm_spec_builds(tmp_path):
-    if not os.path.isdir(os.path.join(TOP, ".git")):
+    if not os.path.exists(os.path.join(TOP, ".git")):
         pytest.skip("the source tarball is made from a git checkout")
     top = tmp_path / "rpm"
     (top / "SOURCES").mkdir(parents=True)
@@ -167,4 +171,7 @@ def test_rpm_spec_builds(tmp_path):
     assert os.listdir(top / "RPMS" / "noarch") == ["python3-batchtok-%s-1.noarch.rpm" % VERSION]
     files = run("rpm", "-qlp", str(top / "RPMS" / "x86_64" / rpms[0])).stdout.split()
     assert "/usr/sbin/batchtokd" in files and "/usr/lib/sysusers.d/batchtok.conf" in files
+    # The doc directory is batchtok or batchtok-VERSION, as rpm is configured.
+    assert any(re.match(r"/usr/share/doc/batchtok[^/]*/azure-batch/start-task\.sh$", f)
+               for f in files), files
     shutil.rmtree(top)
