@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from conftest import BATCH, CLIENT, PYTHON, TENANT, TOP, VERSION, as_user, jwt_claims
+from conftest import (BATCH, CLIENT, PYTHON, TENANT, TOP, VERSION, as_user, jwt_claims,
+                      wait_for)
 
 sys.path.insert(0, os.path.join(TOP, "client", "python"))
 import batchtok  # noqa: E402
@@ -48,6 +49,43 @@ def test_thin_client_refuses_a_token_with_control_characters(monkeypatch):
         assert "control characters" in str(e.value) and "Injected" not in str(e.value)
     monkeypatch.setattr(c, "_request", lambda *a: reply("eyJ.a-b_c~d+e/f=="))
     assert c.get_token().access_token == "eyJ.a-b_c~d+e/f=="
+
+
+def restart(d):
+    """Stops the daemon by PID and starts a new one on the same socket."""
+    old = d.proc.pid
+    d.stop()
+    d.start()
+    assert d.proc.pid != old
+
+
+def idle_closes(d):
+    """How many connections the daemon closed for client_idle_timeout."""
+    return d.read_log().count("idle for client_idle_timeout")
+
+
+def test_thin_client_survives_a_daemon_restart_and_an_idle_close(make_daemon, sts):
+    """The daemon closes the connection when it restarts and when it sits
+    idle for client_idle_timeout (5 minutes by default: an SDK credential
+    asks about once an hour). The call that finds it gone gets its token on a
+    new connection, as libbatchtok's does (test_reconnect.py)."""
+    d = make_daemon(client_idle_timeout="1s")
+    with batchtok.Client(d.sock) as c:
+        c.get_token()
+        restart(d)
+        second = c.get_token()
+        # A new daemon has an empty cache: it asked the token service again.
+        assert sts.stats()["token_requests"] == 2
+        n = idle_closes(d)
+        wait_for(lambda: idle_closes(d) > n, 10, what="the daemon to close the idle connection")
+        assert c.get_token() == second
+        assert sts.stats()["token_requests"] == 2
+        d.stop()
+        with pytest.raises(batchtok.BatchtokError) as e:
+            c.get_token()
+        assert e.value.exit_code == 3 and "cannot reach batchtokd" in str(e.value)
+        d.start()
+        assert c.get_token().access_token.count(".") == 2
 
 
 def test_token_credential(make_daemon, sts):
