@@ -280,8 +280,8 @@ install: all
 	install -D -m 0644 systemd/batchtok.tmpfiles $(DESTDIR)$(TMPFILESDIR)/batchtok.conf
 	for m in $(MANPAGES); do \
 		s=$${m##*.}; install -D -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
-	install -D -m 0644 client/python/batchtok/__init__.py \
-		$(DESTDIR)$(PYTHONDIR)/batchtok/__init__.py
+	for f in client/python/batchtok/*.py; do \
+		install -D -m 0644 $$f $(DESTDIR)$(PYTHONDIR)/batchtok/$${f##*/}; done
 
 clean:
 	rm -rf build build-asan

@@ -124,7 +124,8 @@ def test_deb_contents(debs):
     # The Python client: the standard library only, importable where
     # Debian's python3 looks.
     py = debs / ("python3-batchtok_%s_all.deb" % VERSION)
-    assert "/usr/lib/python3/dist-packages/batchtok/__init__.py" in deb_files(py)
+    for f in ("__init__.py", "aio.py"):
+        assert "/usr/lib/python3/dist-packages/batchtok/" + f in deb_files(py), f
     assert run("dpkg-deb", "-f", str(py), "Depends").stdout.strip() == "python3:any"
 
 

@@ -11,7 +11,8 @@ Standard library only; it speaks batchtokd's wire protocol
 BatchtokCredential is an azure.core TokenCredential (get_token(*scopes) ->
 AccessToken) for clients built on azure-core; BatchtokBatchCredentials is
 the msrest-style credential (signed_session) that azure-batch's
-BatchServiceClient (13.x, msrest-based) takes.
+BatchServiceClient (13.x, msrest-based) takes. batchtok.aio has Client and
+BatchtokCredential for asyncio, the latter an azure.core AsyncTokenCredential.
 """
 
 import collections
@@ -33,6 +34,7 @@ HELLO, GET_TOKEN, PING = 1, 2, 6
 REPLY, ERROR = 0x80, 0xFF
 FORCE_REFRESH = 0x1
 REPLY_MAX = 1024 * 1024
+HELLO_ID = 0  # requests are numbered from 1
 
 # Status codes carried by ERROR, and the errno-like exit codes batchtok uses.
 STATUS_NAMES = {1: "internal", 2: "bad request", 3: "denied", 4: "unknown identity",
@@ -69,11 +71,42 @@ def default_socket():
     return SYSTEM_SOCKET
 
 
+# The codec: frames and bodies as bytes, shared by the Client here and the
+# one in batchtok.aio, which differ only in how the bytes travel.
+
 def _string(s):
     b = (s or "").encode()
     if b"\0" in b:
         raise ValueError("strings sent to batchtokd cannot hold NUL")
     return struct.pack(">I", len(b)) + b
+
+
+def _frame(type_, id_, body=b""):
+    return struct.pack(">IBI", 5 + len(body), type_, id_) + body
+
+
+def _hello_frame():
+    """HELLO for version 1 alone, with id 0: a BUSY refusal of a new
+    connection comes with id 0 too, so both end the connection."""
+    return _frame(HELLO, HELLO_ID, struct.pack(">II", PROTO_VERSION, PROTO_VERSION))
+
+
+def _token_query(identity, resource, scope, min_validity, force_refresh):
+    return (_string(identity) + _string(resource) + _string(scope) +
+            struct.pack(">II", int(min_validity), FORCE_REFRESH if force_refresh else 0))
+
+
+def _frame_length(header):
+    """What follows a frame's 4-byte length header; a broken one raises."""
+    (length,) = struct.unpack(">I", header)
+    if length < 5 or length > REPLY_MAX:
+        raise BatchtokError("batchtokd sent a malformed frame", 1)
+    return length
+
+
+def _split_frame(data):
+    """(type, id, body) of the frame that followed its length header."""
+    return data[0], struct.unpack(">I", data[1:5])[0], data[5:]
 
 
 class _Reader:
@@ -101,10 +134,91 @@ class _Reader:
             raise BatchtokError("batchtokd sent a malformed reply", 1)
 
 
+def _error(body):
+    """The BatchtokError an ERROR reply's body carries."""
+    r = _Reader(body)
+    status, message = r.u32(), r.string()
+    return BatchtokError(message or STATUS_NAMES.get(status, "error"), status)
+
+
+def _reply(type_, rtype, body):
+    """A _Reader on the body of the reply to a request of type_; an ERROR
+    reply is raised as its BatchtokError."""
+    if rtype == ERROR:
+        raise _error(body)
+    if rtype != type_ | REPLY:
+        raise BatchtokError("batchtokd answered out of step", 1)
+    return _Reader(body)
+
+
+def _refused(rtype, body):
+    """What a frame with HELLO's id other than its reply means: the daemon
+    refused the connection (VERSION, or BUSY at max_clients_per_uid) and
+    closes it."""
+    if rtype == ERROR:
+        return _error(body)
+    return BatchtokError("batchtokd answered out of step", 1)
+
+
+def _token(r):
+    """The Token a GET_TOKEN reply holds, refused unless it can go into a
+    header as it is."""
+    t = Token(r.string(), r.u64(), r.string(), r.string(), r.string(), r.string())
+    r.end()
+    # As libbatchtok does, refuse a token with spaces or control characters
+    # (never repeating it).
+    for s in (t.access_token, t.token_type):
+        if not s or any(not 0x20 < ord(c) < 0x7f for c in s):
+            raise BatchtokError("batchtokd sent a token holding spaces or control "
+                                "characters, which is not a bearer token: refused "
+                                "(upgrade batchtokd, which refuses such a reply from "
+                                "the token service and logs it)", 1)
+    return t
+
+
+def _server(r):
+    """The server string a PING reply holds."""
+    v = r.string()
+    r.end()
+    return v
+
+
+class _Lost(Exception):
+    """The connection went away before the reply came: the daemon closed it
+    (a restart, client_idle_timeout) or it broke. Every request these clients
+    send is safe to repeat (libbatchtok's SAFE_TO_REPEAT), so it goes again,
+    once, on a new connection; only a second loss reaches the caller."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+    def error(self):
+        return BatchtokError(self.message, self.status)
+
+
+def _lost(e):
+    """The _Lost for an OSError (or EOF, e None) on an open connection."""
+    if e is None:
+        return _Lost("batchtokd closed the connection", 1)
+    return _Lost("lost the connection to batchtokd: %s" % (e.strerror or e), 0)
+
+
+def _unreachable(path, e):
+    return BatchtokError("cannot reach batchtokd at %s: %s (is it running?)"
+                         % (path, e.strerror or e))
+
+
+def _timed_out(timeout):
+    return BatchtokError("batchtokd did not answer within %.0f s" % timeout, 8)
+
+
 class Client:
     """One connection to batchtokd; safe to share between threads (requests
-    are serialised). It connects on first use and reconnects after an
-    error."""
+    are serialised). It connects on first use, and again when the daemon
+    closed the connection (a restart, client_idle_timeout): the request that
+    found it gone goes again, once, on the new one. batchtok.aio.Client is
+    the same for asyncio."""
 
     def __init__(self, socket_path=None, timeout=60.0):
         self.socket_path = socket_path or default_socket()
@@ -135,93 +249,82 @@ class Client:
             s.connect(self.socket_path)
         except OSError as e:
             s.close()
-            raise BatchtokError("cannot reach batchtokd at %s: %s (is it running?)"
-                                % (self.socket_path, e.strerror or e)) from None
+            raise _unreachable(self.socket_path, e) from None
         self._sock = s
-        return self._frame(HELLO, struct.pack(">II", PROTO_VERSION, PROTO_VERSION))
-
-    def _frame(self, type_, body):
-        frame_id = self._next_id
-        self._next_id = self._next_id % 0xFFFFFFFF + 1
-        return frame_id, struct.pack(">IBI", 5 + len(body), type_, frame_id) + body
 
     def _recv_exact(self, n):
         chunks, left = [], n
         while left:
             b = self._sock.recv(min(left, 65536))
             if not b:
-                raise BatchtokError("batchtokd closed the connection", 1)
+                raise _lost(None)
             chunks.append(b)
             left -= len(b)
         return b"".join(chunks)
 
     def _read_frame(self):
-        (length,) = struct.unpack(">I", self._recv_exact(4))
-        if length < 5 or length > REPLY_MAX:
-            raise BatchtokError("batchtokd sent a malformed frame", 1)
-        data = self._recv_exact(length)
-        return data[0], struct.unpack(">I", data[1:5])[0], data[5:]
+        return _split_frame(self._recv_exact(_frame_length(self._recv_exact(4))))
+
+    def _exchange(self, type_, body):
+        """Sends one request (behind HELLO on a new connection) and returns
+        its reply's (type, body)."""
+        out = b""
+        if self._sock is None:
+            self._connect()
+            out = _hello_frame()
+        req_id = self._next_id
+        self._next_id = self._next_id % 0xFFFFFFFF + 1
+        try:
+            self._sock.sendall(out + _frame(type_, req_id, body))
+            while True:
+                rtype, rid, rbody = self._read_frame()
+                if rid == HELLO_ID:
+                    if rtype == HELLO | REPLY:
+                        continue
+                    raise _refused(rtype, rbody)
+                if rid != req_id:
+                    raise BatchtokError("batchtokd answered out of step", 1)
+                return rtype, rbody
+        except socket.timeout:
+            raise
+        except OSError as e:
+            raise _lost(e) from None
 
     def _request(self, type_, body):
         with self._lock:
             try:
-                out = b""
-                hello_id = None
-                if self._sock is None:
-                    hello_id, hello = self._connect()
-                    out += hello
-                req_id, frame = self._frame(type_, body)
-                self._sock.sendall(out + frame)
-                while True:
-                    rtype, rid, rbody = self._read_frame()
-                    if rid == hello_id and rtype == HELLO | REPLY:
-                        continue
-                    if rtype == ERROR:
-                        r = _Reader(rbody)
-                        status, message = r.u32(), r.string()
-                        if rid == hello_id:
-                            self._drop()
-                        raise BatchtokError(message or STATUS_NAMES.get(status, "error"),
-                                            status)
-                    if rid != req_id or rtype != type_ | REPLY:
-                        raise BatchtokError("batchtokd answered out of step", 1)
-                    return _Reader(rbody)
-            except socket.timeout:
+                try:
+                    rtype, rbody = self._exchange(type_, body)
+                except _Lost:
+                    self._drop()
+                    rtype, rbody = self._exchange(type_, body)
+            except _Lost as e:
                 self._drop()
-                raise BatchtokError("batchtokd did not answer within %.0f s" % self.timeout,
-                                    8) from None
+                raise e.error() from None
+            except socket.timeout:
+                # A late reply would put the stream out of step.
+                self._drop()
+                raise _timed_out(self.timeout) from None
+            except BatchtokError:
+                # Refused, or a broken frame: this connection is done.
+                self._drop()
+                raise
+            try:
+                return _reply(type_, rtype, rbody)
             except BatchtokError as e:
                 if e.status in (0, 1):
                     self._drop()
                 raise
-            except OSError as e:
-                self._drop()
-                raise BatchtokError("lost the connection to batchtokd: %s" % e) from None
 
     def get_token(self, identity=None, resource=None, scope=None, min_validity=0,
                   force_refresh=False):
         """A Token for identity (default: the daemon's) and resource (default:
         the identity's first) or scope ("RESOURCE/.default")."""
-        body = (_string(identity) + _string(resource) + _string(scope) +
-                struct.pack(">II", int(min_validity), FORCE_REFRESH if force_refresh else 0))
-        r = self._request(GET_TOKEN, body)
-        t = Token(r.string(), r.u64(), r.string(), r.string(), r.string(), r.string())
-        r.end()
-        # The token goes into a header as it is: as libbatchtok does, refuse
-        # one with spaces or control characters (never repeating it).
-        for s in (t.access_token, t.token_type):
-            if not s or any(not 0x20 < ord(c) < 0x7f for c in s):
-                raise BatchtokError("batchtokd sent a token holding spaces or control "
-                                    "characters, which is not a bearer token: refused "
-                                    "(upgrade batchtokd, which refuses such a reply from "
-                                    "the token service and logs it)", 1)
-        return t
+        return _token(self._request(GET_TOKEN, _token_query(identity, resource, scope,
+                                                            min_validity, force_refresh)))
 
     def ping(self):
-        r = self._request(PING, b"")
-        v = r.string()
-        r.end()
-        return v
+        return _server(self._request(PING, b""))
 
 
 def _access_token_type():
@@ -230,6 +333,15 @@ def _access_token_type():
         return AccessToken
     except ImportError:
         return collections.namedtuple("AccessToken", "token expires_on")
+
+
+def _scope(scopes):
+    """A credential's get_token scopes as Client.get_token's keywords."""
+    if len(scopes) != 1:
+        raise ValueError("batchtokd serves one resource per token: pass exactly one "
+                         "scope, like %r" % BATCH_SCOPE)
+    scope = scopes[0]
+    return {"scope": scope} if scope.endswith("/.default") else {"resource": scope}
 
 
 class BatchtokCredential:
@@ -242,16 +354,8 @@ class BatchtokCredential:
         self._access_token = _access_token_type()
 
     def get_token(self, *scopes, claims=None, tenant_id=None, **kwargs):
-        if len(scopes) != 1:
-            raise ValueError("batchtokd serves one resource per token: pass exactly one "
-                             "scope, like %r" % BATCH_SCOPE)
-        scope = scopes[0]
-        if scope.endswith("/.default"):
-            t = self._client.get_token(self.identity, scope=scope,
-                                       force_refresh=bool(claims))
-        else:
-            t = self._client.get_token(self.identity, resource=scope,
-                                       force_refresh=bool(claims))
+        t = self._client.get_token(self.identity, force_refresh=bool(claims),
+                                   **_scope(scopes))
         return self._access_token(t.access_token, int(t.expires_on))
 
     def close(self):
