@@ -43,6 +43,7 @@ struct compat {
 	struct uidcount per_uid; /* connections of each owner */
 	struct capability_store caps;
 	char url[80];
+	unsigned port; /* the one listened on */
 };
 
 enum shape {
@@ -493,47 +494,68 @@ static int check_selectors(struct compat_conn *c, const char *name)
 	return 0;
 }
 
-/* The capability presented, by shape; NULL (and the request answered) if
- * there is none usable. */
+/* The capability presented; NULL (and the request answered) if there is
+ * none usable. Where it may be depends on the shape: the App Service shapes
+ * need their header, since they are not held to Metadata: true and a bare
+ * URL must not be enough; the shapes that need Metadata: true take it from
+ * the path (the form's only place) or, for IMDS, X-IDENTITY-HEADER. Every
+ * copy sent (the path, X-IDENTITY-HEADER, secret) must be the same. */
 static const char *presented(struct compat_conn *c, enum shape shape, const char *path_cap,
 			     size_t path_cap_len, size_t *len)
 {
-	int h = shape == SHAPE_APPSVC_2017 ? HTTP_H_SECRET : HTTP_H_IDENTITY;
-	const char *name = shape == SHAPE_APPSVC_2017 ? "secret" : "X-IDENTITY-HEADER";
+	static const struct {
+		int h;
+		const char *name;
+	} carriers[] = {{HTTP_H_IDENTITY, "X-IDENTITY-HEADER"}, {HTTP_H_SECRET, "secret"}};
 	const struct http_in *q = &c->b->req;
+	int need = shape == SHAPE_APPSVC_2019	? HTTP_H_IDENTITY
+		   : shape == SHAPE_APPSVC_2017 ? HTTP_H_SECRET
+						: -1;
+	const char *cap = path_cap;
+	size_t cap_len = path_cap_len;
 
+	for (size_t i = 0; i < sizeof(carriers) / sizeof(carriers[0]); i++) {
+		int h = carriers[i].h;
+		if (q->h[h].count > 1) {
+			respond_error(c, 400, "invalid_request",
+				      "the %s header appears more than once", carriers[i].name);
+			return NULL;
+		}
+		if (!q->h[h].count)
+			continue;
+		if (cap && (q->h[h].len != cap_len || memcmp(q->h[h].value, cap, cap_len) != 0)) {
+			respond_error(c, 400, "invalid_request",
+				      "the request carries different capabilities (path, "
+				      "X-IDENTITY-HEADER, secret): send one");
+			return NULL;
+		}
+		cap = q->h[h].value;
+		cap_len = q->h[h].len;
+	}
+	if (need >= 0 && !q->h[need].count) {
+		respond_error(c, 401, "unauthorized",
+			      "no %s header: run the program under 'batchtok exec --compat -i "
+			      "IDENTITY', which sets %s",
+			      need == HTTP_H_SECRET ? "secret" : "X-IDENTITY-HEADER",
+			      need == HTTP_H_SECRET ? "MSI_SECRET" : "IDENTITY_HEADER");
+		return NULL;
+	}
 	if (shape == SHAPE_FORM && !path_cap) {
 		respond_error(c, 401, "unauthorized",
 			      "no capability in the path: run the program under 'batchtok exec "
 			      "--compat -i IDENTITY', whose MSI_ENDPOINT carries one");
 		return NULL;
 	}
-	if (path_cap && shape != SHAPE_FORM && q->h[h].count &&
-	    (q->h[h].count > 1 || q->h[h].len != path_cap_len ||
-	     memcmp(q->h[h].value, path_cap, path_cap_len) != 0)) {
-		respond_error(c, 400, "invalid_request",
-			      "the path and the %s header carry different capabilities: send one",
-			      name);
+	if (!cap) {
+		respond_error(
+		    c, 401, "unauthorized",
+		    "no capability: put it in the path (BASE/CAPABILITY/metadata/identity/"
+		    "oauth2/token) or send X-IDENTITY-HEADER; 'batchtok exec --compat -i "
+		    "IDENTITY' sets IDENTITY_HEADER");
 		return NULL;
 	}
-	if (path_cap) {
-		*len = path_cap_len;
-		return path_cap;
-	}
-	if (c->b->req.h[h].count == 0) {
-		respond_error(c, 401, "unauthorized",
-			      "no %s header: run the program under 'batchtok exec --compat -i "
-			      "IDENTITY', which sets IDENTITY_HEADER",
-			      name);
-		return NULL;
-	}
-	if (c->b->req.h[h].count > 1) {
-		respond_error(c, 400, "invalid_request", "the %s header appears more than once",
-			      name);
-		return NULL;
-	}
-	*len = c->b->req.h[h].len;
-	return c->b->req.h[h].value;
+	*len = cap_len;
+	return cap;
 }
 
 /* Asks the service for the token, as the capability's user: the same
@@ -555,6 +577,54 @@ static void ask(struct compat_conn *c, const struct capability *cap)
 	c->waiting = true;
 	/* May answer before it returns. */
 	service_get_token(c->cp->s, &who, cap->identity, c->resource, NULL, 0, false, &c->q);
+}
+
+/* Whether host (len bytes) is a name of this host's loopback: localhost,
+ * 127.0.0.0/8 or [::1]. */
+static bool loopback_name(const char *host, size_t len)
+{
+	char ip[INET_ADDRSTRLEN];
+	struct in_addr a;
+
+	if ((len == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+	    (len == 5 && memcmp(host, "[::1]", 5) == 0))
+		return true;
+	if (len >= sizeof(ip))
+		return false;
+	memcpy(ip, host, len);
+	ip[len] = '\0';
+	return inet_pton(AF_INET, ip, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* The Host header, when there is one (HTTP/1.0 clients may send none; a
+ * browser always does), must name loopback and this port: a web page that
+ * has rebound its own name to 127.0.0.1 sends that name. Returns 0, or
+ * answers the request and returns -1. */
+static int check_host(struct compat_conn *c)
+{
+	const struct http_in *q = &c->b->req;
+	const char *v = q->h[HTTP_H_HOST].value, *end, *port;
+	char want[8];
+
+	if (!q->h[HTTP_H_HOST].count)
+		return 0;
+	end = v[0] == '[' ? strchr(v, ']') : NULL;
+	end = end ? end + 1 : v + strcspn(v, ":");
+	port = *end == ':' ? end + 1 : NULL;
+	snprintf(want, sizeof(want), "%u", c->cp->port);
+	if (q->h[HTTP_H_HOST].count == 1 && loopback_name(v, (size_t)(end - v)) &&
+	    (*end == '\0' || (port && strcmp(port, want) == 0)))
+		return 0;
+	if (ratelimit_log_uid(LOG_LIMIT_DENIAL, owner(c)))
+		log_msg(LOG_WARNING, LOG_CTX_NONE,
+			"compat endpoint: refused a request from %s (uid %ld) naming another "
+			"host: a web page's DNS rebinding looks like this",
+			c->peer, owner(c));
+	respond_error(c, 400, "bad_request",
+		      "the Host header must name this endpoint (127.0.0.1:%u, localhost:%u): "
+		      "only local programs may use it",
+		      c->cp->port, c->cp->port);
+	return -1;
 }
 
 /* Checks what IMDS checks: Metadata: true, and no proxy in between.
@@ -611,6 +681,8 @@ static int read_shape(struct compat_conn *c, enum shape *shape, const char **pat
 			      "only GET is served here, and POST with a form to " APPSVC_PATH);
 		return -1;
 	}
+	if (check_host(c) < 0)
+		return -1;
 	if (http_in_path(&c->b->req, &path, &plen) < 0) {
 		respond_error(c, 400, "invalid_request", "the request target is not a path");
 		return -1;
@@ -799,7 +871,8 @@ static void conn_resume(struct compat_conn *c)
 	}
 }
 
-static void describe(const struct sockaddr_storage *ss, char *buf, size_t n)
+/* Writes "HOST:PORT" into buf; returns the port. */
+static unsigned describe(const struct sockaddr_storage *ss, char *buf, size_t n)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
@@ -817,6 +890,7 @@ static void describe(const struct sockaddr_storage *ss, char *buf, size_t n)
 	} else {
 		snprintf(buf, n, "?");
 	}
+	return port;
 }
 
 /* Counts c against its owner's max_clients_per_uid (connections whose
@@ -949,7 +1023,7 @@ int compat_new(uv_loop_t *loop, struct service *s, struct compat **ret)
 		uv_close((uv_handle_t *)&cp->listener, free_compat);
 		return r;
 	}
-	describe(&bound, cp->url + 7, sizeof(cp->url) - 7);
+	cp->port = describe(&bound, cp->url + 7, sizeof(cp->url) - 7);
 	memcpy(cp->url, "http://", 7);
 	log_info("compat endpoint listening on %s", cp->url);
 	*ret = cp;

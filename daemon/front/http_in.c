@@ -12,7 +12,7 @@
 static const char *const header_names[HTTP_H_COUNT] = {
     [HTTP_H_IDENTITY] = "x-identity-header", [HTTP_H_SECRET] = "secret",
     [HTTP_H_METADATA] = "metadata",	     [HTTP_H_FORWARDED_FOR] = "x-forwarded-for",
-    [HTTP_H_CONTENT_TYPE] = "content-type",
+    [HTTP_H_CONTENT_TYPE] = "content-type",  [HTTP_H_HOST] = "host",
 };
 
 static int refuse(struct http_in *r, int status, const char *why)

@@ -28,6 +28,7 @@ enum http_header {
 	HTTP_H_METADATA,      /* Metadata (IMDS) */
 	HTTP_H_FORWARDED_FOR, /* X-Forwarded-For: IMDS refuses proxied requests */
 	HTTP_H_CONTENT_TYPE,  /* a POST's form must say it is one */
+	HTTP_H_HOST,	      /* must name loopback: no DNS rebinding */
 	HTTP_H_COUNT,
 };
 

@@ -168,8 +168,31 @@ def test_form_shape_still_needs_a_live_capability(make_daemon, sts):
     c.request("GET", "/" + cap + "/msi/token" + q, headers={"secret": other})
     r = c.getresponse()
     assert r.status == 400 and b"different capabilities" in r.read()
+    # A bare URL is not enough for the App Service shapes, which are not
+    # held to Metadata: true: their header is required (else a program that
+    # fetches URLs for others would hand out tokens to whoever knows one).
+    for api in ("2017-09-01", "2019-08-01"):
+        c.request("GET", "/" + cap + "/msi/token?api-version=%s&resource=%s" % (
+            api, urllib.parse.quote(BATCH, safe="")))
+        r = c.getresponse()
+        assert r.status == 401 and b"header" in r.read(), api
+    # Every copy of the capability must be the same, whichever header.
+    c.request("GET", "/" + cap + "/msi/token" + q, headers={"secret": cap,
+                                                         "X-IDENTITY-HEADER": other})
+    r = c.getresponse()
+    assert r.status == 400 and b"different capabilities" in r.read()
     c.close()
-    assert cap not in d.read_log()
+    status, body = post(url, form, dict(ok, **{"X-IDENTITY-HEADER": other}))
+    assert status == 400 and "different capabilities" in body["error_description"]
+    # The Host must name loopback and the endpoint's port: a web page that
+    # rebinds its own name to 127.0.0.1 sends its name.
+    port = urllib.parse.urlsplit(base).port
+    for host, want in (("attacker.example:%d" % port, 400), ("127.0.0.1:1", 400),
+                       ("localhost:%d" % port, 200), ("127.0.0.1", 200)):
+        status, body = post(url, form, dict(ok, Host=host))
+        assert status == want, (host, body)
+    assert "DNS rebinding" in d.read_log()
+    assert cap not in d.read_log() and other not in d.read_log()
 
 
 # msrestazure in a long-running program: set_token() asks MSI_ENDPOINT again

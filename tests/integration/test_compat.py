@@ -352,16 +352,16 @@ def test_imds_rules_and_bad_http(make_daemon, sts):
         s.close()
         return out
 
-    assert raw(b"GET /msi/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello") \
+    assert raw(b"GET /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello") \
         .startswith(b"HTTP/1.1 413 ")
-    assert raw(b"POST /msi/token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello") \
+    assert raw(b"POST /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello") \
         .startswith(b"HTTP/1.1 415 Unsupported Media Type\r\n")
     assert raw(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 414 ")
     assert raw(b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"b" * 20000 + b"\r\n\r\n") \
         .startswith(b"HTTP/1.1 431 ")
     assert raw(b"\x16\x03\x01garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     # Two requests on one connection (keep-alive), sent at once.
-    req = ("GET /msi/token?api-version=2019-08-01&resource=%s HTTP/1.1\r\nHost: x\r\n"
+    req = ("GET /msi/token?api-version=2019-08-01&resource=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
            "X-IDENTITY-HEADER: %s\r\n\r\n" % (urllib.parse.quote(BATCH, safe=""), cap)).encode()
     out = raw(req + req.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n", 1))
     assert out.count(b"HTTP/1.1 200 OK") == 2

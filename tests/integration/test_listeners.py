@@ -412,7 +412,7 @@ def test_a_compat_client_that_does_not_read_is_closed(make_daemon):
     s.connect((u.hostname, u.port))
     s.setblocking(False)
     # Each is answered 401 (no capability) and the connection kept open.
-    req = b"GET /msi/token?api-version=2019-08-01&resource=r HTTP/1.1\r\nHost: h\r\n\r\n"
+    req = b"GET /msi/token?api-version=2019-08-01&resource=r HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     burst, sent = req * 20000, 0
     deadline = time.monotonic() + 10
     while sent < len(burst) and time.monotonic() < deadline:

@@ -397,7 +397,7 @@ static void test_appsvc_2017_and_imds(void **state)
 	http_connect(fx, &hc);
 	snprintf(req, sizeof(req),
 		 "GET /msi/token/?api-version=2017-09-01&resource=https://x HTTP/1.1\r\n"
-		 "Host: h\r\nsecret: %s\r\n\r\n",
+		 "Host: 127.0.0.1\r\nsecret: %s\r\n\r\n",
 		 fx->cap);
 	http_send(&hc, req);
 	run_turns(&fx->loop, 5);
@@ -410,7 +410,7 @@ static void test_appsvc_2017_and_imds(void **state)
 	/* IMDS, the capability in the path; Connection: close is kept. */
 	snprintf(req, sizeof(req),
 		 "GET /%s/metadata/identity/oauth2/token?api-version=2018-02-01&resource=%s "
-		 "HTTP/1.1\r\nHost: h\r\nMetadata: true\r\nConnection: close\r\n\r\n",
+		 "HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nConnection: close\r\n\r\n",
 		 fx->cap, BATCH);
 	http_send(&hc, req);
 	run_turns(&fx->loop, 5);
@@ -424,7 +424,7 @@ static void test_appsvc_2017_and_imds(void **state)
 	/* IMDS, the capability in X-IDENTITY-HEADER. */
 	snprintf(req, sizeof(req),
 		 "GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=%s "
-		 "HTTP/1.1\r\nHost: h\r\nMetadata: true\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
+		 "HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
 		 BATCH, fx->cap);
 	assert_int_equal(ask(fx, req, NULL, 0), 200);
 }
@@ -439,20 +439,20 @@ static void test_capability_checks(void **state)
 	/* No capability at all. */
 	assert_int_equal(ask(fx,
 			     "GET /msi/token?api-version=2019-08-01&resource=" BATCH
-			     " HTTP/1.1\r\nHost: h\r\n\r\n",
+			     " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
 			     err, sizeof(err)),
 			 401);
 	assert_string_equal(err, "unauthorized");
 	/* One this daemon never issued. */
 	assert_int_equal(ask(fx,
 			     "GET /msi/token?api-version=2019-08-01&resource=" BATCH
-			     " HTTP/1.1\r\nHost: h\r\nX-IDENTITY-HEADER: "
+			     " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-IDENTITY-HEADER: "
 			     "bt1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n",
 			     err, sizeof(err)),
 			 401);
 	snprintf(req, sizeof(req),
 		 "GET /msi/token?api-version=2019-08-01&resource=%s HTTP/1.1\r\n"
-		 "Host: h\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
+		 "Host: 127.0.0.1\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
 		 BATCH, fx->cap);
 	/* Presented from a connection of another uid, or of one the kernel
 	 * cannot name. */
@@ -477,7 +477,7 @@ static void test_capability_checks(void **state)
 	assert_int_equal(compat_grant(fx->compat, &p, "sp", fx->cap, &exp), 0);
 	snprintf(req, sizeof(req),
 		 "GET /msi/token?api-version=2019-08-01&resource=%s HTTP/1.1\r\n"
-		 "Host: h\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
+		 "Host: 127.0.0.1\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
 		 BATCH, fx->cap);
 	p.uid = STRANGER;
 	assert_int_equal(compat_revoke(fx->compat, &p, fx->cap), -EPERM);
@@ -523,28 +523,28 @@ static void test_error_statuses(void **state)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		snprintf(headers, sizeof(headers), cases[i].headers, fx->cap, fx->cap);
-		snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: h\r\n%s\r\n", cases[i].target,
+		snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", cases[i].target,
 			 headers);
 		if (ask(fx, req, err, sizeof(err)) != cases[i].status ||
 		    strcmp(err, cases[i].error) != 0)
 			fail_msg("%s: want %d %s, got %s", cases[i].target, cases[i].status,
 				 cases[i].error, err);
 	}
-	assert_int_equal(ask(fx, "DELETE /msi/token HTTP/1.1\r\nHost: h\r\n\r\n", err, sizeof(err)),
+	assert_int_equal(ask(fx, "DELETE /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", err, sizeof(err)),
 			 405);
 	/* The form shape: POST, a form, Metadata: true, the capability in the
 	 * path and nowhere else. */
-	assert_int_equal(ask(fx, "POST /msi/token HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+	assert_int_equal(ask(fx, "POST /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
 			     err, sizeof(err)),
 			 415);
 	snprintf(req, sizeof(req),
-		 "POST /msi/token HTTP/1.1\r\nHost: h\r\nMetadata: true\r\nX-IDENTITY-HEADER: "
+		 "POST /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nX-IDENTITY-HEADER: "
 		 "%s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
 		 "%zu\r\n\r\nresource=%s",
 		 fx->cap, strlen("resource=" BATCH), BATCH);
 	assert_int_equal(ask(fx, req, err, sizeof(err)), 401);
 	snprintf(req, sizeof(req),
-		 "POST /%s/msi/token HTTP/1.1\r\nHost: h\r\nContent-Type: "
+		 "POST /%s/msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
 		 "application/x-www-form-urlencoded\r\nContent-Length: %zu\r\n\r\nresource=%s",
 		 fx->cap, strlen("resource=" BATCH), BATCH);
 	assert_int_equal(ask(fx, req, err, sizeof(err)), 400);
@@ -554,7 +554,7 @@ static void test_error_statuses(void **state)
 	owner = STRANGER;
 	snprintf(req, sizeof(req),
 		 "GET /msi/token?api-version=2019-08-01&resource=%s HTTP/1.1\r\n"
-		 "Host: h\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
+		 "Host: 127.0.0.1\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
 		 BATCH, stranger_cap);
 	assert_int_equal(ask(fx, req, err, sizeof(err)), 403);
 	assert_string_equal(err, "forbidden");
@@ -580,7 +580,7 @@ static void test_token_service_errors(void **state)
 		http_connect(fx, &hc);
 		snprintf(req, sizeof(req),
 			 "GET /msi/token?api-version=2019-08-01&resource=%s HTTP/1.1\r\n"
-			 "Host: h\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
+			 "Host: 127.0.0.1\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
 			 i ? BATCH : "https://x/", fx->cap);
 		http_send(&hc, req);
 		run_turns(&fx->loop, 5);
@@ -641,7 +641,7 @@ static void test_close_tells_waiting(void **state)
 
 	snprintf(req, sizeof(req),
 		 "GET /msi/token?api-version=2019-08-01&resource=%s HTTP/1.1\r\n"
-		 "Host: h\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
+		 "Host: 127.0.0.1\r\nX-IDENTITY-HEADER: %s\r\n\r\n",
 		 BATCH, fx->cap);
 	http_connect(fx, &hc);
 	http_send(&hc, req);
