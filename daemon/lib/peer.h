@@ -5,12 +5,17 @@
 
 #include <sys/types.h>
 
+struct attestation;
+
 struct peer {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;     /* -1 where there is no process to name */
 	gid_t *groups; /* supplementary groups, from SO_PEERGROUPS */
 	int n_groups;
+	/* The program, for Unix socket peers (attest.h); NULL where none can
+	 * be attested (the compat endpoint's TCP clients). */
+	const struct attestation *att;
 };
 
 #endif

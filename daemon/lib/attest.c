@@ -1,0 +1,147 @@
+/* attest.c - the program behind a Unix socket peer, pinned by its pidfd. */
+#include "attest.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <systemd/sd-login.h>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5; Debian 12's headers predate it */
+#endif
+
+/* The executable of pid, as /proc says (a script's is its interpreter).
+ * Another user's needs CAP_SYS_PTRACE. */
+static int read_exe(pid_t pid, char **ret)
+{
+	char path[32], buf[PATH_MAX];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	if ((n = readlink(path, buf, sizeof(buf))) < 0)
+		return -errno;
+	if ((size_t)n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	buf[n] = '\0';
+	return (*ret = strdup(buf)) ? 0 : -ENOMEM;
+}
+
+/* sd_pid_get_*() into *ret: 0, or -ENOMEM; other failures leave NULL
+ * (-ENODATA: no such unit). */
+static int opt_string(int r, char **ret)
+{
+	if (r == -ENOMEM)
+		return -ENOMEM;
+	if (r < 0)
+		*ret = NULL;
+	return 0;
+}
+
+int attest_peer(int fd, pid_t pid, struct attestation *a)
+{
+	socklen_t len = sizeof(int);
+	int pidfd = -1, r;
+
+	memset(a, 0, sizeof(*a));
+	a->pidfd = -1;
+	a->pid = pid;
+	a->user_unit_uid = (uid_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0) {
+		a->err = -errno;
+		return 0;
+	}
+	if (pidfd < 0 || pid <= 0) {
+		if (pidfd >= 0)
+			close(pidfd);
+		a->err = -ESRCH;
+		return 0;
+	}
+	a->pidfd = pidfd;
+	/* Every read names the PID; the pidfd check after them says it was
+	 * still the peer's. */
+	if ((r = opt_string(sd_pid_get_cgroup(pid, &a->cgroup), &a->cgroup)) < 0 ||
+	    (r = opt_string(sd_pid_get_unit(pid, &a->unit), &a->unit)) < 0 ||
+	    (r = opt_string(sd_pid_get_user_unit(pid, &a->user_unit), &a->user_unit)) < 0) {
+		attest_clear(a);
+		return r;
+	}
+	if (a->user_unit && sd_pid_get_owner_uid(pid, &a->user_unit_uid) < 0)
+		a->user_unit_uid = (uid_t)-1;
+	if ((a->exe_err = read_exe(pid, &a->exe)) == -ENOMEM) {
+		attest_clear(a);
+		return -ENOMEM;
+	}
+	if (!a->cgroup)
+		a->err = -ENODATA; /* no cgroup: /proc/PID unreadable */
+	else if ((r = attest_alive(a)) < 0)
+		a->err = r;
+	return 0;
+}
+
+int attest_alive(const struct attestation *a)
+{
+	struct pollfd p = {.fd = a->pidfd, .events = POLLIN};
+
+	if (a->err)
+		return a->err;
+	if (a->pidfd < 0)
+		return -EBADF;
+	/* A pidfd turns readable when its process exits: a zombie counts as
+	 * gone, though its PID is not free yet. */
+	if (poll(&p, 1, 0) < 0)
+		return -errno;
+	return p.revents ? -ESRCH : 0;
+}
+
+void attest_describe(const struct attestation *a, char *buf, size_t n)
+{
+	const char *why;
+	char exe[PATH_MAX + 8];
+
+	switch (a->err) {
+	case 0:
+		break;
+	case -ENOPROTOOPT:
+		snprintf(buf, n,
+			 "a process this kernel cannot pin down (SO_PEERPIDFD needs Linux 6.5)");
+		return;
+	case -ESRCH:
+		snprintf(buf, n, "pid %d, which has exited (its PID may be another process's now)",
+			 (int)a->pid);
+		return;
+	default:
+		snprintf(buf, n, "pid %d, whose unit cannot be read: %s", (int)a->pid,
+			 strerror(-a->err));
+		return;
+	}
+	if (a->exe)
+		snprintf(exe, sizeof(exe), "exe %s", a->exe);
+	else
+		snprintf(exe, sizeof(exe), "exe unknown (%s)", strerror(-a->exe_err));
+	why = a->user_unit ? "user unit" : a->unit ? "unit" : NULL;
+	if (!why)
+		snprintf(buf, n, "no unit (cgroup %s), %s", a->cgroup, exe);
+	else if (a->user_unit)
+		snprintf(buf, n, "user unit %s of uid %ld, %s", a->user_unit,
+			 a->user_unit_uid == (uid_t)-1 ? -1L : (long)a->user_unit_uid, exe);
+	else
+		snprintf(buf, n, "unit %s, %s", a->unit, exe);
+}
+
+void attest_clear(struct attestation *a)
+{
+	if (a->pidfd >= 0)
+		close(a->pidfd);
+	free(a->unit);
+	free(a->user_unit);
+	free(a->cgroup);
+	free(a->exe);
+	memset(a, 0, sizeof(*a));
+	a->pidfd = -1;
+}
