@@ -59,13 +59,13 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib
               daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
               daemon/lib/ratelimit.c daemon/lib/uidcount.c
-UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
+UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config test_attest \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
               test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
-DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
+DAEMON_TESTS := test_config test_attest test_schedule test_entra test_cache test_jwt test_certificate \
                 test_sealed test_capability test_http_in test_usernames test_alloc_failure \
                 test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
 
@@ -122,6 +122,8 @@ $(addprefix $(O)/tests/,$(DAEMON_TESTS)): \
   $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
 # Our own allocations go through the test's failing allocator.
 $(O)/tests/test_alloc_failure: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup,--wrap=vasprintf,--wrap=secmem_alloc,--wrap=secmem_strndup
+# A kernel without SO_PEERPIDFD, when the test says so.
+$(O)/tests/test_attest: LDFLAGS += -Wl,--wrap=getsockopt
 # Who owns a TCP connection, and the wall clock, are the test's.
 $(O)/tests/test_compat: LDFLAGS += -Wl,--wrap=sockdiag_open,--wrap=sockdiag_tcp_owner,--wrap=clock_wall_now
 # The token service, the poll timer and the wall clock are the test's.

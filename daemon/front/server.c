@@ -77,6 +77,7 @@ static void on_conn_closed(uv_handle_t *h)
 	bt_buf_free(&c->in);
 	bt_buf_free(&c->out);
 	free(c->peer.groups);
+	attest_clear(&c->att);
 	free(c);
 }
 
@@ -426,13 +427,19 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			free(c);
 			continue;
 		}
-		if (uv_poll_init(s->loop, &c->poll, fd) < 0) {
+		/* Which program connected: once, here, off the requests' path.
+		 * What cannot be attested is recorded and decided on by the
+		 * identities that need it. */
+		if (attest_peer(fd, c->peer.pid, &c->att) < 0 ||
+		    uv_poll_init(s->loop, &c->poll, fd) < 0) {
 			uidcount_del(&s->per_uid, c->peer.uid);
+			attest_clear(&c->att);
 			free(c->peer.groups);
 			free(c);
 			close(fd);
 			continue;
 		}
+		c->peer.att = &c->att;
 		c->fd = fd;
 		c->srv = s;
 		c->poll.data = c;

@@ -20,6 +20,7 @@
 #include "../../proto/buf.h"
 #include "../../proto/msg.h"
 #include "../lib/list.h"
+#include "../lib/attest.h"
 #include "../lib/peer.h"
 
 /* Requests a connection may have waiting for a token at once; more are
@@ -40,7 +41,8 @@ struct conn {
 	int fd;
 	struct server *srv;
 	struct list node; /* on the server's connection list */
-	struct peer peer;
+	struct peer peer;       /* peer.att points at att */
+	struct attestation att; /* the program, pinned at accept */
 	struct bt_buf in, out;
 	bool hello_done;
 	bool closing;	       /* close once the output is flushed */

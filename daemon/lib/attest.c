@@ -32,6 +32,25 @@ static int read_exe(pid_t pid, char **ret)
 	return (*ret = strdup(buf)) ? 0 : -ENOMEM;
 }
 
+/* The invocation ID of the current run of unit, as its manager publishes
+ * it for journald: a symlink under dir named "invocation:UNIT" pointing at
+ * the ID. "" when there is none or it cannot be read (a user manager's
+ * directory is its user's alone). */
+static void read_invocation(const char *dir, const char *unit, char id[ATTEST_ID_LEN + 1])
+{
+	char path[PATH_MAX], buf[ATTEST_ID_LEN + 1];
+	ssize_t n;
+
+	id[0] = '\0';
+	if ((size_t)snprintf(path, sizeof(path), "%s/invocation:%s", dir, unit) >= sizeof(path))
+		return;
+	n = readlink(path, buf, sizeof(buf));
+	if (n != ATTEST_ID_LEN || strspn(buf, "0123456789abcdef") < ATTEST_ID_LEN)
+		return;
+	memcpy(id, buf, ATTEST_ID_LEN);
+	id[ATTEST_ID_LEN] = '\0';
+}
+
 /* sd_pid_get_*() into *ret: 0, or -ENOMEM; other failures leave NULL
  * (-ENODATA: no such unit). */
 static int opt_string(int r, char **ret)
@@ -73,6 +92,14 @@ int attest_peer(int fd, pid_t pid, struct attestation *a)
 	}
 	if (a->user_unit && sd_pid_get_owner_uid(pid, &a->user_unit_uid) < 0)
 		a->user_unit_uid = (uid_t)-1;
+	if (a->user_unit && a->user_unit_uid != (uid_t)-1) {
+		char dir[64];
+		snprintf(dir, sizeof(dir), "/run/user/%u/systemd/units",
+			 (unsigned)a->user_unit_uid);
+		read_invocation(dir, a->user_unit, a->invocation_id);
+	} else if (a->unit) {
+		read_invocation("/run/systemd/units", a->unit, a->invocation_id);
+	}
 	if ((a->exe_err = read_exe(pid, &a->exe)) == -ENOMEM) {
 		attest_clear(a);
 		return -ENOMEM;

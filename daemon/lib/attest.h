@@ -29,7 +29,9 @@ struct attestation {
 	char *exe;	     /* its executable (a script's interpreter); NULL:
 			      * unreadable, exe_err says why */
 	int exe_err;
-	char invocation_id[ATTEST_ID_LEN + 1]; /* of unit (or user_unit); "": unknown */
+	/* Of unit (or user_unit), from what its manager publishes for journald
+	 * (/run/systemd/units/invocation:UNIT); "": unknown. */
+	char invocation_id[ATTEST_ID_LEN + 1];
 };
 
 /* Attests the peer of the connected Unix socket fd, whose SO_PEERCRED pid
