@@ -61,7 +61,8 @@ def test_service_exposure_at_most_2():
     assert float(m.group(1)) <= 2.0, r.stdout
     text = open(os.path.join(TOP, "systemd", "batchtokd.service")).read()
     for want in ("Type=notify", "WatchdogSec=", "ExecReload=", "User=batchtok",
-                 "CapabilityBoundingSet=\n", "ProtectSystem=strict", "PrivateTmp=yes",
+                 "CapabilityBoundingSet=CAP_SYS_PTRACE\n", "ProtectProc=default\n",
+                 "ProtectSystem=strict", "PrivateTmp=yes",
                  "MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service",
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n", "StateDirectory="):
         assert want in text, want
