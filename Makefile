@@ -239,7 +239,7 @@ valgrind: all
 
 bench: deps
 	$(MAKE) all $(O)/bench/bench_client $(O)/bench/raw_echo $(O)/bench/trivial \
-		$(O)/bench/flood $(O)/bench/compat_load $(O)/bench/raw_http
+		$(O)/bench/flood $(O)/bench/compat_load $(O)/bench/raw_http $(O)/bench/attest_cost
 	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) tests/bench/bench.py
 
 $(O)/bench/bench_client: $(call obj,tests/bench/bench_client.c) $(O)/libbatchtok.a
@@ -257,6 +257,9 @@ $(O)/bench/flood: $(call obj,tests/bench/flood.c)
 $(O)/bench/compat_load: $(call obj,tests/bench/compat_load.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+$(O)/bench/attest_cost: $(call obj,tests/bench/attest_cost.c daemon/lib/attest.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
 $(O)/bench/raw_http: $(call obj,tests/bench/raw_http.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^

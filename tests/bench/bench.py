@@ -308,6 +308,22 @@ def section6(env, d, sock, compat_port):
             print(flood_row("compat GET, 1 conn", base_compat, during_compat))
 
 
+def section1b(sock, raw_sock):
+    """Connection setup (connect, HELLO, close) against the raw socket's,
+    and what attesting the caller at accept costs of it."""
+    conn = load("connect", sock, 1, SECONDS)
+    raw = load("connect", raw_sock, 1, SECONDS)
+    att = json.loads(subprocess.run([os.path.join(BUILD, "bench", "attest_cost"), "20000"],
+                                    capture_output=True, text=True, check=True).stdout)
+    print("\n1b. connection setup: connect, HELLO, close; 1 client, %gs per run" % SECONDS)
+    print("   daemon      %5d/%-5d us %9.0f conn/s" % (conn["p50_us"], conn["p99_us"], conn["rps"]))
+    print("   raw socket  %5d/%-5d us %9.0f conn/s   ratio p50 %.2fx" % (
+        raw["p50_us"], raw["p99_us"], raw["rps"], conn["p50_us"] / max(raw["p50_us"], 1)))
+    print("   attesting the caller (SO_PEERPIDFD, cgroup, unit, exe, liveness): %.1f us of it;"
+          " without it %.0f us" % (att["us_per_attest"],
+                                   max(conn["p50_us"] - att["us_per_attest"], 0)))
+
+
 def main():
     raise_nofile()
     env = Env()
@@ -333,6 +349,7 @@ def main():
                 threads, lib["p50_us"], lib["p99_us"], lib["rps"], raw["p50_us"],
                 raw["p99_us"], raw["rps"], lib["p50_us"] / max(raw["p50_us"], 1),
                 lib["rps"] / raw["rps"]))
+        section1b(sock, raw_sock)
         # 2. Whole process.
         n = 300
         cli = spawn_time([os.path.join(BUILD, "batchtok"), "-S", sock, "get"], n)

@@ -4,6 +4,7 @@
  *   bench_client lib SOCKET THREADS SECONDS           cached gets via libbatchtok
  *   bench_client raw SOCKET THREADS SECONDS REQ_BYTES  raw frames, same sizes
  *   bench_client hold SOCKET CONNECTIONS SECONDS      connect, HELLO, then idle
+ *   bench_client connect SOCKET THREADS SECONDS       a new connection per HELLO
  *
  * Prints one line of JSON: requests, seconds, p50_us, p99_us, rps. */
 #include <pthread.h>
@@ -99,6 +100,36 @@ static void *worker(void *arg)
 			}
 		}
 		batchtok_free(bt);
+	} else if (!strcmp(mode, "connect")) {
+		/* Connection setup: connect, HELLO (answered by the daemon, or
+		 * by raw_echo as any frame), close. */
+		static const unsigned char hello[] = {0, 0, 0, 13, 1, 0, 0, 0, 0,
+						      0, 0, 0, 1,  0, 0, 0, 1};
+		unsigned char buf[65536];
+		while (now() < end) {
+			double t0 = now();
+			int fd = raw_connect();
+			uint32_t len;
+			if (send(fd, hello, sizeof(hello), 0) != sizeof(hello) ||
+			    read_full(fd, buf, 4) < 0) {
+				failed = 1;
+				close(fd);
+				break;
+			}
+			len = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 |
+			      (uint32_t)buf[2] << 8 | buf[3];
+			if (len > sizeof(buf) || read_full(fd, buf, len) < 0) {
+				failed = 1;
+				close(fd);
+				break;
+			}
+			close(fd);
+			local[n++] = (uint32_t)((now() - t0) * 1e6);
+			if (n == 200000) {
+				record(local, n);
+				n = 0;
+			}
+		}
 	} else {
 		int fd = raw_connect();
 		unsigned char *req = calloc(1, req_bytes), buf[65536];
