@@ -636,3 +636,135 @@ def test_start_task_rerun_changes_nothing(env):
         "an unchanged config restarted the daemon"
     assert imds_requests(m) == before
     assert m.sh("batchtok get -i node", user=AUTO_USER).rc == 0
+
+
+# --- which program is asking (allow_units, allow_user_units, allow_exes) -------
+#
+# The daemon attests each caller at accept (SO_PEERPIDFD): its unit, its user
+# unit, its executable, pinned to the process rather than its PID. The
+# identities below narrow access to programs; alice may use all three by her
+# groups, so only the program decides.
+
+PROBE = "/usr/local/bin/attest-probe"
+
+
+def program_rules(m):
+    base = ("credential = secret\ntenant = %s\nclient_id = %s\nauthority_host = %s\n"
+            "secret_credential = batchtok_batch-prod.secret\n" % (TENANT, CLIENT, m.sts.url))
+    return (config(m) +
+            "\n[identity etl]\n" + base + "allow_groups = batchtok\nallow_units = etl@*.service\n"
+            "\n[identity probe-only]\n" + base + "allow_users = alice\nallow_exes = %s\n" % PROBE +
+            "\n[identity jobs]\n" + base + "allow_user_units = job@*.service\n")
+
+
+@pytest.fixture(scope="module")
+def probe(env, tmp_path_factory):
+    """attest_probe.c built here against this tree's libbatchtok and put in
+    the container, where the package's libbatchtok.so.0 runs it."""
+    m = env
+    out = str(tmp_path_factory.mktemp("probe") / "attest-probe")
+    r = run("cc", "-std=gnu11", "-Wall", "-Werror", "-I", os.path.join(TOP, "client"),
+            "-o", out, os.path.join(HERE, "attest_probe.c"), "-L", BUILD, "-lbatchtok")
+    assert r.returncode == 0, r.stderr
+    with open(out, "rb") as f:
+        m.write(PROBE, f.read(), mode="755")
+    return PROBE
+
+
+def test_units_decide_who_gets_an_identity(env, probe):
+    m = env
+    m.write("/etc/batchtok/batchtokd.conf", program_rules(m))
+    assert "OK (4 identities" in m.ok("batchtokd --check-config")
+    m.ok("systemctl restart batchtokd")
+    # alice's etl@1.service gets a token; her other unit and her login
+    # shell do not, and are told what they were and what was required.
+    r = m.sh("systemd-run --quiet --wait --pipe --unit etl@1.service --uid=alice "
+             "batchtok get -i etl", timeout=60)
+    assert r.rc == 0 and r.out.count(".") == 2, r
+    r = m.sh("systemd-run --quiet --wait --pipe --unit backup.service --uid=alice "
+             "batchtok get -i etl", timeout=60)
+    assert r.rc == 4, r
+    assert "unit backup.service, exe /usr/bin/batchtok" in r.err, r
+    assert "etl@*.service" in r.err, r
+    r = get(m, "alice", "-i", "etl")
+    assert r.rc == 4 and "etl@*.service" in r.err, r
+    # A member of the group still needs the unit; bob is in neither.
+    r = m.sh("systemd-run --quiet --wait --pipe --unit etl@2.service --uid=bob "
+             "batchtok get -i etl", timeout=60)
+    assert r.rc == 4, r
+
+
+def test_exe_rule_and_the_journal_names_the_program(env, probe):
+    m = env
+    r = m.sh("%s get probe-only" % probe, user="alice")
+    assert r.rc == 0 and r.out.startswith("token "), r
+    r = get(m, "alice", "-i", "probe-only")
+    assert r.rc == 4 and "exe /usr/bin/batchtok" in r.err and probe in r.err, r
+    # A unit that stays after its command, so its invocation ID can be read.
+    m.ok("systemd-run --quiet --wait -p RemainAfterExit=yes --unit etl@3.service --uid=alice "
+         "batchtok get -i etl", timeout=60)
+    inv = m.ok("systemctl show -P InvocationID etl@3.service").strip()
+    m.ok("systemctl stop etl@3.service")
+    entries = [json.loads(l) for l in journal(m, "-u", "batchtokd", "-o", "json").splitlines()]
+    mine = [e for e in entries if e.get("BATCHTOK_UNIT") == "etl@3.service"]
+    assert mine, "no journal entry names the unit"
+    assert all(e.get("BATCHTOK_EXE") == "/usr/bin/batchtok" for e in mine), mine
+    assert any(e.get("BATCHTOK_INVOCATION_ID") == inv for e in mine), (inv, mine)
+    # An administrator sees requests counted by unit.
+    status = m.ok("batchtok status -o json", user="carol")
+    assert "etl@3.service" in status, status
+
+
+def test_user_unit_rule(env):
+    m = env
+    uid = m.ok("id -u dave").strip()
+    m.ok("usermod -a -G batchtok dave && loginctl enable-linger dave")
+    user_env = {"XDG_RUNTIME_DIR": "/run/user/" + uid}
+    wait_for(lambda: m.sh("systemctl --user is-system-running", user="dave",
+                          env=user_env).out.strip() in ("running", "degraded"), 60, step=0.2,
+             what="dave's user manager")
+    run_user = "systemd-run --user --quiet --wait --pipe --unit %s batchtok get -i jobs"
+    r = m.sh(run_user % "job@nightly.service", user="dave", env=user_env, timeout=60)
+    assert r.rc == 0, r
+    r = m.sh(run_user % "other.service", user="dave", env=user_env, timeout=60)
+    assert r.rc == 4 and "user unit other.service" in r.err and "job@*.service" in r.err, r
+    m.ok("loginctl disable-linger dave")
+
+
+def test_compat_refuses_identities_bound_to_programs(env):
+    m = env
+    m.write("/etc/batchtok/batchtokd.conf",
+            program_rules(m).replace("[daemon]\n", "[daemon]\ncompat_endpoint = 127.0.0.1:50342\n"))
+    m.ok("systemctl restart batchtokd")
+    r = m.sh("systemd-run --quiet --wait --pipe --unit etl@4.service --uid=alice "
+             "batchtok exec --compat -i etl -- true", timeout=60)
+    assert r.rc == 4 and "compat" in r.err, r
+
+
+def test_a_reused_pid_is_not_the_caller(env, probe):
+    """The probe connects (and is attested: its executable is allowed),
+    hands the connection to a child and exits; a new process running the
+    same executable takes its PID (ns_last_pid, on a procfs of the
+    container's own); then the child asks. A daemon going by PID would see
+    an allowed program; this one sees the caller has exited."""
+    m = env
+    m.ok("rm -f /tmp/probe.out")
+    parent, child = map(int, m.ok("setpriv --reuid=alice --regid=alice --init-groups "
+                                  "%s reuse probe-only /tmp/probe.out" % probe,
+                                  user=None).split())
+    script = ("mkdir -p /run/ns-proc && mount -t proc proc /run/ns-proc && "
+              "i=0; b=0; while [ $i -lt 20 ] && [ $b != %d ]; do "
+              "echo %d > /run/ns-proc/sys/kernel/ns_last_pid; "
+              "setpriv --reuid=alice --regid=alice --init-groups %s hold "
+              "</dev/null >/dev/null 2>&1 & b=$!; "
+              "[ $b = %d ] || kill $b; i=$((i + 1)); done; umount /run/ns-proc; echo $b"
+              % (parent, parent - 1, probe, parent))
+    holder = int(m.ok(script).strip())
+    try:
+        assert holder == parent, "could not give PID %d to another process" % parent
+        assert m.ok("readlink /proc/%d/exe" % holder).strip() == probe
+        m.ok("kill -USR1 %d && timeout 30 tail --pid=%d -f /dev/null" % (child, child))
+        said = m.ok("cat /tmp/probe.out")
+        assert said.startswith("refused: ") and "has exited" in said, said
+    finally:
+        m.sh("kill %d %d" % (holder, child))
