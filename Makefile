@@ -52,7 +52,7 @@ CONFIG_SRC := daemon/identity/config.c daemon/identity/conf_value.c daemon/ident
               daemon/identity/cred_certificate.c daemon/identity/cred_managed_identity.c \
               daemon/identity/cred_federated.c daemon/identity/cred_device_code.c \
               daemon/identity/entra.c daemon/lib/http.c daemon/lib/certificate.c daemon/lib/jwt.c \
-              daemon/lib/log.c daemon/lib/secmem.c daemon/lib/fileio.c
+              daemon/lib/log.c daemon/lib/secmem.c daemon/lib/fileio.c daemon/lib/pattern.c
 DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib/attest.c \
               daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
               daemon/daemon.c daemon/lib/sealed.c daemon/identity/signin.c \
