@@ -58,16 +58,19 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib
               daemon/daemon.c daemon/lib/sealed.c daemon/identity/signin.c \
               daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
-              daemon/lib/ratelimit.c daemon/lib/uidcount.c
+              daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/core/policy.c \
+              daemon/lib/unitcount.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
-              test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
+              test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload \
+              test_policy
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_schedule test_entra test_cache test_jwt test_certificate \
                 test_sealed test_capability test_http_in test_usernames test_alloc_failure \
-                test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
+                test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload \
+                test_policy
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
