@@ -311,7 +311,7 @@ void policy_unit_name(const struct peer *p, char *buf, size_t n)
 	int k;
 
 	if (!a)
-		k = snprintf(buf, n, "(compat endpoint)");
+		k = snprintf(buf, n, "(compat-endpoint)");
 	else if (a->err)
 		k = snprintf(buf, n, "(unattested)");
 	else if (a->unit && a->user_unit)
@@ -319,7 +319,7 @@ void policy_unit_name(const struct peer *p, char *buf, size_t n)
 	else if (a->unit || a->user_unit)
 		k = snprintf(buf, n, "%s", a->unit ? a->unit : a->user_unit);
 	else
-		k = snprintf(buf, n, "(no unit)");
+		k = snprintf(buf, n, "(no-unit)");
 	if (k < 0 || (size_t)k >= n ||
 	    (a && !a->err && (a->unit || a->user_unit) && !plain_name(buf)))
 		snprintf(buf, n, "(other)");

@@ -61,8 +61,8 @@ void policy_describe_rules(const struct identity *id, char *buf, size_t n);
 
 /* The caller's unit, for counting requests per unit: "etl@1.service",
  * "user@1000.service/dev.service" for a user unit, or, in parentheses
- * (which no unit name has), what it is instead: "(no unit)",
- * "(unattested)", "(compat endpoint)"; "(other)" for a name that is not a
+ * (which no unit name has), what it is instead: "(no-unit)",
+ * "(unattested)", "(compat-endpoint)"; "(other)" for a name that is not a
  * plain unit name or does not fit in n bytes. */
 void policy_unit_name(const struct peer *p, char *buf, size_t n);
 

@@ -23,7 +23,10 @@ void unitcount_add(struct unitcount *t, const char *name, bool denied)
 			count(&t->v[i], denied);
 			return;
 		}
-	if (t->n >= UNITCOUNT_MAX || !strcmp(name, UNITCOUNT_OTHER) || !(copy = strdup(name))) {
+	/* A name the list could not carry (unitcount_format()) is "other"
+	 * too. */
+	if (t->n >= UNITCOUNT_MAX || !*name || strpbrk(name, " =") ||
+	    !strcmp(name, UNITCOUNT_OTHER) || !(copy = strdup(name))) {
 		count(&t->other, denied);
 		return;
 	}

@@ -30,8 +30,8 @@ struct unitcount {
 };
 
 /* Counts a request of unit name, denied or not. Never fails: a name that
- * finds no room (the table is full, or memory is short) counts as
- * UNITCOUNT_OTHER. */
+ * finds no room (the table is full, or memory is short), or that is empty
+ * or has a space or '=', counts as UNITCOUNT_OTHER. */
 void unitcount_add(struct unitcount *t, const char *name, bool denied);
 /* The counts as "NAME=REQUESTS/DENIED" separated by spaces, most requests
  * first, in at most n - 1 bytes: names that do not fit are added to

@@ -656,7 +656,7 @@ static void test_program_rules(void **state)
 	status_record(fx, &rec);
 	fl = bt_record_get(&rec, "unit_requests");
 	assert_non_null(fl);
-	assert_string_equal(fl->str, "backup.service=2/2 (compat endpoint)=1/1 etl@1.service=1/0");
+	assert_string_equal(fl->str, "backup.service=2/2 (compat-endpoint)=1/1 etl@1.service=1/0");
 	assert_int_equal(rec.n_children, 3);
 	assert_string_equal(rec.children[2].fields[0].str, "etl");
 	fl = bt_record_get(&rec.children[2], "allow_units");

@@ -541,7 +541,7 @@ static void test_unit_names(void **state)
 	(void)state;
 	p = peer_of(STRANGER, NULL);
 	policy_unit_name(&p, name, sizeof(name));
-	assert_string_equal(name, "(compat endpoint)");
+	assert_string_equal(name, "(compat-endpoint)");
 	p = peer_of(STRANGER, &err);
 	policy_unit_name(&p, name, sizeof(name));
 	assert_string_equal(name, "(unattested)");
@@ -561,7 +561,7 @@ static void test_unit_names(void **state)
 	attest_self(&a, NULL, NULL, "/usr/bin/python3", NULL);
 	p = peer_of(STRANGER, &a);
 	policy_unit_name(&p, name, sizeof(name));
-	assert_string_equal(name, "(no unit)");
+	assert_string_equal(name, "(no-unit)");
 	/* Not a unit name: what a status line could be confused by. */
 	free(a.unit);
 	a.unit = strdup("a=1 b.service");
@@ -610,16 +610,19 @@ static void test_unitcount(void **state)
 	unitcount_add(&t, "c.service", false);
 	unitcount_add(&t, "c.service", true);
 	unitcount_add(&t, UNITCOUNT_OTHER, false);
+	unitcount_add(&t, "a b.service", false);
+	unitcount_add(&t, "a=1", true);
+	unitcount_add(&t, "", false);
 	unitcount_format(&t, buf, sizeof(buf));
 	/* Most requests first, then by name; (other) last. */
-	assert_string_equal(buf, "c.service=2/1 a.service=1/1 b.service=1/0 (other)=1/0");
+	assert_string_equal(buf, "c.service=2/1 a.service=1/1 b.service=1/0 (other)=4/1");
 	/* At most UNITCOUNT_MAX names: the rest is (other). */
 	for (int i = 0; i < 300; i++) {
 		snprintf(name, sizeof(name), "run-u%d.scope", i);
 		unitcount_add(&t, name, i % 2);
 	}
 	assert_int_equal(t.n, UNITCOUNT_MAX);
-	assert_int_equal(t.other.requests, 1 + 300 - (UNITCOUNT_MAX - 3));
+	assert_int_equal(t.other.requests, 4 + 300 - (UNITCOUNT_MAX - 3));
 	/* What does not fit joins (other), which always does. */
 	unitcount_format(&t, buf, 200);
 	assert_true(strlen(buf) < 200);
@@ -634,7 +637,7 @@ static void test_unitcount(void **state)
 		for (char *s = buf; (s = strchr(s, '=')); s++)
 			if (sscanf(s, "=%llu/%llu", &r, &d) == 2)
 				sum += r;
-		assert_int_equal(sum, 5 + 300);
+		assert_int_equal(sum, 8 + 300);
 	}
 	unitcount_free(&t);
 	assert_int_equal(t.n, 0);
