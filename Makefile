@@ -52,22 +52,25 @@ CONFIG_SRC := daemon/identity/config.c daemon/identity/conf_value.c daemon/ident
               daemon/identity/cred_certificate.c daemon/identity/cred_managed_identity.c \
               daemon/identity/cred_federated.c daemon/identity/cred_device_code.c \
               daemon/identity/entra.c daemon/lib/http.c daemon/lib/certificate.c daemon/lib/jwt.c \
-              daemon/lib/log.c daemon/lib/secmem.c daemon/lib/fileio.c
+              daemon/lib/log.c daemon/lib/secmem.c daemon/lib/fileio.c daemon/lib/pattern.c
 DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib/attest.c \
               daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
               daemon/daemon.c daemon/lib/sealed.c daemon/identity/signin.c \
               daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
-              daemon/lib/ratelimit.c daemon/lib/uidcount.c
+              daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/core/policy.c \
+              daemon/lib/unitcount.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config test_attest \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
-              test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
-FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in
+              test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload \
+              test_policy
+FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in fuzz_policy
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_attest test_schedule test_entra test_cache test_jwt test_certificate \
                 test_sealed test_capability test_http_in test_usernames test_alloc_failure \
-                test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload
+                test_ratelimit test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload \
+                test_policy
 
 obj = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
@@ -143,6 +146,8 @@ $(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(CONFIG_SRC) $(PROTO_SRC)
 $(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/identity/entra.c daemon/lib/http.c daemon/lib/jwt.c daemon/lib/log.c daemon/lib/secmem.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_signin: tests/fuzz/fuzz_signin.c $(DAEMON_SRC) $(PROTO_SRC)
 $(O)/fuzz/fuzz_http_in: tests/fuzz/fuzz_http_in.c daemon/front/http_in.c
+$(O)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c $(CONFIG_SRC) daemon/core/policy.c daemon/lib/attest.c \
+                       daemon/lib/unitcount.c $(PROTO_SRC)
 $(O)/fuzz/%:
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(DAEMON_CFLAGS) -o $@ $(filter %.c,$^) $(DAEMON_LIBS) -lm

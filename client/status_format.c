@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,60 @@ static void text_field(FILE *f, const struct bt_field *fl, time_t now)
 	}
 }
 
+/* unit_requests (PROTOCOL.md): "NAME=REQUESTS/DENIED" separated by
+ * spaces. Each entry in turn: returns a pointer past it and sets the name
+ * (*name, *len) and counts, or NULL at the end or at anything else. */
+static const char *next_unit(const char *s, const char **name, size_t *len,
+			     unsigned long long *requests, unsigned long long *denied)
+{
+	const char *end = strchr(s, ' '), *eq;
+	int k = 0;
+
+	if (!*s)
+		return NULL;
+	if (!end)
+		end = s + strlen(s);
+	for (eq = end; eq > s && eq[-1] != '='; eq--)
+		;
+	if (eq <= s + 1 || eq[0] < '0' || eq[0] > '9' ||
+	    sscanf(eq, "%llu/%llu%n", requests, denied, &k) != 2 || eq + k != end)
+		return NULL;
+	*name = s;
+	*len = (size_t)(eq - 1 - s);
+	return *end ? end + 1 : end;
+}
+
+/* Whether the field is a unit_requests list this client can read: else it
+ * is shown as it came, like any field. */
+static bool unit_list(const struct bt_field *fl)
+{
+	const char *s, *name;
+	size_t len;
+	unsigned long long r, d;
+
+	if (fl->kind != BT_FIELD_STR || strcmp(fl->key, "unit_requests") != 0 || !*fl->str)
+		return false;
+	for (s = fl->str; s && *s;)
+		s = next_unit(s, &name, &len, &r, &d);
+	return s != NULL;
+}
+
+static void text_units(FILE *f, const struct bt_field *fl, int indent)
+{
+	const char *s = fl->str, *name;
+	size_t len;
+	unsigned long long r, d;
+
+	fprintf(f, "%*s%s:\n", indent, "", fl->key);
+	while ((s = next_unit(s, &name, &len, &r, &d))) {
+		fprintf(f, "%*s%.*s: %llu request%s", indent + 2, "", (int)len, name, r,
+			r == 1 ? "" : "s");
+		if (d)
+			fprintf(f, ", %llu denied", d);
+		fputc('\n', f);
+	}
+}
+
 static void text_record(FILE *f, const struct bt_record *r, time_t now, int depth)
 {
 	int indent = depth * 2;
@@ -79,6 +134,10 @@ static void text_record(FILE *f, const struct bt_record *r, time_t now, int dept
 		first = 1;
 	}
 	for (uint32_t i = first; i < r->n_fields; i++) {
+		if (unit_list(&r->fields[i])) {
+			text_units(f, &r->fields[i], indent);
+			continue;
+		}
 		fprintf(f, "%*s%s: ", indent, "", r->fields[i].key);
 		text_field(f, &r->fields[i], now);
 		fputc('\n', f);
@@ -103,6 +162,32 @@ static void json_string(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+/* A string of len bytes. */
+static void json_string_n(FILE *f, const char *s, size_t len)
+{
+	char *copy = strndup(s, len);
+
+	json_string(f, copy ? copy : "");
+	free(copy);
+}
+
+static void json_units(FILE *f, const struct bt_field *fl)
+{
+	const char *s = fl->str, *name;
+	size_t len;
+	unsigned long long r, d;
+	bool first = true;
+
+	fputc('[', f);
+	while ((s = next_unit(s, &name, &len, &r, &d))) {
+		fputs(first ? "{\"unit\":" : ",{\"unit\":", f);
+		json_string_n(f, name, len);
+		fprintf(f, ",\"requests\":%llu,\"denied\":%llu}", r, d);
+		first = false;
+	}
+	fputc(']', f);
+}
+
 static void json_record(FILE *f, const struct bt_record *r, int depth)
 {
 	fputc('{', f);
@@ -112,7 +197,9 @@ static void json_record(FILE *f, const struct bt_record *r, int depth)
 			fputc(',', f);
 		json_string(f, fl->key);
 		fputc(':', f);
-		if (fl->kind == BT_FIELD_STR)
+		if (unit_list(fl))
+			json_units(f, fl);
+		else if (fl->kind == BT_FIELD_STR)
 			json_string(f, fl->str);
 		else if (fl->kind == BT_FIELD_BOOL)
 			fputs(fl->num ? "true" : "false", f);

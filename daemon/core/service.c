@@ -9,10 +9,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "policy.h"
 #include "../identity/credential.h"
+#include "../lib/attest.h"
 #include "../lib/log.h"
 #include "../lib/ratelimit.h"
+#include "../lib/unitcount.h"
 #include "../identity/signin.h"
+
+/* The longest unit_requests status field: a STATUS string is at most
+ * BT_MESSAGE_MAX bytes. */
+#define UNIT_REQUESTS_MAX (BT_MESSAGE_MAX - 96)
 
 struct service {
 	struct cache *cache;
@@ -20,6 +27,15 @@ struct service {
 	struct usernames *usernames;
 	const struct config *cfg;
 	struct service_hooks hooks;
+	struct unitcount units; /* requests per caller unit */
+};
+
+/* What the log says of a refused peer's program, kept while its user's
+ * name is looked up. */
+struct service_caller {
+	char *unit, *user_unit, *exe;
+	char invocation_id[ATTEST_ID_LEN + 1];
+	char what[POLICY_WHY_MAX]; /* attest_describe(), made printable */
 };
 
 int service_new(struct cache *cache, struct signin_store *signins, struct usernames *usernames,
@@ -40,6 +56,9 @@ int service_new(struct cache *cache, struct signin_store *signins, struct userna
 
 void service_free(struct service *s)
 {
+	if (!s)
+		return;
+	unitcount_free(&s->units);
 	free(s);
 }
 
@@ -120,6 +139,36 @@ static int describe_token(const struct token_entry *e, struct bt_record *t, bool
 	return r;
 }
 
+/* The identity's program rules as written, for an administrator. */
+static int describe_rules(const struct identity *id, struct bt_record *irec)
+{
+	const struct {
+		const char *key;
+		const struct pattern_list *list;
+	} lists[] = {
+	    {"allow_units", &id->allow_units},
+	    {"allow_user_units", &id->allow_user_units},
+	    {"allow_exes", &id->allow_exes},
+	    {"allow_cgroups", &id->allow_cgroups},
+	};
+	char text[BT_MESSAGE_MAX];
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < sizeof(lists) / sizeof(lists[0]); i++) {
+		const struct pattern_list *l = lists[i].list;
+		size_t len = 0;
+		if (!l->n)
+			continue;
+		text[0] = '\0';
+		/* A list too long for a status field is cut. */
+		for (size_t k = 0; k < l->n && len < sizeof(text); k++)
+			len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s",
+						k ? " " : "", l->v[k]);
+		r = bt_record_add_str(irec, lists[i].key, text);
+	}
+	return r;
+}
+
 static int describe_identity(struct service *s, const struct identity *id, struct bt_record *irec,
 			     bool admin)
 {
@@ -138,6 +187,8 @@ static int describe_identity(struct service *s, const struct identity *id, struc
 	    ?: bt_record_add_int(irec, "default", BT_FIELD_BOOL, id == s->cfg->default_identity)
 	    ?: bt_record_add_int(irec, "prefetch", BT_FIELD_BOOL, id->prefetch)
 	    ?: describe_credential(s, id, irec);
+	if (r == 0 && admin)
+		r = describe_rules(id, irec);
 	for (struct token_entry *e = cache_first(s->cache); r == 0 && e; e = cache_next(e)) {
 		struct bt_record *t;
 		if (e->id == id)
@@ -150,6 +201,13 @@ int service_status(struct service *s, const struct peer *p, struct bt_record *re
 {
 	bool admin = service_peer_is_admin(s, p);
 	int r = s->hooks.describe(s->hooks.arg, rec, admin);
+	char units[UNIT_REQUESTS_MAX];
+
+	if (r == 0 && admin) {
+		unitcount_format(&s->units, units, sizeof(units));
+		if (*units)
+			r = bt_record_add_str(rec, "unit_requests", units);
+	}
 
 	for (size_t i = 0; r == 0 && i < s->cfg->n_identities; i++) {
 		const struct identity *id = &s->cfg->identities[i];
@@ -179,17 +237,10 @@ bool service_peer_is_admin(const struct service *s, const struct peer *p)
 
 bool service_peer_may_use(const struct service *s, const struct peer *p, const struct identity *id)
 {
+	char why[POLICY_WHY_MAX];
+
 	(void)s;
-	/* Root and the daemon's own user can read the secret anyway. */
-	if (p->uid == 0 || p->uid == geteuid())
-		return true;
-	for (size_t i = 0; i < id->n_allow_uids; i++)
-		if (id->allow_uids[i] == p->uid)
-			return true;
-	for (size_t i = 0; i < id->n_allow_gids; i++)
-		if (in_groups(p, id->allow_gids[i]))
-			return true;
-	return false;
+	return policy_decide(id, p, geteuid(), why, sizeof(why)) == POLICY_ALLOW;
 }
 
 const struct identity *service_find(const struct service *s, const char *name, uint32_t *status,
@@ -214,16 +265,30 @@ const struct identity *service_find(const struct service *s, const char *name, u
 	return NULL;
 }
 
+static void caller_free(struct service_caller *c)
+{
+	if (!c)
+		return;
+	free(c->unit);
+	free(c->user_unit);
+	free(c->exe);
+	free(c);
+}
+
 /* Calls q->fn with a, then frees what q held: the callback may free q, so
  * nothing of q is touched after it. a may point into q's strings. */
+
 static void finish(struct service_request *q, const struct service_answer *a)
 {
 	char *identity = q->identity, *resource = q->resource;
+	struct service_caller *caller = q->caller;
 
 	q->identity = q->resource = NULL;
+	q->caller = NULL;
 	q->fn(q, a);
 	free(identity);
 	free(resource);
+	caller_free(caller);
 }
 
 static void answer_error(struct service_request *q, uint32_t status, const char *fmt, ...)
@@ -282,18 +347,48 @@ static void on_cache(struct cache_waiter *w, const struct cache_answer *t)
 		answer_ok(q, t);
 }
 
+/* What p's attestation says, kept for a log line written later; NULL
+ * when it has nothing to say, or there is no memory (the line then says
+ * less). */
+static struct service_caller *caller_save(const struct peer *p)
+{
+	const struct attestation *a = p->att;
+	struct service_caller *c;
+
+	if (!a || a->err || !(c = calloc(1, sizeof(*c))))
+		return NULL;
+	if ((a->unit && !(c->unit = strdup(a->unit))) ||
+	    (a->user_unit && !(c->user_unit = strdup(a->user_unit))) ||
+	    (a->exe && !(c->exe = strdup(a->exe)))) {
+		caller_free(c);
+		return NULL;
+	}
+	memcpy(c->invocation_id, a->invocation_id, sizeof(c->invocation_id));
+	c->invocation_id[ATTEST_ID_LEN] = '\0';
+	policy_describe_caller(p, c->what, sizeof(c->what));
+	return c;
+}
+
 static void tell_denied(struct service_request *q, uid_t uid, const char *name)
 {
 	struct log_ctx ctx = {.identity = q->identity, .uid = (long)uid, .pid = q->pid};
+	const struct service_caller *c = q->caller;
 	char who[USERNAME_DESCRIBE_SIZE];
 
+	if (c) {
+		ctx.unit = c->unit;
+		ctx.user_unit = c->user_unit;
+		ctx.exe = c->exe;
+		ctx.invocation_id = c->invocation_id[0] ? c->invocation_id : NULL;
+	}
 	usernames_describe(who, sizeof(who), uid, name);
 	/* A user may ask again and again: the log says so once a burst, then
 	 * sums up. */
 	if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)uid)) {
 		if (q->pid > 0)
-			log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d, %s", q->identity,
-				(int)q->pid, who);
+			log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d, %s%s%s%s",
+				q->identity, (int)q->pid, who, c ? " (" : "", c ? c->what : "",
+				c ? ")" : "");
 		else
 			log_msg(LOG_WARNING, &ctx, "denied identity %s to %s", q->identity, who);
 	}
@@ -311,21 +406,40 @@ static void on_user_name(struct username_waiter *w, uid_t uid, const char *name)
 	tell_denied(q, uid, name);
 }
 
-/* Refuses q's identity to uid, naming the user: from the cache, or after
- * the thread pool has looked the name up (NSS may block; the loop must
- * not). */
-static void deny(struct service_request *q, uid_t uid)
+/* Refuses q's identity to p's uid, naming the user: from the cache, or
+ * after the thread pool has looked the name up (NSS may block; the loop
+ * must not). */
+static void deny_user(struct service_request *q, const struct peer *p)
 {
 	const char *name;
 
-	if (usernames_peek(q->s->usernames, uid, &name)) {
-		tell_denied(q, uid, name);
+	q->caller = caller_save(p);
+	if (usernames_peek(q->s->usernames, p->uid, &name)) {
+		tell_denied(q, p->uid, name);
 		return;
 	}
 	q->uw.fn = on_user_name;
-	q->naming = usernames_lookup(q->s->usernames, uid, &q->uw) == 0;
+	q->naming = usernames_lookup(q->s->usernames, p->uid, &q->uw) == 0;
 	if (!q->naming)
-		tell_denied(q, uid, NULL);
+		tell_denied(q, p->uid, NULL);
+}
+
+/* Refuses q's identity to p's program, saying what it is and what the
+ * identity allows (why, from policy_decide()). */
+static void deny_program(struct service_request *q, const struct peer *p, const char *why)
+{
+	struct log_ctx ctx = {.identity = q->identity};
+
+	policy_log_ctx(p, &ctx);
+	if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)p->uid)) {
+		if (p->pid > 0)
+			log_msg(LOG_WARNING, &ctx, "denied identity %s to pid %d uid %u: %s",
+				q->identity, (int)p->pid, (unsigned)p->uid, why);
+		else
+			log_msg(LOG_WARNING, &ctx, "denied identity %s to uid %u: %s", q->identity,
+				(unsigned)p->uid, why);
+	}
+	answer_error(q, BT_E_DENIED, "%s", why);
 }
 
 /* Finds and authorises q's identity; answers q and returns NULL if the
@@ -333,14 +447,16 @@ static void deny(struct service_request *q, uid_t uid)
 static const struct identity *admit(struct service *s, const struct peer *p, const char *name,
 				    struct service_request *q)
 {
-	char msg[BT_MESSAGE_MAX];
+	char msg[BT_MESSAGE_MAX], why[POLICY_WHY_MAX], unit[POLICY_UNIT_NAME_MAX];
 	const struct identity *id;
+	enum policy_verdict v;
 	uint32_t status;
 
 	q->s = s;
 	q->pid = p->pid;
 	q->caching = q->naming = false;
 	q->identity = q->resource = NULL;
+	q->caller = NULL;
 	if (!(id = service_find(s, name, &status, msg, sizeof(msg)))) {
 		answer_error(q, status, "%s", msg);
 		return NULL;
@@ -349,11 +465,14 @@ static const struct identity *admit(struct service *s, const struct peer *p, con
 		answer_error(q, BT_E_INTERNAL, "out of memory");
 		return NULL;
 	}
-	if (!service_peer_may_use(s, p, id)) {
-		deny(q, p->uid);
-		return NULL;
-	}
-	return id;
+	v = policy_decide(id, p, geteuid(), why, sizeof(why));
+	policy_unit_name(p, unit, sizeof(unit));
+	unitcount_add(&s->units, unit, v != POLICY_ALLOW);
+	if (v == POLICY_DENY_USER)
+		deny_user(q, p);
+	else if (v == POLICY_DENY_PROGRAM)
+		deny_program(q, p, why);
+	return v == POLICY_ALLOW ? id : NULL;
 }
 
 void service_authorize(struct service *s, const struct peer *p, const char *identity,
@@ -409,5 +528,7 @@ void service_cancel(struct service_request *q)
 	q->caching = q->naming = false;
 	free(q->identity);
 	free(q->resource);
+	caller_free(q->caller);
 	q->identity = q->resource = NULL;
+	q->caller = NULL;
 }

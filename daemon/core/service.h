@@ -52,6 +52,7 @@ struct service_answer {
 };
 
 struct service_request;
+struct service_caller;
 typedef void (*service_fn)(struct service_request *q, const struct service_answer *a);
 
 /* Embedded in a front end's request; fn is called exactly once (possibly
@@ -64,7 +65,10 @@ struct service_request {
 	struct username_waiter uw;
 	char *identity; /* a name: the config may change while the request waits */
 	char *resource;
-	pid_t pid;    /* the peer's, for the log; -1: none */
+	pid_t pid; /* the peer's, for the log; -1: none */
+	/* Its program, for the log of a denial that waits for a user's
+	 * name: the peer may be gone by then. NULL: none known. */
+	struct service_caller *caller;
 	bool token;   /* a token is wanted, not only the right to use it */
 	bool caching; /* waiting on the cache */
 	bool naming;  /* waiting for a refused user's name */
@@ -82,7 +86,9 @@ const struct config *service_config(const struct service *s);
 
 /* Is the peer root, the daemon's own user, or in admin_group? */
 bool service_peer_is_admin(const struct service *s, const struct peer *p);
-/* May the peer use identity id? */
+/* May the peer use identity id? Its uid and group rules and its program
+ * rules (policy.h) against p and p->att, as a token request would be
+ * judged now. */
 bool service_peer_may_use(const struct service *s, const struct peer *p, const struct identity *id);
 
 /* The identity called name ("" or NULL: the default). NULL with *status and
@@ -107,7 +113,8 @@ void service_cancel(struct service_request *q);
 /* Reloads the config through the daemon; *ret_error (free()) on failure. */
 int service_reload(struct service *s, char **ret_error);
 /* The daemon, and every identity the peer may see (all, for an admin),
- * with its credential and tokens, into rec. */
+ * with its credential and tokens, into rec; for an admin, the identities'
+ * program rules and the requests counted per caller unit too. */
 int service_status(struct service *s, const struct peer *p, struct bt_record *rec);
 /* A compat endpoint capability for identity, which p may use (checked by
  * the caller through service_authorize). */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "capability.h"
+#include "../core/policy.h"
 #include "../identity/credential.h"
 #include "../lib/jwt.h"
 #include "../lib/log.h"
@@ -29,12 +30,13 @@ struct pending {
 	uint8_t type;
 };
 
+/* The peer's log fields: uid, pid and, when attested, its program. */
 static struct log_ctx peer_ctx(const struct conn *c, const char *identity, const char *resource)
 {
-	return (struct log_ctx){.identity = identity,
-				.resource = resource,
-				.uid = (long)c->peer.uid,
-				.pid = (long)c->peer.pid};
+	struct log_ctx ctx = {.identity = identity, .resource = resource};
+
+	policy_log_ctx(&c->peer, &ctx);
+	return ctx;
 }
 
 static void reply_error(struct conn *c, uint32_t id, uint32_t status, const char *fmt, ...)
@@ -111,10 +113,15 @@ static void answer_token(struct pending *p, const struct service_answer *a)
 	    .tenant = (char *)a->tenant,
 	};
 	struct log_ctx ctx = peer_ctx(c, a->identity, a->resource);
+	char what[POLICY_WHY_MAX] = "";
 
 	ctx.fingerprint = a->fingerprint;
-	log_msg(LOG_DEBUG, &ctx, "handed token %s for %s to pid %d uid %u", a->fingerprint,
-		a->resource, (int)c->peer.pid, (unsigned)c->peer.uid);
+	/* The audit line: which program got which token. */
+	if (c->peer.att)
+		policy_describe_caller(&c->peer, what, sizeof(what));
+	log_msg(LOG_DEBUG, &ctx, "handed token %s for %s to pid %d uid %u%s%s%s", a->fingerprint,
+		a->resource, (int)c->peer.pid, (unsigned)c->peer.uid, *what ? " (" : "", what,
+		*what ? ")" : "");
 	check_encoded(c, bt_encode_token_reply(&c->out, p->id, &m));
 }
 

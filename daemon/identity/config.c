@@ -24,6 +24,7 @@
 #include "credential.h"
 #include "../lib/fileio.h"
 #include "../lib/log.h"
+#include "../lib/pattern.h"
 
 /* A config file is a page of text; refuse anything absurd before reading. */
 #define CONFIG_SIZE_MAX (1024 * 1024)
@@ -91,6 +92,13 @@ const char *cloud_batch_resource(enum cloud c)
 	return clouds[c].batch;
 }
 
+static void patterns_clear(struct pattern_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+}
+
 static void identity_clear(struct identity *id)
 {
 	free(id->name);
@@ -106,6 +114,10 @@ static void identity_clear(struct identity *id)
 	free(id->authority);
 	free(id->allow_uids);
 	free(id->allow_gids);
+	patterns_clear(&id->allow_units);
+	patterns_clear(&id->allow_user_units);
+	patterns_clear(&id->allow_exes);
+	patterns_clear(&id->allow_cgroups);
 	memset(id, 0, sizeof(*id));
 }
 
@@ -289,6 +301,38 @@ static int add_group(struct parser *p, const char *key, const char *item, void *
 	return 0;
 }
 
+/* A list key of patterns naming programs, and what its patterns name. */
+struct pattern_key {
+	struct pattern_list *list;
+	enum pattern_kind kind;
+};
+
+static int add_pattern(struct parser *p, const char *key, const char *item, void *arg)
+{
+	const struct pattern_key *k = arg;
+	char why[512];
+	char **v;
+
+	if (pattern_check(k->kind, item, why, sizeof(why)) < 0)
+		return perr(p, "%s: '%s' %s", key, item, why) ?: -EINVAL;
+	v = realloc(k->list->v, (k->list->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	k->list->v = v;
+	if (!(v[k->list->n] = strdup(item)))
+		return -ENOMEM;
+	k->list->n++;
+	return 0;
+}
+
+static int add_patterns(struct parser *p, const char *key, const char *v, struct pattern_list *l,
+			enum pattern_kind kind)
+{
+	struct pattern_key k = {l, kind};
+
+	return each_item(p, key, v, add_pattern, &k);
+}
+
 /* compat_endpoint: 127.0.0.1:PORT, [::1]:PORT, or empty (off). Only a
  * loopback address: the endpoint serves tokens over plain HTTP. */
 static int parse_loopback(struct parser *p, const char *key, const char *v, struct config *c)
@@ -408,6 +452,10 @@ enum identity_key_id {
 	IK_TOKEN_VERSION,
 	IK_ALLOW_USERS,
 	IK_ALLOW_GROUPS,
+	IK_ALLOW_UNITS,
+	IK_ALLOW_USER_UNITS,
+	IK_ALLOW_EXES,
+	IK_ALLOW_CGROUPS,
 	IK_PREFETCH,
 	IK_DEFAULT,
 	IK_COUNT, /* not a key: the name is unknown */
@@ -423,6 +471,10 @@ static const char *const identity_keys[IK_COUNT] = {
     [IK_TOKEN_VERSION] = "token_version",
     [IK_ALLOW_USERS] = "allow_users",
     [IK_ALLOW_GROUPS] = "allow_groups",
+    [IK_ALLOW_UNITS] = "allow_units",
+    [IK_ALLOW_USER_UNITS] = "allow_user_units",
+    [IK_ALLOW_EXES] = "allow_exes",
+    [IK_ALLOW_CGROUPS] = "allow_cgroups",
     [IK_PREFETCH] = "prefetch",
     [IK_DEFAULT] = "default",
 };
@@ -680,6 +732,14 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return each_item(p, key, v, add_user, id);
 	case IK_ALLOW_GROUPS:
 		return each_item(p, key, v, add_group, id);
+	case IK_ALLOW_UNITS: /* each occurrence adds, as for every list key */
+		return add_patterns(p, key, v, &id->allow_units, PATTERN_UNIT);
+	case IK_ALLOW_USER_UNITS:
+		return add_patterns(p, key, v, &id->allow_user_units, PATTERN_UNIT);
+	case IK_ALLOW_EXES:
+		return add_patterns(p, key, v, &id->allow_exes, PATTERN_EXE);
+	case IK_ALLOW_CGROUPS:
+		return add_patterns(p, key, v, &id->allow_cgroups, PATTERN_CGROUP);
 	case IK_PREFETCH:
 		return conf_parse_bool(AT(p), key, v, &id->prefetch);
 	case IK_DEFAULT: {
@@ -901,6 +961,22 @@ static int check_identity(struct parser *p, struct identity *id)
 	return 0;
 }
 
+/* The names of user units are their users' to choose: any user can start
+ * a "backup.service" of their own. Such a rule says which program, never
+ * whose, so it needs uid or group rules beside it. */
+static int check_access(struct parser *p, const struct identity *id)
+{
+	p->line = id->line;
+	if (id->allow_user_units.n && !id->n_allow_uids && !id->n_allow_gids)
+		return perr(p,
+			    "[identity %s]: allow_user_units = needs allow_users or allow_groups "
+			    "beside it: every user names the units of their own manager, so "
+			    "allow_user_units says which program and allow_users whose (a caller "
+			    "must pass both)",
+			    id->name);
+	return 0;
+}
+
 static int validate(struct parser *p, bool load_secrets)
 {
 	struct config *c = p->c;
@@ -910,7 +986,7 @@ static int validate(struct parser *p, bool load_secrets)
 		struct identity *id = &c->identities[i];
 		int before = (int)p->errs->n;
 		p->line = id->line;
-		if ((r = check_identity(p, id)) < 0)
+		if ((r = check_identity(p, id)) < 0 || (r = check_access(p, id)) < 0)
 			return r;
 		if (!id->authority && !(id->authority = strdup(cloud_authority(id->cloud))))
 			return -ENOMEM;

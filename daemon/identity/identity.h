@@ -17,6 +17,12 @@ enum cloud {
 	CLOUD_CHINA,
 };
 
+/* Shell-style patterns naming programs (lib/pattern.h), as written. */
+struct pattern_list {
+	char **v;
+	size_t n;
+};
+
 struct identity {
 	char *name;
 	char *file; /* where it was defined, for messages */
@@ -35,6 +41,14 @@ struct identity {
 	size_t n_allow_uids;
 	gid_t *allow_gids;
 	size_t n_allow_gids;
+	/* Which programs may use it (core/policy.h): units of the system
+	 * manager and of users' managers (one allow-list), executables, and
+	 * cgroups with what is below them. With uid or group rules beside
+	 * them, a caller must pass both. */
+	struct pattern_list allow_units;
+	struct pattern_list allow_user_units;
+	struct pattern_list allow_exes;
+	struct pattern_list allow_cgroups;
 	bool prefetch;
 	bool is_default;
 };

@@ -56,8 +56,8 @@ int log_parse_level(const char *s, int *ret)
 /* Sends msg with only the context fields that are set. */
 static void journal(int level, const struct log_ctx *ctx, const char *msg)
 {
-	char f[9][1200];
-	struct iovec iov[9];
+	char f[13][1200];
+	struct iovec iov[13];
 	int n = 0;
 
 #define FIELD(...)                                                                                 \
@@ -82,6 +82,14 @@ static void journal(int level, const struct log_ctx *ctx, const char *msg)
 		FIELD("BATCHTOK_AADSTS=%s", ctx->aadsts);
 	if (ctx->fingerprint)
 		FIELD("BATCHTOK_TOKEN_FINGERPRINT=%s", ctx->fingerprint);
+	if (ctx->unit)
+		FIELD("BATCHTOK_UNIT=%s", ctx->unit);
+	if (ctx->user_unit)
+		FIELD("BATCHTOK_USER_UNIT=%s", ctx->user_unit);
+	if (ctx->invocation_id && *ctx->invocation_id)
+		FIELD("BATCHTOK_INVOCATION_ID=%s", ctx->invocation_id);
+	if (ctx->exe)
+		FIELD("BATCHTOK_EXE=%s", ctx->exe);
 #undef FIELD
 	sd_journal_sendv(iov, n);
 }

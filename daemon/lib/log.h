@@ -17,6 +17,12 @@ struct log_ctx {
 	long pid;
 	const char *aadsts;	 /* "AADSTS7000215" */
 	const char *fingerprint; /* token fingerprint */
+	/* The client program (attest.h): its system unit, its unit of a
+	 * user's manager, the invocation ID, its executable. */
+	const char *unit;
+	const char *user_unit;
+	const char *invocation_id;
+	const char *exe;
 };
 
 #define LOG_CTX_NONE ((const struct log_ctx *)0)

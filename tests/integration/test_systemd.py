@@ -3,6 +3,7 @@ a test NOTIFY_SOCKET, a socket passed the way socket activation passes it, and
 the client side's promise to need libc alone."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -224,6 +225,13 @@ def test_journal_structured_fields(make_daemon, sts, tmp_path):
     assert audit["BATCHTOK_IDENTITY"] == "batch"
     assert audit["BATCHTOK_RESOURCE"] == "https://batch.core.windows.net/"
     assert audit["BATCHTOK_CLIENT_UID"] == "0" and int(audit["BATCHTOK_CLIENT_PID"]) > 0
+    # The program, where the daemon could attest it (SO_PEERPIDFD): the
+    # client's executable, and its unit and invocation when it has them.
+    if "BATCHTOK_EXE" in audit:
+        assert audit["BATCHTOK_EXE"] == os.path.realpath(BATCHTOK), audit
+        assert audit["BATCHTOK_EXE"] in audit["MESSAGE"], audit
+    if "BATCHTOK_INVOCATION_ID" in audit:
+        assert re.fullmatch("[0-9a-f]{32}", audit["BATCHTOK_INVOCATION_ID"]), audit
     denial = have(lambda m: m["MESSAGE"].startswith("denied identity"))
     assert denial["PRIORITY"] == "4" and denial["BATCHTOK_CLIENT_UID"] == "65534"
     rejected = have(lambda m: m.get("BATCHTOK_AADSTS") == "AADSTS7000215")

@@ -215,6 +215,144 @@ static void test_repeated_list_keys_add(void **state)
 	config_free(c);
 }
 
+/* Program rules: list keys like the others (commas or spaces, repeated
+ * keys add), kept as written; an empty value adds nothing. */
+static void test_program_rules(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+	struct identity *id;
+
+	(void)state;
+	assert_int_equal(config_parse_string(IDENTITY
+					     "allow_units = etl@*.service backup.service\n"
+					     "allow_units = foo\\x2dbar.service,run-u[0-9]*.scope\n"
+					     "allow_user_units =\nallow_users = 0\n"
+					     "allow_user_units = dev.service ; comment\n"
+					     "allow_exes = /usr/bin/python3 /opt/etl/bin/*\n"
+					     "allow_cgroups = /machine.slice/app-*.scope\n",
+					     "t", &c, &e),
+			 0);
+	id = config_find_identity(c, "batch-prod");
+	assert_int_equal(id->allow_units.n, 4);
+	assert_string_equal(id->allow_units.v[0], "etl@*.service");
+	assert_string_equal(id->allow_units.v[2], "foo\\x2dbar.service");
+	assert_string_equal(id->allow_units.v[3], "run-u[0-9]*.scope");
+	assert_int_equal(id->allow_user_units.n, 1);
+	assert_string_equal(id->allow_user_units.v[0], "dev.service");
+	assert_int_equal(id->allow_exes.n, 2);
+	assert_string_equal(id->allow_exes.v[1], "/opt/etl/bin/*");
+	assert_int_equal(id->allow_cgroups.n, 1);
+	config_free(c);
+
+	/* None written: none kept. */
+	assert_int_equal(config_parse_string(IDENTITY "allow_units =\n", "t", &c, &e), 0);
+	id = config_find_identity(c, "batch-prod");
+	assert_int_equal(id->allow_units.n + id->allow_exes.n + id->allow_cgroups.n, 0);
+	config_free(c);
+}
+
+/* A bad pattern is reported at its line, with what is wrong and the fix;
+ * the other items and keys are still read. */
+static void test_program_rule_errors(void **state)
+{
+	static const char text[] = IDENTITY	  /* lines 1-5 */
+	    "allow_units = etl@*\n"		  /* 6 */
+	    "allow_units = /usr/bin/curl\n"	  /* 7 */
+	    "allow_units = backup.servic\n"	  /* 8 */
+	    "allow_units = a$b.service\n"	  /* 9 */
+	    "allow_units = run-[0-9.scope\n"	  /* 10 */
+	    "allow_exes = python3\n"		  /* 11 */
+	    "allow_exes = /usr//bin/python3\n"	  /* 12 */
+	    "allow_exes = /opt/etl/../bin/x\n"	  /* 13 */
+	    "allow_exes = /opt/etl/bin/\n"	  /* 14 */
+	    "allow_cgroups = /system.slice/./x\n" /* 15 */
+	    "allow_cgroups = /a/[/]b\n"		  /* 16 */
+	    "allow_units = .service\n"		  /* 17 */
+	    "allow_exes = /opt/\x01x\n";	  /* 18 */
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "t.conf:6: allow_units: 'etl@*' is not NAME.TYPE: write the "
+				  "unit's type too, such as etl@*.service"));
+	assert_true(has_error(&e, "t.conf:7: allow_units: '/usr/bin/curl' has a '/', which unit "
+				  "names do not (an executable goes in allow_exes"));
+	assert_true(has_error(&e, "t.conf:8: allow_units: 'backup.servic' ends in '.servic', "
+				  "which is not a unit type"));
+	assert_true(has_error(&e, "t.conf:9: allow_units: 'a$b.service' has '$', which unit "
+				  "names do not"));
+	assert_true(has_error(&e, "t.conf:10: allow_units: 'run-[0-9.scope' has a '[' without "
+				  "its ']'"));
+	assert_true(has_error(&e, "t.conf:11: allow_exes: 'python3' is not an absolute path"));
+	assert_true(has_error(&e, "t.conf:12: allow_exes: '/usr//bin/python3' has '//'"));
+	assert_true(has_error(&e, "t.conf:13: allow_exes: '/opt/etl/../bin/x' has a '..' "
+				  "component"));
+	assert_true(has_error(&e, "t.conf:14: allow_exes: '/opt/etl/bin/' ends in '/': name the "
+				  "executable file"));
+	assert_true(has_error(&e, "t.conf:15: allow_cgroups: '/system.slice/./x' has a '.' "
+				  "component"));
+	assert_true(has_error(&e, "t.conf:16: allow_cgroups: '/a/[/]b' has a '[' without its "
+				  "']', or a '/' inside [...]"));
+	assert_true(has_error(&e, "t.conf:17: allow_units: '.service' is not NAME.TYPE"));
+	assert_true(has_error(&e, "t.conf:18: allow_exes: '/opt/\x01x' has a control character"));
+	assert_int_equal(e.n, 13);
+	config_errors_clear(&e);
+}
+
+/* allow_user_units alone would let any user in (everyone names the units
+ * of their own manager): it needs allow_users or allow_groups beside it. */
+static void test_user_units_need_users(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string(IDENTITY "allow_units = etl.service\n"
+						      "allow_user_units = dev.service\n",
+					     "t.conf", &c, &e),
+			 -EINVAL);
+	assert_true(has_error(&e, "t.conf:1: [identity batch-prod]: allow_user_units = needs "
+				  "allow_users or allow_groups beside it"));
+	config_errors_clear(&e);
+	assert_int_equal(config_parse_string(IDENTITY "allow_user_units = dev.service\n"
+						      "allow_groups = 0\n",
+					     "t.conf", &c, &e),
+			 0);
+	config_free(c);
+	/* Units of the system manager are root's to name: they may decide
+	 * alone. */
+	assert_int_equal(config_parse_string(IDENTITY "allow_units = etl@*.service\n"
+						      "allow_exes = /usr/bin/python3\n"
+						      "allow_cgroups = /system.slice\n",
+					     "t.conf", &c, &e),
+			 0);
+	config_free(c);
+}
+
+/* The new keys are known: a typo gets a hint, and [daemon] says where
+ * they belong. */
+static void test_program_rule_hints(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(config_parse_string("[daemon]\nallow_exes = /x\n" IDENTITY
+					     "allow_unit = a.service\nallow_exe = /x\n"
+					     "allow_cgroup = /x\nallow_user_unit = a.service\n",
+					     "t.conf", &c, &e),
+			 -EINVAL);
+	assert_true(has_error(&e, "t.conf:2: unknown key 'allow_exes' in [daemon]: allow_exes = "
+				  "belongs in an [identity NAME] section"));
+	assert_true(has_error(&e, "did you mean allow_units?"));
+	assert_true(has_error(&e, "did you mean allow_exes?"));
+	assert_true(has_error(&e, "did you mean allow_cgroups?"));
+	assert_true(has_error(&e, "did you mean allow_user_units?"));
+	config_errors_clear(&e);
+}
+
 /* A wrong credential = is reported once, where it is; it is not also
  * "missing". */
 static void test_bad_credential_is_not_also_missing(void **state)
@@ -875,6 +1013,10 @@ int main(void)
 	    cmocka_unit_test(test_config_file_is_trusted),
 	    cmocka_unit_test(test_key_files_are_read_only_through_trusted_paths),
 	    cmocka_unit_test(test_socket_directory),
+	    cmocka_unit_test(test_program_rules),
+	    cmocka_unit_test(test_program_rule_errors),
+	    cmocka_unit_test(test_user_units_need_users),
+	    cmocka_unit_test(test_program_rule_hints),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

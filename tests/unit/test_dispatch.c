@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include "../../daemon/front/dispatch.h"
 #include "../../daemon/front/server.h"
 #include "../../daemon/identity/signin.h"
+#include "../../daemon/lib/attest.h"
 #include "../../daemon/lib/log.h"
 #include "../../daemon/lib/secmem.h"
 #include "../../daemon/lib/usernames.h"
@@ -47,6 +49,9 @@ struct fixture {
 	struct server *srv;
 	struct client cl;
 	uid_t as_uid; /* (uid_t)-1: the kernel's word */
+	/* The program the connection is presented as, if present_att. */
+	const struct attestation *att;
+	bool present_att;
 	uint32_t next_id;
 	/* The fake fetcher. */
 	struct token_entry *fetching;
@@ -157,6 +162,8 @@ static void on_frame(void *arg, struct conn *c, struct bt_frame *f)
 		c->peer.gid = fx->as_uid;
 		c->peer.n_groups = 0;
 	}
+	if (fx->present_att)
+		c->peer.att = fx->att;
 	dispatch_frame(fx->service, c, f);
 }
 
@@ -185,6 +192,9 @@ static void on_signin_changed(void *arg, const struct identity *id)
 	(void)id;
 }
 
+/* Identities some tests add to the fixture's config. */
+static const char *extra_identities = "";
+
 static int setup(void **state)
 {
 	static const struct cache_ops ops = {fake_fetch, fake_cancel, fake_arm, fake_now,
@@ -205,8 +215,8 @@ static int setup(void **state)
 		 "[identity sp]\ncredential = secret\ntenant = t\nclient_id = c\n"
 		 "secret_file = /nonexistent\nresources = " BATCH ", https://x/\n"
 		 "allow_users = %d\ndefault = yes\n"
-		 "[identity me]\ncredential = device-code\n",
-		 fx->dir, ALLOWED);
+		 "[identity me]\ncredential = device-code\n%s",
+		 fx->dir, ALLOWED, extra_identities);
 	if (config_parse_string(text, "t.conf", &fx->cfg, &errs) < 0)
 		fail_msg("config: %s", errs.n ? errs.msgs[0] : "?");
 	hooks = (struct service_hooks){.arg = fx,
@@ -241,8 +251,17 @@ static int setup(void **state)
 	return 0;
 }
 
+/* With [identity etl], granted by its unit alone. */
+static int setup_programs(void **state)
+{
+	extra_identities = "[identity etl]\ncredential = managed-identity\n"
+			   "allow_units = etl@*.service\n";
+	return setup(state);
+}
+
 static int teardown(void **state)
 {
+	extra_identities = "";
 	struct fixture *fx = *state;
 	char sub[64];
 
@@ -557,6 +576,107 @@ static void test_status(void **state)
 	assert_false(pid);
 }
 
+/* This process, presented as a program in unit with exe. */
+static void attest_as(struct attestation *a, const char *unit, const char *exe)
+{
+	memset(a, 0, sizeof(*a));
+	a->pid = getpid();
+	a->pidfd = pidfd_open(getpid(), 0);
+	assert_true(a->pidfd >= 0);
+	a->unit = strdup(unit);
+	a->exe = strdup(exe);
+	a->cgroup = strdup("/system.slice/x.service");
+	a->user_unit_uid = (uid_t)-1;
+	snprintf(a->invocation_id, sizeof(a->invocation_id), "%032x", 7);
+}
+
+/* The STATUS reply's record (rec_clear() it). */
+static void status_record(struct fixture *fx, struct bt_record *rec)
+{
+	struct bt_frame f;
+	struct bt_buf body;
+	uint32_t id = send_empty(fx, BT_STATUS);
+
+	wait_reply(fx, id, &f);
+	assert_int_equal(f.type, BT_STATUS | BT_REPLY);
+	body = f.body;
+	assert_int_equal(bt_decode_record_reply(&body, rec), 0);
+	client_next(&fx->cl, &f);
+}
+
+/* An identity granted by its unit: any uid in the unit may use it, a
+ * program in another is told what it is and what the identity allows,
+ * status lists it to whom GET would give it, and an administrator sees the
+ * rules and the requests per unit. */
+static void test_program_rules(void **state)
+{
+	struct fixture *fx = *state;
+	struct attestation in, out;
+	struct bt_record rec = {0};
+	const struct bt_field *fl;
+	char msg[BT_MESSAGE_MAX];
+	struct bt_frame f;
+	bool pid;
+	uint32_t id;
+
+	attest_as(&in, "etl@1.service", "/usr/bin/python3");
+	attest_as(&out, "backup.service", "/usr/bin/curl");
+	hello(fx);
+	fx->present_att = true;
+	fx->as_uid = STRANGER;
+	fx->att = &out;
+	id = send_query(fx, BT_GET_TOKEN, "etl", "", "");
+	assert_int_equal(wait_error(fx, id, msg, sizeof(msg)), BT_E_DENIED);
+	assert_string_equal(msg, "unit backup.service, exe /usr/bin/curl: identity etl allows "
+				 "etl@*.service");
+	assert_int_equal(status_identities(fx, &pid), 0);
+	/* In its unit: served, whatever the uid. */
+	fx->att = &in;
+	assert_int_equal(status_identities(fx, &pid), 1);
+	id = send_query(fx, BT_GET_TOKEN, "etl", "", "");
+	run_turns(&fx->loop, 3);
+	fetched(fx, "tok-etl");
+	wait_reply(fx, id, &f);
+	assert_int_equal(f.type, BT_GET_TOKEN | BT_REPLY);
+	client_next(&fx->cl, &f);
+	/* Nothing attested, as on the compat endpoint: refused, saying why. */
+	fx->att = NULL;
+	id = send_query(fx, BT_GET_TOKEN, "etl", "", "");
+	assert_int_equal(wait_error(fx, id, msg, sizeof(msg)), BT_E_DENIED);
+	assert_non_null(strstr(msg, "cannot tell which program is asking: identity etl allows "
+				    "etl@*.service"));
+	/* The uid rules of another identity are as before, and counted. */
+	fx->att = &out;
+	id = send_query(fx, BT_GET_TOKEN, "sp", "", "");
+	assert_int_equal(wait_error(fx, id, msg, sizeof(msg)), BT_E_DENIED);
+	assert_non_null(strstr(msg, "user stranger (uid 4242) may not use identity 'sp'"));
+	/* An administrator's status (root: the connection keeps the uid it
+	 * was presented as). */
+	fx->as_uid = 0;
+	status_record(fx, &rec);
+	fl = bt_record_get(&rec, "unit_requests");
+	assert_non_null(fl);
+	assert_string_equal(fl->str, "backup.service=2/2 (compat-endpoint)=1/1 etl@1.service=1/0");
+	assert_int_equal(rec.n_children, 3);
+	assert_string_equal(rec.children[2].fields[0].str, "etl");
+	fl = bt_record_get(&rec.children[2], "allow_units");
+	assert_non_null(fl);
+	assert_string_equal(fl->str, "etl@*.service");
+	assert_null(bt_record_get(&rec.children[0], "allow_units"));
+	bt_record_clear(&rec);
+	/* Others see neither. */
+	fx->as_uid = STRANGER;
+	fx->att = &in;
+	status_record(fx, &rec);
+	assert_null(bt_record_get(&rec, "unit_requests"));
+	assert_int_equal(rec.n_children, 1);
+	assert_null(bt_record_get(&rec.children[0], "allow_units"));
+	bt_record_clear(&rec);
+	fx->present_att = false;
+	attest_clear(&in);
+	attest_clear(&out);
+}
+
 static void test_reload(void **state)
 {
 	struct fixture *fx = *state;
@@ -786,6 +906,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unknown_type, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_client_gone_while_waiting, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stopping, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_program_rules, setup_programs, teardown),
 	};
 
 	log_init(LOG_CRIT);

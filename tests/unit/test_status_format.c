@@ -55,11 +55,54 @@ static void test_json(void **state)
 	bt_record_clear(&r);
 }
 
+/* An administrator's unit_requests: a list for people and programs; a
+ * value this client cannot read is shown as it came. */
+static void test_unit_requests(void **state)
+{
+	struct bt_record r = {0};
+	char *s;
+
+	(void)state;
+	assert_int_equal(bt_record_add_str(&r, "daemon", "batchtokd 0.3.0"), 0);
+	assert_int_equal(bt_record_add_str(&r, "unit_requests",
+					   "etl@1.service=12/0 user@1000.service/dev.service=1/1 "
+					   "(other)=3/2"),
+			 0);
+	assert_int_equal(bt_record_add_str(&r, "after", "x"), 0);
+	assert_int_equal(status_format_text(&r, 1000, &s), 0);
+	assert_string_equal(s, "daemon: batchtokd 0.3.0\n"
+			       "unit_requests:\n"
+			       "  etl@1.service: 12 requests\n"
+			       "  user@1000.service/dev.service: 1 request, 1 denied\n"
+			       "  (other): 3 requests, 2 denied\n"
+			       "after: x\n");
+	free(s);
+	assert_int_equal(status_format_json(&r, &s), 0);
+	assert_string_equal(s, "{\"daemon\":\"batchtokd 0.3.0\",\"unit_requests\":["
+			       "{\"unit\":\"etl@1.service\",\"requests\":12,\"denied\":0},"
+			       "{\"unit\":\"user@1000.service/dev.service\",\"requests\":1,"
+			       "\"denied\":1},"
+			       "{\"unit\":\"(other)\",\"requests\":3,\"denied\":2}],"
+			       "\"after\":\"x\",\"identities\":[]}\n");
+	free(s);
+	bt_record_clear(&r);
+	/* Not a list of NAME=N/N: as it came. */
+	assert_int_equal(bt_record_add_str(&r, "unit_requests", "a.service=1/x"), 0);
+	assert_int_equal(status_format_json(&r, &s), 0);
+	assert_string_equal(s, "{\"unit_requests\":\"a.service=1/x\",\"identities\":[]}\n");
+	free(s);
+	assert_int_equal(status_format_text(&r, 1000, &s), 0);
+	assert_string_equal(s, "unit_requests: a.service=1/x\n");
+	free(s);
+	bt_record_clear(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_text),
 	    cmocka_unit_test(test_json),
+	    cmocka_unit_test(test_unit_requests),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
