@@ -80,6 +80,13 @@ int service_reload(struct service *s, char **ret_error)
 int service_grant(struct service *s, const struct peer *p, const char *identity, char *text,
 		  size_t n, int64_t *expires_on, const char **url)
 {
+	const struct identity *id = config_find_identity(s->cfg, identity);
+
+	/* The compat endpoint's clients are TCP connections, which carry no
+	 * process to attest: an identity bound to programs is not served
+	 * there, rather than served to any program of the user. */
+	if (id && policy_has_program_rules(id))
+		return -EPERM;
 	return s->hooks.grant(s->hooks.arg, p, identity, text, n, expires_on, url);
 }
 

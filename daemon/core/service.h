@@ -117,7 +117,8 @@ int service_reload(struct service *s, char **ret_error);
  * program rules and the requests counted per caller unit too. */
 int service_status(struct service *s, const struct peer *p, struct bt_record *rec);
 /* A compat endpoint capability for identity, which p may use (checked by
- * the caller through service_authorize). */
+ * the caller through service_authorize). -EPERM for an identity with
+ * program rules: the endpoint cannot attest a program. */
 int service_grant(struct service *s, const struct peer *p, const char *identity, char *text,
 		  size_t n, int64_t *expires_on, const char **url);
 /* Renews or revokes a compat endpoint capability of p's uid (see

@@ -349,6 +349,13 @@ static void on_compat_allowed(struct service_request *q, const struct service_an
 			    "the managed-identity compatible endpoint is off: an administrator "
 			    "can set compat_endpoint = 127.0.0.1:PORT in batchtokd.conf and "
 			    "restart batchtokd");
+	} else if (r == -EPERM) {
+		reply_error(c, p->id, BT_E_DENIED,
+			    "identity %s is granted to programs (allow_units, allow_user_units, "
+			    "allow_exes, allow_cgroups), and the compat endpoint cannot tell which "
+			    "program sends a request (TCP carries no process credentials): it is "
+			    "not served there; use 'batchtok get', 'batchtok exec' or libbatchtok",
+			    a->identity);
 	} else if (r == -EBUSY) {
 		reply_error(c, p->id, BT_E_BUSY,
 			    "uid %u already holds %d live compat capabilities, the most one user "

@@ -6,9 +6,15 @@ would be given, and shows an administrator the rules and the requests per
 caller unit."""
 
 import json
+import os
+import select
+import shutil
+import signal
 import subprocess
 
-from conftest import BATCHTOKD, BATCH
+from conftest import BATCH, BATCHTOKD, PYTHON, TOP, as_user, public_mkdtemp
+
+CLIENT_PY = os.path.join(TOP, "client", "python")
 
 NOBODY = 65534
 
@@ -76,3 +82,103 @@ def test_a_program_outside_the_rules_is_refused(make_daemon, sts):
     assert "unit_requests:\n" in r.out and " denied\n" in r.out, r.out
     # A token for the root request was served for the default resource.
     assert BATCH in d.run("status").out
+
+
+# Run as nobody: connect (the daemon attests this process at accept), fork a
+# child that keeps the connection, print both PIDs and exit. On SIGUSR1 the
+# child asks on that connection and prints what it got to the file named.
+REUSE = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import batchtok
+c = batchtok.Client(sys.argv[2])
+c.ping()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
+child = os.fork()
+if child:
+    print(os.getpid(), child, flush=True)
+    os._exit(0)
+devnull = os.open(os.devnull, os.O_RDWR)
+err = os.open(sys.argv[3] + ".err", os.O_WRONLY | os.O_CREAT, 0o600)
+os.dup2(devnull, 0)
+os.dup2(devnull, 1)
+os.dup2(err, 2)
+if signal.sigwait({signal.SIGUSR1, signal.SIGTERM}) != signal.SIGUSR1:
+    os._exit(0)
+c._connect = None  # the connection it has, or nothing: never a new one of its own
+try:
+    c.get_token(identity="py")
+    said = "granted"
+except batchtok.BatchtokError as e:
+    said = "refused %d: %s" % (e.exit_code, e)
+with open(sys.argv[3], "w") as f:
+    f.write(said)
+"""
+
+HOLD = "import signal; signal.sigwait({signal.SIGTERM})"
+
+
+def test_exe_rules_and_a_reused_pid(make_daemon, sts, shared, tmp_path):
+    """allow_exes against the real executable of the caller, read through
+    its pidfd-pinned PID: Python gets the identity, batchtok does not. Then
+    the caller hands its connection to a child and exits, and a new Python
+    process takes its PID (ns_last_pid) before the child asks: a daemon going
+    by PID would see an allowed program; this one sees the caller exited."""
+    python = os.path.realpath(PYTHON)
+    d = make_daemon({"py": {"allow_users": "nobody", "allow_exes": python}}, socket_mode="0666")
+    r = subprocess.run([PYTHON, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "import batchtok; print(batchtok.Client(sys.argv[2])"
+                        ".get_token(identity='py').access_token)", CLIENT_PY, d.sock],
+                       capture_output=True, text=True, timeout=60, **as_user(NOBODY))
+    assert r.returncode == 0 and r.stdout.count(".") == 2, r.stderr
+    r = d.get("-i", "py", user=NOBODY)
+    assert r.rc == 4 and "exe %s" % d.shared.batchtok in r.err and python in r.err, r
+    # Compat capabilities are not issued for identities bound to programs.
+    d2 = make_daemon({"py": {"allow_users": "nobody",
+                             "allow_exes": python + " " + shared.batchtok}},
+                     socket_mode="0666", compat_endpoint="127.0.0.1:0")
+    r = d2.run("exec", "--compat", "-i", "py", "--", "true", user=NOBODY)
+    assert r.rc == 4 and "compat endpoint cannot tell which program" in r.err, r
+
+    public = public_mkdtemp("batchtok-reuse-")
+    os.chmod(public, 0o1777)  # the child, as nobody, writes its answer there
+    out = os.path.join(public, "said")
+    p = subprocess.run([PYTHON, "-c", REUSE, CLIENT_PY, d.sock, out], capture_output=True,
+                       text=True, timeout=60, **as_user(NOBODY))
+    assert p.returncode == 0, p.stderr
+    parent, child = map(int, p.stdout.split())
+    holder = None
+    try:
+        # The parent has exited and been reaped: give its PID to a new
+        # Python process of the same user. Bounded: other processes may
+        # take the PID first.
+        for _ in range(50):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(parent - 1))
+            h = subprocess.Popen([PYTHON, "-c", HOLD], **as_user(NOBODY))
+            if h.pid == parent:
+                holder = h
+                break
+            h.terminate()
+            h.wait(10)
+        assert holder, "could not give PID %d to another process" % parent
+        assert os.readlink("/proc/%d/exe" % parent) == python
+        os.kill(child, signal.SIGUSR1)
+        pidfd = os.pidfd_open(child)
+        try:
+            assert select.select([pidfd], [], [], 30)[0], "the child did not finish"
+        finally:
+            os.close(pidfd)
+        assert os.path.exists(out), open(out + ".err").read()
+        with open(out) as f:
+            said = f.read()
+        assert said.startswith("refused 4: ") and "has exited" in said, said
+    finally:
+        if holder:
+            holder.terminate()
+            holder.wait(10)
+        try:
+            os.kill(child, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(public)
