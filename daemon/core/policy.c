@@ -223,6 +223,24 @@ static const char *unknown_program(const struct peer *p, int alive, char *buf, s
 		snprintf(buf, n, "pid %d has exited (its PID may be another process's now)",
 			 (int)a->pid);
 		break;
+	case -EXDEV:
+		if (a->lent_to > 0)
+			snprintf(buf, n,
+				 "pid %d, whose connection pid %d sent on (a connection handed to "
+				 "another process is not attested for it)",
+				 (int)a->pid, (int)a->lent_to);
+		else
+			snprintf(buf, n,
+				 "pid %d, whose connection another process sent on (a connection "
+				 "handed to another process is not attested for it)",
+				 (int)a->pid);
+		break;
+	case -ESTALE:
+		snprintf(buf, n,
+			 "pid %d, which has executed another program since it connected "
+			 "(it ran %s)",
+			 (int)a->pid, a->exe);
+		break;
 	default:
 		if (a->err)
 			attest_describe(a, buf, n);

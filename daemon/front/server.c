@@ -200,6 +200,41 @@ static void process_input(struct conn *c)
 		resume_later(c);
 }
 
+/* Reads what the client sent. On an attested connection the kernel says
+ * which process sent each read (SO_PASSCRED: a read never spans two
+ * senders): bytes from any process but the one attested, which was handed
+ * the connection, mark it lent, and program rules no longer pass on it. */
+static ssize_t read_chunk(struct conn *c, uint8_t *buf, size_t len)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(struct ucred))];
+	} ctl;
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	if (c->att.err)
+		return recv(c->fd, buf, len, MSG_DONTWAIT);
+	msg.msg_control = ctl.buf;
+	msg.msg_controllen = sizeof(ctl.buf);
+	if ((n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) <= 0)
+		return n;
+	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+		    cm->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred u;
+			memcpy(&u, CMSG_DATA(cm), sizeof(u));
+			if (u.pid != c->att.pid && !c->att.lent_to)
+				c->att.lent_to = u.pid ? u.pid : -1;
+			return n;
+		}
+	if (!c->att.lent_to)
+		c->att.lent_to = -1; /* the sender is unknown */
+	return n;
+}
+
 static void on_conn_io(uv_poll_t *p, int status, int events)
 {
 	struct conn *c = p->data;
@@ -215,8 +250,7 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 		 * idle connection holds no buffer at all. */
 		uint8_t chunk[READ_CHUNK];
 		size_t room = c->in.max - bt_buf_len(&c->in);
-		ssize_t n =
-		    recv(c->fd, chunk, room < sizeof(chunk) ? room : sizeof(chunk), MSG_DONTWAIT);
+		ssize_t n = read_chunk(c, chunk, room < sizeof(chunk) ? room : sizeof(chunk));
 		if (n == 0 ||
 		    (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
 			conn_close(c);
@@ -440,6 +474,11 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			continue;
 		}
 		c->peer.att = &c->att;
+		/* Who sends each read, so that a connection handed to another
+		 * process is known (read_chunk()). */
+		if (!c->att.err &&
+		    setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &(int){1}, sizeof(int)) < 0)
+			c->att.lent_to = -1;
 		c->fd = fd;
 		c->srv = s;
 		c->poll.data = c;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <systemd/sd-login.h>
@@ -104,6 +105,15 @@ int attest_peer(int fd, pid_t pid, struct attestation *a)
 		attest_clear(a);
 		return -ENOMEM;
 	}
+	if (a->exe) {
+		char path[32];
+		struct stat st;
+		snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+		if (stat(path, &st) == 0) {
+			a->exe_dev = st.st_dev;
+			a->exe_ino = st.st_ino;
+		}
+	}
 	if (!a->cgroup)
 		a->err = -ENODATA; /* no cgroup: /proc/PID unreadable */
 	else if ((r = attest_alive(a)) < 0)
@@ -111,19 +121,43 @@ int attest_peer(int fd, pid_t pid, struct attestation *a)
 	return 0;
 }
 
+/* Whether pid runs the file it ran when attested (its device and inode,
+ * which a path shared by an upgraded file would not tell). */
+static int same_exe(const struct attestation *a)
+{
+	char path[32];
+	struct stat st;
+
+	if (!a->exe_ino)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)a->pid);
+	if (stat(path, &st) < 0)
+		return -errno;
+	return st.st_dev == a->exe_dev && st.st_ino == a->exe_ino ? 0 : -ESTALE;
+}
+
 int attest_alive(const struct attestation *a)
 {
 	struct pollfd p = {.fd = a->pidfd, .events = POLLIN};
+	int r;
 
 	if (a->err)
 		return a->err;
 	if (a->pidfd < 0)
 		return -EBADF;
+	/* The program it runs now: one that connected as an allowed program
+	 * and then executed another is no longer that program. */
+	r = same_exe(a);
 	/* A pidfd turns readable when its process exits: a zombie counts as
-	 * gone, though its PID is not free yet. */
+	 * gone, though its PID is not free yet. Checked after the read: while
+	 * it lives, what was read was its. */
 	if (poll(&p, 1, 0) < 0)
 		return -errno;
-	return p.revents ? -ESRCH : 0;
+	if (p.revents)
+		return -ESRCH;
+	if (a->lent_to)
+		return -EXDEV;
+	return r < 0 ? -ESTALE : 0;
 }
 
 void attest_describe(const struct attestation *a, char *buf, size_t n)

@@ -29,17 +29,25 @@ struct attestation {
 	char *exe;	     /* its executable (a script's interpreter); NULL:
 			      * unreadable, exe_err says why */
 	int exe_err;
+	dev_t exe_dev; /* the executable file, to tell a later exec: 0 unknown */
+	ino_t exe_ino;
 	/* Of unit (or user_unit), from what its manager publishes for journald
 	 * (/run/systemd/units/invocation:UNIT); "": unknown. */
 	char invocation_id[ATTEST_ID_LEN + 1];
+	/* Set by the reader: a process other than this one sent on the
+	 * connection (its pid; -1: unknown), which was handed over. */
+	pid_t lent_to;
 };
 
 /* Attests the peer of the connected Unix socket fd, whose SO_PEERCRED pid
  * is pid, into *a (attest_clear() frees it). Fills a->err rather than
  * failing; returns -ENOMEM only. */
 int attest_peer(int fd, pid_t pid, struct attestation *a);
-/* 0 while the attested process lives; -ESRCH once it has exited (its PID
- * may be another's now); a->err if it was never attested. */
+/* 0 while the attested process lives and runs the executable it ran when
+ * attested; -ESRCH once it has exited (its PID may be another's now);
+ * -ESTALE once it has executed another program (or its executable can no
+ * longer be read); -EXDEV once another process has sent on its connection
+ * (lent_to); a->err if it was never attested. */
 int attest_alive(const struct attestation *a);
 /* Describes what is known of the caller, for denials and logs: "unit
  * etl@1.service, exe /usr/bin/python3" or "a process of no unit, exe ...";

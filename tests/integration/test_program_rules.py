@@ -182,3 +182,86 @@ def test_exe_rules_and_a_reused_pid(make_daemon, sts, shared, tmp_path):
         except ProcessLookupError:
             pass
         shutil.rmtree(public)
+
+
+# As nobody: connect as Python (allowed) and, while this process lives,
+# either let a forked child ask on the connection ("lend"), or execute
+# another program (a copy of Python elsewhere, not allowed) that asks on it
+# ("exec"). Prints what the asker got.
+HANDOVER = r"""
+import os, socket, sys
+sys.path.insert(0, sys.argv[1])
+import batchtok
+mode, sock, copy = sys.argv[2], sys.argv[3], sys.argv[4]
+
+def ask(c):
+    c._connect = None  # the connection it has, never a new one
+    try:
+        c.get_token(identity="py")
+        return "granted"
+    except batchtok.BatchtokError as e:
+        return "refused %d: %s" % (e.exit_code, e)
+
+c = batchtok.Client(sock)
+c.ping()
+if mode == "lend":
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(w, ask(c).encode())
+        os._exit(0)
+    os.close(w)
+    said = os.read(r, 4096).decode()
+    os.waitpid(child, 0)
+    print(said)
+elif mode == "exec":
+    fd = c._sock.detach()
+    os.set_inheritable(fd, True)
+    os.execv(copy, [copy, "-c", ADOPT, sys.argv[1], sock, str(fd)])
+else:
+    print(ask(c))
+"""
+
+ADOPT = r"""
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import batchtok
+c = batchtok.Client(sys.argv[2])
+c._sock = socket.socket(fileno=int(sys.argv[3]))
+c._sock.settimeout(60)
+c._connect = None
+try:
+    c.get_token(identity="py")
+    print("granted")
+except batchtok.BatchtokError as e:
+    print("refused %d: %s" % (e.exit_code, e))
+"""
+
+
+def test_a_connection_handed_over_or_outlived_by_its_program_is_not_attested(make_daemon, sts):
+    """What was attested is the process that connected, running the program
+    it ran then: a forked child asking on its connection, or the process
+    after it has executed another program, is refused, while the process
+    itself is granted."""
+    python = os.path.realpath(PYTHON)
+    d = make_daemon({"py": {"allow_users": "nobody", "allow_exes": python}}, socket_mode="0666")
+    public = public_mkdtemp("batchtok-handover-")
+    try:
+        copy = os.path.join(public, "python-copy")
+        shutil.copy(python, copy)
+        os.chmod(copy, 0o755)
+        script = HANDOVER.replace("ADOPT", repr(ADOPT))
+
+        def run(mode):
+            p = subprocess.run([PYTHON, "-c", script, CLIENT_PY, mode, d.sock, copy],
+                               capture_output=True, text=True, timeout=60, **as_user(NOBODY))
+            assert p.returncode == 0, p.stderr
+            return p.stdout.strip()
+
+        assert run("self") == "granted"
+        said = run("lend")
+        assert said.startswith("refused 4: ") and "sent on" in said, said
+        said = run("exec")
+        assert said.startswith("refused 4: ") and "executed another program" in said, said
+    finally:
+        shutil.rmtree(public)

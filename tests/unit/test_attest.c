@@ -59,6 +59,7 @@ static void test_this_process(void **state)
 	assert_true(n > 0);
 	exe[n] = '\0';
 	assert_string_equal(a.exe, exe);
+	assert_true(a.exe_ino != 0);
 	assert_non_null(a.cgroup);
 	assert_int_equal(a.cgroup[0], '/');
 	assert_int_equal(attest_alive(&a), 0);
