@@ -200,11 +200,12 @@ static rlim_t raise_nofile(void)
 
 /* Says so when the open-file limit cannot hold max_clients connections on
  * each listener: the connections beyond it would be refused by the kernel,
- * not by max_clients. */
+ * not by max_clients. A Unix socket client takes two: its socket and the
+ * pidfd that pins its process. */
 static void check_nofile(rlim_t limit, const struct config *cfg)
 {
 	unsigned long long need =
-	    (unsigned long long)cfg->max_clients * (cfg->compat_endpoint ? 2 : 1) + SPARE_FDS;
+	    (unsigned long long)cfg->max_clients * (cfg->compat_endpoint ? 3 : 2) + SPARE_FDS;
 
 	if (limit && limit < need)
 		log_warning("the open-file limit (%llu) is below what max_clients = %u needs "

@@ -61,7 +61,9 @@ static void put_text(struct line *l, const char *s)
 
 	for (; *s && !l->full; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (c >= 0x20 && c < 0x7f) {
+		/* A backslash is escaped too, so that a name holding "\x0a"
+		 * reads apart from one holding a newline. */
+		if (c >= 0x20 && c < 0x7f && c != '\\') {
 			put_byte(l, (char)c);
 			continue;
 		}
@@ -318,7 +320,7 @@ static bool plain_name(const char *s)
 {
 	for (; *s; s++)
 		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || strchr(":-_.\\@/", *s)))
+		      (*s >= '0' && *s <= '9') || strchr(":-_.\\@/*", *s)))
 			return false;
 	return true;
 }
@@ -332,10 +334,16 @@ void policy_unit_name(const struct peer *p, char *buf, size_t n)
 		k = snprintf(buf, n, "(compat-endpoint)");
 	else if (a->err)
 		k = snprintf(buf, n, "(unattested)");
-	else if (a->unit && a->user_unit)
-		k = snprintf(buf, n, "%s/%s", a->unit, a->user_unit);
-	else if (a->unit || a->user_unit)
-		k = snprintf(buf, n, "%s", a->unit ? a->unit : a->user_unit);
+	/* Names a user can make up are folded, so that no user can fill the
+	 * table: the units of a user's manager count as its user@UID.service,
+	 * login sessions as one. */
+	else if (a->unit && !strncmp(a->unit, "session-", 8) && strstr(a->unit, ".scope"))
+		k = snprintf(buf, n, "session-*.scope");
+	else if (a->unit)
+		k = snprintf(buf, n, "%s", a->unit);
+	else if (a->user_unit)
+		k = snprintf(buf, n, "user@%ld.service",
+			     a->user_unit_uid == (uid_t)-1 ? -1L : (long)a->user_unit_uid);
 	else
 		k = snprintf(buf, n, "(no-unit)");
 	if (k < 0 || (size_t)k >= n ||

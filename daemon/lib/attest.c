@@ -52,6 +52,42 @@ static void read_invocation(const char *dir, const char *unit, char id[ATTEST_ID
 	id[ATTEST_ID_LEN] = '\0';
 }
 
+/* Whether two files are one. */
+static int same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
+		return -errno;
+	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino ? 0 : -ESTALE;
+}
+
+/* Whether a->exe, as pid's /proc/PID/exe names it, is a path the daemon
+ * can trust: the path is written in the process's own mount namespace and
+ * its user namespace may change what it names (a bind mount over
+ * /opt/etl/bin/tool, PR_SET_MM_MAP), so the process must share the daemon's
+ * user namespace and the path must name, here, the very file it runs.
+ * Records that file's device and inode. -EXDEV: another user namespace;
+ * -ESTALE: the path names another file here (or none: "(deleted)"). */
+static int check_exe(pid_t pid, struct attestation *a)
+{
+	char path[32], ns[32];
+	struct stat st;
+	int r;
+
+	snprintf(ns, sizeof(ns), "/proc/%d/ns/user", (int)pid);
+	if ((r = same_file(ns, "/proc/self/ns/user")) < 0)
+		return r == -ESTALE ? -EXDEV : r;
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	if ((r = same_file(path, a->exe)) < 0)
+		return r == -ENOENT || r == -ESTALE ? -ESTALE : r;
+	if (stat(path, &st) < 0)
+		return -errno;
+	a->exe_dev = st.st_dev;
+	a->exe_ino = st.st_ino;
+	return 0;
+}
+
 /* sd_pid_get_*() into *ret: 0, or -ENOMEM; other failures leave NULL
  * (-ENODATA: no such unit). */
 static int opt_string(int r, char **ret)
@@ -93,7 +129,9 @@ int attest_peer(int fd, pid_t pid, struct attestation *a)
 	}
 	if (a->user_unit && sd_pid_get_owner_uid(pid, &a->user_unit_uid) < 0)
 		a->user_unit_uid = (uid_t)-1;
-	if (a->user_unit && a->user_unit_uid != (uid_t)-1) {
+	/* A user manager's directory is its user's to write: its record is
+	 * trusted only by that user's own daemon. */
+	if (a->user_unit && a->user_unit_uid == getuid()) {
 		char dir[64];
 		snprintf(dir, sizeof(dir), "/run/user/%u/systemd/units",
 			 (unsigned)a->user_unit_uid);
@@ -105,14 +143,10 @@ int attest_peer(int fd, pid_t pid, struct attestation *a)
 		attest_clear(a);
 		return -ENOMEM;
 	}
-	if (a->exe) {
-		char path[32];
-		struct stat st;
-		snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
-		if (stat(path, &st) == 0) {
-			a->exe_dev = st.st_dev;
-			a->exe_ino = st.st_ino;
-		}
+	if (a->exe && (r = check_exe(pid, a)) < 0) {
+		free(a->exe);
+		a->exe = NULL;
+		a->exe_err = r;
 	}
 	if (!a->cgroup)
 		a->err = -ENODATA; /* no cgroup: /proc/PID unreadable */
@@ -183,6 +217,12 @@ void attest_describe(const struct attestation *a, char *buf, size_t n)
 	}
 	if (a->exe)
 		snprintf(exe, sizeof(exe), "exe %s", a->exe);
+	else if (a->exe_err == -EXDEV)
+		snprintf(exe, sizeof(exe), "exe unknown (it runs in a user namespace of its own)");
+	else if (a->exe_err == -ESTALE)
+		snprintf(exe, sizeof(exe),
+			 "exe unknown (its path names another file, or none, where batchtokd "
+			 "looks)");
 	else
 		snprintf(exe, sizeof(exe), "exe unknown (%s)", strerror(-a->exe_err));
 	why = a->user_unit ? "user unit" : a->unit ? "unit" : NULL;

@@ -11,12 +11,18 @@
  *                                  child asks for a token on that connection
  *                                  and writes what it got to the file F.
  *   attest-probe hold              wait for SIGTERM (a process whose PID and
- *                                  executable look like the exited one's) */
+ *                                  executable look like the exited one's)
+ *   attest-probe vm PID            under the daemon's sandbox: may it read
+ *                                  PID's executable (it should) and its
+ *                                  memory (it should not)? */
+#define _GNU_SOURCE /* process_vm_readv() */
 #include <batchtok.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static int get(batchtok *bt, const char *identity, FILE *out)
@@ -45,6 +51,22 @@ int main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGTERM);
+	if (argc == 3 && strcmp(argv[1], "vm") == 0) {
+		/* An address nobody maps: allowed, the call fails with EFAULT;
+		 * filtered, with the unit's EPERM. */
+		char path[64], exe[256], byte;
+		struct iovec local = {.iov_base = &byte, .iov_len = 1};
+		struct iovec remote = {.iov_base = (void *)8, .iov_len = 1};
+		ssize_t n;
+		snprintf(path, sizeof(path), "/proc/%s/exe", argv[2]);
+		n = readlink(path, exe, sizeof(exe) - 1);
+		printf("exe %s\n", n > 0 ? (exe[n] = '\0', exe) : strerror(errno));
+		n = process_vm_readv((pid_t)atoi(argv[2]), &local, 1, &remote, 1, 0);
+		printf("process_vm_readv %s\n", n < 0 ? strerror(errno) : "read");
+		n = process_vm_writev((pid_t)atoi(argv[2]), &local, 1, &remote, 1, 0);
+		printf("process_vm_writev %s\n", n < 0 ? strerror(errno) : "wrote");
+		return 0;
+	}
 	if (argc == 2 && strcmp(argv[1], "hold") == 0) {
 		sigprocmask(SIG_BLOCK, &set, NULL);
 		return sigwait(&set, &sig) == 0 ? 0 : 1;

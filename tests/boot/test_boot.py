@@ -783,3 +783,30 @@ def test_a_reused_pid_is_not_the_caller(env, probe):
         assert said.startswith("refused: ") and "has exited" in said, said
     finally:
         m.sh("kill %d %d" % (holder, child))
+
+
+def test_the_sandbox_gives_what_attestation_needs_and_no_more(env, probe):
+    """The daemon's unit, its command swapped for the probe, as root's
+    service runs it: it reads PID 1's executable (CAP_SYS_PTRACE,
+    ProtectProc=default), and may not read or write another process's
+    memory (process_vm_readv/writev are filtered)."""
+    m = env
+    unit = m.ok("systemctl cat batchtokd.service")
+    unit = "\n".join(l for l in unit.splitlines() if not l.startswith("#"))
+    unit = (unit.replace("Type=notify", "Type=oneshot")
+            .replace("ExecStart=/usr/sbin/batchtokd --system", "ExecStart=%s vm 1" % probe)
+            .replace("WatchdogSec=60", "").replace("Requires=batchtokd.socket", "")
+            .replace("ExecReload=/bin/kill -HUP $MAINPID", "")
+            .replace("Restart=on-failure", "")
+            .replace("[Service]\n", "[Service]\nStandardOutput=file:/run/vm-probe.out\n"))
+    m.write("/run/systemd/system/vm-probe.service", unit)
+    m.ok("systemctl daemon-reload && systemctl start vm-probe.service", timeout=60)
+    r = m.sh("cat /run/vm-probe.out")
+    assert r.rc == 0, (unit, m.sh("systemctl status vm-probe.service; journalctl -u "
+                                  "vm-probe.service --no-pager | tail -20"))
+    out = r.out
+    m.ok("rm /run/systemd/system/vm-probe.service /run/vm-probe.out && "
+         "systemctl daemon-reload")
+    assert "exe /usr/lib/systemd/systemd" in out or "exe /lib/systemd/systemd" in out, out
+    assert "process_vm_readv Operation not permitted" in out, out
+    assert "process_vm_writev Operation not permitted" in out, out

@@ -62,6 +62,7 @@ def test_service_exposure_at_most_2():
     text = open(os.path.join(TOP, "systemd", "batchtokd.service")).read()
     for want in ("Type=notify", "WatchdogSec=", "ExecReload=", "User=batchtok",
                  "CapabilityBoundingSet=CAP_SYS_PTRACE\n", "ProtectProc=default\n",
+                 "SystemCallFilter=~process_vm_readv process_vm_writev\n",
                  "ProtectSystem=strict", "PrivateTmp=yes",
                  "MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service",
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n", "StateDirectory="):

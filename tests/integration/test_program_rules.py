@@ -12,6 +12,8 @@ import shutil
 import signal
 import subprocess
 
+import pytest
+
 from conftest import BATCH, BATCHTOKD, PYTHON, TOP, as_user, public_mkdtemp
 
 CLIENT_PY = os.path.join(TOP, "client", "python")
@@ -265,3 +267,20 @@ def test_a_connection_handed_over_or_outlived_by_its_program_is_not_attested(mak
         assert said.startswith("refused 4: ") and "executed another program" in said, said
     finally:
         shutil.rmtree(public)
+
+
+def test_an_exe_path_from_another_namespace_is_not_trusted(make_daemon, sts, shared):
+    """/proc/PID/exe is a path in the caller's mount namespace: in a user
+    namespace of its own, any user can bind-mount batchtok over the allowed
+    path and run it from there. Such a caller's executable is unknown, and
+    an exe rule refuses it."""
+    python = os.path.realpath(PYTHON)
+    d = make_daemon({"py": {"allow_users": "nobody", "allow_exes": python}}, socket_mode="0666")
+    p = subprocess.run(["unshare", "-Urm", "sh", "-c",
+                        'mount --bind "$1" "$2" && exec "$2" -S "$3" get -i py', "sh",
+                        shared.batchtok, python, d.sock],
+                       capture_output=True, text=True, timeout=60, **as_user(NOBODY))
+    if p.returncode != 4 and ("unshare failed" in p.stderr or "mount" in p.stderr):
+        pytest.skip("unprivileged user namespaces are off here: %s" % p.stderr.strip())
+    assert p.returncode == 4, (p.stdout, p.stderr)
+    assert "user namespace of its own" in p.stderr, p.stderr

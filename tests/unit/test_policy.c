@@ -500,6 +500,13 @@ static void test_explanation_is_bounded_and_printable(void **state)
 	assert_int_equal(strlen(small), sizeof(small) - 1);
 	assert_string_equal(small, "unit etl@1.service, ...");
 	attest_clear(&a);
+	/* A name that spells an escape is told apart from the escape. */
+	attest_self(&a, "etl@1.service", NULL, "/tmp/x\\x0ay", NULL);
+	p = peer_of(STRANGER, &a);
+	assert_int_equal(policy_decide(id, &p, SELF, why, sizeof(why)), POLICY_DENY_PROGRAM);
+	assert_string_equal(why, "unit etl@1.service, exe /tmp/x\\x5cx0ay: identity etl allows "
+				 "exe /usr/bin/python3");
+	attest_clear(&a);
 	/* Many patterns: cut, still a string. */
 	{
 		char rules[2400] = "";
@@ -555,8 +562,14 @@ static void test_unit_names(void **state)
 	attest_clear(&a);
 	attest_self(&a, NULL, "dev.service", "/usr/bin/python3", NULL);
 	p = peer_of(STRANGER, &a);
+	/* A user names the units of their own manager: counted as it. */
 	policy_unit_name(&p, name, sizeof(name));
-	assert_string_equal(name, "user@1000.service/dev.service");
+	assert_string_equal(name, "user@1000.service");
+	attest_clear(&a);
+	attest_self(&a, "session-42.scope", NULL, "/usr/bin/python3", NULL);
+	p = peer_of(STRANGER, &a);
+	policy_unit_name(&p, name, sizeof(name));
+	assert_string_equal(name, "session-*.scope");
 	attest_clear(&a);
 	attest_self(&a, NULL, NULL, "/usr/bin/python3", NULL);
 	p = peer_of(STRANGER, &a);
