@@ -158,7 +158,7 @@ void policy_describe_caller(const struct peer *p, char *buf, size_t n)
 	put_text(&l, raw);
 }
 
-static bool in_groups(const struct peer *p, gid_t gid)
+bool policy_in_group(const struct peer *p, gid_t gid)
 {
 	if (p->gid == gid)
 		return true;
@@ -174,7 +174,7 @@ static bool user_allowed(const struct identity *id, const struct peer *p)
 		if (id->allow_uids[i] == p->uid)
 			return true;
 	for (size_t i = 0; i < id->n_allow_gids; i++)
-		if (in_groups(p, id->allow_gids[i]))
+		if (policy_in_group(p, id->allow_gids[i]))
 			return true;
 	return false;
 }

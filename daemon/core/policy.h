@@ -38,6 +38,9 @@ enum policy_verdict {
 	POLICY_DENY_PROGRAM,
 };
 
+/* Whether p's primary or supplementary groups include gid. */
+bool policy_in_group(const struct peer *p, gid_t gid);
+
 /* Whether id has any program rule (units, user units, exes, cgroups). */
 bool policy_has_program_rules(const struct identity *id);
 

@@ -226,20 +226,10 @@ int service_status(struct service *s, const struct peer *p, struct bt_record *re
 	return r;
 }
 
-static bool in_groups(const struct peer *p, gid_t gid)
-{
-	if (p->gid == gid)
-		return true;
-	for (int i = 0; i < p->n_groups; i++)
-		if (p->groups[i] == gid)
-			return true;
-	return false;
-}
-
 bool service_peer_is_admin(const struct service *s, const struct peer *p)
 {
 	return p->uid == 0 || p->uid == geteuid() ||
-	       (s->cfg->admin_gid != (gid_t)-1 && in_groups(p, s->cfg->admin_gid));
+	       (s->cfg->admin_gid != (gid_t)-1 && policy_in_group(p, s->cfg->admin_gid));
 }
 
 bool service_peer_may_use(const struct service *s, const struct peer *p, const struct identity *id)
