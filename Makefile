@@ -125,6 +125,8 @@ $(addprefix $(O)/tests/,$(DAEMON_TESTS)): \
   $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
 # Our own allocations go through the test's failing allocator.
 $(O)/tests/test_alloc_failure: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup,--wrap=vasprintf,--wrap=secmem_alloc,--wrap=secmem_strndup
+# A client that sends the moment its connection is accepted.
+$(O)/tests/test_server: LDFLAGS += -Wl,--wrap=accept4
 # A kernel without SO_PEERPIDFD, when the test says so.
 $(O)/tests/test_attest: LDFLAGS += -Wl,--wrap=getsockopt
 # Who owns a TCP connection, and the wall clock, are the test's.

@@ -475,7 +475,8 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		}
 		c->peer.att = &c->att;
 		/* Who sends each read, so that a connection handed to another
-		 * process is known (read_chunk()). */
+		 * process is known (read_chunk()); inherited from the listening
+		 * socket, asked again in case that failed. */
 		if (!c->att.err &&
 		    setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &(int){1}, sizeof(int)) < 0)
 			c->att.lent_to = -1;
@@ -811,6 +812,13 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	s->loop = loop;
 	list_init(&s->conns);
 	s->listen_fd = fd;
+	/* Accepted connections take it from here, at once: what a client
+	 * sends between accept() and a setsockopt() of our own would carry no
+	 * sender (read_chunk()). */
+	if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &(int){1}, sizeof(int)) < 0)
+		log_warning("cannot ask for senders' credentials on the socket: %s; program "
+			    "rules may refuse clients",
+			    strerror(errno));
 	s->h = *h;
 	s->now = opts->now;
 	s->now_arg = opts->now_arg;

@@ -209,6 +209,45 @@ static void test_accept_and_peer_credentials(void **state)
 	assert_int_equal(server_client_count(fx->srv), 0);
 }
 
+/* A client that sends in the moment after accept() returns, before the
+ * server has done anything with the connection. */
+static struct client *send_on_accept;
+
+int __real_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+int __wrap_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	int r = __real_accept4(fd, addr, len, flags);
+
+	if (r >= 0 && send_on_accept) {
+		send_type(send_on_accept, BT_PING, 9);
+		send_on_accept = NULL;
+	}
+	return r;
+}
+
+/* Every byte carries its sender, even what a client sends while its
+ * connection is being accepted: the connection stays attested (its process
+ * sent it), where a window between accept() and a SO_PASSCRED of its own
+ * had it taken for one handed to another process. */
+static void test_sender_known_from_the_first_byte(void **state)
+{
+	struct fixture *fx = *state;
+	struct client cl;
+
+	start(fx);
+	assert_int_equal(client_connect(&cl, fx->path), 0);
+	send_on_accept = &cl;
+	run_turns(&fx->loop, 2);
+	assert_null(send_on_accept);
+	expect_reply(fx, &cl, BT_PING, 9);
+	assert_non_null(fx->peer.att);
+	assert_int_equal(fx->peer.att->err, 0);
+	assert_int_equal(fx->peer.att->lent_to, 0);
+	assert_int_equal(attest_alive(fx->peer.att), 0);
+	client_close(&cl);
+	run_turns(&fx->loop, 3);
+}
+
 static void test_frame_split_and_batched(void **state)
 {
 	struct fixture *fx = *state;
@@ -554,6 +593,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_accept_and_peer_credentials, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sender_known_from_the_first_byte, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_frame_split_and_batched, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oversized_frame_closes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_frame_closes, setup, teardown),
