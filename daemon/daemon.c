@@ -15,6 +15,7 @@
 #include "lib/clock.h"
 #include "lib/fileio.h"
 #include "identity/credential.h"
+#include "core/policy.h"
 #include "front/dispatch.h"
 #include "lib/log.h"
 #include "lib/ratelimit.h"
@@ -441,10 +442,12 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	d->cfg = c;
 	audit_credentials(d);
 	cache_configure(d->cache, &cs);
-	server_set_limits(d->server,
-			  &(struct server_options){.max_clients = c->max_clients,
-						   .max_clients_per_uid = c->max_clients_per_uid,
-						   .idle_timeout = c->client_idle_timeout});
+	server_set_limits(
+	    d->server, &(struct server_options){
+			   .max_clients = c->max_clients,
+			   .max_clients_per_uid = c->max_clients_per_uid,
+			   .idle_timeout = c->client_idle_timeout,
+			   .pin_peers = policy_any_program_rules(c->identities, c->n_identities)});
 	log_set_level(c->log_level);
 	prefetch_all(d);
 	d->reloads++;
@@ -587,12 +590,14 @@ static int start_core(struct daemon *d)
 static int start_fronts(struct daemon *d)
 {
 	const struct config *cfg = d->cfg;
-	struct server_options so = {.path = cfg->socket,
-				    .mode = cfg->socket_mode,
-				    .gid = cfg->socket_gid,
-				    .max_clients = cfg->max_clients,
-				    .max_clients_per_uid = cfg->max_clients_per_uid,
-				    .idle_timeout = cfg->client_idle_timeout};
+	struct server_options so = {
+	    .path = cfg->socket,
+	    .mode = cfg->socket_mode,
+	    .gid = cfg->socket_gid,
+	    .max_clients = cfg->max_clients,
+	    .max_clients_per_uid = cfg->max_clients_per_uid,
+	    .idle_timeout = cfg->client_idle_timeout,
+	    .pin_peers = policy_any_program_rules(cfg->identities, cfg->n_identities)};
 	struct server_handlers sh = {.frame = dispatch_frame,
 				     .closed = dispatch_conn_closed,
 				     .stopping = dispatch_conn_stopping,

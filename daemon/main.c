@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/policy.h"
 #include "identity/config.h"
 #include "daemon.h"
 #include "lib/log.h"
@@ -200,12 +201,16 @@ static rlim_t raise_nofile(void)
 
 /* Says so when the open-file limit cannot hold max_clients connections on
  * each listener: the connections beyond it would be refused by the kernel,
- * not by max_clients. A Unix socket client takes two: its socket and the
- * pidfd that pins its process. */
+ * not by max_clients. A Unix socket client takes two when program rules
+ * need its pidfd kept. */
 static void check_nofile(rlim_t limit, const struct config *cfg)
 {
-	unsigned long long need =
-	    (unsigned long long)cfg->max_clients * (cfg->compat_endpoint ? 3 : 2) + SPARE_FDS;
+	bool pinned = policy_any_program_rules(cfg->identities, cfg->n_identities);
+	unsigned long long need;
+
+	need = (unsigned long long)cfg->max_clients *
+		   ((pinned ? 2 : 1) + (cfg->compat_endpoint ? 1 : 0)) +
+	       SPARE_FDS;
 
 	if (limit && limit < need)
 		log_warning("the open-file limit (%llu) is below what max_clients = %u needs "

@@ -136,6 +136,14 @@ bool policy_has_program_rules(const struct identity *id)
 	       id->allow_cgroups.n;
 }
 
+bool policy_any_program_rules(const struct identity *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (policy_has_program_rules(&ids[i]))
+			return true;
+	return false;
+}
+
 void policy_describe_rules(const struct identity *id, char *buf, size_t n)
 {
 	struct line l;
@@ -223,6 +231,12 @@ static const char *unknown_program(const struct peer *p, int alive, char *buf, s
 		break;
 	case -ESRCH:
 		snprintf(buf, n, "pid %d has exited (its PID may be another process's now)",
+			 (int)a->pid);
+		break;
+	case -EBADF:
+		snprintf(buf, n,
+			 "pid %d, which connected while no identity had program rules, so "
+			 "batchtokd did not keep it pinned: connect again",
 			 (int)a->pid);
 		break;
 	case -EXDEV:

@@ -43,6 +43,8 @@ bool policy_in_group(const struct peer *p, gid_t gid);
 
 /* Whether id has any program rule (units, user units, exes, cgroups). */
 bool policy_has_program_rules(const struct identity *id);
+/* Whether any of the n identities ids has one. */
+bool policy_any_program_rules(const struct identity *ids, size_t n);
 
 /* Whether peer p may use id; self is the daemon's own uid. A denial writes
  * why (n bytes; POLICY_WHY_MAX is enough): one line of printable ASCII,

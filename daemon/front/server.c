@@ -59,6 +59,7 @@ struct server {
 	uv_idle_t resume_idle;
 	int pending_closes; /* handles whose close callback has not run */
 	bool closing;
+	bool pin_peers; /* keep each client's pidfd (server_options) */
 };
 
 static int64_t mono_ms(const struct server *s)
@@ -474,6 +475,12 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			continue;
 		}
 		c->peer.att = &c->att;
+		/* Its pidfd only while program rules need it: a descriptor more
+		 * for every connection is what it costs. */
+		if (!s->pin_peers && c->att.pidfd >= 0) {
+			close(c->att.pidfd);
+			c->att.pidfd = -1;
+		}
 		/* Who sends each read, so that a connection handed to another
 		 * process is known (read_chunk()); inherited from the listening
 		 * socket, asked again in case that failed. */
@@ -843,6 +850,22 @@ void server_set_limits(struct server *s, const struct server_options *opts)
 {
 	uint64_t sweep;
 
+	/* Program rules from now on: connections made without a pidfd, and
+	 * idle, are closed, so that their clients come back pinned (libbatchtok
+	 * and the Python client reconnect by themselves). */
+	if (opts->pin_peers && !s->pin_peers) {
+		struct list *n, *tmp;
+		list_for_each_safe(n, tmp, &s->conns)
+		{
+			struct conn *c = list_entry(n, struct conn, node);
+			/* Not the one whose RELOAD this is, nor one with an
+			 * answer still to send. */
+			if (c->att.pidfd < 0 && !c->att.err && c->n_pending == 0 &&
+			    !c->in_dispatch && bt_buf_len(&c->out) == 0)
+				conn_close(c);
+		}
+	}
+	s->pin_peers = opts->pin_peers;
 	s->max_clients = opts->max_clients;
 	s->max_per_uid = opts->max_clients_per_uid;
 	s->idle_ms = (int64_t)opts->idle_timeout * 1000;

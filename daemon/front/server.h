@@ -40,8 +40,8 @@ struct conn {
 	uv_poll_t poll;
 	int fd;
 	struct server *srv;
-	struct list node; /* on the server's connection list */
-	struct peer peer;       /* peer.att points at att */
+	struct list node;	/* on the server's connection list */
+	struct peer peer;	/* peer.att points at att */
 	struct attestation att; /* the program, pinned at accept */
 	struct bt_buf in, out;
 	bool hello_done;
@@ -74,6 +74,9 @@ struct server_options {
 	uint32_t max_clients;
 	uint32_t max_clients_per_uid;
 	uint32_t idle_timeout; /* seconds; a connection with nothing pending is closed */
+	/* Keep each client's pidfd, which program rules need to know it still
+	 * runs; without, a connection costs one descriptor, not two. */
+	bool pin_peers;
 	/* The monotonic clock, in milliseconds, that idle and half-sent frames
 	 * are timed by (server_new() only); NULL: the loop's (uv_now()). Tests
 	 * pass their own and call server_sweep(). */
@@ -91,8 +94,9 @@ struct server_options {
  * Every failure is logged with its cause and fix. */
 int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
 	       struct server **ret);
-/* Takes opts' limits (max_clients, max_clients_per_uid, idle_timeout), for
- * a reload; connections already open stay. */
+/* Takes opts' limits (max_clients, max_clients_per_uid, idle_timeout,
+ * pin_peers), for a reload; connections already open stay, but for idle
+ * ones made without a pidfd when pin_peers turns on. */
 void server_set_limits(struct server *s, const struct server_options *opts);
 /* Queues the encoded bytes already appended to c->out for sending. */
 void conn_flush(struct conn *c);

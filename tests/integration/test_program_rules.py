@@ -284,3 +284,39 @@ def test_an_exe_path_from_another_namespace_is_not_trusted(make_daemon, sts, sha
         pytest.skip("unprivileged user namespaces are off here: %s" % p.stderr.strip())
     assert p.returncode == 4, (p.stdout, p.stderr)
     assert "user namespace of its own" in p.stderr, p.stderr
+
+
+CONNECTED_THEN_RULED = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import batchtok
+c = batchtok.Client(sys.argv[2])
+c.ping()
+print("connected", flush=True)
+sys.stdin.readline()  # the reload that adds program rules
+print(len(c.get_token(identity="py").access_token) > 0)
+"""
+
+
+def test_program_rules_added_by_a_reload_reach_open_connections(make_daemon, sts):
+    """Without program rules no connection keeps a pidfd (a descriptor more
+    each). A reload that adds some closes the idle connections made before,
+    so that their clients come back pinned: a Python client connected
+    before the reload gets its token after it, transparently."""
+    python = os.path.realpath(PYTHON)
+    d = make_daemon({"py": {"allow_users": "nobody"}}, socket_mode="0666")
+    p = subprocess.Popen([PYTHON, "-c", CONNECTED_THEN_RULED, CLIENT_PY, d.sock],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, **as_user(NOBODY))
+    try:
+        assert p.stdout.readline() == "connected\n", p.stderr.read()
+        d.reload_with("allow_users = nobody", "allow_users = nobody\nallow_exes = " + python)
+        out, err = p.communicate("go\n", timeout=60)
+        assert p.returncode == 0 and out.strip() == "True", err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    # And a program the new rules do not allow is refused.
+    r = d.get("-i", "py", user=NOBODY)
+    assert r.rc == 4 and python in r.err, r

@@ -234,6 +234,7 @@ static void test_sender_known_from_the_first_byte(void **state)
 	struct fixture *fx = *state;
 	struct client cl;
 
+	fx->opts.pin_peers = true;
 	start(fx);
 	assert_int_equal(client_connect(&cl, fx->path), 0);
 	send_on_accept = &cl;
@@ -245,6 +246,37 @@ static void test_sender_known_from_the_first_byte(void **state)
 	assert_int_equal(fx->peer.att->lent_to, 0);
 	assert_int_equal(attest_alive(fx->peer.att), 0);
 	client_close(&cl);
+	run_turns(&fx->loop, 3);
+}
+
+/* A pidfd is kept only while program rules need one; when they come, idle
+ * connections made without are closed (their clients reconnect, pinned),
+ * and the ones made then are pinned. */
+static void test_peers_pinned_only_for_program_rules(void **state)
+{
+	struct fixture *fx = *state;
+	struct server_options on;
+	struct client a, b;
+
+	start(fx);
+	connect_client(fx, &a);
+	send_type(&a, BT_PING, 1);
+	expect_reply(fx, &a, BT_PING, 1);
+	assert_int_equal(fx->peer.att->pidfd, -1);
+	assert_int_equal(fx->peer.att->err, 0);
+	assert_int_equal(attest_alive(fx->peer.att), -EBADF);
+	on = fx->opts;
+	on.pin_peers = true;
+	server_set_limits(fx->srv, &on);
+	assert_true(client_wait_eof(&fx->loop, &a));
+	assert_int_equal(server_client_count(fx->srv), 0);
+	connect_client(fx, &b);
+	send_type(&b, BT_PING, 2);
+	expect_reply(fx, &b, BT_PING, 2);
+	assert_true(fx->peer.att->pidfd >= 0);
+	assert_int_equal(attest_alive(fx->peer.att), 0);
+	client_close(&a);
+	client_close(&b);
 	run_turns(&fx->loop, 3);
 }
 
@@ -594,6 +626,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_accept_and_peer_credentials, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sender_known_from_the_first_byte, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_peers_pinned_only_for_program_rules, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_frame_split_and_batched, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oversized_frame_closes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_frame_closes, setup, teardown),
