@@ -117,7 +117,7 @@ static void answer_token(struct pending *p, const struct service_answer *a)
 
 	ctx.fingerprint = a->fingerprint;
 	/* The audit line: which program got which token. */
-	if (c->peer.att)
+	if (c->peer.att && log_enabled(LOG_DEBUG))
 		policy_describe_caller(&c->peer, what, sizeof(what));
 	log_msg(LOG_DEBUG, &ctx, "handed token %s for %s to pid %d uid %u%s%s%s", a->fingerprint,
 		a->resource, (int)c->peer.pid, (unsigned)c->peer.uid, *what ? " (" : "", what,

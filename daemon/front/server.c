@@ -216,7 +216,7 @@ static ssize_t read_chunk(struct conn *c, uint8_t *buf, size_t len)
 	struct cmsghdr *cm;
 	ssize_t n;
 
-	if (c->att.err)
+	if (c->att.err || c->att.pidfd < 0)
 		return recv(c->fd, buf, len, MSG_DONTWAIT);
 	msg.msg_control = ctl.buf;
 	msg.msg_controllen = sizeof(ctl.buf);
@@ -475,18 +475,14 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			continue;
 		}
 		c->peer.att = &c->att;
-		/* Its pidfd only while program rules need it: a descriptor more
-		 * for every connection is what it costs. */
+		/* Its pidfd, and the sender of every read (SO_PASSCRED, from
+		 * the listening socket), only while program rules need them: a
+		 * descriptor more a connection, and credentials on every read,
+		 * are what they cost. */
 		if (!s->pin_peers && c->att.pidfd >= 0) {
 			close(c->att.pidfd);
 			c->att.pidfd = -1;
 		}
-		/* Who sends each read, so that a connection handed to another
-		 * process is known (read_chunk()); inherited from the listening
-		 * socket, asked again in case that failed. */
-		if (!c->att.err &&
-		    setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &(int){1}, sizeof(int)) < 0)
-			c->att.lent_to = -1;
 		c->fd = fd;
 		c->srv = s;
 		c->poll.data = c;
@@ -819,13 +815,6 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	s->loop = loop;
 	list_init(&s->conns);
 	s->listen_fd = fd;
-	/* Accepted connections take it from here, at once: what a client
-	 * sends between accept() and a setsockopt() of our own would carry no
-	 * sender (read_chunk()). */
-	if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &(int){1}, sizeof(int)) < 0)
-		log_warning("cannot ask for senders' credentials on the socket: %s; program "
-			    "rules may refuse clients",
-			    strerror(errno));
 	s->h = *h;
 	s->now = opts->now;
 	s->now_arg = opts->now_arg;
@@ -853,6 +842,15 @@ void server_set_limits(struct server *s, const struct server_options *opts)
 	/* Program rules from now on: connections made without a pidfd, and
 	 * idle, are closed, so that their clients come back pinned (libbatchtok
 	 * and the Python client reconnect by themselves). */
+	if (opts->pin_peers != s->pin_peers) {
+		/* Accepted connections take it from the listening socket at
+		 * once: what a client sends between accept() and a setsockopt()
+		 * of our own would carry no sender (read_chunk()). */
+		int on = opts->pin_peers;
+		if (setsockopt(s->listen_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) < 0)
+			log_warning("cannot %s senders' credentials on the socket: %s",
+				    on ? "ask for" : "stop asking for", strerror(errno));
+	}
 	if (opts->pin_peers && !s->pin_peers) {
 		struct list *n, *tmp;
 		list_for_each_safe(n, tmp, &s->conns)

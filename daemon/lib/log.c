@@ -37,6 +37,11 @@ void log_set_level(int level)
 	max_level = level;
 }
 
+bool log_enabled(int level)
+{
+	return level <= max_level;
+}
+
 int log_parse_level(const char *s, int *ret)
 {
 	static const struct {

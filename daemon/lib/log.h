@@ -7,6 +7,8 @@
 #ifndef BATCHTOK_DAEMON_LOG_H
 #define BATCHTOK_DAEMON_LOG_H
 
+#include <stdbool.h>
+
 #include <syslog.h>
 
 /* Optional structured context; NULL or zero fields are left out. */
@@ -30,6 +32,8 @@ struct log_ctx {
 /* Chooses the journal if stderr is connected to it ($JOURNAL_STREAM). */
 void log_init(int level);
 void log_set_level(int level);
+/* Whether a message of level would be written: for what costs to say. */
+bool log_enabled(int level);
 /* "error", "warning", "info" or "debug" into *ret; -EINVAL otherwise. */
 int log_parse_level(const char *s, int *ret);
 
