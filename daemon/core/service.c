@@ -28,6 +28,7 @@ struct service {
 	const struct config *cfg;
 	struct service_hooks hooks;
 	struct unitcount units; /* requests per caller unit */
+	uid_t self;		/* the daemon's own uid: read once, not per request */
 };
 
 /* What the log says of a refused peer's program, kept while its user's
@@ -49,7 +50,8 @@ int service_new(struct cache *cache, struct signin_store *signins, struct userna
 			      .signins = signins,
 			      .usernames = usernames,
 			      .cfg = cfg,
-			      .hooks = *hooks};
+			      .hooks = *hooks,
+			      .self = geteuid()};
 	*ret = s;
 	return 0;
 }
@@ -228,7 +230,7 @@ int service_status(struct service *s, const struct peer *p, struct bt_record *re
 
 bool service_peer_is_admin(const struct service *s, const struct peer *p)
 {
-	return p->uid == 0 || p->uid == geteuid() ||
+	return p->uid == 0 || p->uid == s->self ||
 	       (s->cfg->admin_gid != (gid_t)-1 && policy_in_group(p, s->cfg->admin_gid));
 }
 
@@ -236,8 +238,7 @@ bool service_peer_may_use(const struct service *s, const struct peer *p, const s
 {
 	char why[POLICY_WHY_MAX];
 
-	(void)s;
-	return policy_decide(id, p, geteuid(), why, sizeof(why)) == POLICY_ALLOW;
+	return policy_decide(id, p, s->self, why, sizeof(why)) == POLICY_ALLOW;
 }
 
 const struct identity *service_find(const struct service *s, const char *name, uint32_t *status,
@@ -462,7 +463,7 @@ static const struct identity *admit(struct service *s, const struct peer *p, con
 		answer_error(q, BT_E_INTERNAL, "out of memory");
 		return NULL;
 	}
-	v = policy_decide(id, p, geteuid(), why, sizeof(why));
+	v = policy_decide(id, p, s->self, why, sizeof(why));
 	policy_unit_name(p, unit, sizeof(unit));
 	unitcount_add(&s->units, unit, v != POLICY_ALLOW);
 	if (v == POLICY_DENY_USER)

@@ -113,8 +113,9 @@ static void answer_token(struct pending *p, const struct service_answer *a)
 	    .tenant = (char *)a->tenant,
 	};
 	struct log_ctx ctx = peer_ctx(c, a->identity, a->resource);
-	char what[POLICY_WHY_MAX] = "";
+	char what[POLICY_WHY_MAX];
 
+	what[0] = '\0';
 	ctx.fingerprint = a->fingerprint;
 	/* The audit line: which program got which token. */
 	if (c->peer.att && log_enabled(LOG_DEBUG))
