@@ -57,13 +57,14 @@ int main(int argc, char **argv)
 		char path[64], exe[256], byte;
 		struct iovec local = {.iov_base = &byte, .iov_len = 1};
 		struct iovec remote = {.iov_base = (void *)8, .iov_len = 1};
+		pid_t pid = (pid_t)strtol(argv[2], NULL, 10);
 		ssize_t n;
-		snprintf(path, sizeof(path), "/proc/%s/exe", argv[2]);
+		snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
 		n = readlink(path, exe, sizeof(exe) - 1);
 		printf("exe %s\n", n > 0 ? (exe[n] = '\0', exe) : strerror(errno));
-		n = process_vm_readv((pid_t)atoi(argv[2]), &local, 1, &remote, 1, 0);
+		n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
 		printf("process_vm_readv %s\n", n < 0 ? strerror(errno) : "read");
-		n = process_vm_writev((pid_t)atoi(argv[2]), &local, 1, &remote, 1, 0);
+		n = process_vm_writev(pid, &local, 1, &remote, 1, 0);
 		printf("process_vm_writev %s\n", n < 0 ? strerror(errno) : "wrote");
 		return 0;
 	}

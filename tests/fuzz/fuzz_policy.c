@@ -168,7 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < sizeof(uids) / sizeof(uids[0]); i++) {
 		enum policy_verdict v;
 		peer.uid = uids[i];
-		strcpy(why, "-");
+		snprintf(why, sizeof(why), "-");
 		v = policy_decide(&id, &peer, SELF, why, sizeof(why));
 		if (v == POLICY_ALLOW ? strcmp(why, "-") != 0 : uids[i] == 0 || uids[i] == SELF)
 			abort(); /* yes leaves why alone; root and SELF always pass */

@@ -523,25 +523,28 @@ static void test_error_statuses(void **state)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		snprintf(headers, sizeof(headers), cases[i].headers, fx->cap, fx->cap);
-		snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", cases[i].target,
-			 headers);
+		snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n",
+			 cases[i].target, headers);
 		if (ask(fx, req, err, sizeof(err)) != cases[i].status ||
 		    strcmp(err, cases[i].error) != 0)
 			fail_msg("%s: want %d %s, got %s", cases[i].target, cases[i].status,
 				 cases[i].error, err);
 	}
-	assert_int_equal(ask(fx, "DELETE /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", err, sizeof(err)),
-			 405);
+	assert_int_equal(
+	    ask(fx, "DELETE /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", err, sizeof(err)),
+	    405);
 	/* The form shape: POST, a form, Metadata: true, the capability in the
 	 * path and nowhere else. */
-	assert_int_equal(ask(fx, "POST /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
-			     err, sizeof(err)),
-			 415);
-	snprintf(req, sizeof(req),
-		 "POST /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nX-IDENTITY-HEADER: "
-		 "%s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
-		 "%zu\r\n\r\nresource=%s",
-		 fx->cap, strlen("resource=" BATCH), BATCH);
+	assert_int_equal(
+	    ask(fx, "POST /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", err,
+		sizeof(err)),
+	    415);
+	snprintf(
+	    req, sizeof(req),
+	    "POST /msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nX-IDENTITY-HEADER: "
+	    "%s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+	    "%zu\r\n\r\nresource=%s",
+	    fx->cap, strlen("resource=" BATCH), BATCH);
 	assert_int_equal(ask(fx, req, err, sizeof(err)), 401);
 	snprintf(req, sizeof(req),
 		 "POST /%s/msi/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "

@@ -152,9 +152,9 @@ static void test_pattern_check(void **state)
 	{
 		char unit[PATTERN_UNIT_MAX + 2], path[PATTERN_PATH_MAX + 2];
 		memset(unit, 'a', sizeof(unit));
-		strcpy(unit + PATTERN_UNIT_MAX - 8, ".service");
+		memcpy(unit + PATTERN_UNIT_MAX - 8, ".service", sizeof(".service"));
 		assert_int_equal(pattern_check(PATTERN_UNIT, unit, why, sizeof(why)), 0);
-		strcpy(unit + PATTERN_UNIT_MAX - 7, ".service");
+		memcpy(unit + PATTERN_UNIT_MAX - 7, ".service", sizeof(".service"));
 		assert_int_equal(pattern_check(PATTERN_UNIT, unit, why, sizeof(why)), -EINVAL);
 		assert_non_null(strstr(why, "longer than 255"));
 		memset(path, 'a', sizeof(path));
@@ -248,7 +248,7 @@ static enum policy_verdict decide(const struct identity *id, uid_t uid, const st
 {
 	struct peer p = peer_of(uid, a);
 
-	strcpy(why, "untouched");
+	snprintf(why, POLICY_WHY_MAX, "untouched");
 	return policy_decide(id, &p, SELF, why, POLICY_WHY_MAX);
 }
 
