@@ -8,7 +8,7 @@
 #   make bench      print performance figures against in-run baselines
 #   make install    PREFIX=/usr/local DESTDIR=
 
-VERSION    := 0.2.0
+VERSION    := 0.3.0
 O          ?= build
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin

@@ -42,7 +42,7 @@
 extern "C" {
 #endif
 
-#define BATCHTOK_VERSION "0.2.0"
+#define BATCHTOK_VERSION "0.3.0"
 
 #define BATCHTOK_SYSTEM_SOCKET "/run/batchtok/batchtokd.sock"
 

@@ -97,21 +97,54 @@ int bt_encode_hello_reply(struct bt_buf *out, uint32_t id, const struct bt_hello
 		     ?: (m->version >= 2 ? bt_buf_put_u64(out, m->requests) : 0));
 }
 
+static int put_token_query(struct bt_buf *out, const struct bt_token_query *m)
+{
+	return bt_buf_put_cstring(out, m->identity) ?: bt_buf_put_cstring(out, m->resource)
+	       ?: bt_buf_put_cstring(out, m->scope) ?: bt_buf_put_u32(out, m->min_validity)
+	       ?: bt_buf_put_u32(out, m->flags);
+}
+
+static int put_token_reply(struct bt_buf *out, const struct bt_token_reply *m)
+{
+	return bt_buf_put_cstring(out, m->access_token) ?: bt_buf_put_u64(out, m->expires_on)
+	       ?: bt_buf_put_cstring(out, m->token_type) ?: bt_buf_put_cstring(out, m->identity)
+	       ?: bt_buf_put_cstring(out, m->resource) ?: bt_buf_put_cstring(out, m->tenant);
+}
+
 int bt_encode_token_query(struct bt_buf *out, uint8_t type, uint32_t id,
 			  const struct bt_token_query *m)
 {
-	ENCODE_FRAME(out, type, id,
-		     bt_buf_put_cstring(out, m->identity) ?: bt_buf_put_cstring(out, m->resource)
-		     ?: bt_buf_put_cstring(out, m->scope) ?: bt_buf_put_u32(out, m->min_validity)
-		     ?: bt_buf_put_u32(out, m->flags));
+	ENCODE_FRAME(out, type, id, put_token_query(out, m));
 }
 
 int bt_encode_token_reply(struct bt_buf *out, uint32_t id, const struct bt_token_reply *m)
 {
-	ENCODE_FRAME(out, BT_GET_TOKEN | BT_REPLY, id,
-		     bt_buf_put_cstring(out, m->access_token) ?: bt_buf_put_u64(out, m->expires_on)
-		     ?: bt_buf_put_cstring(out, m->token_type) ?: bt_buf_put_cstring(out, m->identity)
-		     ?: bt_buf_put_cstring(out, m->resource) ?: bt_buf_put_cstring(out, m->tenant));
+	return bt_encode_token_reply_as(out, BT_GET_TOKEN | BT_REPLY, id, m);
+}
+
+int bt_encode_token_reply_as(struct bt_buf *out, uint8_t type, uint32_t id,
+			     const struct bt_token_reply *m)
+{
+	ENCODE_FRAME(out, type, id, put_token_reply(out, m));
+}
+
+int bt_encode_challenge(struct bt_buf *out, uint32_t id, const struct bt_challenge *m)
+{
+	ENCODE_FRAME(out, BT_CHALLENGE, id,
+		     put_token_query(out, &m->query) ?: bt_buf_put_cstring(out, m->claims));
+}
+
+int bt_encode_watch_event(struct bt_buf *out, uint32_t id, const struct bt_watch_event *m)
+{
+	ENCODE_FRAME(out, BT_WATCH | BT_REPLY, id,
+		     bt_buf_put_u32(out, m->status) ?: bt_buf_put_cstring(out, m->message)
+		     ?: put_token_reply(out, &m->t) ?: bt_buf_put_u64(out, m->refresh_at));
+}
+
+int bt_encode_forget(struct bt_buf *out, uint32_t id, const struct bt_forget *m)
+{
+	ENCODE_FRAME(out, BT_FORGET, id,
+		     bt_buf_put_cstring(out, m->identity) ?: bt_buf_put_u32(out, m->flags));
 }
 
 int bt_encode_text_reply(struct bt_buf *out, uint8_t type, uint32_t id, const char *text)
@@ -228,16 +261,29 @@ uint64_t bt_hello_requests(const struct bt_hello_reply *m)
 	return m->version >= 2 ? m->requests : BT_V1_REQUESTS;
 }
 
+static int get_token_query(struct bt_buf *body, struct bt_token_query *m)
+{
+	return bt_buf_get_cstring(body, BT_NAME_MAX, &m->identity)
+	       ?: bt_buf_get_cstring(body, BT_RESOURCE_MAX, &m->resource)
+	       ?: bt_buf_get_cstring(body, BT_RESOURCE_MAX, &m->scope)
+	       ?: bt_buf_get_u32(body, &m->min_validity) ?: bt_buf_get_u32(body, &m->flags);
+}
+
+static int get_token_reply(struct bt_buf *body, struct bt_token_reply *m)
+{
+	return bt_buf_get_cstring(body, BT_TOKEN_MAX, &m->access_token)
+	       ?: bt_buf_get_u64(body, &m->expires_on)
+	       ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m->token_type)
+	       ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m->identity)
+	       ?: bt_buf_get_cstring(body, BT_RESOURCE_MAX, &m->resource)
+	       ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m->tenant);
+}
+
 int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret)
 {
 	struct bt_token_query m = {0};
-	int r;
+	int r = get_token_query(body, &m) ?: at_end(body);
 
-	r = bt_buf_get_cstring(body, BT_NAME_MAX, &m.identity)
-	    ?: bt_buf_get_cstring(body, BT_RESOURCE_MAX, &m.resource)
-	    ?: bt_buf_get_cstring(body, BT_RESOURCE_MAX, &m.scope)
-	    ?: bt_buf_get_u32(body, &m.min_validity) ?: bt_buf_get_u32(body, &m.flags)
-	    ?: at_end(body);
 	if (r < 0) {
 		bt_token_query_clear(&m);
 		return r;
@@ -249,16 +295,54 @@ int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret)
 int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret)
 {
 	struct bt_token_reply m = {0};
-	int r;
+	int r = get_token_reply(body, &m) ?: at_end(body);
 
-	r = bt_buf_get_cstring(body, BT_TOKEN_MAX, &m.access_token)
-	    ?: bt_buf_get_u64(body, &m.expires_on)
-	    ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m.token_type)
-	    ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m.identity)
-	    ?: bt_buf_get_cstring(body, BT_RESOURCE_MAX, &m.resource)
-	    ?: bt_buf_get_cstring(body, BT_NAME_MAX, &m.tenant) ?: at_end(body);
 	if (r < 0) {
 		bt_token_reply_clear(&m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
+int bt_decode_challenge(struct bt_buf *body, struct bt_challenge *ret)
+{
+	struct bt_challenge m = {0};
+	int r = get_token_query(body, &m.query) ?: bt_buf_get_cstring(body, BT_CLAIMS_MAX, &m.claims)
+		?: at_end(body);
+
+	if (r < 0) {
+		bt_challenge_clear(&m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
+int bt_decode_watch_event(struct bt_buf *body, struct bt_watch_event *ret)
+{
+	struct bt_watch_event m = {0};
+	int r = bt_buf_get_u32(body, &m.status)
+		?: bt_buf_get_cstring(body, BT_MESSAGE_MAX, &m.message)
+		?: get_token_reply(body, &m.t) ?: bt_buf_get_u64(body, &m.refresh_at)
+		?: at_end(body);
+
+	if (r < 0) {
+		bt_watch_event_clear(&m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
+int bt_decode_forget(struct bt_buf *body, struct bt_forget *ret)
+{
+	struct bt_forget m = {0};
+	int r = bt_buf_get_cstring(body, BT_NAME_MAX, &m.identity) ?: bt_buf_get_u32(body, &m.flags)
+		?: at_end(body);
+
+	if (r < 0) {
+		bt_forget_clear(&m);
 		return r;
 	}
 	*ret = m;
@@ -521,6 +605,26 @@ void bt_token_reply_clear(struct bt_token_reply *m)
 	memset(m, 0, sizeof(*m));
 }
 
+void bt_challenge_clear(struct bt_challenge *m)
+{
+	bt_token_query_clear(&m->query);
+	free(m->claims);
+	m->claims = NULL;
+}
+
+void bt_watch_event_clear(struct bt_watch_event *m)
+{
+	free(m->message);
+	bt_token_reply_clear(&m->t);
+	memset(m, 0, sizeof(*m));
+}
+
+void bt_forget_clear(struct bt_forget *m)
+{
+	free(m->identity);
+	memset(m, 0, sizeof(*m));
+}
+
 void bt_error_clear(struct bt_error *m)
 {
 	free(m->message);
@@ -554,6 +658,14 @@ const char *bt_type_name(uint8_t type)
 		return "COMPAT_RENEW";
 	case BT_COMPAT_REVOKE:
 		return "COMPAT_REVOKE";
+	case BT_WATCH:
+		return "WATCH";
+	case BT_REFRESH:
+		return "REFRESH";
+	case BT_FORGET:
+		return "FORGET";
+	case BT_CHALLENGE:
+		return "CHALLENGE";
 	}
 	return type == BT_ERROR ? "ERROR" : "unknown";
 }

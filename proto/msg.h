@@ -36,6 +36,7 @@
 #define BT_NAME_MAX	256	     /* identity names, token types, tenants */
 #define BT_RESOURCE_MAX 2048	     /* resource URIs and scopes */
 #define BT_TOKEN_MAX	(256 * 1024) /* access tokens and claim documents */
+#define BT_CLAIMS_MAX	8192	     /* a claims challenge (JSON) */
 #define BT_MESSAGE_MAX	4096	     /* error and status text */
 
 enum bt_type {
@@ -51,6 +52,10 @@ enum bt_type {
 	BT_COMPAT = 10,	       /* a capability for the managed-identity compatible endpoint */
 	BT_COMPAT_RENEW = 11,  /* a capability lives compat_lifetime from now on */
 	BT_COMPAT_REVOKE = 12, /* a capability stops working now */
+	BT_WATCH = 13,	       /* the current token, then each replacement, as events */
+	BT_REFRESH = 14,       /* fetch anew now and push to watchers (admin) */
+	BT_FORGET = 15,	       /* drop cached tokens (admin) */
+	BT_CHALLENGE = 16,     /* a token fetched anew with a claims challenge */
 	BT_REPLY = 0x80,       /* a reply's type is the request's type | BT_REPLY */
 	BT_ERROR = 0xff,
 };
@@ -145,6 +150,30 @@ struct bt_token_reply {
 	char *tenant;
 };
 
+/* CHALLENGE: a token query and the claims a resource's 401 asked for. */
+struct bt_challenge {
+	struct bt_token_query query;
+	char *claims; /* the decoded JSON claims request */
+};
+
+/* One event of a WATCH: a token (status BT_OK), or the news that the token
+ * service keeps failing while the last token nears its end (status a
+ * BT_E_* code, message why, no token). The watch goes on either way; it
+ * ends with an ERROR frame carrying its id. */
+struct bt_watch_event {
+	uint32_t status;
+	char *message;		 /* "" for a token */
+	struct bt_token_reply t; /* empty strings and 0 for an error */
+	uint64_t refresh_at;	 /* when the daemon plans the next token; 0: not planned */
+};
+
+/* FORGET: one identity's tokens, or every identity's. */
+#define BT_FORGET_ALL 0x1u
+struct bt_forget {
+	char *identity; /* "" with BT_FORGET_ALL */
+	uint32_t flags;
+};
+
 /* COMPAT's reply: what a program needs to reach the compatible endpoint as
  * the asking user with one identity. */
 struct bt_compat_reply {
@@ -201,6 +230,12 @@ int bt_encode_hello_reply(struct bt_buf *out, uint32_t id, const struct bt_hello
 int bt_encode_token_query(struct bt_buf *out, uint8_t type, uint32_t id,
 			  const struct bt_token_query *m);
 int bt_encode_token_reply(struct bt_buf *out, uint32_t id, const struct bt_token_reply *m);
+/* The same body in a reply of another type: CHALLENGE's. */
+int bt_encode_token_reply_as(struct bt_buf *out, uint8_t type, uint32_t id,
+			     const struct bt_token_reply *m);
+int bt_encode_challenge(struct bt_buf *out, uint32_t id, const struct bt_challenge *m);
+int bt_encode_watch_event(struct bt_buf *out, uint32_t id, const struct bt_watch_event *m);
+int bt_encode_forget(struct bt_buf *out, uint32_t id, const struct bt_forget *m);
 /* A reply that carries one string: INSPECT (claims JSON), PING (version). */
 int bt_encode_compat_reply(struct bt_buf *out, uint32_t id, const struct bt_compat_reply *m);
 int bt_encode_text_reply(struct bt_buf *out, uint8_t type, uint32_t id, const char *text);
@@ -223,6 +258,9 @@ int bt_decode_hello(struct bt_buf *body, struct bt_hello *ret);
 int bt_decode_hello_reply(struct bt_buf *body, struct bt_hello_reply *ret);
 int bt_decode_token_query(struct bt_buf *body, struct bt_token_query *ret);
 int bt_decode_token_reply(struct bt_buf *body, struct bt_token_reply *ret);
+int bt_decode_challenge(struct bt_buf *body, struct bt_challenge *ret);
+int bt_decode_watch_event(struct bt_buf *body, struct bt_watch_event *ret);
+int bt_decode_forget(struct bt_buf *body, struct bt_forget *ret);
 int bt_decode_compat_reply(struct bt_buf *body, struct bt_compat_reply *ret);
 int bt_decode_text_reply(struct bt_buf *body, char **ret);
 int bt_decode_name_request(struct bt_buf *body, char **ret);
@@ -236,6 +274,9 @@ int bt_decode_error(struct bt_buf *body, struct bt_error *ret);
 void bt_hello_reply_clear(struct bt_hello_reply *m);
 void bt_token_query_clear(struct bt_token_query *m);
 void bt_token_reply_clear(struct bt_token_reply *m);
+void bt_challenge_clear(struct bt_challenge *m);
+void bt_watch_event_clear(struct bt_watch_event *m);
+void bt_forget_clear(struct bt_forget *m);
 void bt_compat_reply_clear(struct bt_compat_reply *m);
 void bt_error_clear(struct bt_error *m);
 
