@@ -345,3 +345,29 @@ def test_cp1_is_refused_for_a_managed_identity(make_daemon, sts):
         r.stderr
 
 
+
+
+def test_program_rules_added_by_a_reload_close_watching_connections(make_daemon, sts, shared):
+    """A connection made while no identity had program rules carries no
+    pidfd. A reload that adds rules closes such a connection if all it has
+    are watches, instead of ending them as refused: the client connects
+    again, now pinned, and watches on (as the libraries do)."""
+    python = os.path.realpath(PYTHON)
+    d = make_daemon({"py": {"allow_users": "nobody"}}, socket_mode="0666")
+    p = watch_as(d, shared, 65534, "py")
+    try:
+        assert p.stdout.readline().split()[0] == "token"
+        d.reload_with("allow_users = nobody", "allow_users = nobody\nallow_exes = " + python)
+        assert p.stdout.readline().strip() == "end"  # closed, not refused
+        assert p.wait(10) == 0
+    finally:
+        p.kill()
+        p.wait()
+    p = watch_as(d, shared, 65534, "py")
+    try:
+        assert p.stdout.readline().split()[0] == "token"
+    finally:
+        p.kill()
+        p.wait()
+    # Before, the same reload ended the watch: a refusal, not a reconnect.
+    assert "ended the watch of identity py" not in d.read_log()
