@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lib/clock.h"
+#include "lib/counters.h"
 #include "lib/fileio.h"
 #include "identity/credential.h"
 #include "core/policy.h"
@@ -48,7 +49,27 @@ struct fetch {
 	char why[400];	  /* what is wrong with the file, or "" */
 	uint64_t gen;	  /* device-code: the sign-in generation used */
 	int64_t sent_at;
+	uint64_t sent_ns; /* uv_hrtime() when sent: the refresh latency */
 };
+
+/* How the metrics count the service id's token requests go to. */
+static enum counter_service service_of(const struct identity *id)
+{
+	return credential_for(id)->no_application ? COUNT_IMDS : COUNT_ENTRA;
+}
+
+/* Counts an answer of the token service (or its absence). */
+static void count_answer(const struct fetch *f, const struct http_response *resp,
+			 const struct token_result *r)
+{
+	long code = 0;
+
+	if (!strncmp(r->aadsts, "AADSTS", 6))
+		code = strtol(r->aadsts + 6, NULL, 10);
+	counters_upstream_answer(service_of(f->e->id), resp->failure == HTTP_OK ? resp->status : 0,
+				 code, code > 0 && entra_aadsts_hint(code),
+				 (double)(uv_hrtime() - f->sent_ns) / 1e9);
+}
 
 static int64_t wall_now(void *arg)
 {
@@ -87,6 +108,7 @@ static void on_fetched(void *arg, const struct http_response *resp)
 	bool ended = false;
 
 	credential_for(id)->parse_response(&in, resp, f->sent_at, &r);
+	count_answer(f, resp, &r);
 	if (si && r.status == BT_OK && r.refresh_token)
 		signin_rotate(si, f->gen, r.refresh_token);
 	else if (si && r.error_kind == ENTRA_E_GRANT_INVALID)
@@ -123,9 +145,11 @@ static int fetch_send(struct fetch *f, struct token_result *err)
 	if (r < 0)
 		return r;
 	f->sent_at = in.now;
+	f->sent_ns = uv_hrtime();
 	r = http_submit(d->http, &req, on_fetched, f, &f->t);
 	if (r < 0)
 		return r;
+	counters.upstream_requests[service_of(e->id)]++;
 	log_msg(LOG_DEBUG,
 		&(struct log_ctx){
 		    .identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},

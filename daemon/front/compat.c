@@ -15,6 +15,7 @@
 #include "../identity/credential.h"
 #include "../lib/clock.h"
 #include "http_in.h"
+#include "../lib/counters.h"
 #include "../lib/log.h"
 #include "../lib/ratelimit.h"
 #include "../lib/secmem.h"
@@ -148,6 +149,7 @@ static void conn_close(struct compat_conn *c)
 		c->waiting = false;
 	}
 	list_del(&c->node);
+	counters.connections[LISTEN_COMPAT]--;
 	if (c->refusing)
 		c->cp->n_refusing--;
 	else
@@ -962,10 +964,12 @@ static void on_connection(uv_stream_t *server, int status)
 	c->handles = 2;
 	list_add_tail(&cp->conns, &c->node);
 	cp->n_conns++;
+	counters.connections[LISTEN_COMPAT]++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
 		conn_close(c);
 		return;
 	}
+	counters.accepted[LISTEN_COMPAT]++;
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) < 0 ||
 	    uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) < 0) {
 		conn_close(c);

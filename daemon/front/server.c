@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "../lib/counters.h"
 #include "../lib/log.h"
 #include "../lib/ratelimit.h"
 #include "../lib/uidcount.h"
@@ -93,6 +94,7 @@ static void conn_close(struct conn *c)
 	list_del(&c->node);
 	list_del(&c->resume);
 	s->n_conns--;
+	counters.connections[LISTEN_SOCKET]--;
 	uidcount_del(&s->per_uid, c->peer.uid);
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, on_conn_closed);
@@ -507,6 +509,8 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		list_init(&c->resume);
 		list_add_tail(&s->conns, &c->node);
 		s->n_conns++;
+		counters.connections[LISTEN_SOCKET]++;
+		counters.accepted[LISTEN_SOCKET]++;
 		c->active_at = mono_ms(s);
 		update_events(c);
 	}

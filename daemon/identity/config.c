@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "../../proto/duration.h"
@@ -133,6 +134,8 @@ void config_free(struct config *c)
 	free(c->ca_file);
 	free(c->proxy);
 	free(c->compat_endpoint);
+	free(c->metrics_listen);
+	free(c->metrics_path);
 	free(c->state_dir);
 	free(c->state_key_credential);
 	free(c);
@@ -348,21 +351,23 @@ static int add_patterns(struct parser *p, const char *key, const char *v, struct
 	return each_item(p, key, v, add_pattern, &k);
 }
 
-/* compat_endpoint: 127.0.0.1:PORT, [::1]:PORT, or empty (off). Only a
- * loopback address: the endpoint serves tokens over plain HTTP. */
-static int parse_loopback(struct parser *p, const char *key, const char *v, struct config *c)
+/* compat_endpoint and metrics_listen: 127.0.0.1:PORT, [::1]:PORT, or
+ * empty (off) into *addr and *text. Only a loopback address: both speak
+ * plain HTTP. */
+static int parse_loopback(struct parser *p, const char *key, const char *v,
+			  struct sockaddr_storage *addr, char **text)
 {
-	struct sockaddr_in *in = (struct sockaddr_in *)&c->compat_addr;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&c->compat_addr;
+	struct sockaddr_in *in = (struct sockaddr_in *)addr;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)addr;
 	char host[INET6_ADDRSTRLEN + 1];
 	const char *colon = strrchr(v, ':'), *written = v;
 	size_t hlen;
 	uint32_t port;
 	int r;
 
-	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
-	free(c->compat_endpoint);
-	c->compat_endpoint = NULL;
+	memset(addr, 0, sizeof(*addr));
+	free(*text);
+	*text = NULL;
 	if (!*v)
 		return 0;
 	if (!colon || colon == v)
@@ -392,19 +397,37 @@ static int parse_loopback(struct parser *p, const char *key, const char *v, stru
 	} else {
 		goto bad;
 	}
-	return conf_set_string(&c->compat_endpoint, written);
+	return conf_set_string(text, written);
 not_loopback:
-	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
+	memset(addr, 0, sizeof(*addr));
 	return perr(p,
-		    "%s: '%s' is not a loopback address: the endpoint speaks plain HTTP, so it "
-		    "listens on 127.0.0.1 or [::1] only",
+		    "%s: '%s' is not a loopback address: it speaks plain HTTP, so it listens on "
+		    "127.0.0.1 or [::1] only",
 		    key, host)
 		   ?: -EINVAL;
 bad:
-	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
+	memset(addr, 0, sizeof(*addr));
 	return perr(p, "%s: '%s' is not ADDRESS:PORT, like 127.0.0.1:50342 or [::1]:50342", key,
 		    written)
 		   ?: -EINVAL;
+}
+
+/* metrics_listen: an absolute path (a Unix socket) or a loopback address. */
+static int parse_metrics_listen(struct parser *p, const char *key, const char *v, struct config *c)
+{
+	free(c->metrics_path);
+	c->metrics_path = NULL;
+	if (*v == '/') {
+		memset(&c->metrics_addr, 0, sizeof(c->metrics_addr));
+		free(c->metrics_listen);
+		c->metrics_listen = NULL;
+		if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return perr(p, "%s: '%s' is too long for a Unix socket path", key, v)
+				   ?: -EINVAL;
+		return conf_set_path(AT(p), key, v, &c->metrics_path)
+			   ?: conf_set_string(&c->metrics_listen, v);
+	}
+	return parse_loopback(p, key, v, &c->metrics_addr, &c->metrics_listen);
 }
 
 /* --- the keys: one table per section, which the parser's switch and the
@@ -431,6 +454,8 @@ enum daemon_key_id {
 	DK_COMPAT_LIFETIME,
 	DK_MAX_CLIENTS_PER_UID,
 	DK_CLIENT_IDLE_TIMEOUT,
+	DK_METRICS_LISTEN,
+	DK_METRICS_GROUP,
 	DK_COUNT, /* not a key: the name is unknown */
 };
 
@@ -453,6 +478,8 @@ static const char *const daemon_keys[DK_COUNT] = {
     [DK_COMPAT_LIFETIME] = "compat_lifetime",
     [DK_MAX_CLIENTS_PER_UID] = "max_clients_per_uid",
     [DK_CLIENT_IDLE_TIMEOUT] = "client_idle_timeout",
+    [DK_METRICS_LISTEN] = "metrics_listen",
+    [DK_METRICS_GROUP] = "metrics_group",
 };
 
 /* The keys every identity takes; each kind of credential adds its own
@@ -653,7 +680,12 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return conf_check_credential_name(AT(p), key, v)
 			   ?: conf_set_string(&c->state_key_credential, v);
 	case DK_COMPAT_ENDPOINT:
-		return parse_loopback(p, key, v, c);
+		return parse_loopback(p, key, v, &c->compat_addr, &c->compat_endpoint);
+	case DK_METRICS_LISTEN:
+		return parse_metrics_listen(p, key, v, c);
+	case DK_METRICS_GROUP:
+		return *v ? resolve_group(p, key, v, &c->metrics_gid)
+			  : (c->metrics_gid = (gid_t)-1, 0);
 	case DK_COMPAT_LIFETIME:
 		return parse_secs(p, key, v, &c->compat_lifetime)
 			   ?: (c->compat_lifetime
@@ -1107,6 +1139,7 @@ static int parse_text(const char *text, const char *name, const struct config_op
 	c->socket_mode = DEFAULT_SOCKET_MODE;
 	c->socket_gid = (gid_t)-1;
 	c->admin_gid = (gid_t)-1;
+	c->metrics_gid = (gid_t)-1;
 	c->log_level = LOG_INFO;
 	c->min_validity = DEFAULT_MIN_VALIDITY;
 	c->max_clients = DEFAULT_MAX_CLIENTS;

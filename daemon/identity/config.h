@@ -24,8 +24,9 @@ struct config {
 	char *path;
 	char *socket;
 	mode_t socket_mode;
-	gid_t socket_gid; /* (gid_t)-1: leave as created */
-	gid_t admin_gid;  /* (gid_t)-1: only root and the daemon's own user */
+	gid_t socket_gid;  /* (gid_t)-1: leave as created */
+	gid_t admin_gid;   /* (gid_t)-1: only root and the daemon's own user */
+	gid_t metrics_gid; /* may read metrics; (gid_t)-1: none beside admins */
 	int log_level;
 	uint32_t min_validity; /* seconds */
 	uint32_t max_clients;
@@ -40,7 +41,12 @@ struct config {
 	char *proxy;
 	char *compat_endpoint; /* as written; NULL: the endpoint is off */
 	struct sockaddr_storage compat_addr;
-	uint32_t compat_lifetime;   /* seconds a capability is valid */
+	uint32_t compat_lifetime; /* seconds a capability is valid */
+	/* metrics_listen as written (NULL: off): a Unix socket (metrics_path)
+	 * or a loopback address (metrics_addr). */
+	char *metrics_listen;
+	char *metrics_path;
+	struct sockaddr_storage metrics_addr;
 	char *state_dir;	    /* device-code sign-ins are kept here */
 	char *state_key_credential; /* systemd credential with the state key */
 	struct identity *identities;
