@@ -59,7 +59,8 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib
               daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
               daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/core/policy.c \
-              daemon/lib/unitcount.c daemon/lib/counters.c daemon/core/metrics.c
+              daemon/lib/unitcount.c daemon/lib/counters.c daemon/core/metrics.c \
+              daemon/lib/unixsock.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config test_attest \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
