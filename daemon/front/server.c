@@ -24,8 +24,6 @@
 #define ACCEPT_BATCH 64
 /* How much to read at once. */
 #define READ_CHUNK 16384
-/* Supplementary groups read from the kernel at most. */
-#define PEER_GROUPS_MAX 65536
 /* After EMFILE, pause accepting for this long rather than spin. */
 #define ACCEPT_PAUSE_MS 1000
 /* How often half-sent frames and idle connections are looked for; more
@@ -351,38 +349,6 @@ void conn_close_later(struct conn *c)
 		resume_later(c);
 }
 
-static int read_peer(int fd, struct peer *p)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	gid_t *groups = NULL;
-	socklen_t glen = 64 * sizeof(gid_t);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred))
-		return -errno ?: -EIO;
-	for (;;) {
-		gid_t *g = realloc(groups, glen ? glen : sizeof(gid_t));
-		if (!g) {
-			free(groups);
-			return -ENOMEM;
-		}
-		groups = g;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
-			break;
-		if (errno != ERANGE || glen > PEER_GROUPS_MAX * sizeof(gid_t)) {
-			int e = errno;
-			free(groups);
-			return -e;
-		}
-	}
-	p->uid = cred.uid;
-	p->gid = cred.gid;
-	p->pid = cred.pid;
-	p->groups = groups;
-	p->n_groups = (int)(glen / sizeof(gid_t));
-	return 0;
-}
-
 static void refuse(int fd, const char *why)
 {
 	struct bt_buf b;
@@ -464,7 +430,7 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			close(fd);
 			continue;
 		}
-		if (read_peer(fd, &c->peer) < 0) {
+		if (peer_read(fd, &c->peer) < 0) {
 			/* Without the peer's identity nothing can be authorised. */
 			log_warning("closed a connection whose peer credentials could not be read");
 			free(c);
