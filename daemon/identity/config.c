@@ -604,10 +604,12 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return conf_set_path(AT(p), key, v, &c->socket);
 	case DK_SOCKET_MODE:
 		return parse_uint(p, key, v, 0, 0777, 8, &n) ?: (c->socket_mode = n, 0);
+	/* Empty: back to the default, as for every key. */
 	case DK_SOCKET_GROUP:
-		return *v ? resolve_group(p, key, v, &c->socket_gid) : 0;
+		return *v ? resolve_group(p, key, v, &c->socket_gid)
+			  : (c->socket_gid = (gid_t)-1, 0);
 	case DK_ADMIN_GROUP:
-		return *v ? resolve_group(p, key, v, &c->admin_gid) : 0;
+		return *v ? resolve_group(p, key, v, &c->admin_gid) : (c->admin_gid = (gid_t)-1, 0);
 	case DK_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) < 0)
 			return perr(p, "log_level: '%s' is not error, warning, info or debug", v)
@@ -846,6 +848,13 @@ static int handler(void *user, const char *section, const char *key, const char 
 		r = daemon_key(p, key, v ? v : value);
 	else if (p->cur)
 		r = identity_key(p, key, v ? v : value);
+	else if (!*section)
+		/* Before the first header: inih names no section, and the key
+		 * would be dropped without a word. */
+		r = perr(p,
+			 "%s = is outside any section: put it under [daemon] or an "
+			 "[identity NAME] header",
+			 key);
 	else
 		r = 0; /* the section was already reported */
 	free(v);

@@ -390,6 +390,31 @@ static void test_empty_and_repeated_sections(void **state)
 	config_errors_clear(&e);
 }
 
+/* A key before any section header belongs nowhere: it is reported, not
+ * dropped without a word. An empty value gives a key its default back,
+ * groups included. */
+static void test_keys_outside_sections_and_empty_values(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	assert_int_equal(
+	    config_parse_string("# top\nmin_validity = 1m\n" MANAGED_IDENTITY, "t", &c, &e),
+	    -EINVAL);
+	assert_true(has_error(&e, "t:2: min_validity = is outside any section: put it under "
+				  "[daemon] or an [identity NAME] header"));
+	assert_int_equal(e.n, 1);
+	config_errors_clear(&e);
+	assert_int_equal(config_parse_string("[daemon]\nadmin_group = 0\nsocket_group = 0\n"
+					     "admin_group =\nsocket_group =\n" MANAGED_IDENTITY,
+					     "t", &c, &e),
+			 0);
+	assert_int_equal(c->admin_gid, (gid_t)-1);
+	assert_int_equal(c->socket_gid, (gid_t)-1);
+	config_free(c);
+}
+
 /* PRODUCT.md: ';' or '#' start comments, also after a value. As inih does
  * for ';', a '#' starts a comment only after whitespace (or first in the
  * value); inside a word it is part of the value. */
@@ -999,6 +1024,7 @@ int main(void)
 	    cmocka_unit_test(test_repeated_list_keys_add),
 	    cmocka_unit_test(test_bad_credential_is_not_also_missing),
 	    cmocka_unit_test(test_empty_and_repeated_sections),
+	    cmocka_unit_test(test_keys_outside_sections_and_empty_values),
 	    cmocka_unit_test(test_comments_after_values),
 	    cmocka_unit_test(test_long_line_is_reported_not_split),
 	    cmocka_unit_test(test_list_keys_add_up),
