@@ -277,7 +277,8 @@ format:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
-		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SYSCONFDIR)/batchtok
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SYSCONFDIR)/batchtok \
+		$(DESTDIR)$(SYSCONFDIR)/batchtok/batchtokd.conf.d
 	install -m 0755 $(O)/batchtok $(DESTDIR)$(BINDIR)/batchtok
 	install -m 0755 $(O)/batchtokd $(DESTDIR)$(SBINDIR)/batchtokd
 	install -m 0644 $(O)/libbatchtok.a $(DESTDIR)$(LIBDIR)/libbatchtok.a

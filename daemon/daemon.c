@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,13 +410,23 @@ static const struct identity *resolve_same(void *arg, const struct identity *old
 	return n && identity_same_credential(old, n) ? n : NULL;
 }
 
+/* " and N drop-ins in DIR" for the log, or "" when the config has none. */
+static const char *dropins(const struct config *c, char *buf, size_t n)
+{
+	if (c->n_files < 2)
+		return "";
+	snprintf(buf, n, " and %zu drop-in%s in %s" CONFIG_DROPIN_SUFFIX, c->n_files - 1,
+		 c->n_files == 2 ? "" : "s", c->path);
+	return buf;
+}
+
 int daemon_reload(struct daemon *d, char **ret_error)
 {
 	struct config_errors errs = {0};
 	struct config *c;
 	struct http_options ho;
 	struct cache_settings cs;
-	char status[200];
+	char status[200], dropin_buf[PATH_MAX + 64];
 	int r;
 
 	notify_reloading();
@@ -481,7 +492,8 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	log_set_level(c->log_level);
 	prefetch_all(d);
 	d->reloads++;
-	log_info("configuration reloaded from %s: %zu identities", c->path, c->n_identities);
+	log_info("configuration reloaded from %s%s: %zu identities", c->path,
+		 dropins(c, dropin_buf, sizeof(dropin_buf)), c->n_identities);
 	status_line(d, status, sizeof(status));
 	notify_ready(status);
 	return 0;
@@ -669,7 +681,7 @@ static int start_signals(struct daemon *d)
 int daemon_run(const struct config_options *opts, struct config *cfg)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
-	char status[200];
+	char status[200], dropin_buf[PATH_MAX + 64];
 	int r;
 
 	if (!d) {
@@ -700,6 +712,9 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	uv_timer_start(&d->audit_timer, on_audit_timer, AUDIT_INTERVAL_MS, AUDIT_INTERVAL_MS);
 	uv_timer_start(&d->log_timer, on_log_timer, LOG_FLUSH_MS, LOG_FLUSH_MS);
 	prefetch_all(d);
+	if (d->cfg->n_files > 1)
+		log_info("configuration read from %s%s", d->cfg->path,
+			 dropins(d->cfg, dropin_buf, sizeof(dropin_buf)));
 	status_line(d, status, sizeof(status));
 	log_info("batchtokd " BATCHTOK_VERSION_STRING " ready: %s", status);
 	notify_ready(status);

@@ -1,5 +1,6 @@
-/* config.h - the daemon's configuration: the INI file of PRODUCT.md parsed,
- * validated and resolved (users, groups, secrets) into one immutable value.
+/* config.h - the daemon's configuration: the INI file of PRODUCT.md and its
+ * drop-ins parsed, validated and resolved (users, groups, secrets) into one
+ * immutable value.
  *
  * A config is loaded whole or not at all: on SIGHUP a new one is built beside
  * the running one and swapped in only if it is valid. The config module does
@@ -19,9 +20,17 @@
 #include "keyfile.h"
 
 #define CONFIG_SYSTEM_PATH "/etc/batchtok/batchtokd.conf"
+/* The drop-in directory is the main file's path with this appended. */
+#define CONFIG_DROPIN_SUFFIX ".d"
+/* Drop-ins read at most: a directory holding more is a mistake (a
+ * generator run wild), refused with a message rather than read for ever. */
+#define CONFIG_DROPIN_MAX 256
 
 struct config {
 	char *path;
+	/* Every file read, in order: path first, then its drop-ins. */
+	char **files;
+	size_t n_files;
 	char *socket;
 	mode_t socket_mode;
 	gid_t socket_gid;  /* (gid_t)-1: leave as created */
@@ -64,9 +73,17 @@ struct config_options {
 	const char *credentials_dir;
 };
 
-/* Loads and validates the file. On success *ret is a new config; on
- * failure returns -EINVAL (or -ENOENT/-EACCES for the file itself, or
- * -ENOMEM) and errs holds at least one message. */
+/* Loads and validates opts->path, then its drop-ins: the regular files
+ * named *.conf, not starting with '.', in the directory opts->path
+ * CONFIG_DROPIN_SUFFIX, read in strcmp() order as if they followed the main
+ * file, each starting outside any section. A missing directory means none.
+ * Each file must be one only root or the daemon's user could have written;
+ * so must the directory. A drop-in may set [daemon] keys (the last file to
+ * set a key wins, as within one file) and add identities; an identity
+ * defined in two places is an error naming both. On success *ret is a new
+ * config; on failure returns -EINVAL (or -ENOENT/-EACCES for the main file
+ * itself, or -ENOMEM) and errs holds at least one message, each naming the
+ * file (and line) it is about. */
 int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs);
 /* Parses a config held in memory; for tests and the fuzzer. Secret files
  * are not read. */
