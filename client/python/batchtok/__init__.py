@@ -13,28 +13,49 @@ AccessToken) for clients built on azure-core; BatchtokBatchCredentials is
 the msrest-style credential (signed_session) that azure-batch's
 BatchServiceClient (13.x, msrest-based) takes. batchtok.aio has Client and
 BatchtokCredential for asyncio, the latter an azure.core AsyncTokenCredential.
+
+Client.refresh()/forget() (administrators) and get_token(claims=...) need batchtokd 0.3.0
+(protocol version 2, which lists them); against an older daemon they raise
+BatchtokError "REFRESH is not supported by this batchtokd (0.1.0): upgrade
+batchtokd" without sending anything, and everything else works as before.
 """
 
 import collections
+import json
 import os
 import socket
 import struct
 import threading
 
-__all__ = ["Client", "Token", "BatchtokError", "BatchtokCredential",
-           "BatchtokBatchCredentials", "default_socket", "BATCH_RESOURCE", "BATCH_SCOPE"]
+__all__ = ["Client", "Token", "BatchtokError", "WatchError",
+           "BatchtokCredential", "BatchtokBatchCredentials", "default_socket",
+           "BATCH_RESOURCE", "BATCH_SCOPE"]
 __version__ = "0.1.0"
 
 BATCH_RESOURCE = "https://batch.core.windows.net/"
 BATCH_SCOPE = BATCH_RESOURCE + "/.default"
 SYSTEM_SOCKET = "/run/batchtok/batchtokd.sock"
 
-PROTO_VERSION = 1
-HELLO, GET_TOKEN, PING = 1, 2, 6
+# The protocol versions this client speaks. Version 2 differs only in the
+# HELLO reply, which lists the request types the daemon answers.
+PROTO_VERSION_MIN, PROTO_VERSION_MAX = 1, 2
+HELLO, GET_TOKEN, STATUS, INSPECT, RELOAD, PING = 1, 2, 3, 4, 5, 6
+LOGIN, LOGIN_WAIT, LOGOUT, COMPAT = 7, 8, 9, 10
+WATCH, REFRESH, FORGET, CHALLENGE = 13, 14, 15, 16
+TYPE_NAMES = {HELLO: "HELLO", GET_TOKEN: "GET_TOKEN", STATUS: "STATUS", INSPECT: "INSPECT",
+              RELOAD: "RELOAD", PING: "PING", LOGIN: "LOGIN", LOGIN_WAIT: "LOGIN_WAIT",
+              LOGOUT: "LOGOUT", COMPAT: "COMPAT", 11: "COMPAT_RENEW", 12: "COMPAT_REVOKE",
+              WATCH: "WATCH", REFRESH: "REFRESH", FORGET: "FORGET", CHALLENGE: "CHALLENGE"}
+# What every daemon answers, a version 1 one too (batchtokd 0.1.0, whose
+# HELLO reply lists nothing): HELLO through COMPAT. Only these requests ride
+# right behind HELLO; a newer one waits for the HELLO reply's list.
+V1_REQUESTS = sum(1 << t for t in range(HELLO, COMPAT + 1))
 REPLY, ERROR = 0x80, 0xFF
 FORCE_REFRESH = 0x1
+FORGET_ALL = 0x1
 REPLY_MAX = 1024 * 1024
 HELLO_ID = 0  # requests are numbered from 1
+UNAVAILABLE, UNSUPPORTED = 7, 9
 
 # Status codes carried by ERROR, and the errno-like exit codes batchtok uses.
 STATUS_NAMES = {1: "internal", 2: "bad request", 3: "denied", 4: "unknown identity",
@@ -42,8 +63,24 @@ STATUS_NAMES = {1: "internal", 2: "bad request", 3: "denied", 4: "unknown identi
                 8: "timeout", 9: "unsupported", 10: "version", 11: "busy"}
 STATUS_EXIT = {3: 4, 4: 5, 5: 5, 6: 6, 7: 7, 8: 8}
 
-Token = collections.namedtuple(
+_TokenFields = collections.namedtuple(
     "Token", "access_token expires_on token_type identity resource tenant")
+
+
+class Token(_TokenFields):
+    """A token from batchtokd: access_token, expires_on (Unix time),
+    token_type, identity, resource, tenant; a tuple of those six, compared
+    by them. refresh_at is when the daemon plans to fetch the next one (Unix
+    time), known for the tokens of a watch; None otherwise."""
+
+    def __new__(cls, access_token, expires_on, token_type, identity, resource, tenant,
+                refresh_at=None):
+        self = super().__new__(cls, access_token, expires_on, token_type, identity, resource,
+                               tenant)
+        self.refresh_at = refresh_at
+        return self
+
+    refresh_at = None  # what _make() and _replace() leave
 
 
 class BatchtokError(Exception):
@@ -54,7 +91,15 @@ class BatchtokError(Exception):
     def __init__(self, message, status=0):
         super().__init__(message)
         self.status = status
+        self.message = message
         self.exit_code = STATUS_EXIT.get(status, 3 if status == 0 else 1)
+
+
+class WatchError(BatchtokError):
+    """An error event of a watch, yielded (not raised): batchtokd could not
+    fetch a new token while the last one nears its end (status UNAVAILABLE,
+    CREDENTIAL_REJECTED, TIMEOUT...). The watch goes on; the next token comes
+    as an event."""
 
 
 def default_socket():
@@ -86,14 +131,56 @@ def _frame(type_, id_, body=b""):
 
 
 def _hello_frame():
-    """HELLO for version 1 alone, with id 0: a BUSY refusal of a new
+    """HELLO for versions 1 to 2, with id 0: a BUSY refusal of a new
     connection comes with id 0 too, so both end the connection."""
-    return _frame(HELLO, HELLO_ID, struct.pack(">II", PROTO_VERSION, PROTO_VERSION))
+    return _frame(HELLO, HELLO_ID, struct.pack(">II", PROTO_VERSION_MIN, PROTO_VERSION_MAX))
 
 
-def _token_query(identity, resource, scope, min_validity, force_refresh):
+def _token_query(identity, resource, scope, min_validity, force_refresh=False):
     return (_string(identity) + _string(resource) + _string(scope) +
             struct.pack(">II", int(min_validity), FORCE_REFRESH if force_refresh else 0))
+
+
+def _challenge_body(identity, resource, scope, min_validity, claims):
+    """CHALLENGE: a token query, then the claims request as JSON text (what
+    azure-core passes, decoded from the resource's WWW-Authenticate)."""
+    if not isinstance(claims, str):
+        claims = json.dumps(claims, separators=(",", ":"))
+    return _token_query(identity, resource, scope, min_validity) + _string(claims)
+
+
+def _forget_body(identity, all_):
+    if all_ and identity:
+        raise ValueError("forget: name an identity or pass all=True, not both")
+    return _string("" if all_ else identity) + struct.pack(">I", FORGET_ALL if all_ else 0)
+
+
+def _has(requests, type_):
+    return type_ < 64 and bool(requests >> type_ & 1)
+
+
+def _hello_reply(body):
+    """(version, server, requests) from a HELLO reply: version 1's lists no
+    request types, its daemon answers V1_REQUESTS."""
+    r = _Reader(body)
+    version, server = r.u32(), r.string()
+    if version == 1:
+        requests = V1_REQUESTS
+    elif version == 2:
+        requests = r.u64()
+    else:
+        raise BatchtokError("batchtokd answered HELLO with version %d, not one of %d to %d"
+                            % (version, PROTO_VERSION_MIN, PROTO_VERSION_MAX), 1)
+    r.end()
+    return version, server, requests
+
+
+def _unsupported(type_, server):
+    """The error for a request the daemon did not list: never sent."""
+    name = TYPE_NAMES.get(type_, "request type %d" % type_)
+    version = server[10:] if server.startswith("batchtokd ") else server
+    return BatchtokError("%s is not supported by this batchtokd (%s): upgrade batchtokd"
+                         % (name, version), UNSUPPORTED)
 
 
 def _frame_length(header):
@@ -165,6 +252,55 @@ def _token(r):
     header as it is."""
     t = Token(r.string(), r.u64(), r.string(), r.string(), r.string(), r.string())
     r.end()
+    return _bearer(t)
+
+
+def _watch_event(body):
+    """The Token or WatchError a WATCH|REPLY frame's body holds."""
+    r = _Reader(body)
+    status, message = r.u32(), r.string()
+    fields = (r.string(), r.u64(), r.string(), r.string(), r.string(), r.string())
+    refresh_at = r.u64()
+    r.end()
+    if status:
+        return WatchError(message or STATUS_NAMES.get(status, "error"), status)
+    return _bearer(Token(*fields, refresh_at=refresh_at or None))
+
+
+_KINDS = {1: "STR", 2: "INT", 3: "TIME", 4: "BOOL"}
+
+
+def _record(r, depth=1):
+    """A record (STATUS, REFRESH, FORGET replies) as a dict of its fields:
+    STR a str, INT an int, TIME Unix time or None for never, BOOL a bool;
+    child records, if any, as a list under "children"."""
+    n = r.u32()
+    if n > 64 or depth > 4:
+        raise BatchtokError("batchtokd sent a malformed reply", 1)
+    fields = {}
+    for _ in range(n):
+        key, kind = r.string(), r.take(1)[0]
+        if kind == 1:
+            fields[key] = r.string()
+        elif kind in _KINDS:
+            v = r.u64()
+            fields[key] = (v - (1 << 64) if v >> 63 else v) if kind == 2 else \
+                (v or None) if kind == 3 else bool(v)
+        else:
+            raise BatchtokError("batchtokd sent a malformed reply", 1)
+    children = [_record(r, depth + 1) for _ in range(r.u32())]
+    if children:
+        fields["children"] = children
+    return fields
+
+
+def _record_reply(r):
+    rec = _record(r)
+    r.end()
+    return rec
+
+
+def _bearer(t):
     # As libbatchtok does, refuse a token with spaces or control characters
     # (never repeating it).
     for s in (t.access_token, t.token_type):
@@ -213,12 +349,35 @@ def _timed_out(timeout):
     return BatchtokError("batchtokd did not answer within %.0f s" % timeout, 8)
 
 
+def _recv_exact(sock, n):
+    chunks, left = [], n
+    while left:
+        b = sock.recv(min(left, 65536))
+        if not b:
+            raise _lost(None)
+        chunks.append(b)
+        left -= len(b)
+    return b"".join(chunks)
+
+
+def _read_frame(sock):
+    """(type, id, body) of the next frame on sock; EOF raises _Lost, other
+    errors are the socket's."""
+    return _split_frame(_recv_exact(sock, _frame_length(_recv_exact(sock, 4))))
+
+
 class Client:
     """One connection to batchtokd; safe to share between threads (requests
     are serialised). It connects on first use, and again when the daemon
     closed the connection (a restart, client_idle_timeout): the request that
     found it gone goes again, once, on the new one. batchtok.aio.Client is
-    the same for asyncio."""
+    the same for asyncio.
+
+    It speaks protocol versions 1 and 2: GET_TOKEN and PING go out right
+    behind HELLO, as every daemon answers them; a request added since
+    (WATCH, REFRESH, FORGET, CHALLENGE) waits for the HELLO reply and is
+    sent only if the daemon lists it, else refused with BatchtokError
+    status 9 (UNSUPPORTED, exit_code 1)."""
 
     def __init__(self, socket_path=None, timeout=60.0):
         self.socket_path = socket_path or default_socket()
@@ -226,6 +385,9 @@ class Client:
         self._sock = None
         self._next_id = 1
         self._lock = threading.Lock()
+        # From the current connection's HELLO reply, once read.
+        self._requests = None
+        self._server = ""
 
     def close(self):
         with self._lock:
@@ -241,6 +403,7 @@ class Client:
         if self._sock:
             self._sock.close()
         self._sock = None
+        self._requests = None
 
     def _connect(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -253,35 +416,46 @@ class Client:
         self._sock = s
 
     def _recv_exact(self, n):
-        chunks, left = [], n
-        while left:
-            b = self._sock.recv(min(left, 65536))
-            if not b:
-                raise _lost(None)
-            chunks.append(b)
-            left -= len(b)
-        return b"".join(chunks)
+        return _recv_exact(self._sock, n)
 
     def _read_frame(self):
-        return _split_frame(self._recv_exact(_frame_length(self._recv_exact(4))))
+        return _read_frame(self._sock)
+
+    def _hello(self, rtype, body):
+        """Takes a frame with HELLO's id: the reply (kept), or a refusal."""
+        if rtype != HELLO | REPLY:
+            raise _refused(rtype, body)
+        _, self._server, self._requests = _hello_reply(body)
 
     def _exchange(self, type_, body):
         """Sends one request (behind HELLO on a new connection) and returns
-        its reply's (type, body)."""
+        its reply's (type, body); None, having sent nothing, if the daemon
+        does not answer type_."""
         out = b""
         if self._sock is None:
             self._connect()
             out = _hello_frame()
-        req_id = self._next_id
-        self._next_id = self._next_id % 0xFFFFFFFF + 1
         try:
+            if self._requests is None and not _has(V1_REQUESTS, type_):
+                # Only the HELLO reply says whether the daemon knows type_.
+                self._sock.sendall(out)
+                out = b""
+                rtype, rid, rbody = self._read_frame()
+                if rid != HELLO_ID:
+                    raise BatchtokError("batchtokd answered out of step", 1)
+                self._hello(rtype, rbody)
+            if self._requests is not None and not _has(self._requests, type_):
+                if out:
+                    self._sock.sendall(out)
+                return None
+            req_id = self._next_id
+            self._next_id = self._next_id % 0xFFFFFFFF + 1
             self._sock.sendall(out + _frame(type_, req_id, body))
             while True:
                 rtype, rid, rbody = self._read_frame()
                 if rid == HELLO_ID:
-                    if rtype == HELLO | REPLY:
-                        continue
-                    raise _refused(rtype, rbody)
+                    self._hello(rtype, rbody)
+                    continue
                 if rid != req_id:
                     raise BatchtokError("batchtokd answered out of step", 1)
                 return rtype, rbody
@@ -294,10 +468,10 @@ class Client:
         with self._lock:
             try:
                 try:
-                    rtype, rbody = self._exchange(type_, body)
+                    got = self._exchange(type_, body)
                 except _Lost:
                     self._drop()
-                    rtype, rbody = self._exchange(type_, body)
+                    got = self._exchange(type_, body)
             except _Lost as e:
                 self._drop()
                 raise e.error() from None
@@ -309,22 +483,49 @@ class Client:
                 # Refused, or a broken frame: this connection is done.
                 self._drop()
                 raise
+            if got is None:
+                raise _unsupported(type_, self._server)
             try:
-                return _reply(type_, rtype, rbody)
+                return _reply(type_, got[0], got[1])
             except BatchtokError as e:
                 if e.status in (0, 1):
                     self._drop()
                 raise
 
     def get_token(self, identity=None, resource=None, scope=None, min_validity=0,
-                  force_refresh=False):
+                  force_refresh=False, claims=None):
         """A Token for identity (default: the daemon's) and resource (default:
-        the identity's first) or scope ("RESOURCE/.default")."""
+        the identity's first) or scope ("RESOURCE/.default").
+
+        claims (the JSON claims request of a resource's 401 challenge,
+        decoded from its WWW-Authenticate, as azure-core passes it; a dict is
+        sent as JSON) asks for a fresh token with those claims: a CHALLENGE
+        request, which batchtokd 0.3.0 on answers (older: BatchtokError
+        status 9). The daemon fetches once for every caller with the same
+        claims, at most once per 30 s per token."""
+        if claims:
+            return _token(self._request(CHALLENGE, _challenge_body(
+                identity, resource, scope, min_validity, claims)))
         return _token(self._request(GET_TOKEN, _token_query(identity, resource, scope,
                                                             min_validity, force_refresh)))
 
     def ping(self):
         return _server(self._request(PING, b""))
+
+    def refresh(self, identity=None, resource=None, scope=None):
+        """Administrators: makes batchtokd fetch the token of identity and
+        resource anew now (once for all who ask meanwhile, not held back by
+        the 30 s limit on forced refreshes) and push it to its watchers.
+        Returns the reply's record as a dict: identity, resource,
+        fingerprint, expires and refresh (Unix time), watchers."""
+        return _record_reply(self._request(REFRESH, _token_query(identity, resource, scope, 0)))
+
+    def forget(self, identity=None, all=False):
+        """Administrators: makes batchtokd drop the cached tokens of identity
+        (all=True: of every identity), and their remembered errors. It
+        revokes nothing at Entra ID: a token handed out stays valid until it
+        expires. Returns {"forgotten": N}, the tokens dropped."""
+        return _record_reply(self._request(FORGET, _forget_body(identity, all)))
 
 
 def _access_token_type():
@@ -346,7 +547,13 @@ def _scope(scopes):
 
 class BatchtokCredential:
     """An azure.core TokenCredential backed by batchtokd: the daemon caches and
-    refreshes, so every call is one round trip on a local socket."""
+    refreshes, so every call is one round trip on a local socket.
+
+    get_token(scope, claims=CLAIMS), which azure-core's challenge policies
+    call after a 401 with a claims challenge, asks batchtokd for a fresh
+    token with those claims (CHALLENGE); a daemon before 0.3.0, which cannot
+    take claims, is asked for a forced refresh instead, as this credential
+    did before."""
 
     def __init__(self, identity=None, socket_path=None, client=None, timeout=60.0):
         self.identity = identity
@@ -354,8 +561,16 @@ class BatchtokCredential:
         self._access_token = _access_token_type()
 
     def get_token(self, *scopes, claims=None, tenant_id=None, **kwargs):
-        t = self._client.get_token(self.identity, force_refresh=bool(claims),
-                                   **_scope(scopes))
+        what = _scope(scopes)
+        t = None
+        if claims:
+            try:
+                t = self._client.get_token(self.identity, claims=claims, **what)
+            except BatchtokError as e:
+                if e.status != UNSUPPORTED:
+                    raise
+        if t is None:
+            t = self._client.get_token(self.identity, force_refresh=bool(claims), **what)
         return self._access_token(t.access_token, int(t.expires_on))
 
     def close(self):
