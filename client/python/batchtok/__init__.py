@@ -14,20 +14,35 @@ the msrest-style credential (signed_session) that azure-batch's
 BatchServiceClient (13.x, msrest-based) takes. batchtok.aio has Client and
 BatchtokCredential for asyncio, the latter an azure.core AsyncTokenCredential.
 
-Client.refresh()/forget() (administrators) and get_token(claims=...) need batchtokd 0.3.0
+Long-running programs (a connection to Redis or PostgreSQL opened with a
+token must re-authenticate before that token ends) subscribe instead of
+asking: Client.watch() iterates over each token as batchtokd gets it, and
+Client.on_rotate(callback) calls callback(token) from a thread of its own.
+
+    def reauth(token):
+        with lock:
+            redis_conn.execute_command("AUTH", user, token.access_token)
+
+    rotation = batchtok.Client().on_rotate(reauth, resource="https://redis.azure.com")
+    ...
+    rotation.stop()
+
+These and Client.refresh()/forget() (administrators) need batchtokd 0.3.0
 (protocol version 2, which lists them); against an older daemon they raise
-BatchtokError "REFRESH is not supported by this batchtokd (0.1.0): upgrade
+BatchtokError "WATCH is not supported by this batchtokd (0.1.0): upgrade
 batchtokd" without sending anything, and everything else works as before.
 """
 
 import collections
 import json
+import logging
 import os
 import socket
 import struct
 import threading
+import time
 
-__all__ = ["Client", "Token", "BatchtokError", "WatchError",
+__all__ = ["Client", "Token", "BatchtokError", "WatchError", "Watch", "Rotation",
            "BatchtokCredential", "BatchtokBatchCredentials", "default_socket",
            "BATCH_RESOURCE", "BATCH_SCOPE"]
 __version__ = "0.1.0"
@@ -527,6 +542,328 @@ class Client:
         expires. Returns {"forgotten": N}, the tokens dropped."""
         return _record_reply(self._request(FORGET, _forget_body(identity, all)))
 
+    def watch(self, identity=None, resource=None, min_validity=0, *, scope=None):
+        """Subscribes to the token of identity and resource (or scope), on a
+        connection of its own; returns a Watch, an iterator over events:
+        the current Token, then each replacement as soon as batchtokd has
+        it (in normal operation at least min_validity before the old one
+        ends), with refresh_at set. See Watch."""
+        return Watch(self.socket_path, self.timeout,
+                     _token_query(identity, resource, scope, min_validity))
+
+    def on_rotate(self, callback, identity=None, resource=None, min_validity=0, *, scope=None,
+                  on_error=None):
+        """Runs a watch (see watch()) in a daemon thread of its own and calls
+        callback(token) for each Token, the current one first. on_error(err)
+        gets the watch's error events (WatchError: the watch goes on), what
+        callback raised, and the error that ended the watch (a
+        BatchtokError that is not a WatchError); without on_error they are
+        logged to the "batchtok" logger. Returns a Rotation: .token is the
+        latest token, .stop() ends it.
+
+        The subscription is made before this returns: a daemon that cannot
+        be reached or does not answer WATCH raises here."""
+        return Rotation(self.watch(identity, resource, min_validity, scope=scope), callback,
+                        on_error)
+
+
+_log = logging.getLogger("batchtok")
+
+WATCH_ID = 1  # the one request of a watch's connection
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+
+
+def _gave_up(path, timeout, last):
+    return BatchtokError("daemon not reachable: the watch lost batchtokd at %s and could not "
+                         "subscribe again within %g s (%s)" % (path, timeout, last), 0)
+
+
+def _retry_subscribe(e):
+    """Whether a failed subscription is worth another try: the daemon is
+    restarting (not listening yet, the connection cut, stopping, or busy),
+    not one that refuses what is asked."""
+    if isinstance(e, _Lost):
+        return True
+    return e.status in (0, UNAVAILABLE, 11)
+
+
+class Watch:
+    """The events of one WATCH (see Client.watch), on a connection of its
+    own. Iterate over it: each event is a Token, or a WatchError when
+    batchtokd cannot fetch a new token while the last one nears its end
+    (yielded, not raised: the watch goes on). An ERROR that ends the watch
+    is raised as BatchtokError: the peer lost access at a reload (status 3),
+    the identity or resource is gone (4, 5), the events were not read fast
+    enough (11).
+
+    When the connection is lost or the daemon stops (a restart), the watch
+    connects again and resubscribes by itself, waiting 0.1 s, then twice as
+    long each time up to 5 s, between tries; after timeout seconds (the
+    Client's) without success it raises BatchtokError "daemon not
+    reachable" (exit_code 3). The first token after resubscribing is not
+    yielded again if it is the one yielded last.
+
+    One thread iterates; close(), from any thread, ends the iteration (a
+    read blocked in another thread returns, and the iteration stops). It is
+    a context manager. .token is the last Token yielded."""
+
+    def __init__(self, socket_path, timeout, query):
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self.token = None
+        self._query = query
+        self._lock = threading.Lock()
+        self._closed = False
+        self._ended = False
+        self._busy = False  # a thread is in __next__ (or subscribing)
+        self._wake = threading.Event()  # close() ends a backoff wait
+        self._sock = None
+        self._resubscribed = False
+        self._busy = True
+        try:
+            self._subscribe()
+        except _Lost as e:
+            raise e.error() from None
+        finally:
+            self._release()
+
+    def __iter__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Ends the watch and closes its connection; an iteration blocked in
+        another thread stops (StopIteration)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wake.set()
+            if self._sock is not None:
+                try:
+                    # Wakes a recv() blocked in another thread, which closes.
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                if not self._busy:
+                    self._sock.close()
+                    self._sock = None
+
+    def _release(self):
+        """The iterating thread is done for now; it closes the socket if
+        close() came meanwhile."""
+        with self._lock:
+            self._busy = False
+            if self._closed and self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def _set_sock(self, sock):
+        with self._lock:
+            if self._closed:
+                sock.close()
+                return False
+            self._sock = sock
+            return True
+
+    def _drop(self):
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _subscribe(self):
+        """Connects, reads the HELLO reply (the daemon must list WATCH) and
+        sends the WATCH. Raises BatchtokError, or _Lost when the connection
+        broke on the way."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if not self._set_sock(sock):
+            raise StopIteration
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(self.socket_path)
+            except OSError as e:
+                raise _unreachable(self.socket_path, e) from None
+            try:
+                sock.sendall(_hello_frame())
+                rtype, rid, body = _read_frame(sock)
+                if rid != HELLO_ID or rtype != HELLO | REPLY:
+                    raise _refused(rtype, body)
+                _, server, requests = _hello_reply(body)
+                if not _has(requests, WATCH):
+                    raise _unsupported(WATCH, server)
+                sock.sendall(_frame(WATCH, WATCH_ID, self._query))
+            except socket.timeout:
+                raise _timed_out(self.timeout) from None
+            except OSError as e:
+                raise _lost(e) from None
+            # Events come when they come: no timeout on reading them.
+            sock.settimeout(None)
+        except BaseException:
+            self._drop()
+            raise
+
+    def _event(self):
+        """The next event; raises _Lost when the connection ends (or the
+        daemon stops), BatchtokError when the watch ends."""
+        try:
+            rtype, rid, body = _read_frame(self._sock)
+        except OSError as e:
+            raise _lost(e) from None
+        if rid == WATCH_ID and rtype == WATCH | REPLY:
+            return _watch_event(body)
+        if rid in (WATCH_ID, HELLO_ID) and rtype == ERROR:
+            e = _error(body)
+            if e.status == UNAVAILABLE:
+                # The daemon is stopping: a restart, most likely.
+                raise _Lost(str(e), e.status)
+            raise e
+        raise BatchtokError("batchtokd answered out of step", 1)
+
+    def _resubscribe(self, lost):
+        """Connects again and resubscribes, with backoff; gives up after
+        timeout seconds."""
+        start, delay, last = time.monotonic(), BACKOFF_FIRST, lost
+        while True:
+            wait = delay
+            if self.timeout is not None:
+                left = start + self.timeout - time.monotonic()
+                if left <= 0:
+                    raise _gave_up(self.socket_path, self.timeout, last)
+                wait = min(delay, left)
+            if self._wake.wait(wait):
+                raise StopIteration
+            delay = min(delay * 2, BACKOFF_MAX)
+            try:
+                self._subscribe()
+                self._resubscribed = True
+                return
+            except (_Lost, BatchtokError) as e:
+                if not _retry_subscribe(e):
+                    raise
+                last = e
+
+    def __next__(self):
+        with self._lock:
+            if self._closed or self._ended:
+                raise StopIteration
+            self._busy = True
+        try:
+            while True:
+                try:
+                    ev = self._event()
+                except _Lost as e:
+                    self._drop()
+                    if self._closed:
+                        raise StopIteration
+                    self._resubscribe(e)
+                    continue
+                if isinstance(ev, Token):
+                    again = self._resubscribed and self.token is not None and \
+                        ev.access_token == self.token.access_token
+                    self._resubscribed = False
+                    if again:
+                        continue
+                    self.token = ev
+                return ev
+        except StopIteration:
+            self._ended = True
+            raise
+        except BatchtokError:
+            self._ended = True
+            self._drop()
+            raise
+        finally:
+            self._release()
+
+
+class Rotation:
+    """A watch run by Client.on_rotate in a daemon thread: callback(token)
+    for each Token. .token is the latest token (None before the first),
+    .error the BatchtokError that ended the watch, if one did."""
+
+    def __init__(self, watch, callback, on_error=None):
+        self.token = None
+        self.error = None
+        self._watch = watch
+        self._callback = callback
+        self._on_error = on_error
+        self._first = threading.Event()  # a token was handed out, or the watch ended
+        self._thread = threading.Thread(target=self._run, name="batchtok-on-rotate", daemon=True)
+        self._thread.start()
+
+    def _report(self, err):
+        if self._on_error is not None:
+            try:
+                self._on_error(err)
+                return
+            except Exception:
+                _log.exception("batchtok: on_error raised")
+        if isinstance(err, WatchError):
+            _log.warning("batchtok: %s", err)
+        elif isinstance(err, BatchtokError):
+            _log.error("batchtok: the watch ended: %s", err)
+        else:
+            _log.error("batchtok: the on_rotate callback raised", exc_info=err)
+
+    def _run(self):
+        try:
+            for ev in self._watch:
+                if isinstance(ev, WatchError):
+                    self._report(ev)
+                    continue
+                self.token = ev
+                try:
+                    self._callback(ev)
+                except Exception as e:
+                    self._report(e)
+                self._first.set()
+        except BatchtokError as e:
+            self.error = e
+            self._report(e)
+        except Exception as e:  # a bug: not silently
+            self.error = e
+            _log.exception("batchtok: the watch failed")
+        finally:
+            self._watch.close()
+            self._first.set()
+
+    @property
+    def running(self):
+        return self._thread.is_alive()
+
+    def wait(self, timeout=None):
+        """The first token, once callback has had it (at most timeout
+        seconds); raises the error that ended the watch before one came, or
+        BatchtokError status 8 on timeout."""
+        self._first.wait(timeout)
+        if self.token is not None:
+            return self.token
+        if self.error is not None:
+            raise self.error
+        raise _timed_out(timeout or 0)
+
+    def stop(self, timeout=5.0):
+        """Ends the watch and joins its thread (at most timeout seconds: a
+        callback still running is not interrupted). Returns whether the
+        thread has ended. Safe to call from the callback."""
+        self._watch.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
 
 def _access_token_type():
     try:
@@ -553,15 +890,39 @@ class BatchtokCredential:
     call after a 401 with a claims challenge, asks batchtokd for a fresh
     token with those claims (CHALLENGE); a daemon before 0.3.0, which cannot
     take claims, is asked for a forced refresh instead, as this credential
-    did before."""
+    did before.
 
-    def __init__(self, identity=None, socket_path=None, client=None, timeout=60.0):
+    on_rotate(token) (optional) is called with each token of the watched
+    resource, the current one first, from a thread of the credential's own
+    (Client.on_rotate): the resource= argument if given, and then the
+    watch starts here, else the scope of the first get_token() call, and
+    then it starts with that call (which raises if it cannot start). It
+    runs until close(); on_error as for Client.on_rotate. .rotation is its
+    Rotation (None until it started)."""
+
+    def __init__(self, identity=None, socket_path=None, client=None, timeout=60.0,
+                 on_rotate=None, resource=None, on_error=None):
         self.identity = identity
         self._client = client or Client(socket_path, timeout)
         self._access_token = _access_token_type()
+        self._on_rotate, self._on_error = on_rotate, on_error
+        self._rotation_lock = threading.Lock()
+        self.rotation = None
+        if on_rotate is not None and resource:
+            self._rotate({"resource": resource})
+
+    def _rotate(self, what):
+        with self._rotation_lock:
+            if self.rotation is None:
+                self.rotation = self._client.on_rotate(self._on_rotate, self.identity,
+                                                       on_error=self._on_error,
+                                                       resource=what.get("resource"),
+                                                       scope=what.get("scope"))
 
     def get_token(self, *scopes, claims=None, tenant_id=None, **kwargs):
         what = _scope(scopes)
+        if self._on_rotate is not None and self.rotation is None:
+            self._rotate(what)
         t = None
         if claims:
             try:
@@ -574,6 +935,8 @@ class BatchtokCredential:
         return self._access_token(t.access_token, int(t.expires_on))
 
     def close(self):
+        if self.rotation is not None:
+            self.rotation.stop()
         self._client.close()
 
     def __enter__(self):
