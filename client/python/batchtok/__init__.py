@@ -45,7 +45,7 @@ import time
 __all__ = ["Client", "Token", "BatchtokError", "WatchError", "Watch", "Rotation",
            "BatchtokCredential", "BatchtokBatchCredentials", "default_socket",
            "BATCH_RESOURCE", "BATCH_SCOPE"]
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 BATCH_RESOURCE = "https://batch.core.windows.net/"
 BATCH_SCOPE = BATCH_RESOURCE + "/.default"
