@@ -441,9 +441,6 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	signin_configure(d->signins, c);
 	config_free(d->cfg);
 	d->cfg = c;
-	/* Watchers who lost access are told; those whose tokens the rebind
-	 * dropped watch the new identity's. */
-	service_recheck_watches(d->service);
 	audit_credentials(d);
 	cache_configure(d->cache, &cs);
 	server_set_limits(
@@ -452,6 +449,11 @@ int daemon_reload(struct daemon *d, char **ret_error)
 			   .max_clients_per_uid = c->max_clients_per_uid,
 			   .idle_timeout = c->client_idle_timeout,
 			   .pin_peers = policy_any_program_rules(c->identities, c->n_identities)});
+	/* Watchers who lost access are told; those whose tokens the rebind
+	 * dropped watch the new identity's. After the server's limits: the
+	 * connections it closes to have them come back pinned are not told
+	 * that their program cannot be known. */
+	service_recheck_watches(d->service);
 	log_set_level(c->log_level);
 	prefetch_all(d);
 	d->reloads++;

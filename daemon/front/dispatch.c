@@ -100,8 +100,10 @@ static void pending_done(struct pending *p)
 
 	list_del(&p->node);
 	free(p->identity);
+	/* A connection closed while answering has forgotten its counts. */
+	if (!c->closed && p->type == BT_WATCH)
+		c->n_watches--;
 	free(p);
-	/* A connection closed while answering has forgotten its count. */
 	if (!c->closed)
 		conn_request_done(c);
 }
@@ -342,6 +344,7 @@ static void handle_watch(struct service *s, struct conn *c, struct bt_frame *f)
 		reply_error(c, f->id, BT_E_BAD_REQUEST, "a WATCH takes no flags (got %#x)",
 			    (unsigned)q.flags);
 	} else if ((p = pending_add(c, f))) {
+		c->n_watches++;
 		p->watch.fn = on_watch_event;
 		/* May end (and free p) before it returns. */
 		service_watch(s, &c->peer, q.identity, q.resource, q.scope, q.min_validity,
@@ -770,5 +773,5 @@ void dispatch_conn_closed(void *arg, struct conn *c)
 		free(p->identity);
 		free(p);
 	}
-	c->n_pending = 0;
+	c->n_pending = c->n_watches = 0;
 }

@@ -858,9 +858,11 @@ void server_set_limits(struct server *s, const struct server_options *opts)
 {
 	uint64_t sweep;
 
-	/* Program rules from now on: connections made without a pidfd, and
-	 * idle, are closed, so that their clients come back pinned (libbatchtok
-	 * and the Python client reconnect by themselves). */
+	/* Program rules from now on: connections made without a pidfd that
+	 * are idle or only watch are closed, so that their clients come back
+	 * pinned (libbatchtok and the Python client reconnect and watch again
+	 * by themselves); events not yet sent are lost, and the new watch
+	 * starts with the current token. */
 	if (opts->pin_peers != s->pin_peers) {
 		/* Accepted connections take it from the listening socket at
 		 * once: what a client sends between accept() and a setsockopt()
@@ -877,8 +879,9 @@ void server_set_limits(struct server *s, const struct server_options *opts)
 			struct conn *c = list_entry(n, struct conn, node);
 			/* Not the one whose RELOAD this is, nor one with an
 			 * answer still to send. */
-			if (c->att.pidfd < 0 && !c->att.err && c->n_pending == 0 &&
-			    !c->in_dispatch && bt_buf_len(&c->out) == 0)
+			if (c->att.pidfd < 0 && !c->att.err && !c->in_dispatch &&
+			    ((c->n_pending == 0 && bt_buf_len(&c->out) == 0) ||
+			     (c->n_watches && c->n_pending == c->n_watches)))
 				conn_close(c);
 		}
 	}
