@@ -615,11 +615,10 @@ class Watch:
         self._lock = threading.Lock()
         self._closed = False
         self._ended = False
-        self._busy = False  # a thread is in __next__ (or subscribing)
         self._wake = threading.Event()  # close() ends a backoff wait
         self._sock = None
         self._resubscribed = False
-        self._busy = True
+        self._busy = True  # a thread is in __next__ (here: subscribing)
         try:
             self._subscribe()
         except _Lost as e:
@@ -764,6 +763,9 @@ class Watch:
                         raise StopIteration
                     self._resubscribe(e)
                     continue
+                if self._closed:
+                    # close() came while connecting, too early to cut it.
+                    raise StopIteration
                 if isinstance(ev, Token):
                     again = self._resubscribed and self.token is not None and \
                         ev.access_token == self.token.access_token

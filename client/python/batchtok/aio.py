@@ -345,6 +345,9 @@ class Watch:
             raise _unreachable(self.socket_path, e) from None
         except asyncio.TimeoutError:
             raise _timed_out(self.timeout) from None
+        if self._closed:  # aclose() came meanwhile
+            self._drop()
+            raise StopAsyncIteration
         try:
             self._writer.write(_hello_frame())
             rtype, rid, body = await asyncio.wait_for(self._read(), self.timeout)
@@ -424,6 +427,9 @@ class Watch:
                         raise StopAsyncIteration
                     await self._resubscribe(e)
                     continue
+                if self._closed:
+                    # aclose() came while connecting, too early to cut it.
+                    raise StopAsyncIteration
                 if isinstance(ev, Token):
                     again = self._resubscribed and self.token is not None and \
                         ev.access_token == self.token.access_token
