@@ -145,6 +145,7 @@ void config_free(struct config *c)
 	free(c->compat_endpoint);
 	free(c->metrics_listen);
 	free(c->metrics_path);
+	free(c->metrics_uids);
 	free(c->state_dir);
 	free(c->state_key_credential);
 	free(c);
@@ -1073,6 +1074,47 @@ static int check_access(struct parser *p, const struct identity *id)
 	return 0;
 }
 
+/* The users listed as members of group gid in the group database, added
+ * to c->metrics_uids: a TCP client of metrics_listen carries no groups, so
+ * its uid is checked against these. Looked up here, at load, because the
+ * loop must not wait on NSS per connection. Users whose primary group it
+ * is are not listed by the group database and are not added. */
+static int add_members(struct config *c, gid_t gid)
+{
+	struct group gr, *grp = NULL;
+	char *buf = NULL;
+	size_t size = 4096;
+	int r;
+
+	for (;;) {
+		char *b = realloc(buf, size);
+		if (!b) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = b;
+		r = getgrgid_r(gid, &gr, buf, size, &grp);
+		if (r != ERANGE || size >= 1 << 20)
+			break;
+		size *= 2;
+	}
+	for (char **m = grp ? grp->gr_mem : NULL; m && *m; m++) {
+		struct passwd pw, *pwp = NULL;
+		char pbuf[4096];
+		uid_t *v;
+		if (getpwnam_r(*m, &pw, pbuf, sizeof(pbuf), &pwp) != 0 || !pwp)
+			continue;
+		if (!(v = realloc(c->metrics_uids, (c->n_metrics_uids + 1) * sizeof(*v)))) {
+			free(buf);
+			return -ENOMEM;
+		}
+		c->metrics_uids = v;
+		v[c->n_metrics_uids++] = pwp->pw_uid;
+	}
+	free(buf);
+	return 0;
+}
+
 static int validate(struct parser *p, bool load_secrets)
 {
 	struct config *c = p->c;
@@ -1107,6 +1149,10 @@ static int validate(struct parser *p, bool load_secrets)
 			c->default_identity = &c->identities[i];
 	if (!c->default_identity && c->n_identities == 1)
 		c->default_identity = &c->identities[0];
+	if (c->metrics_addr.ss_family &&
+	    ((c->metrics_gid != (gid_t)-1 && (r = add_members(c, c->metrics_gid)) < 0) ||
+	     (c->admin_gid != (gid_t)-1 && (r = add_members(c, c->admin_gid)) < 0)))
+		return r;
 	/* Not when a drop-in could not be read: the identities may be there. */
 	if (c->n_identities == 0 && !p->unread)
 		add_error(p->errs,

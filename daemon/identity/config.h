@@ -56,6 +56,10 @@ struct config {
 	char *metrics_listen;
 	char *metrics_path;
 	struct sockaddr_storage metrics_addr;
+	/* For a TCP metrics_listen: the users listed in the group database as
+	 * members of metrics_group or admin_group. */
+	uid_t *metrics_uids;
+	size_t n_metrics_uids;
 	char *state_dir;	    /* device-code sign-ins are kept here */
 	char *state_key_credential; /* systemd credential with the state key */
 	struct identity *identities;
