@@ -56,7 +56,7 @@ CONFIG_SRC := daemon/identity/config.c daemon/identity/conf_value.c daemon/ident
 DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib/attest.c \
               daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
               daemon/daemon.c daemon/lib/sealed.c daemon/identity/signin.c \
-              daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
+              daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c daemon/front/metrics_http.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
               daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/core/policy.c \
               daemon/lib/unitcount.c daemon/lib/counters.c daemon/core/metrics.c \

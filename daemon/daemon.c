@@ -19,6 +19,7 @@
 #include "identity/credential.h"
 #include "core/policy.h"
 #include "front/dispatch.h"
+#include "front/metrics_http.h"
 #include "lib/log.h"
 #include "lib/ratelimit.h"
 
@@ -457,6 +458,10 @@ int daemon_reload(struct daemon *d, char **ret_error)
 		log_warning(
 		    "compat_endpoint = changed to '%s'; it takes effect at the next restart",
 		    c->compat_endpoint ? c->compat_endpoint : "");
+	if (strcmp(c->metrics_listen ? c->metrics_listen : "",
+		   d->cfg->metrics_listen ? d->cfg->metrics_listen : "") != 0)
+		log_warning("metrics_listen = changed to '%s'; it takes effect at the next restart",
+			    c->metrics_listen ? c->metrics_listen : "");
 	settings_from(c, &ho, &cs);
 	if (http_configure(d->http, &ho) < 0) {
 		config_free(c);
@@ -517,6 +522,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	server_close(d->server);
 	compat_close(d->compat);
 	d->compat = NULL;
+	metrics_http_close(d->metrics);
+	d->metrics = NULL;
 	service_free(d->service);
 	d->service = NULL;
 	usernames_free(d->usernames);
@@ -562,6 +569,8 @@ static int hook_describe(void *arg, struct bt_record *rec, bool admin)
 			?: bt_record_add_int(rec, "reloads", BT_FIELD_INT, (int64_t)d->reloads);
 	if (r == 0 && d->compat)
 		r = bt_record_add_str(rec, "compat_endpoint", compat_url(d->compat));
+	if (r == 0 && d->metrics && admin)
+		r = bt_record_add_str(rec, "metrics", metrics_http_url(d->metrics));
 	if (r == 0 && d->compat && admin)
 		r = bt_record_add_int(rec, "compat_clients", BT_FIELD_INT,
 				      compat_client_count(d->compat))
@@ -653,6 +662,11 @@ static int start_fronts(struct daemon *d)
 		server_close(d->server);
 		return r;
 	}
+	if (cfg->metrics_listen && (r = metrics_http_new(&d->loop, d->service, &d->metrics)) < 0) {
+		server_close(d->server);
+		compat_close(d->compat);
+		return r;
+	}
 	return 0;
 }
 
@@ -705,6 +719,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 		log_error("cannot handle signals: %s", uv_strerror(r));
 		server_close(d->server);
 		compat_close(d->compat);
+		metrics_http_close(d->metrics);
 		goto fail_loop;
 	}
 	notify_init(&d->notify, &d->loop);

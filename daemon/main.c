@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/policy.h"
+#include "front/metrics_http.h"
 #include "identity/config.h"
 #include "daemon.h"
 #include "lib/log.h"
@@ -210,7 +211,7 @@ static void check_nofile(rlim_t limit, const struct config *cfg)
 
 	need = (unsigned long long)cfg->max_clients *
 		   ((pinned ? 2 : 1) + (cfg->compat_endpoint ? 1 : 0)) +
-	       SPARE_FDS;
+	       (cfg->metrics_listen ? METRICS_HTTP_CONNS : 0) + SPARE_FDS;
 
 	if (limit && limit < need)
 		log_warning("the open-file limit (%llu) is below what max_clients = %u needs "

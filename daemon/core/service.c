@@ -238,8 +238,15 @@ int service_status(struct service *s, const struct peer *p, struct bt_record *re
 
 bool service_peer_reads_metrics(const struct service *s, const struct peer *p)
 {
-	return service_peer_is_admin(s, p) ||
-	       (s->cfg->metrics_gid != (gid_t)-1 && policy_in_group(p, s->cfg->metrics_gid));
+	if (service_peer_is_admin(s, p) ||
+	    (s->cfg->metrics_gid != (gid_t)-1 && policy_in_group(p, s->cfg->metrics_gid)))
+		return true;
+	/* A TCP client (no process, no groups): the members the group
+	 * database listed at load. */
+	for (size_t i = 0; p->pid < 0 && !p->groups && i < s->cfg->n_metrics_uids; i++)
+		if (s->cfg->metrics_uids[i] == p->uid)
+			return true;
+	return false;
 }
 
 uint32_t service_metrics(struct service *s, const struct peer *p, char **text, size_t *len,
