@@ -60,7 +60,7 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
               daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/core/policy.c \
               daemon/lib/unitcount.c daemon/lib/counters.c daemon/core/metrics.c \
-              daemon/lib/unixsock.c daemon/lib/peer.c
+              daemon/lib/unixsock.c daemon/lib/peer.c daemon/lib/fdstore.c daemon/core/tokensnap.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config test_attest \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \

@@ -15,11 +15,13 @@
 
 #include "lib/clock.h"
 #include "lib/counters.h"
+#include "lib/fdstore.h"
 #include "lib/fileio.h"
 #include "identity/credential.h"
 #include "core/policy.h"
 #include "front/dispatch.h"
 #include "front/metrics_http.h"
+#include "core/tokensnap.h"
 #include "lib/log.h"
 #include "lib/ratelimit.h"
 
@@ -504,6 +506,62 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	return 0;
 }
 
+/* The tokens a restart should not fetch again, to systemd's descriptor
+ * store; nothing outside systemd. */
+static void keep_tokens(struct daemon *d)
+{
+	char *data;
+	size_t n;
+	unsigned count;
+	int r;
+
+	if (!getenv("NOTIFY_SOCKET"))
+		return;
+	if ((r = tokensnap_save(d->cache, wall_now(NULL), d->cfg->min_validity, &data, &n,
+				&count)) < 0) {
+		log_warning("cannot keep the cached tokens for the next start: %s", strerror(-r));
+		return;
+	}
+	if (count && (r = fdstore_put(FDSTORE_TOKENS, data, n)) < 0)
+		log_warning("cannot hand the cached tokens to systemd for the next start (%s): "
+			    "the next start fetches them anew; FileDescriptorStoreMax= in the unit "
+			    "allows it",
+			    strerror(-r));
+	else if (count)
+		log_info("handed %u cached token%s to systemd's descriptor store for the next "
+			 "start",
+			 count, count == 1 ? "" : "s");
+	secmem_free(data, n);
+}
+
+/* The tokens kept by the last stop, if systemd passed them back. */
+static void restore_tokens(struct daemon *d)
+{
+	unsigned restored, skipped;
+	char *data;
+	size_t n;
+	int r = fdstore_take(FDSTORE_TOKENS, TOKENSNAP_MAX, &data, &n);
+
+	if (r == -ENOENT)
+		return;
+	if (r < 0) {
+		log_warning("the cached tokens systemd kept for this start cannot be read (%s): "
+			    "they are fetched anew",
+			    strerror(-r));
+		return;
+	}
+	r = tokensnap_load(d->cache, d->cfg, data, n, wall_now(NULL), &restored, &skipped);
+	secmem_free(data, n + 1);
+	if (r < 0)
+		log_warning("the cached tokens systemd kept for this start are damaged (%s): %u "
+			    "restored, the rest are fetched anew",
+			    strerror(-r), restored);
+	else
+		log_info("restored %u cached token%s kept across the restart%s", restored,
+			 restored == 1 ? "" : "s",
+			 skipped ? " (others were not used: see above)" : "");
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct daemon *d = s->data;
@@ -519,6 +577,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	d->stopping = true;
 	log_info("received %s, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	notify_stopping();
+	keep_tokens(d);
 	server_close(d->server);
 	compat_close(d->compat);
 	d->compat = NULL;
@@ -713,7 +772,11 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	uv_timer_init(&d->loop, &d->audit_timer);
 	d->audit_timer.data = d;
 	uv_timer_init(&d->loop, &d->log_timer);
-	if ((r = start_core(d)) < 0 || (r = start_fronts(d)) < 0)
+	if ((r = start_core(d)) < 0)
+		goto fail_loop;
+	/* Before the server takes what systemd passed. */
+	restore_tokens(d);
+	if ((r = start_fronts(d)) < 0)
 		goto fail_loop;
 	if ((r = start_signals(d)) < 0) {
 		log_error("cannot handle signals: %s", uv_strerror(r));

@@ -404,6 +404,30 @@ void cache_waiter_cancel(struct cache_waiter *w)
 	w->entry = NULL;
 }
 
+int cache_restore(struct cache *c, const struct identity *id, const char *resource, char *token,
+		  const char *token_type, int64_t expires_on, int64_t obtained, int64_t lifetime)
+{
+	int64_t now = c->ops.now(c->arg);
+	struct token_entry *e = find_or_add(c, id, resource);
+
+	if (!e)
+		return -ENOMEM;
+	if (e->token || e->fetch)
+		return -EEXIST;
+	e->token = token;
+	snprintf(e->token_type, sizeof(e->token_type), "%s", token_type);
+	jwt_fingerprint(e->token, e->fingerprint, sizeof(e->fingerprint));
+	e->obtained = obtained < now ? obtained : now;
+	e->expires_on = expires_on;
+	e->lifetime = lifetime > expires_on - e->obtained ? lifetime : expires_on - e->obtained;
+	e->refresh_at = schedule_refresh_at(e->obtained, expires_on, 0, c->set.min_validity,
+					    c->ops.random(c->arg));
+	/* Used now: kept fresh for idle_timeout, as before the restart. */
+	e->last_used = now;
+	cache_tick(c);
+	return 0;
+}
+
 int cache_prefetch(struct cache *c, const struct identity *id, const char *resource)
 {
 	struct token_entry *e = find_or_add(c, id, resource);

@@ -191,6 +191,13 @@ void cache_unwatch(struct cache_watcher *w);
  * flight go on; watched tokens are fetched anew. */
 unsigned cache_forget(struct cache *c, const struct identity *id);
 
+/* A token kept from before a restart (tokensnap.h): cached for id and
+ * resource as if just fetched at obtained, with the longest lifetime seen;
+ * its refresh is scheduled as a fetched one's. Takes token (secure memory).
+ * -EEXIST if the entry holds a token already, -ENOMEM. */
+int cache_restore(struct cache *c, const struct identity *id, const char *resource, char *token,
+		  const char *token_type, int64_t expires_on, int64_t obtained, int64_t lifetime);
+
 /* Keeps id's token for resource fresh whether or not anyone asks. */
 int cache_prefetch(struct cache *c, const struct identity *id, const char *resource);
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../lib/counters.h"
+#include "../lib/fdstore.h"
 #include "../lib/log.h"
 #include "../lib/unixsock.h"
 #include "../lib/ratelimit.h"
@@ -522,22 +523,36 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 	       struct server **ret)
 {
 	struct server *s = calloc(1, sizeof(*s));
+	char **names = NULL;
 	int n, r, fd = -1;
 
 	if (!s) {
 		log_error("out of memory starting the socket");
 		return -ENOMEM;
 	}
-	n = sd_listen_fds(1);
-	if (n > 1) {
-		log_error("systemd passed %d sockets; batchtokd takes one: list one ListenStream= "
-			  "in batchtokd.socket",
-			  n);
+	/* What systemd passed: the socket, and state from the descriptor
+	 * store (fdstore.h), which its reader has taken already. */
+	n = sd_listen_fds_with_names(1, &names);
+	for (int i = 0, k = 0; i < n; i++) {
+		if (names && fdstore_is_state(names[i])) {
+			close(SD_LISTEN_FDS_START + i); /* its reader is done with it */
+			continue;
+		}
+		if (k++ == 0)
+			fd = SD_LISTEN_FDS_START + i;
+		else
+			fd = -2;
+	}
+	for (int i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	if (fd == -2) {
+		log_error("systemd passed more than one socket; batchtokd takes one: list one "
+			  "ListenStream= in batchtokd.socket");
 		free(s);
 		return -E2BIG;
 	}
-	if (n == 1) {
-		fd = SD_LISTEN_FDS_START;
+	if (fd >= 0) {
 		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
 			log_error("the socket systemd passed is not a listening Unix stream "
 				  "socket: use ListenStream=PATH in batchtokd.socket");

@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include "../../proto/duration.h"
@@ -1612,6 +1613,39 @@ struct identity *config_find_identity(const struct config *c, const char *name)
 static bool str_eq(const char *a, const char *b)
 {
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+int identity_token_key(const struct identity *id, char out[IDENTITY_KEY_LEN + 1])
+{
+	static const enum azure_selector sel[] = {SELECT_CLIENT_ID, SELECT_OBJECT_ID,
+						  SELECT_RESOURCE_ID};
+	unsigned char md[32];
+	unsigned int len = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char ver[16];
+	int ok;
+
+	if (!ctx)
+		return -ENOMEM;
+	snprintf(ver, sizeof(ver), "%d", id->token_version);
+	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	/* Each field with its terminating NUL, so that fields cannot run into
+	 * each other. */
+	const char *fields[] = {id->cred->name, ver, id->authority ? id->authority : "",
+				id->tenant ? id->tenant : "", id->client_id ? id->client_id : ""};
+	for (size_t i = 0; ok && i < sizeof(fields) / sizeof(fields[0]); i++)
+		ok = EVP_DigestUpdate(ctx, fields[i], strlen(fields[i]) + 1);
+	for (size_t i = 0; ok && i < sizeof(sel) / sizeof(sel[0]); i++) {
+		const char *v = identity_selector(id, sel[i]);
+		ok = EVP_DigestUpdate(ctx, v ? v : "", strlen(v ? v : "") + 1);
+	}
+	ok = ok && EVP_DigestFinal_ex(ctx, md, &len) && len == sizeof(md);
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return -EIO;
+	for (size_t i = 0; i < sizeof(md); i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	return 0;
 }
 
 bool identity_same_credential(const struct identity *a, const struct identity *b)

@@ -1,0 +1,187 @@
+"""Warm restarts through systemd's file descriptor store, with this test in
+systemd's place on the wire: it receives the daemon's FDSTORE=1 datagram
+and its memfd at stop, and passes the memfd back at the next start as
+systemd does (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID), beside the socket
+the socket unit would pass. The boot tier does the same with systemd
+itself (tests/boot)."""
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import BATCHTOKD, CLIENT, wait_for
+
+F_GET_SEALS = 1034
+SEALS = 0x1 | 0x2 | 0x4 | 0x8  # SEAL, SHRINK, GROW, WRITE
+
+
+class Manager:
+    """The notification socket's end of systemd: what the daemon says, and
+    the descriptors it hands over."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+        self.fds = []
+
+    def receive(self, timeout=10):
+        self.sock.settimeout(timeout)
+        msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
+        self.messages.append(msg.decode())
+        self.fds += fds
+        return msg.decode()
+
+    def wait_for(self, line, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if line in self.receive(max(0.1, deadline - time.monotonic())).split("\n"):
+                return
+        raise AssertionError("no %s from the daemon" % line)
+
+    def drain(self):
+        """What is queued already (the sender is gone)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
+                self.messages.append(msg.decode())
+                self.fds += fds
+        except BlockingIOError:
+            pass
+        self.sock.setblocking(True)
+
+    def close(self):
+        self.sock.close()
+        for fd in self.fds:
+            os.close(fd)
+
+
+def start(d, manager, pass_fds=(), names=()):
+    """batchtokd as systemd starts it: NOTIFY_SOCKET, and the descriptors
+    at 3, 4, ... named by LISTEN_FDNAMES, LISTEN_PID its own."""
+    env = dict(d.env, NOTIFY_SOCKET=manager.path)
+    targets = tuple(range(3, 3 + len(pass_fds)))
+
+    def place():
+        # Out of the way first, so that no source is overwritten early.
+        high = [os.dup(fd) for fd in pass_fds]
+        for fd, target in zip(high, targets):
+            os.dup2(fd, target)
+        for fd in high:
+            os.close(fd)
+
+    if pass_fds:
+        env.update(LISTEN_FDS=str(len(pass_fds)), LISTEN_FDNAMES=":".join(names))
+    d.log = open(d.logpath, "a")
+    d.proc = subprocess.Popen(
+        ["sh", "-c", 'export LISTEN_PID=$$; exec "$0" -c "$1"', BATCHTOKD, d.conf],
+        pass_fds=targets, preexec_fn=place, stdout=d.log, stderr=subprocess.STDOUT, env=env)
+    manager.wait_for("READY=1")
+
+
+def stop(d, manager):
+    """SIGTERM, and the memfd the daemon handed over on its way out."""
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0, d.read_log()
+    d.log.close()
+    manager.drain()
+    return [m for m in manager.messages if "FDSTORE=1" in m.split("\n")]
+
+
+def test_a_restart_keeps_tokens_in_a_sealed_memfd(make_daemon, sts):
+    d = make_daemon(start=False)
+    m = Manager(d.dir)
+    try:
+        start(d, m)
+        token = d.get().out.strip()
+        assert sts.stats()["token_requests"] == 1
+        assert stop(d, m) == ["FDSTORE=1\nFDNAME=tokens"]
+        assert len(m.fds) == 1
+        memfd = m.fds[0]
+        # Anonymous memory, sealed: no file holds the token.
+        assert os.readlink("/proc/self/fd/%d" % memfd).startswith("/memfd:tokens")
+        assert fcntl.fcntl(memfd, F_GET_SEALS) & SEALS == SEALS
+        assert "handed 1 cached token to systemd's descriptor store" in d.read_log()
+
+        # The next start, as systemd makes it: the socket unit's socket and
+        # the stored memfd.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(d.sock)
+        listener.listen(16)
+        m.messages.clear()
+        start(d, m, [listener.fileno(), memfd], ["batchtokd.socket", "tokens"])
+        listener.close()
+        m.drain()
+        assert "FDSTOREREMOVE=1\nFDNAME=tokens" in m.messages
+        assert "restored 1 cached token kept across the restart" in d.read_log()
+        # The first request after the restart costs no request upstream.
+        assert d.get().out.strip() == token
+        assert sts.stats()["token_requests"] == 1
+        assert "using the socket passed by systemd" in d.read_log()
+    finally:
+        m.close()
+    # make_daemon's teardown stops it by PID; the socket was systemd's.
+    d.proc.send_signal(signal.SIGTERM)
+    d.proc.wait(20)
+    d.log.close()
+    os.unlink(d.sock)
+
+
+def test_a_token_of_a_changed_identity_is_not_restored(make_daemon, sts):
+    d = make_daemon({"batch": {}, "other": {}}, start=False)
+    m = Manager(d.dir)
+    try:
+        start(d, m)
+        d.get("-i", "batch")
+        d.get("-i", "other")
+        assert sts.stats()["token_requests"] == 2
+        stop(d, m)
+        assert len(m.fds) == 1
+        # Another application for "other"; "batch" as it was.
+        with open(d.conf) as f:
+            conf = f.read()
+        i = conf.index("[identity other]")
+        conf = conf[:i] + conf[i:].replace("client_id = " + CLIENT,
+                                           "client_id = 99999999-9999-9999-9999-999999999999",
+                                           1)
+        with open(d.conf, "w") as f:
+            f.write(conf)
+        m.messages.clear()
+        start(d, m, [m.fds[0]], ["tokens"])
+        log = d.read_log()
+        assert "restored 1 cached token kept across the restart" in log
+        assert "identity other: the token for https://batch.core.windows.net/ kept across " \
+            "the restart is not used: the identity's credential changed" in log
+        assert d.get("-i", "batch").rc == 0
+        assert sts.stats()["token_requests"] == 2
+    finally:
+        m.close()
+
+
+def test_garbage_in_the_store_starts_cold(make_daemon, sts):
+    """A descriptor under the name that is not a sealed memfd is refused;
+    the daemon starts and fetches."""
+    d = make_daemon(start=False)
+    m = Manager(d.dir)
+    r, w = os.pipe()
+    try:
+        start(d, m, [r], ["tokens"])
+        assert "cannot be read" in d.read_log()
+        assert d.get().rc == 0
+        assert sts.stats()["token_requests"] == 1
+    finally:
+        os.close(r)
+        os.close(w)
+        m.close()
+
+
+def test_outside_systemd_nothing_is_stored(make_daemon, sts):
+    d = make_daemon()
+    d.get()
+    d.stop()
+    assert "descriptor store" not in d.read_log()
