@@ -66,7 +66,7 @@ UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_forma
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
               test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload \
               test_policy
-FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in fuzz_policy
+FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in fuzz_policy fuzz_tokensnap
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_attest test_schedule test_entra test_cache test_jwt test_certificate \
                 test_sealed test_capability test_http_in test_usernames test_alloc_failure \
@@ -148,6 +148,7 @@ $(O)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(CONFIG_SRC) $(PROTO_SRC)
 $(O)/fuzz/fuzz_entra: tests/fuzz/fuzz_entra.c daemon/identity/entra.c daemon/lib/http.c daemon/lib/jwt.c daemon/lib/log.c daemon/lib/secmem.c $(PROTO_SRC)
 $(O)/fuzz/fuzz_signin: tests/fuzz/fuzz_signin.c $(DAEMON_SRC) $(PROTO_SRC)
+$(O)/fuzz/fuzz_tokensnap: tests/fuzz/fuzz_tokensnap.c $(DAEMON_SRC) $(PROTO_SRC)
 $(O)/fuzz/fuzz_http_in: tests/fuzz/fuzz_http_in.c daemon/front/http_in.c
 $(O)/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c $(CONFIG_SRC) daemon/core/policy.c daemon/lib/attest.c \
                        daemon/lib/unitcount.c $(PROTO_SRC)
