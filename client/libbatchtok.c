@@ -1,11 +1,11 @@
 /* libbatchtok.c - the client end of the socket: connect, one request and its
  * reply at a time, and the wire status to errno mapping. */
 #include "batchtok.h"
+#include "daemon_conn.h"
 #include "status_format.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <stdbool.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -118,121 +118,23 @@ void batchtok_free(batchtok *bt)
 	free(bt);
 }
 
-static const char *default_path(char *buf, size_t n)
-{
-	const char *env = getenv("BATCHTOK_SOCKET");
-	struct stat st;
-
-	if (env && *env)
-		return env;
-	env = getenv("XDG_RUNTIME_DIR");
-	if (env && *env) {
-		int k = snprintf(buf, n, "%s/batchtok/batchtokd.sock", env);
-		if (k > 0 && (size_t)k < n && stat(buf, &st) == 0 && S_ISSOCK(st.st_mode))
-			return buf;
-	}
-	return BATCHTOK_SYSTEM_SOCKET;
-}
-
-/* Whether the caller is in group g, as the kernel sees it. */
-static bool in_group(gid_t g)
-{
-	int n = getgroups(0, NULL);
-	gid_t *groups = n > 0 ? calloc((size_t)n, sizeof(*groups)) : NULL;
-	bool in = getegid() == g;
-
-	if (groups && (n = getgroups(n, groups)) > 0)
-		for (int i = 0; i < n && !in; i++)
-			in = groups[i] == g;
-	free(groups);
-	return in;
-}
-
-/* The first directory on the way to path that the caller cannot search, into
- * buf; false if every one can be searched. */
-static bool unsearchable_dir(const char *path, char *buf, size_t n)
-{
-	const char *slash = path;
-
-	while ((slash = strchr(slash + 1, '/'))) {
-		int k = snprintf(buf, n, "%.*s", (int)(slash - path), path);
-		if (k <= 0 || (size_t)k >= n)
-			return false;
-		if (access(buf, X_OK) < 0 && errno == EACCES)
-			return true;
-	}
-	return false;
-}
-
-/* The name of group g, or its number. */
-static void group_name(gid_t g, char *buf, size_t n)
-{
-	char tmp[4096];
-	struct group gr, *res = NULL;
-
-	if (getgrgid_r(g, &gr, tmp, sizeof(tmp), &res) == 0 && res)
-		snprintf(buf, n, "%s", res->gr_name);
-	else
-		snprintf(buf, n, "%u", (unsigned)g);
-}
-
-/* connect() said EACCES: tell a directory that cannot be entered from a
- * socket group one is not in (or is in, while the mode shuts it out). */
-static int denied(batchtok *bt, const char *path)
-{
-	char dir[sizeof(bt->path)], grp[64];
-	struct stat st;
-
-	if (unsearchable_dir(path, dir, sizeof(dir)))
-		return fail(bt, -EACCES,
-			    "cannot enter %s, on the way to the socket %s: ask the administrator "
-			    "to let you through (chmod 755 %s)",
-			    dir, path, dir);
-	if (stat(path, &st) < 0)
-		return fail(bt, -EACCES, "permission denied on %s", path);
-	group_name(st.st_gid, grp, sizeof(grp));
-	if (in_group(st.st_gid))
-		return fail(bt, -EACCES,
-			    "permission denied on %s although you are in its group %s: its mode "
-			    "%04o does not let the group connect (socket_mode = 0660)",
-			    path, grp, (unsigned)(st.st_mode & 07777));
-	return fail(bt, -EACCES,
-		    "permission denied on %s: ask the administrator to add you to its group %s "
-		    "(then log in again)",
-		    path, grp);
-}
-
 int batchtok_connect(batchtok *bt, const char *path)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	/* A daemon from before version 2 accepts any range holding 1 and
 	 * answers version 1: asking for 1..2 costs old daemons nothing. */
 	struct bt_hello hello = {BT_PROTO_VERSION_MIN, BT_PROTO_VERSION_MAX};
-	char buf[sizeof(sa.sun_path)];
-	int fd, r;
+	char buf[sizeof(bt->path)];
+	int fd = -1, r;
 
 	bt->error[0] = 0;
 	disconnect(bt);
 	if (!path)
-		path = default_path(buf, sizeof(buf));
-	if (strlen(path) >= sizeof(sa.sun_path))
+		path = daemon_conn_default_path(buf, sizeof(buf));
+	if (strlen(path) >= sizeof(bt->path))
 		return fail(bt, -EINVAL, "socket path too long: %s", path);
-	memcpy(sa.sun_path, path, strlen(path) + 1);
 	snprintf(bt->path, sizeof(bt->path), "%s", path);
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return fail(bt, -errno, "cannot create a socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = errno;
-		close(fd);
-		if (r == EACCES || r == EPERM)
-			return denied(bt, path);
-		return fail(bt, -ECONNREFUSED,
-			    "cannot reach batchtokd at %s (%s): is the daemon running? "
-			    "(systemctl status batchtokd; or set -S/BATCHTOK_SOCKET)",
-			    path, strerror(r));
-	}
+	if ((r = daemon_conn_open(path, 0, &fd, bt->error, sizeof(bt->error))) < 0)
+		return r;
 	bt->fd = fd;
 	/* Sent with the first request so that a one-shot client pays one round
 	 * trip, not two. */
@@ -374,32 +276,6 @@ static int read_frame(batchtok *bt, int64_t deadline, struct bt_frame *ret)
 	}
 }
 
-static int status_errno(uint32_t status)
-{
-	switch (status) {
-	case BT_E_DENIED:
-		return -EACCES;
-	case BT_E_UNKNOWN_IDENTITY:
-	case BT_E_RESOURCE_NOT_ALLOWED:
-		return -ENOENT;
-	case BT_E_CREDENTIAL_REJECTED:
-		return -EKEYREJECTED;
-	case BT_E_UNAVAILABLE:
-		return -EHOSTUNREACH;
-	case BT_E_TIMEOUT:
-		return -ETIMEDOUT;
-	case BT_E_BAD_REQUEST:
-		return -EINVAL;
-	case BT_E_UNSUPPORTED:
-		return -EOPNOTSUPP;
-	case BT_E_VERSION:
-		return -EPROTO;
-	case BT_E_BUSY:
-		return -EBUSY;
-	}
-	return -EIO;
-}
-
 /* Turns an ERROR reply into an errno and the daemon's message. */
 static int take_error(batchtok *bt, struct bt_frame *f)
 {
@@ -408,7 +284,7 @@ static int take_error(batchtok *bt, struct bt_frame *f)
 
 	if (r < 0)
 		return fail(bt, -EPROTO, "batchtokd sent a malformed error reply");
-	r = status_errno(e.status);
+	r = daemon_conn_status_errno(e.status);
 	fail(bt, r, "%s", e.message && *e.message ? e.message : bt_status_name(e.status));
 	bt_error_clear(&e);
 	return r;
@@ -591,20 +467,27 @@ static int begin(batchtok *bt, uint8_t type, uint32_t *id)
 	return 0;
 }
 
+/* The wire form of a request; its strings stay the caller's. */
+static void to_query(const struct batchtok_request *req, struct bt_token_query *q)
+{
+	memset(q, 0, sizeof(*q));
+	if (!req)
+		return;
+	q->identity = (char *)req->identity;
+	q->resource = (char *)req->resource;
+	q->scope = (char *)req->scope;
+	q->min_validity = req->min_validity;
+	q->flags = req->flags & BATCHTOK_FORCE_REFRESH ? BT_GET_FORCE_REFRESH : 0;
+}
+
 static int send_query(batchtok *bt, uint8_t type, const struct batchtok_request *req, uint32_t *id)
 {
-	struct bt_token_query q = {0};
+	struct bt_token_query q;
 	int r;
 
 	if ((r = begin(bt, type, id)) < 0)
 		return r;
-	if (req) {
-		q.identity = (char *)req->identity;
-		q.resource = (char *)req->resource;
-		q.scope = (char *)req->scope;
-		q.min_validity = req->min_validity;
-		q.flags = req->flags & BATCHTOK_FORCE_REFRESH ? BT_GET_FORCE_REFRESH : 0;
-	}
+	to_query(req, &q);
 	r = bt_encode_token_query(&bt->out, type, *id, &q);
 	if (r < 0)
 		return fail(bt, r == -ENOBUFS ? -EINVAL : r,
@@ -625,56 +508,37 @@ void batchtok_token_free(struct batchtok_token *t)
 	free(t);
 }
 
-/* Printable ASCII without spaces. The daemon refuses anything that is not an
- * RFC 6750 token already; this is the second line, because the token goes
- * into an HTTP header and onto a terminal as it is. */
-static bool printable_token(const char *s)
+/* Sends the request already encoded and reads its token reply. */
+static int token_request(batchtok *bt, uint8_t type, uint32_t id, struct batchtok_token **ret)
 {
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
-			return false;
-	return true;
+	struct bt_token_reply m;
+	struct bt_frame f;
+	int r;
+
+	if ((r = transact(bt, id, type, &f)) < 0)
+		return r;
+	r = bt_decode_token_reply(&f.body, &m);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed %s reply", bt_type_name(type));
+	r = daemon_conn_take_token(&m, ret);
+	if (r == -EPROTO)
+		return fail(bt, r,
+			    "batchtokd sent a token holding spaces or control characters, which "
+			    "is not a bearer token: refused (upgrade batchtokd, which refuses such "
+			    "a reply from the token service and logs it)");
+	return r < 0 ? fail(bt, r, "out of memory") : 0;
 }
 
 int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
 		       struct batchtok_token **ret)
 {
-	struct bt_token_reply m;
-	struct batchtok_token *t;
-	struct bt_frame f;
 	uint32_t id = 0;
 	int r;
 
-	if ((r = send_query(bt, BT_GET_TOKEN, req, &id)) < 0 ||
-	    (r = transact(bt, id, BT_GET_TOKEN, &f)) < 0)
+	if ((r = send_query(bt, BT_GET_TOKEN, req, &id)) < 0)
 		return r;
-	r = bt_decode_token_reply(&f.body, &m);
-	bt_buf_consume(&bt->in, f.size);
-	if (r < 0)
-		return fail(bt, -EPROTO, "batchtokd sent a malformed token reply");
-	if (!printable_token(m.access_token) || !printable_token(m.token_type)) {
-		bt_token_reply_clear(&m);
-		return fail(bt, -EPROTO,
-			    "batchtokd sent a token holding spaces or control characters, which "
-			    "is not a bearer token: refused (upgrade batchtokd, which refuses such "
-			    "a reply from the token service and logs it)");
-	}
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		bt_token_reply_clear(&m);
-		return fail(bt, -ENOMEM, "out of memory");
-	}
-	/* The strings move over as they are; their allocations are ours now. */
-	t->access_token = m.access_token;
-	t->expires_on = (int64_t)m.expires_on;
-	t->token_type = m.token_type;
-	t->identity = m.identity;
-	t->resource = m.resource;
-	t->tenant = m.tenant;
-	*ret = t;
-	return 0;
+	return token_request(bt, BT_GET_TOKEN, id, ret);
 }
 
 static int text_request(batchtok *bt, uint8_t type, uint32_t id, char **ret)
