@@ -8,8 +8,9 @@
  * the daemon closing an idle connection. When the connection turns out to
  * be gone before a request's answer came (EPIPE, ECONNRESET, end of file),
  * the request is sent again, once, on a new connection to the same socket,
- * if it is safe to repeat: batchtok_get_token(), batchtok_inspect(),
- * batchtok_status(), batchtok_ping(), batchtok_compat_renew() and
+ * if it is safe to repeat: batchtok_get_token(), batchtok_get_token_claims(),
+ * batchtok_inspect(), batchtok_status(), batchtok_ping(),
+ * batchtok_refresh(), batchtok_forget(), batchtok_compat_renew() and
  * batchtok_compat_revoke(). The others (reload, the sign-in calls and
  * batchtok_compat_grant(), which would issue a second capability) fail with
  * -ECONNREFUSED instead; so does a repeat that fails too. Either way the
@@ -88,6 +89,19 @@ void batchtok_set_timeout(batchtok *bt, int timeout_ms);
 int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
 		       struct batchtok_token **ret);
 
+/* Fetches a new token that answers a claims challenge: a resource (such as
+ * Microsoft Graph with continuous access evaluation) refused a token with
+ * 401 and WWW-Authenticate: Bearer ..., error="insufficient_claims",
+ * claims="BASE64". claims is the decoded JSON object of that parameter
+ * (what azure-core passes to get_token(claims=...)), at most 8 KiB. The
+ * daemon fetches once for every caller with the same claims, at most once
+ * per 30 s per token (-EBUSY for other claims within that time), replaces
+ * its cached token and pushes the new one to watchers. -EINVAL if the
+ * daemon finds the claims no JSON object; -EOPNOTSUPP from a batchtokd
+ * older than 0.3.0. *ret as batchtok_get_token(). */
+int batchtok_get_token_claims(batchtok *bt, const struct batchtok_request *req, const char *claims,
+			      struct batchtok_token **ret);
+
 /* Wipes the token and frees it; accepts NULL. */
 void batchtok_token_free(struct batchtok_token *t);
 
@@ -155,6 +169,41 @@ int batchtok_compat_renew(batchtok *bt, struct batchtok_compat *c);
 int batchtok_compat_revoke(batchtok *bt, const struct batchtok_compat *c);
 /* Wipes the capability and frees; accepts NULL. */
 void batchtok_compat_free(struct batchtok_compat *c);
+
+/* What batchtok_refresh() brought. Allocated by the library only, which may
+ * add fields at the end. */
+struct batchtok_refresh {
+	char *identity; /* the identity that answered */
+	char *resource;
+	char *fingerprint;  /* "sha256:..." of the new token: never the token */
+	int64_t expires_on; /* Unix time */
+	int64_t refresh_at; /* when the daemon plans the next fetch; 0: not planned */
+	unsigned watchers;  /* how many watches it was pushed to */
+};
+
+/* Administrators: the daemon fetches the token of req's identity and
+ * resource anew now, whatever it has cached (once for all who ask while
+ * the fetch is in flight, and not held back by the 30 s limit on
+ * BATCHTOK_FORCE_REFRESH), and pushes it to the watchers. Answered once the
+ * token came, with *ret (batchtok_refresh_free()). req's min_validity and
+ * flags are ignored. A managed identity's metadata service may hand back a
+ * token it cached itself. -EACCES for anyone but an administrator. */
+int batchtok_refresh(batchtok *bt, const struct batchtok_request *req,
+		     struct batchtok_refresh **ret);
+void batchtok_refresh_free(struct batchtok_refresh *r);
+
+/* batchtok_forget(): every identity's tokens, not one identity's. */
+#define BATCHTOK_FORGET_ALL 0x1u
+
+/* Administrators: the daemon drops the cached tokens of identity (flags 0)
+ * or, with BATCHTOK_FORGET_ALL and identity NULL, of every identity, with
+ * their remembered errors and backoff; *forgotten (may be NULL) counts the
+ * tokens dropped. Nothing is revoked at Entra ID: a token already handed
+ * out stays valid until it expires. Watched tokens are fetched anew at once
+ * and pushed to their watchers. -EINVAL for no identity without
+ * BATCHTOK_FORGET_ALL, or one with it; -EACCES for anyone but an
+ * administrator. */
+int batchtok_forget(batchtok *bt, const char *identity, unsigned flags, unsigned *forgotten);
 
 /* Round trip; *ret (may be NULL) receives the daemon's version string. */
 int batchtok_ping(batchtok *bt, char **ret);

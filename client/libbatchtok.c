@@ -28,13 +28,18 @@
 /* Requests sent again, once, on a new connection when the old one was lost
  * before their reply came (a restarted daemon): asking twice changes
  * nothing. A second forced refresh is rate-limited by the daemon, and
- * renewing or revoking a capability twice ends the same. Not RELOAD, not
+ * renewing or revoking a capability twice ends the same. A second claims
+ * challenge is rate-limited as a forced refresh is; a second REFRESH makes
+ * one more fetch, which is what the administrator asked for; forgetting
+ * twice forgets nothing more (a restarted daemon has nothing cached). Not
+ * RELOAD, not
  * the sign-in requests (LOGIN, LOGIN_WAIT, LOGOUT), and not COMPAT, which
  * would issue a second capability. */
 #define SAFE_TO_REPEAT                                                                             \
 	(BT_REQUEST_BIT(BT_GET_TOKEN) | BT_REQUEST_BIT(BT_INSPECT) | BT_REQUEST_BIT(BT_STATUS) |   \
 	 BT_REQUEST_BIT(BT_PING) | BT_REQUEST_BIT(BT_COMPAT_RENEW) |                               \
-	 BT_REQUEST_BIT(BT_COMPAT_REVOKE))
+	 BT_REQUEST_BIT(BT_COMPAT_REVOKE) | BT_REQUEST_BIT(BT_CHALLENGE) |                         \
+	 BT_REQUEST_BIT(BT_REFRESH) | BT_REQUEST_BIT(BT_FORGET))
 
 struct batchtok {
 	int fd;
@@ -541,6 +546,34 @@ int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
 	return token_request(bt, BT_GET_TOKEN, id, ret);
 }
 
+int batchtok_get_token_claims(batchtok *bt, const struct batchtok_request *req, const char *claims,
+			      struct batchtok_token **ret)
+{
+	struct bt_challenge c;
+	uint32_t id = 0;
+	size_t n;
+	int r;
+
+	bt->error[0] = 0;
+	if (!claims || !(n = strlen(claims)))
+		return fail(bt, -EINVAL,
+			    "no claims: pass the claims challenge of the 401 "
+			    "(the decoded JSON of its claims= parameter)");
+	if (n > BT_CLAIMS_MAX)
+		return fail(bt, -EINVAL,
+			    "the claims challenge is %zu bytes, more than the %d a daemon takes: "
+			    "pass the decoded JSON of the 401's claims= parameter, nothing more",
+			    n, BT_CLAIMS_MAX);
+	if ((r = begin(bt, BT_CHALLENGE, &id)) < 0)
+		return r;
+	to_query(req, &c.query);
+	c.claims = (char *)claims;
+	if ((r = bt_encode_challenge(&bt->out, id, &c)) < 0)
+		return fail(bt, r == -ENOBUFS ? -EINVAL : r,
+			    "the request is too large: shorten the identity or resource");
+	return token_request(bt, BT_CHALLENGE, id, ret);
+}
+
 static int text_request(batchtok *bt, uint8_t type, uint32_t id, char **ret)
 {
 	struct bt_frame f;
@@ -790,4 +823,96 @@ int batchtok_compat_revoke(batchtok *bt, const struct batchtok_compat *c)
 	r = bt_decode_empty(&f.body);
 	bt_buf_consume(&bt->in, f.size);
 	return r < 0 ? fail(bt, -EPROTO, "batchtokd sent a malformed COMPAT_REVOKE reply") : 0;
+}
+
+void batchtok_refresh_free(struct batchtok_refresh *f)
+{
+	if (!f)
+		return;
+	free(f->identity);
+	free(f->resource);
+	free(f->fingerprint);
+	free(f);
+}
+
+static int64_t field_num(const struct bt_record *rec, const char *key, uint8_t kind)
+{
+	const struct bt_field *f = bt_record_get(rec, key);
+
+	return f && f->kind == kind && f->num > 0 ? f->num : 0;
+}
+
+int batchtok_refresh(batchtok *bt, const struct batchtok_request *req,
+		     struct batchtok_refresh **ret)
+{
+	struct batchtok_refresh *f;
+	struct bt_record rec;
+	struct bt_frame fr;
+	uint32_t id = 0;
+	int64_t w;
+	int r;
+
+	if ((r = send_query(bt, BT_REFRESH, req, &id)) < 0 ||
+	    (r = transact(bt, id, BT_REFRESH, &fr)) < 0)
+		return r;
+	r = bt_decode_record_reply(&fr.body, &rec);
+	bt_buf_consume(&bt->in, fr.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed REFRESH reply");
+	f = calloc(1, sizeof(*f));
+	if (f) {
+		f->identity = field_dup(&rec, "identity");
+		f->resource = field_dup(&rec, "resource");
+		f->fingerprint = field_dup(&rec, "fingerprint");
+		f->expires_on = field_num(&rec, "expires", BT_FIELD_TIME);
+		f->refresh_at = field_num(&rec, "refresh", BT_FIELD_TIME);
+		w = field_num(&rec, "watchers", BT_FIELD_INT);
+		f->watchers = w > UINT32_MAX ? UINT32_MAX : (unsigned)w;
+	}
+	bt_record_clear(&rec);
+	if (!f || !f->identity || !f->resource || !f->fingerprint) {
+		batchtok_refresh_free(f);
+		return fail(bt, -ENOMEM, "out of memory");
+	}
+	*ret = f;
+	return 0;
+}
+
+int batchtok_forget(batchtok *bt, const char *identity, unsigned flags, unsigned *forgotten)
+{
+	struct bt_forget m = {(char *)identity, 0};
+	struct bt_record rec;
+	struct bt_frame f;
+	uint32_t id = 0;
+	int64_t n;
+	int r;
+
+	bt->error[0] = 0;
+	if (flags & ~BATCHTOK_FORGET_ALL)
+		return fail(bt, -EINVAL, "unknown flags 0x%x for batchtok_forget()", flags);
+	if (flags & BATCHTOK_FORGET_ALL) {
+		if (identity && *identity)
+			return fail(bt, -EINVAL, "name an identity or forget them all, not both");
+		m.identity = (char *)"";
+		m.flags = BT_FORGET_ALL;
+	} else if (!identity || !*identity) {
+		return fail(
+		    bt, -EINVAL,
+		    "name the identity whose tokens to forget, or pass BATCHTOK_FORGET_ALL");
+	}
+	if ((r = begin(bt, BT_FORGET, &id)) < 0)
+		return r;
+	if (bt_encode_forget(&bt->out, id, &m) < 0)
+		return fail(bt, -EINVAL, "the identity name is too long");
+	if ((r = transact(bt, id, BT_FORGET, &f)) < 0)
+		return r;
+	r = bt_decode_record_reply(&f.body, &rec);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed FORGET reply");
+	n = field_num(&rec, "forgotten", BT_FIELD_INT);
+	bt_record_clear(&rec);
+	if (forgotten)
+		*forgotten = n > UINT32_MAX ? UINT32_MAX : (unsigned)n;
+	return 0;
 }

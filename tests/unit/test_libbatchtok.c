@@ -23,6 +23,7 @@ struct peer {
 	int listener;
 	int fd; /* the daemon's end */
 	batchtok *bt;
+	struct bt_buf heard; /* what hear() read of the client's frames */
 };
 
 static int setup(void **state)
@@ -44,6 +45,7 @@ static int setup(void **state)
 	assert_int_equal(batchtok_connect(p->bt, p->path), 0);
 	p->fd = accept4(p->listener, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(p->fd >= 0);
+	bt_buf_init(&p->heard, BT_REQUEST_MAX);
 	*state = p;
 	return 0;
 }
@@ -53,6 +55,7 @@ static int teardown(void **state)
 	struct peer *p = *state;
 
 	batchtok_free(p->bt);
+	bt_buf_free(&p->heard);
 	if (p->fd >= 0)
 		close(p->fd);
 	close(p->listener);
@@ -392,6 +395,187 @@ static void test_token_with_control_characters_is_refused(void **state)
 	batchtok_token_free(t);
 }
 
+/* The daemon's view of the next frame the client sent, read from what the
+ * socket holds into p's buffer; consume f->size from p->heard when done. */
+static void hear(struct peer *p, struct bt_frame *f)
+{
+	uint8_t *w;
+	ssize_t k;
+
+	while (bt_buf_reserve(&p->heard, 4096, &w) == 0 &&
+	       (k = recv(p->fd, w, 4096, MSG_DONTWAIT)) > 0)
+		bt_buf_commit(&p->heard, (size_t)k);
+	assert_int_equal(bt_frame_peek(&p->heard, BT_REQUEST_MAX, f), 0);
+}
+
+/* Every request type this client knows, as a batchtokd 0.3.0 lists them. */
+#define ALL_REQUESTS 0x1fffe
+
+static void say_record(struct peer *p, uint8_t type, uint32_t id, const struct bt_record *rec)
+{
+	struct bt_buf b;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_record_reply(&b, type | BT_REPLY, id, rec), 0);
+	say(p, &b);
+}
+
+/* A claims challenge goes as CHALLENGE, with the query and the claims as
+ * given, once the daemon has said it answers CHALLENGE; its token reply
+ * comes back as a token. */
+static void test_claims_challenge(void **state)
+{
+	static const char claims[] = "{\"access_token\":{\"acrs\":{\"essential\":true,"
+				     "\"value\":\"cp1\"}}}";
+	struct peer *p = *state;
+	struct bt_token_reply m = {"eyJ.new.sig", 4000, "Bearer", "graph", "r", "t"};
+	struct batchtok_token *t = NULL;
+	struct bt_challenge c;
+	struct bt_frame f;
+	struct bt_buf b;
+
+	say_hello(p, 2, "batchtokd 0.3.0", ALL_REQUESTS);
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_token_reply_as(&b, BT_CHALLENGE | BT_REPLY, 1, &m), 0);
+	say(p, &b);
+	assert_int_equal(batchtok_get_token_claims(
+			     p->bt,
+			     &(struct batchtok_request){.identity = "graph", .min_validity = 90},
+			     claims, &t),
+			 0);
+	assert_string_equal(t->access_token, "eyJ.new.sig");
+	assert_string_equal(t->identity, "graph");
+	batchtok_token_free(t);
+
+	hear(p, &f);
+	assert_int_equal(f.type, BT_HELLO);
+	bt_buf_consume(&p->heard, f.size);
+	hear(p, &f);
+	assert_int_equal(f.type, BT_CHALLENGE);
+	assert_int_equal(f.id, 1);
+	assert_int_equal(bt_decode_challenge(&f.body, &c), 0);
+	assert_string_equal(c.query.identity, "graph");
+	assert_string_equal(c.query.resource, "");
+	assert_int_equal(c.query.min_validity, 90);
+	assert_int_equal(c.query.flags, 0);
+	assert_string_equal(c.claims, claims);
+	bt_challenge_clear(&c);
+	bt_buf_consume(&p->heard, f.size);
+}
+
+/* Claims that cannot be sent are refused before anything goes; a daemon
+ * from before CHALLENGE is not asked. */
+static void test_claims_refused_unsent(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t = NULL;
+	char big[BT_CLAIMS_MAX + 2];
+	uint8_t types[4];
+
+	memset(big, ' ', sizeof(big) - 1);
+	big[0] = '{';
+	big[sizeof(big) - 2] = '}';
+	big[sizeof(big) - 1] = 0;
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, big, &t), -EINVAL);
+	assert_non_null(strstr(batchtok_error(p->bt), "more than the 8192"));
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, "", &t), -EINVAL);
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, NULL, &t), -EINVAL);
+	assert_int_equal(heard(p, types, 4), 0);
+
+	say_hello(p, 2, "batchtokd 0.2.0",
+		  BT_V1_REQUESTS | BT_REQUEST_BIT(BT_COMPAT_RENEW) |
+		      BT_REQUEST_BIT(BT_COMPAT_REVOKE));
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, "{}", &t), -EOPNOTSUPP);
+	assert_string_equal(
+	    batchtok_error(p->bt),
+	    "CHALLENGE is not supported by this batchtokd (0.2.0): upgrade batchtokd");
+	assert_null(t);
+	assert_int_equal(heard(p, types, 4), 1);
+	assert_int_equal(types[0], BT_HELLO);
+}
+
+static void test_refresh(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_refresh *r = NULL;
+	struct bt_token_query q;
+	struct bt_record rec = {0};
+	struct bt_frame f;
+
+	assert_int_equal(bt_record_add_str(&rec, "identity", "batch"), 0);
+	assert_int_equal(bt_record_add_str(&rec, "resource", "https://batch.core.windows.net/"), 0);
+	assert_int_equal(bt_record_add_str(&rec, "fingerprint", "sha256:0123456789ab"), 0);
+	assert_int_equal(bt_record_add_int(&rec, "expires", BT_FIELD_TIME, 1795325662), 0);
+	assert_int_equal(bt_record_add_int(&rec, "refresh", BT_FIELD_TIME, 1795323862), 0);
+	assert_int_equal(bt_record_add_int(&rec, "watchers", BT_FIELD_INT, 3), 0);
+	say_hello(p, 2, "batchtokd 0.3.0", ALL_REQUESTS);
+	say_record(p, BT_REFRESH, 1, &rec);
+	bt_record_clear(&rec);
+	say_error(p, 2, BT_E_DENIED, "REFRESH is for administrators");
+
+	assert_int_equal(
+	    batchtok_refresh(p->bt, &(struct batchtok_request){.identity = "batch"}, &r), 0);
+	assert_string_equal(r->identity, "batch");
+	assert_string_equal(r->resource, "https://batch.core.windows.net/");
+	assert_string_equal(r->fingerprint, "sha256:0123456789ab");
+	assert_int_equal(r->expires_on, 1795325662);
+	assert_int_equal(r->refresh_at, 1795323862);
+	assert_int_equal(r->watchers, 3);
+	batchtok_refresh_free(r);
+	hear(p, &f);
+	bt_buf_consume(&p->heard, f.size);
+	hear(p, &f);
+	assert_int_equal(f.type, BT_REFRESH);
+	assert_int_equal(bt_decode_token_query(&f.body, &q), 0);
+	assert_string_equal(q.identity, "batch");
+	bt_token_query_clear(&q);
+	bt_buf_consume(&p->heard, f.size);
+
+	r = NULL;
+	assert_int_equal(batchtok_refresh(p->bt, NULL, &r), -EACCES);
+	assert_null(r);
+	assert_string_equal(batchtok_error(p->bt), "REFRESH is for administrators");
+}
+
+static void test_forget(void **state)
+{
+	struct peer *p = *state;
+	struct bt_record rec = {0};
+	struct bt_forget m;
+	struct bt_frame f;
+	unsigned n = 99;
+	uint8_t types[4];
+
+	/* An identity or all of them, not both, not neither: nothing sent. */
+	assert_int_equal(batchtok_forget(p->bt, NULL, 0, &n), -EINVAL);
+	assert_int_equal(batchtok_forget(p->bt, "", 0, &n), -EINVAL);
+	assert_int_equal(batchtok_forget(p->bt, "batch", BATCHTOK_FORGET_ALL, &n), -EINVAL);
+	assert_int_equal(batchtok_forget(p->bt, "batch", 0x2, &n), -EINVAL);
+	assert_int_equal(n, 99);
+	assert_int_equal(heard(p, types, 4), 0);
+
+	assert_int_equal(bt_record_add_int(&rec, "forgotten", BT_FIELD_INT, 2), 0);
+	say_hello(p, 2, "batchtokd 0.3.0", ALL_REQUESTS);
+	say_record(p, BT_FORGET, 1, &rec);
+	say_record(p, BT_FORGET, 2, &rec);
+	bt_record_clear(&rec);
+	assert_int_equal(batchtok_forget(p->bt, "batch", 0, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(batchtok_forget(p->bt, NULL, BATCHTOK_FORGET_ALL, NULL), 0);
+	hear(p, &f);
+	bt_buf_consume(&p->heard, f.size);
+	for (uint32_t id = 1; id <= 2; id++) {
+		hear(p, &f);
+		assert_int_equal(f.type, BT_FORGET);
+		assert_int_equal(f.id, id);
+		assert_int_equal(bt_decode_forget(&f.body, &m), 0);
+		assert_string_equal(m.identity, id == 1 ? "batch" : "");
+		assert_int_equal(m.flags, id == 1 ? 0 : BT_FORGET_ALL);
+		bt_forget_clear(&m);
+		bt_buf_consume(&p->heard, f.size);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -410,6 +594,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reconnects_once_for_a_safe_request, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_unsafe_request_is_not_repeated, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_claims_challenge, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_claims_refused_unsent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refresh, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forget, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
