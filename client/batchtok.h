@@ -215,6 +215,85 @@ const char *batchtok_error(const batchtok *bt);
 /* Closes the connection and frees the handle; accepts NULL. */
 void batchtok_free(batchtok *bt);
 
+/* Watches: the current token, then each replacement as soon as the daemon
+ * has it (in normal operation at least min_validity before the old one
+ * expires), for programs that keep a token for long: a connection to a
+ * database or a cache that must authenticate again before its token ends.
+ *
+ * A watch has a connection of its own, which the daemon keeps open while
+ * the watch lasts. It fits any event loop: poll batchtok_watch_fd() for
+ * POLLIN and call batchtok_watch_next(w, 0, ...) when it is readable, or
+ * call batchtok_watch_next() with a timeout from a thread of its own. Use a
+ * watch from one thread at a time.
+ *
+ * The library reconnects by itself: when the connection is lost (the
+ * daemon restarts, or is stopping) it connects again and subscribes anew,
+ * at once and then after 0.1 s, doubling up to 5 s between attempts while
+ * the daemon cannot be reached. A new subscription starts with the current
+ * token; one the caller already has is not delivered twice.
+ *
+ * batchtok_watch_next() returns:
+ *   0                a token in *ret (batchtok_token_free()), and when the
+ *                    daemon plans the next one in *refresh_at (Unix time; 0:
+ *                    not planned; refresh_at may be NULL)
+ *   -EAGAIN          nothing within timeout_ms (0: do not wait; negative:
+ *                    wait until there is something)
+ *   -EINTR           a signal came while waiting
+ *   an error event, after which the watch goes on and *ret is untouched:
+ *     -EHOSTUNREACH, -EKEYREJECTED, -ETIMEDOUT, ...  fetching keeps failing
+ *                    while the last token nears its end (the daemon retries;
+ *                    the next token comes as an event)
+ *     -ECONNREFUSED, -EACCES  the daemon cannot be reached (no socket, or
+ *                    not this user's); tried again when due
+ *     -EBUSY         the daemon dropped the watch because its events were
+ *                    not read in time; subscribed anew (events in between
+ *                    are lost: the next token is the current one)
+ *     -EPROTO        the daemon sent something this library cannot read (a
+ *                    token holding spaces or control characters, a broken
+ *                    frame); on broken framing it connects anew
+ *   the end of the watch: its errno (-EACCES: this user lost access at a
+ *                    reload; -ENOENT: the identity or resource is gone or
+ *                    was never there; -EOPNOTSUPP: batchtokd is older than
+ *                    0.3.0 ...). batchtok_watch_ended() says so, and every
+ *                    later call returns the same.
+ * batchtok_watch_error() says what the last error was and what to do. */
+typedef struct batchtok_watch batchtok_watch;
+
+/* Starts a watch of req's identity and resource (NULL: the defaults; its
+ * min_validity is a floor for the tokens delivered, its flags are ignored)
+ * on the socket at path (NULL: the default socket, as batchtok_connect()
+ * chooses it, once). Nothing is sent, nor waited for, until
+ * batchtok_watch_next(): batchtok_watch_fd() is readable at once. Fails
+ * only with -EINVAL (a socket path too long), -ENOMEM and -EMFILE or
+ * -ENFILE (no descriptors left), *ret untouched. */
+int batchtok_watch_start(const char *path, const struct batchtok_request *req,
+			 batchtok_watch **ret);
+
+/* The file descriptor to poll for POLLIN (epoll, libuv's uv_poll, GLib...).
+ * It is the same for the life of the watch, through every reconnection, and
+ * readable whenever batchtok_watch_next(w, 0, ...) has something to do: an
+ * event arrived, the connection broke, a reconnection is due, or more
+ * events are buffered. Close-on-exec; do not read it or close it. */
+int batchtok_watch_fd(const batchtok_watch *w);
+
+/* The next event, waiting at most timeout_ms; see above. Never blocks
+ * longer, never raises SIGPIPE, and buffers at most one reply frame
+ * (1 MiB). */
+int batchtok_watch_next(batchtok_watch *w, int timeout_ms, struct batchtok_token **ret,
+			int64_t *refresh_at);
+
+/* 0 while the watch goes on; once it has ended, the negative errno it ended
+ * with. */
+int batchtok_watch_ended(const batchtok_watch *w);
+
+/* What the last error of batchtok_watch_next() was, as one sentence naming
+ * the cause and the fix; "" after an event that was a token. */
+const char *batchtok_watch_error(const batchtok_watch *w);
+
+/* Closes the connection and every descriptor of the watch, wipes the last
+ * token it kept and frees; accepts NULL. */
+void batchtok_watch_free(batchtok_watch *w);
+
 #ifdef __cplusplus
 }
 #endif
