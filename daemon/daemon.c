@@ -110,6 +110,7 @@ static int fetch_send(struct fetch *f, struct token_result *err)
 				.resource = e->resource,
 				.assertion = f->input,
 				.refresh_token = si ? signin_refresh_token(si) : NULL,
+				.claims = e->fetching_claims ? e->claims : NULL,
 				.now = wall_now(NULL)};
 	struct http_request req = {0};
 	int r;
@@ -440,6 +441,9 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	signin_configure(d->signins, c);
 	config_free(d->cfg);
 	d->cfg = c;
+	/* Watchers who lost access are told; those whose tokens the rebind
+	 * dropped watch the new identity's. */
+	service_recheck_watches(d->service);
 	audit_credentials(d);
 	cache_configure(d->cache, &cs);
 	server_set_limits(

@@ -40,10 +40,12 @@ else the demo app:
                                "resource_id": R}]}}
 
 Control endpoints (plain JSON, same port):
-  GET  /_control/stats             counters and the last request's form keys
+  GET  /_control/stats             counters, the last request's form keys, and
+                                   the claims field of the last 100 token requests
   POST /_control/faults            {"mode": M, "count": N, "retry_after": S,
                                     "lifetime": S, "delay": S, "refresh_in": S,
                                     "target": "sts" | "imds"}
+       pad: bytes of filler claim in each token (large tokens)
        M: none | slow (only the delay) | 500 | 503 | 429 | hang | reset |
           badjson | huge | empty | badtoken (a 200 whose access_token holds
           CR/LF and a header line, as a hostile service would send); for IMDS
@@ -160,6 +162,7 @@ class State:
             self.max_concurrent = 0
             self.concurrent = 0
             self.last_form_keys = []
+            self.claims = []          # the claims form field of each token request, or None
             self.last_user_agent = ""
             self.faults = {}
             self.assertions = []      # verified client assertions: header, claims
@@ -240,6 +243,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "errors": st.errors, "faulted": st.faulted,
                     "max_concurrent": st.max_concurrent,
                     "last_form_keys": st.last_form_keys,
+                    "claims": st.claims[-100:],
                     "last_user_agent": st.last_user_agent,
                     "assertions": st.assertions,
                     "imds_requests": st.imds_requests, "last_imds": st.last_imds,
@@ -337,6 +341,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with st.lock:
             st.last_form_keys = sorted(form)
             st.last_user_agent = self.headers.get("User-Agent", "")
+            st.claims.append(form.get("claims"))
+        self.last_claims = form.get("claims")
         fault = st.take_fault() or {}
         if form.get("grant_type") in (DEVICE_GRANT, "refresh_token"):
             fault = {}  # faults are for the client-credentials path
@@ -479,6 +485,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "tid": tenant, "ver": "1.0" if version == 1 else "2.0",
             "uti": b64url(os.urandom(16)),
         }
+        # What a claims request asks for shows in the token, as Entra does
+        # for CAE-capable resources (ENTRA.md 8): the capabilities and the
+        # authentication context.
+        try:
+            asked = json.loads(getattr(self, "last_claims", None) or "{}").get("access_token", {})
+        except (ValueError, AttributeError):
+            asked = {}
+        if isinstance(asked, dict):
+            if isinstance(asked.get("xms_cc"), dict):
+                claims["xms_cc"] = asked["xms_cc"].get("values", [])
+            if isinstance(asked.get("acrs"), dict) and "value" in asked["acrs"]:
+                claims["acrs"] = [asked["acrs"]["value"]]
+        if fault.get("pad"):
+            claims["pad"] = "x" * int(fault["pad"])
         claims.update(extra or {})
         token = self.server.sign_jwt({"typ": "JWT", "alg": "RS256", "kid": "fake-sts"},
                                      claims, self.server.signing)

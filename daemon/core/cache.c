@@ -72,6 +72,17 @@ static bool valid_for(int64_t expires_on, int64_t now, uint32_t validity)
 	return expires_on - now > (int64_t)validity;
 }
 
+static void fill_ok(const struct token_entry *e, struct cache_answer *a)
+{
+	*a = (struct cache_answer){.status = BT_OK,
+				   .access_token = e->token,
+				   .token_type = e->token_type,
+				   .expires_on = e->expires_on,
+				   .fingerprint = e->fingerprint,
+				   .refresh_at = e->refresh_at,
+				   .watchers = e->n_watchers};
+}
+
 /* t as "2025-01-31 12:00:00 UTC": the daemon's and the client's time zones
  * may differ. */
 static void format_time(int64_t t, char *buf, size_t n)
@@ -142,16 +153,95 @@ static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
 	}
 }
 
+/* Moves e's watchers to a list of their own and tells them one by one, each
+ * put back before its callback: a callback may stop watching, itself or
+ * others, whichever list they are on. tell() says what to tell one, if
+ * anything. */
+static void tell_watchers(struct token_entry *e, int64_t now,
+			  bool (*tell)(struct token_entry *, struct cache_watcher *, int64_t,
+				       struct cache_answer *, char *, size_t))
+{
+	struct list todo;
+	struct cache_watcher *w;
+	char msg[BT_MESSAGE_MAX];
+
+	list_init(&todo);
+	while ((w = list_first(&e->watchers, struct cache_watcher, node))) {
+		list_del(&w->node);
+		list_add_tail(&todo, &w->node);
+	}
+	while ((w = list_first(&todo, struct cache_watcher, node))) {
+		struct cache_answer a;
+		list_del(&w->node);
+		list_add_tail(&e->watchers, &w->node);
+		if (tell(e, w, now, &a, msg, sizeof(msg)))
+			w->fn(w, &a);
+	}
+}
+
+/* A new token: to every watcher it is valid long enough for. */
+static bool tell_token(struct token_entry *e, struct cache_watcher *w, int64_t now,
+		       struct cache_answer *a, char *msg, size_t n)
+{
+	char why[96];
+
+	if (valid_for(e->expires_on, now, w->min_validity)) {
+		fill_ok(e, a);
+		w->told_expires = e->expires_on;
+		e->served++;
+		return true;
+	}
+	snprintf(why, sizeof(why), "the token service has just issued one valid for %lld s",
+		 (long long)(e->expires_on - now));
+	refuse_validity(e->cache, e, e->expires_on, w->min_validity, why, msg, n, a);
+	return true;
+}
+
+/* A failure: to every watcher whose last token is no longer valid long
+ * enough, once per failure. */
+static bool tell_failure(struct token_entry *e, struct cache_watcher *w, int64_t now,
+			 struct cache_answer *a, char *msg, size_t n)
+{
+	(void)msg;
+	(void)n;
+	if (!e->error_status || w->told_error_at == e->error_at ||
+	    valid_for(w->told_expires, now, w->min_validity))
+		return false;
+	w->told_error_at = e->error_at;
+	*a = (struct cache_answer){.status = e->error_status, .message = e->error};
+	return true;
+}
+
+/* The watchers' largest min_validity, after one left. */
+static void update_watch_validity(struct token_entry *e)
+{
+	struct list *n;
+
+	e->watch_validity = 0;
+	for (n = e->watchers.next; n != &e->watchers; n = n->next) {
+		struct cache_watcher *w = list_entry(n, struct cache_watcher, node);
+		if (w->min_validity > e->watch_validity)
+			e->watch_validity = w->min_validity;
+	}
+}
+
 static void entry_free(struct cache *c, struct token_entry *e, const char *why)
 {
 	struct cache_answer a = {.status = BT_E_UNAVAILABLE, .message = why};
+	struct cache_watcher *w;
 
 	if (e->fetch)
 		c->ops.cancel(c->arg, e);
 	e->fetch = NULL;
 	answer_waiters(e, NULL, &a, 0);
+	/* Detached, not told: whoever rebinds watches again (cache.h). */
+	while ((w = list_first(&e->watchers, struct cache_watcher, node))) {
+		list_del(&w->node);
+		w->entry = NULL;
+	}
 	list_del(&e->node);
 	drop_token(e);
+	free(e->claims);
 	free(e->resource);
 	free(e);
 }
@@ -193,6 +283,7 @@ static struct token_entry *find_or_add(struct cache *c, const struct identity *i
 	e->cache = c;
 	e->id = id;
 	list_init(&e->waiters);
+	list_init(&e->watchers);
 	list_add_tail(&c->entries, &e->node);
 	return e;
 }
@@ -225,15 +316,6 @@ static void start_fetch(struct cache *c, struct token_entry *e)
 static uint32_t want_validity(const struct cache *c, uint32_t asked)
 {
 	return asked > c->set.min_validity ? asked : c->set.min_validity;
-}
-
-static void fill_ok(const struct token_entry *e, struct cache_answer *a)
-{
-	*a = (struct cache_answer){.status = BT_OK,
-				   .access_token = e->token,
-				   .token_type = e->token_type,
-				   .expires_on = e->expires_on,
-				   .fingerprint = e->fingerprint};
 }
 
 int cache_get(struct cache *c, const struct identity *id, const char *resource,
@@ -334,15 +416,206 @@ int cache_prefetch(struct cache *c, const struct identity *id, const char *resou
 
 static bool wanted(const struct cache *c, const struct token_entry *e, int64_t now)
 {
-	return e->prefetch || e->n_waiters || now - e->last_used < (int64_t)c->set.idle_timeout;
+	return e->prefetch || e->n_waiters || e->n_watchers ||
+	       now - e->last_used < (int64_t)c->set.idle_timeout;
+}
+
+/* Queues w on e; -EBUSY when e has too many waiters. */
+static int enqueue(struct token_entry *e, struct cache_waiter *w)
+{
+	if (e->n_waiters >= CACHE_WAITERS_MAX)
+		return -EBUSY;
+	w->entry = e;
+	list_add_tail(&e->waiters, &w->node);
+	e->n_waiters++;
+	return 0;
+}
+
+int cache_refresh(struct cache *c, const struct identity *id, const char *resource,
+		  struct cache_waiter *w)
+{
+	int64_t now = c->ops.now(c->arg);
+	struct token_entry *e = find_or_add(c, id, resource);
+	int r;
+
+	if (!e)
+		return -ENOMEM;
+	e->last_used = now;
+	w->min_validity = 0; /* whatever comes is what was asked for */
+	if ((r = enqueue(e, w)) < 0)
+		return r;
+	/* Clients' forced refreshes within the limit get this token. */
+	e->last_forced = now;
+	if (!e->fetch) {
+		e->hard_error_until = 0;
+		e->retry_at = 0;
+		start_fetch(c, e);
+	}
+	cache_tick(c);
+	return 0;
+}
+
+int cache_challenge(struct cache *c, const struct identity *id, const char *resource,
+		    const char *claims, uint32_t min_validity, struct cache_waiter *w)
+{
+	int64_t now = c->ops.now(c->arg);
+	struct token_entry *e = find_or_add(c, id, resource);
+	struct cache_answer a;
+	char msg[BT_MESSAGE_MAX], when[64];
+	bool same;
+	char *copy;
+	int r;
+
+	if (!e)
+		return -ENOMEM;
+	e->last_used = now;
+	w->min_validity = want_validity(c, min_validity);
+	same = e->claims && strcmp(e->claims, claims) == 0;
+	if (now - e->challenged_at < CACHE_FORCE_INTERVAL) {
+		/* The last challenge is recent: the same claims share what it
+		 * brought (or brings), others wait their turn. */
+		if (same && e->token && !e->fetching_claims &&
+		    valid_for(e->expires_on, now, w->min_validity)) {
+			e->served++;
+			fill_ok(e, &a);
+			w->fn(w, &a);
+			return 0;
+		}
+		if (same && e->fetch)
+			return enqueue(e, w);
+		if (same && e->error_status) {
+			a = (struct cache_answer){.status = e->error_status, .message = e->error};
+			w->fn(w, &a);
+			return 0;
+		}
+		format_time(e->challenged_at + CACHE_FORCE_INTERVAL, when, sizeof(when));
+		snprintf(
+		    msg, sizeof(msg),
+		    "identity %s: a token for %s was fetched for %s claims challenge less than "
+		    "%d s ago, and challenges are answered once per %d s per token: try again "
+		    "after %s",
+		    e->id->name, e->resource, same ? "this" : "another", CACHE_FORCE_INTERVAL,
+		    CACHE_FORCE_INTERVAL, when);
+		a = (struct cache_answer){.status = BT_E_BUSY, .message = msg};
+		w->fn(w, &a);
+		return 0;
+	}
+	if (!(copy = strdup(claims)))
+		return -ENOMEM;
+	if ((r = enqueue(e, w)) < 0) {
+		free(copy);
+		return r;
+	}
+	free(e->claims);
+	e->claims = copy;
+	e->challenged_at = e->last_forced = now;
+	/* A fetch in flight asks without the claims: start again with them;
+	 * its waiters get the new token. */
+	if (e->fetch)
+		c->ops.cancel(c->arg, e);
+	e->fetch = NULL;
+	e->hard_error_until = 0;
+	e->retry_at = 0;
+	e->fetching_claims = true;
+	start_fetch(c, e);
+	cache_tick(c);
+	return 0;
+}
+
+int cache_watch(struct cache *c, const struct identity *id, const char *resource,
+		uint32_t min_validity, struct cache_watcher *w)
+{
+	int64_t now = c->ops.now(c->arg);
+	struct token_entry *e = find_or_add(c, id, resource);
+	struct cache_answer a;
+	char msg[BT_MESSAGE_MAX];
+
+	if (!e)
+		return -ENOMEM;
+	if (e->n_watchers >= CACHE_WATCHERS_MAX)
+		return -EBUSY;
+	w->entry = e;
+	w->min_validity = want_validity(c, min_validity);
+	w->told_expires = w->told_error_at = 0;
+	list_add_tail(&e->watchers, &w->node);
+	e->n_watchers++;
+	e->last_used = now;
+	/* A watcher that needs more validity than the schedule keeps gets
+	 * its refreshes earlier (never before half a token's life). */
+	if (w->min_validity > e->watch_validity) {
+		e->watch_validity = w->min_validity;
+		if (e->token) {
+			int64_t at = schedule_refresh_at(e->obtained, e->expires_on, 0,
+							 e->watch_validity, 0);
+			if (at < e->refresh_at)
+				e->refresh_at = at;
+		}
+	}
+	if (e->token && valid_for(e->expires_on, now, w->min_validity)) {
+		tell_token(e, w, now, &a, msg, sizeof(msg));
+		w->fn(w, &a);
+	} else if (!e->fetch && (e->hard_error_until > now || e->retry_at > now)) {
+		/* In backoff: say why there is nothing yet; the retry brings
+		 * the token. */
+		if (tell_failure(e, w, now, &a, msg, sizeof(msg)))
+			w->fn(w, &a);
+	} else if (!e->fetch && (!e->token || now - e->last_forced >= CACHE_FORCE_INTERVAL)) {
+		if (e->token)
+			e->last_forced = now;
+		start_fetch(c, e);
+	}
+	cache_tick(c);
+	return 0;
+}
+
+void cache_unwatch(struct cache_watcher *w)
+{
+	struct token_entry *e = w->entry;
+
+	if (!e)
+		return;
+	list_del(&w->node);
+	e->n_watchers--;
+	w->entry = NULL;
+	if (w->min_validity >= e->watch_validity)
+		update_watch_validity(e);
+}
+
+/* Forgets e's token and what its failures taught. */
+static void reset_entry(struct token_entry *e)
+{
+	drop_token(e);
+	e->attempts = 0;
+	e->retry_at = e->hard_error_until = e->error_at = 0;
+	e->error_status = 0;
+	e->error[0] = e->aadsts[0] = 0;
+}
+
+unsigned cache_forget(struct cache *c, const struct identity *id)
+{
+	unsigned n = 0;
+	struct list *p;
+
+	for (p = c->entries.next; p != &c->entries; p = p->next) {
+		struct token_entry *e = list_entry(p, struct token_entry, node);
+		if (id && e->id != id)
+			continue;
+		n += e->token != NULL;
+		reset_entry(e);
+	}
+	/* Watched entries are fetched anew there. */
+	cache_tick(c);
+	return n;
 }
 
 void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_result *r)
 {
 	int64_t now = c->ops.now(c->arg);
 	struct log_ctx ctx;
+	bool claims = e->fetching_claims;
 
 	e->fetch = NULL;
+	e->fetching_claims = false;
 	if (r->status == BT_OK) {
 		struct cache_answer ok;
 		drop_token(e);
@@ -355,19 +628,24 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 		if (e->expires_on - now > e->lifetime)
 			e->lifetime = e->expires_on - now;
 		e->refresh_at = schedule_refresh_at(now, e->expires_on, r->refresh_on,
-						    c->set.min_validity, c->ops.random(c->arg));
+						    e->watch_validity > c->set.min_validity
+							? e->watch_validity
+							: c->set.min_validity,
+						    c->ops.random(c->arg));
 		e->attempts = 0;
 		e->retry_at = 0;
 		e->hard_error_until = 0;
 		e->error[0] = e->aadsts[0] = 0;
 		e->error_status = 0;
-		log_msg(
-		    LOG_INFO, ctx_of(e, &ctx),
-		    "identity %s: token for %s obtained (%s), valid for %lld s, refresh in %lld s",
-		    e->id->name, e->resource, e->fingerprint, (long long)(e->expires_on - now),
-		    (long long)(e->refresh_at - now));
+		log_msg(LOG_INFO, ctx_of(e, &ctx),
+			"identity %s: token for %s obtained (%s)%s, valid for %lld s, refresh in "
+			"%lld s",
+			e->id->name, e->resource, e->fingerprint,
+			claims ? " for a claims challenge" : "", (long long)(e->expires_on - now),
+			(long long)(e->refresh_at - now));
 		fill_ok(e, &ok);
 		answer_waiters(e, &ok, NULL, now);
+		tell_watchers(e, now, tell_token);
 	} else {
 		struct cache_answer fail = {.status = r->status, .message = e->error};
 		uint32_t delay;
@@ -393,6 +671,7 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 		    e->attempts >= CACHE_WAITER_ATTEMPTS || delay > CACHE_WAIT_FOR_RETRY ||
 		    !e->retry_at)
 			answer_waiters(e, NULL, &fail, now);
+		tell_watchers(e, now, tell_failure);
 	}
 	cache_tick(c);
 }
@@ -427,7 +706,14 @@ again:
 				e->retry_at = 0;
 		} else if (!e->fetch && e->token && want && !e->retry_at && now >= e->refresh_at) {
 			start_fetch(c, e);
+		} else if (!e->fetch && !e->token && e->n_watchers && !e->retry_at &&
+			   e->hard_error_until <= now) {
+			/* Watched and forgotten (cache_forget()): fetch anew. */
+			start_fetch(c, e);
 		}
+		/* Failing while a watcher's token runs out: tell it. */
+		if (e->n_watchers && e->error_status)
+			tell_watchers(e, now, tell_failure);
 		if (!want && !e->fetch && !e->token && !e->retry_at && e->hard_error_until <= now) {
 			entry_free(c, e, "");
 			continue;
@@ -441,7 +727,12 @@ again:
 			due = e->refresh_at;
 		if (e->token && e->expires_on < due)
 			due = e->expires_on;
-		if (!e->prefetch && e->last_used + (int64_t)c->set.idle_timeout < due)
+		if (e->token && e->n_watchers && e->error_status &&
+		    e->expires_on - (int64_t)e->watch_validity > now &&
+		    e->expires_on - (int64_t)e->watch_validity < due)
+			due = e->expires_on - (int64_t)e->watch_validity;
+		if (!e->prefetch && !e->n_watchers &&
+		    e->last_used + (int64_t)c->set.idle_timeout < due)
 			due = e->last_used + (int64_t)c->set.idle_timeout;
 		if (e->hard_error_until > now && e->hard_error_until < due)
 			due = e->hard_error_until;
@@ -481,13 +772,20 @@ void cache_rebind(struct cache *c,
 
 void cache_forget_identity(struct cache *c, const struct identity *id, const char *why)
 {
-	struct list *n, *tmp;
+	struct cache_answer a = {.status = BT_E_UNAVAILABLE, .message = why};
+	struct list *n;
 
-	list_for_each_safe(n, tmp, &c->entries)
-	{
+	for (n = c->entries.next; n != &c->entries; n = n->next) {
 		struct token_entry *e = list_entry(n, struct token_entry, node);
-		if (e->id == id)
-			entry_free(c, e, why);
+		if (e->id != id)
+			continue;
+		/* What is in flight asks for the user who was signed in. */
+		if (e->fetch)
+			c->ops.cancel(c->arg, e);
+		e->fetch = NULL;
+		e->fetching_claims = false;
+		answer_waiters(e, NULL, &a, 0);
+		reset_entry(e);
 	}
 	cache_tick(c);
 }

@@ -37,10 +37,13 @@
 /* Waiters one entry holds; each is a client request, bounded by max_clients
  * times the per-connection limit anyway, but an entry gets its own cap. */
 #define CACHE_WAITERS_MAX 65536
+/* The same for watchers. */
+#define CACHE_WATCHERS_MAX 65536
 
 struct cache;
 struct token_entry;
 struct cache_waiter;
+struct cache_watcher;
 
 struct cache_answer {
 	uint32_t status;	  /* BT_OK or a BT_E_* code */
@@ -49,9 +52,12 @@ struct cache_answer {
 	const char *token_type;
 	int64_t expires_on;
 	const char *fingerprint;
+	int64_t refresh_at; /* BT_OK: when the next token is planned; 0: not planned */
+	unsigned watchers;  /* BT_OK: how many watch the token */
 };
 
 typedef void (*cache_waiter_fn)(struct cache_waiter *w, const struct cache_answer *a);
+typedef void (*cache_watcher_fn)(struct cache_watcher *w, const struct cache_answer *a);
 
 /* Embedded in whatever waits (a client's pending request). */
 struct cache_waiter {
@@ -59,6 +65,19 @@ struct cache_waiter {
 	struct token_entry *entry; /* NULL when not waiting */
 	uint32_t min_validity;
 	cache_waiter_fn fn;
+};
+
+/* Embedded in whatever watches an entry (a client's WATCH): told of each
+ * token the entry gets, and of a failure once the last token it was told of
+ * is no longer valid for min_validity. Detached (entry NULL) without being
+ * told when a reload drops the entry: cache_rebind()'s caller watches anew. */
+struct cache_watcher {
+	struct list node;
+	struct token_entry *entry; /* NULL when not watching */
+	uint32_t min_validity;
+	int64_t told_expires;  /* expires_on of the last token told; 0: none */
+	int64_t told_error_at; /* error_at of the last failure told; 0: none */
+	cache_watcher_fn fn;
 };
 
 struct cache_ops {
@@ -103,6 +122,11 @@ struct token_entry {
 	char aadsts[32];
 	int64_t error_at;
 	int64_t hard_error_until;
+	/* Claims challenges: the claims of the last one (canonical JSON), when
+	 * it came, and whether the fetch in flight carries them. */
+	char *claims;
+	int64_t challenged_at;
+	bool fetching_claims;
 	/* Use. */
 	int64_t last_used;
 	int64_t last_forced;
@@ -110,6 +134,9 @@ struct token_entry {
 	uint64_t served;
 	struct list waiters;
 	unsigned n_waiters;
+	struct list watchers;
+	unsigned n_watchers;
+	uint32_t watch_validity; /* the largest min_validity of the watchers */
 };
 
 int cache_new(const struct cache_ops *ops, void *arg, const struct cache_settings *s,
@@ -135,6 +162,35 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 /* Removes a queued waiter (its client went away); w->fn is not called. */
 void cache_waiter_cancel(struct cache_waiter *w);
 
+/* Fetches id's token for resource anew now, whatever is cached and however
+ * recently that was done (an administrator asked): joins a fetch in flight,
+ * skips backoff and remembered errors. w is answered as cache_get()'s. */
+int cache_refresh(struct cache *c, const struct identity *id, const char *resource,
+		  struct cache_waiter *w);
+
+/* Answers a claims challenge (claims: canonical JSON): a token fetched
+ * with those claims, once for every request with the same claims; at most
+ * one such fetch per CACHE_FORCE_INTERVAL, within which other claims are
+ * answered BT_E_BUSY naming when to try again. Returns as cache_get(). */
+int cache_challenge(struct cache *c, const struct identity *id, const char *resource,
+		    const char *claims, uint32_t min_validity, struct cache_waiter *w);
+
+/* Watches id's token for resource: w->fn is called with the current token
+ * (at once if one is cached, after fetching otherwise), then with each new
+ * one, and with the failure when fetching fails while the last token told
+ * is no longer valid for min_validity (0: the daemon's). A watched token is
+ * kept fresh. Returns 0, -EBUSY (too many watchers) or -ENOMEM. w->fn may
+ * be called before this returns. */
+int cache_watch(struct cache *c, const struct identity *id, const char *resource,
+		uint32_t min_validity, struct cache_watcher *w);
+/* Stops watching; harmless if w is not. */
+void cache_unwatch(struct cache_watcher *w);
+
+/* The number of tokens dropped from id's entries (NULL: every identity's),
+ * with their remembered errors and backoff; nothing is revoked. Fetches in
+ * flight go on; watched tokens are fetched anew. */
+unsigned cache_forget(struct cache *c, const struct identity *id);
+
 /* Keeps id's token for resource fresh whether or not anyone asks. */
 int cache_prefetch(struct cache *c, const struct identity *id, const char *resource);
 
@@ -151,8 +207,9 @@ void cache_tick(struct cache *c);
 void cache_rebind(struct cache *c,
 		  const struct identity *(*resolve)(void *, const struct identity *), void *arg);
 
-/* Drops every token and remembered error of id, telling waiters why: its
- * signed-in user changed. */
+/* Drops every token and remembered error of id and cancels its fetches,
+ * telling waiters why: its signed-in user changed. Watchers stay; their
+ * tokens are fetched anew. */
 void cache_forget_identity(struct cache *c, const struct identity *id, const char *why);
 
 /* Iteration for status output. */

@@ -11,6 +11,7 @@
 
 #include "policy.h"
 #include "../identity/credential.h"
+#include "../identity/entra.h"
 #include "../lib/attest.h"
 #include "../lib/log.h"
 #include "../lib/ratelimit.h"
@@ -29,6 +30,7 @@ struct service {
 	struct service_hooks hooks;
 	struct unitcount units; /* requests per caller unit */
 	uid_t self;		/* the daemon's own uid: read once, not per request */
+	struct list watches;	/* admitted watches */
 };
 
 /* What the log says of a refused peer's program, kept while its user's
@@ -52,6 +54,7 @@ int service_new(struct cache *cache, struct signin_store *signins, struct userna
 			      .cfg = cfg,
 			      .hooks = *hooks,
 			      .self = geteuid()};
+	list_init(&s->watches);
 	*ret = s;
 	return 0;
 }
@@ -142,6 +145,8 @@ static int describe_token(const struct token_entry *e, struct bt_record *t, bool
 			?: bt_record_add_int(t, "last_error_at", BT_FIELD_TIME, e->error_at);
 	if (r == 0 && e->retry_at)
 		r = bt_record_add_int(t, "next_retry", BT_FIELD_TIME, e->retry_at);
+	if (r == 0 && e->n_watchers)
+		r = bt_record_add_int(t, "watchers", BT_FIELD_INT, (int64_t)e->n_watchers);
 	if (r == 0 && admin)
 		r = bt_record_add_int(t, "upstream_requests", BT_FIELD_INT, (int64_t)e->fetches)
 			?: bt_record_add_int(t, "served", BT_FIELD_INT, (int64_t)e->served);
@@ -321,10 +326,13 @@ static void answer_ok(struct service_request *q, const struct cache_answer *t)
 	a.client_id = id->client_id;
 	a.resource = q->resource;
 	if (t) {
-		a.access_token = t->access_token;
+		/* An administrator's refresh is told of the token, not given it. */
+		a.access_token = q->token ? t->access_token : NULL;
 		a.token_type = t->token_type;
 		a.fingerprint = t->fingerprint;
 		a.expires_on = t->expires_on;
+		a.refresh_at = t->refresh_at;
+		a.watchers = t->watchers;
 	}
 	finish(q, &a);
 }
@@ -440,6 +448,8 @@ static void deny_program(struct service_request *q, const struct peer *p, const 
 	answer_error(q, BT_E_DENIED, "%s", why);
 }
 
+static void begin(struct service *s, const struct peer *p, struct service_request *q);
+
 /* Finds and authorises q's identity; answers q and returns NULL if the
  * request cannot go on. */
 static const struct identity *admit(struct service *s, const struct peer *p, const char *name,
@@ -450,11 +460,7 @@ static const struct identity *admit(struct service *s, const struct peer *p, con
 	enum policy_verdict v;
 	uint32_t status;
 
-	q->s = s;
-	q->pid = p->pid;
-	q->caching = q->naming = false;
-	q->identity = q->resource = NULL;
-	q->caller = NULL;
+	begin(s, p, q);
 	if (!(id = service_find(s, name, &status, msg, sizeof(msg)))) {
 		answer_error(q, status, "%s", msg);
 		return NULL;
@@ -481,40 +487,166 @@ void service_authorize(struct service *s, const struct peer *p, const char *iden
 		answer_ok(q, NULL);
 }
 
-void service_get_token(struct service *s, const struct peer *p, const char *identity,
-		       const char *resource, const char *scope, uint32_t min_validity, bool force,
-		       struct service_request *q)
+/* Sets q up to be answered: the service's fields, nothing held yet. */
+static void begin(struct service *s, const struct peer *p, struct service_request *q)
 {
-	const struct identity *id;
-	const char *res;
-	int r;
+	q->s = s;
+	q->pid = p->pid;
+	q->caching = q->naming = false;
+	q->identity = q->resource = NULL;
+	q->caller = NULL;
+}
 
-	q->token = true;
-	if (!(id = admit(s, p, identity, q)))
-		return;
-	if (!(res = identity_resource(id, resource, scope))) {
+/* The resource (or scope) of id a request names; NULL with q answered if
+ * id does not serve it. On success q holds its name and waits on the cache
+ * once the caller has queued q->w there. */
+static const char *pick_resource(const struct identity *id, const char *resource, const char *scope,
+				 struct service_request *q)
+{
+	const char *res = identity_resource(id, resource, scope);
+
+	if (!res) {
 		answer_error(q, BT_E_RESOURCE_NOT_ALLOWED,
 			     "identity '%s' does not serve %s '%s' (its resources: %s%s): ask for "
 			     "one of those, or add it to resources =",
 			     id->name, scope && *scope ? "scope" : "resource",
 			     scope && *scope ? scope : resource, id->resources[0],
 			     id->n_resources > 1 ? ", ..." : "");
-		return;
+		return NULL;
 	}
 	if (!(q->resource = strdup(res))) {
 		answer_error(q, BT_E_INTERNAL, "out of memory");
-		return;
+		return NULL;
 	}
 	q->w.fn = on_cache;
 	q->caching = true;
+	return res;
+}
+
+/* What a cache call queuing q returned: an error answers q. */
+static void queued(struct service_request *q, int r)
+{
+	if (r >= 0)
+		return;
+	q->caching = false;
+	answer_error(q, r == -EBUSY ? BT_E_BUSY : BT_E_INTERNAL, "%s",
+		     r == -EBUSY ? "too many clients are waiting for this token; try again"
+				 : "out of memory");
+}
+
+void service_get_token(struct service *s, const struct peer *p, const char *identity,
+		       const char *resource, const char *scope, uint32_t min_validity, bool force,
+		       struct service_request *q)
+{
+	const struct identity *id;
+	const char *res;
+
+	q->token = true;
+	if (!(id = admit(s, p, identity, q)) || !(res = pick_resource(id, resource, scope, q)))
+		return;
 	/* cache_get() may answer (through on_cache) before it returns. */
-	r = cache_get(s->cache, id, res, min_validity, force, &q->w);
-	if (r < 0) {
+	queued(q, cache_get(s->cache, id, res, min_validity, force, &q->w));
+}
+
+void service_challenge(struct service *s, const struct peer *p, const char *identity,
+		       const char *resource, const char *scope, uint32_t min_validity,
+		       const char *claims, struct service_request *q)
+{
+	const struct identity *id;
+	char why[200], *canon = NULL;
+	const char *res;
+	int r;
+
+	q->token = true;
+	if (!(id = admit(s, p, identity, q)) || !(res = pick_resource(id, resource, scope, q)))
+		return;
+	if ((r = entra_canonical_claims(claims, &canon, why, sizeof(why))) < 0) {
 		q->caching = false;
-		answer_error(q, r == -EBUSY ? BT_E_BUSY : BT_E_INTERNAL, "%s",
-			     r == -EBUSY ? "too many clients are waiting for this token; try again"
-					 : "out of memory");
+		if (r == -EINVAL)
+			answer_error(q, BT_E_BAD_REQUEST,
+				     "%s: pass the claims of the resource's WWW-Authenticate "
+				     "challenge, base64-decoded",
+				     why);
+		else
+			answer_error(q, BT_E_INTERNAL, "out of memory");
+		return;
 	}
+	log_msg(LOG_INFO,
+		&(struct log_ctx){
+		    .identity = id->name, .resource = res, .uid = (long)p->uid, .pid = p->pid},
+		"identity %s: pid %d uid %u brings a claims challenge for %s", id->name,
+		(int)p->pid, (unsigned)p->uid, res);
+	queued(q, cache_challenge(s->cache, id, res, canon, min_validity, &q->w));
+	free(canon);
+}
+
+/* Refuses an administrator's request to anyone else; false if refused. */
+static bool admin_only(struct service *s, const struct peer *p, const char *what, char *msg,
+		       size_t n)
+{
+	if (service_peer_is_admin(s, p))
+		return true;
+	if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)p->uid))
+		log_msg(LOG_WARNING, &(struct log_ctx){.uid = (long)p->uid, .pid = p->pid},
+			"denied %s to pid %d uid %u", what, (int)p->pid, (unsigned)p->uid);
+	snprintf(msg, n,
+		 "%s is for administrators: run it as root, as the daemon's user or as a member "
+		 "of admin_group",
+		 what);
+	return false;
+}
+
+void service_refresh(struct service *s, const struct peer *p, const char *identity,
+		     const char *resource, const char *scope, struct service_request *q)
+{
+	char msg[BT_MESSAGE_MAX];
+	const struct identity *id;
+	const char *res;
+	uint32_t status;
+
+	begin(s, p, q);
+	q->token = false;
+	if (!admin_only(s, p, "refresh", msg, sizeof(msg))) {
+		answer_error(q, BT_E_DENIED, "%s", msg);
+		return;
+	}
+	if (!(id = service_find(s, identity, &status, msg, sizeof(msg)))) {
+		answer_error(q, status, "%s", msg);
+		return;
+	}
+	if (!(q->identity = strdup(id->name))) {
+		answer_error(q, BT_E_INTERNAL, "out of memory");
+		return;
+	}
+	if (!(res = pick_resource(id, resource, scope, q)))
+		return;
+	log_msg(LOG_NOTICE,
+		&(struct log_ctx){
+		    .identity = id->name, .resource = res, .uid = (long)p->uid, .pid = p->pid},
+		"identity %s: pid %d uid %u asks for a new token for %s now", id->name, (int)p->pid,
+		(unsigned)p->uid, res);
+	queued(q, cache_refresh(s->cache, id, res, &q->w));
+}
+
+uint32_t service_forget(struct service *s, const struct peer *p, const char *identity, bool all,
+			unsigned *n, char *msg, size_t size)
+{
+	const struct identity *id = NULL;
+	uint32_t status;
+
+	if (!admin_only(s, p, "forget", msg, size))
+		return BT_E_DENIED;
+	if (!all && !(id = service_find(s, identity, &status, msg, size)))
+		return status;
+	*n = cache_forget(s->cache, id);
+	log_msg(
+	    LOG_NOTICE,
+	    &(struct log_ctx){.identity = id ? id->name : NULL, .uid = (long)p->uid, .pid = p->pid},
+	    "pid %d uid %u dropped %u cached token%s of %s%s (nothing is revoked at the token "
+	    "service)",
+	    (int)p->pid, (unsigned)p->uid, *n, *n == 1 ? "" : "s", id ? "identity " : "",
+	    id ? id->name : "every identity");
+	return BT_OK;
 }
 
 void service_cancel(struct service_request *q)
@@ -529,4 +661,176 @@ void service_cancel(struct service_request *q)
 	caller_free(q->caller);
 	q->identity = q->resource = NULL;
 	q->caller = NULL;
+}
+
+/* Ends w: it is unlinked and holds nothing when its callback, which may
+ * free it, is told why. */
+static void watch_end(struct service_watch *w, uint32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void watch_end(struct service_watch *w, uint32_t status, const char *fmt, ...)
+{
+	char msg[BT_MESSAGE_MAX];
+	struct service_answer a = {.status = status, .message = msg};
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	service_unwatch(w);
+	w->fn(w, &a, true);
+}
+
+static void on_watch_event(struct cache_watcher *cw, const struct cache_answer *t)
+{
+	struct service_watch *w = container_of(cw, struct service_watch, cw);
+	struct service *s = w->q.s;
+	const struct identity *id = config_find_identity(s->cfg, w->identity);
+	char why[POLICY_WHY_MAX];
+	struct service_answer a = {.status = t->status, .message = t->message};
+
+	if (!id) {
+		watch_end(w, BT_E_UNKNOWN_IDENTITY,
+			  "identity '%s' was removed by a configuration reload", w->identity);
+		return;
+	}
+	/* A program may have ended or become another since the last token. */
+	if (t->status == BT_OK && policy_has_program_rules(id) &&
+	    policy_decide(id, w->peer, s->self, why, sizeof(why)) != POLICY_ALLOW) {
+		struct log_ctx ctx = {.identity = id->name, .resource = w->resource};
+		policy_log_ctx(w->peer, &ctx);
+		log_msg(LOG_WARNING, &ctx, "ended the watch of identity %s by pid %d uid %u: %s",
+			id->name, (int)w->peer->pid, (unsigned)w->peer->uid, why);
+		watch_end(w, BT_E_DENIED, "%s", why);
+		return;
+	}
+	a.identity = id->name;
+	a.tenant = id->tenant;
+	a.client_id = id->client_id;
+	a.resource = w->resource;
+	if (t->status == BT_OK) {
+		a.access_token = t->access_token;
+		a.token_type = t->token_type;
+		a.fingerprint = t->fingerprint;
+		a.expires_on = t->expires_on;
+		a.refresh_at = t->refresh_at;
+	}
+	w->fn(w, &a, false);
+}
+
+/* Watches w's token of id; ends w if the cache cannot. */
+static void attach(struct service_watch *w, const struct identity *id)
+{
+	int r = cache_watch(w->q.s->cache, id, w->resource, w->min_validity, &w->cw);
+
+	if (r == -EBUSY)
+		watch_end(w, BT_E_BUSY, "too many clients watch this token; try again later");
+	else if (r < 0)
+		watch_end(w, BT_E_INTERNAL, "out of memory");
+}
+
+/* The admission failed (refused, unknown, out of memory): the watch ends
+ * before it began. */
+static void on_watch_refused(struct service_request *q, const struct service_answer *a)
+{
+	struct service_watch *w = container_of(q, struct service_watch, q);
+
+	w->fn(w, a, true);
+}
+
+void service_watch(struct service *s, const struct peer *p, const char *identity,
+		   const char *resource, const char *scope, uint32_t min_validity,
+		   struct service_watch *w)
+{
+	struct service_request *q = &w->q;
+	const struct identity *id;
+	const char *res;
+
+	w->peer = p;
+	w->min_validity = min_validity;
+	w->identity = w->resource = NULL;
+	w->active = false;
+	w->cw.entry = NULL;
+	w->cw.fn = on_watch_event;
+	list_init(&w->node);
+	q->fn = on_watch_refused;
+	q->token = true;
+	if (!(id = admit(s, p, identity, q)) || !(res = pick_resource(id, resource, scope, q)))
+		return;
+	q->caching = false; /* w waits on the cache, not q */
+	w->identity = q->identity;
+	w->resource = q->resource;
+	q->identity = q->resource = NULL;
+	service_cancel(q);
+	w->active = true;
+	list_add_tail(&s->watches, &w->node);
+	log_msg(LOG_DEBUG,
+		&(struct log_ctx){.identity = w->identity,
+				  .resource = w->resource,
+				  .uid = (long)p->uid,
+				  .pid = p->pid},
+		"pid %d uid %u watches identity %s token for %s", (int)p->pid, (unsigned)p->uid,
+		w->identity, w->resource);
+	attach(w, id);
+}
+
+void service_unwatch(struct service_watch *w)
+{
+	service_cancel(&w->q);
+	if (!w->active)
+		return;
+	w->active = false;
+	list_del(&w->node);
+	cache_unwatch(&w->cw);
+	free(w->identity);
+	free(w->resource);
+	w->identity = w->resource = NULL;
+}
+
+/* One watch after a reload: still allowed, still served, still watching. */
+static void recheck(struct service *s, struct service_watch *w)
+{
+	const struct identity *id = config_find_identity(s->cfg, w->identity);
+	char why[POLICY_WHY_MAX];
+
+	if (!id) {
+		watch_end(w, BT_E_UNKNOWN_IDENTITY,
+			  "identity '%s' was removed by a configuration reload", w->identity);
+	} else if (policy_decide(id, w->peer, s->self, why, sizeof(why)) != POLICY_ALLOW) {
+		struct log_ctx ctx = {.identity = id->name, .resource = w->resource};
+		policy_log_ctx(w->peer, &ctx);
+		log_msg(LOG_WARNING, &ctx,
+			"ended the watch of identity %s by pid %d uid %u: no longer allowed after "
+			"a configuration reload",
+			id->name, (int)w->peer->pid, (unsigned)w->peer->uid);
+		watch_end(w, BT_E_DENIED,
+			  "uid %u may no longer use identity '%s' after a configuration reload: an "
+			  "administrator can add the user to its allow_users or allow_groups",
+			  (unsigned)w->peer->uid, id->name);
+	} else if (!identity_resource(id, w->resource, NULL)) {
+		watch_end(w, BT_E_RESOURCE_NOT_ALLOWED,
+			  "identity '%s' no longer serves %s after a configuration reload",
+			  id->name, w->resource);
+	} else if (!w->cw.entry) {
+		attach(w, id);
+	}
+}
+
+void service_recheck_watches(struct service *s)
+{
+	struct service_watch *w;
+	struct list todo;
+
+	/* Each watch goes back on the list before it is checked: ending one
+	 * may end others (their connection closes), wherever they are. */
+	list_init(&todo);
+	while ((w = list_first(&s->watches, struct service_watch, node))) {
+		list_del(&w->node);
+		list_add_tail(&todo, &w->node);
+	}
+	while ((w = list_first(&todo, struct service_watch, node))) {
+		list_del(&w->node);
+		list_add_tail(&s->watches, &w->node);
+		recheck(s, w);
+	}
 }

@@ -49,6 +49,8 @@ struct service_answer {
 	const char *identity, *tenant, *client_id, *resource;
 	const char *access_token, *token_type, *fingerprint;
 	int64_t expires_on;
+	int64_t refresh_at; /* a token: when the next is planned; 0: not planned */
+	unsigned watchers;  /* REFRESH: how many watch the token */
 };
 
 struct service_request;
@@ -72,6 +74,25 @@ struct service_request {
 	bool token;   /* a token is wanted, not only the right to use it */
 	bool caching; /* waiting on the cache */
 	bool naming;  /* waiting for a refused user's name */
+};
+
+struct service_watch;
+/* One event of a watch: a token, or (status not BT_OK) a failure. final:
+ * the watch has ended (the callback may free w; nothing else comes). */
+typedef void (*service_watch_fn)(struct service_watch *w, const struct service_answer *a,
+				 bool final);
+
+/* Embedded in a front end's watch (WATCH). */
+struct service_watch {
+	service_watch_fn fn;
+	/* The service's own. */
+	struct service_request q; /* admission */
+	struct cache_watcher cw;
+	struct list node; /* on the service's list, once admitted */
+	const struct peer *peer;
+	uint32_t min_validity;
+	char *identity, *resource; /* names: the config may change */
+	bool active;
 };
 
 int service_new(struct cache *cache, struct signin_store *signins, struct usernames *usernames,
@@ -109,6 +130,37 @@ void service_authorize(struct service *s, const struct peer *p, const char *iden
 		       struct service_request *q);
 /* Stops q waiting; q->fn will not be called. Harmless if it is not. */
 void service_cancel(struct service_request *q);
+
+/* A claims challenge: as service_get_token(), but the token is fetched
+ * anew with claims (the decoded JSON a resource's 401 named), once for
+ * every request with the same claims (cache_challenge()). */
+void service_challenge(struct service *s, const struct peer *p, const char *identity,
+		       const char *resource, const char *scope, uint32_t min_validity,
+		       const char *claims, struct service_request *q);
+
+/* For administrators: fetches the token anew now and answers q with its
+ * fingerprint and times (access_token NULL) and the number of watchers. */
+void service_refresh(struct service *s, const struct peer *p, const char *identity,
+		     const char *resource, const char *scope, struct service_request *q);
+
+/* For administrators: drops the cached tokens of identity (all: of every
+ * identity); *n says how many. 0, or a BT_E_* status with msg saying why. */
+uint32_t service_forget(struct service *s, const struct peer *p, const char *identity, bool all,
+			unsigned *n, char *msg, size_t size);
+
+/* Watches a token for peer p, which must stay valid until the watch ends:
+ * w->fn gets the current token, then each new one, and a failure when no
+ * token comes in time (cache_watch()). Access is checked now, at every
+ * reload (service_recheck_watches()), and, for an identity with program
+ * rules, before each token. A watch that ends calls w->fn with final set. */
+void service_watch(struct service *s, const struct peer *p, const char *identity,
+		   const char *resource, const char *scope, uint32_t min_validity,
+		   struct service_watch *w);
+/* Ends a watch without telling it; harmless on one that ended. */
+void service_unwatch(struct service_watch *w);
+/* After a reload: ends the watches their peers may no longer have, and
+ * watches again those whose tokens the reload dropped. */
+void service_recheck_watches(struct service *s);
 
 /* Reloads the config through the daemon; *ret_error (free()) on failure. */
 int service_reload(struct service *s, char **ret_error);

@@ -20,11 +20,16 @@
 
 /* A request that is answered later: what it waits on, and where the answer
  * goes. */
+/* Unread events a watching connection may have queued: past this, its
+ * watches end (BUSY) and it is closed. */
+#define WATCH_BACKLOG_MAX (256 * 1024)
+
 struct pending {
-	struct service_request q; /* token and access requests */
-	struct signin_waiter sw;  /* LOGIN, LOGIN_WAIT */
-	char *identity;		  /* sign-ins: the identity's name */
-	struct list node;	  /* on its connection's pending list */
+	struct service_request q;   /* token and access requests */
+	struct service_watch watch; /* WATCH */
+	struct signin_waiter sw;    /* LOGIN, LOGIN_WAIT */
+	char *identity;		    /* sign-ins: the identity's name */
+	struct list node;	    /* on its connection's pending list */
 	struct conn *conn;
 	uint32_t id;
 	uint8_t type;
@@ -123,7 +128,7 @@ static void answer_token(struct pending *p, const struct service_answer *a)
 	log_msg(LOG_DEBUG, &ctx, "handed token %s for %s to pid %d uid %u%s%s%s", a->fingerprint,
 		a->resource, (int)c->peer.pid, (unsigned)c->peer.uid, *what ? " (" : "", what,
 		*what ? ")" : "");
-	check_encoded(c, bt_encode_token_reply(&c->out, p->id, &m));
+	check_encoded(c, bt_encode_token_reply_as(&c->out, p->type | BT_REPLY, p->id, &m));
 }
 
 static void answer_inspect(struct pending *p, const struct service_answer *a)
@@ -169,6 +174,178 @@ static void handle_token_query(struct service *s, struct conn *c, struct bt_fram
 		/* May answer (and free p) before it returns. */
 		service_get_token(s, &c->peer, q.identity, q.resource, q.scope, q.min_validity,
 				  q.flags & BT_GET_FORCE_REFRESH, &p->q);
+	}
+	bt_token_query_clear(&q);
+}
+
+static void handle_challenge(struct service *s, struct conn *c, struct bt_frame *f)
+{
+	struct bt_challenge m;
+	struct pending *p;
+
+	if (bt_decode_challenge(&f->body, &m) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST,
+			    "malformed CHALLENGE request (claims are at most %d bytes)",
+			    BT_CLAIMS_MAX);
+		return;
+	}
+	if ((p = pending_add(c, f))) {
+		p->q.fn = on_token;
+		service_challenge(s, &c->peer, m.query.identity, m.query.resource, m.query.scope,
+				  m.query.min_validity, m.claims, &p->q);
+	}
+	bt_challenge_clear(&m);
+}
+
+static void on_refreshed(struct service_request *q, const struct service_answer *a)
+{
+	struct pending *p = pending_take(container_of(q, struct pending, q));
+	struct conn *c = p->conn;
+	struct bt_record rec = {0};
+	int r;
+
+	if (a->status != BT_OK) {
+		reply_error(c, p->id, a->status, "%s", a->message);
+	} else {
+		r = bt_record_add_str(&rec, "identity", a->identity)
+			?: bt_record_add_str(&rec, "resource", a->resource)
+			?: bt_record_add_str(&rec, "fingerprint", a->fingerprint)
+			?: bt_record_add_int(&rec, "expires", BT_FIELD_TIME, a->expires_on)
+			?: bt_record_add_int(&rec, "refresh", BT_FIELD_TIME, a->refresh_at)
+			?: bt_record_add_int(&rec, "watchers", BT_FIELD_INT, a->watchers)
+			?: bt_encode_record_reply(&c->out, BT_REFRESH | BT_REPLY, p->id, &rec);
+		bt_record_clear(&rec);
+		check_encoded(c, r);
+	}
+	pending_done(p);
+}
+
+static void handle_refresh(struct service *s, struct conn *c, struct bt_frame *f)
+{
+	struct bt_token_query q;
+	struct pending *p;
+
+	if (bt_decode_token_query(&f->body, &q) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed REFRESH request");
+		return;
+	}
+	if ((p = pending_add(c, f))) {
+		p->q.fn = on_refreshed;
+		service_refresh(s, &c->peer, q.identity, q.resource, q.scope, &p->q);
+	}
+	bt_token_query_clear(&q);
+}
+
+static void handle_forget(struct service *s, struct conn *c, struct bt_frame *f)
+{
+	char msg[BT_MESSAGE_MAX];
+	struct bt_record rec = {0};
+	struct bt_forget m;
+	unsigned n = 0;
+	uint32_t status;
+	bool all;
+
+	if (bt_decode_forget(&f->body, &m) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed FORGET request");
+		return;
+	}
+	all = m.flags & BT_FORGET_ALL;
+	if ((m.flags & ~BT_FORGET_ALL) || (all && *m.identity)) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST,
+			    "FORGET names one identity or, with the ALL flag, none");
+	} else if ((status = service_forget(s, &c->peer, m.identity, all, &n, msg, sizeof(msg)))) {
+		reply_error(c, f->id, status, "%s", msg);
+	} else {
+		int r = bt_record_add_int(&rec, "forgotten", BT_FIELD_INT, n)
+			    ?: bt_encode_record_reply(&c->out, BT_FORGET | BT_REPLY, f->id, &rec);
+		bt_record_clear(&rec);
+		check_encoded(c, r);
+	}
+	bt_forget_clear(&m);
+}
+
+/* The client does not read its events: each of its watches ends, BUSY, and
+ * the connection closes once that is read (or in SERVER_PARTIAL_TIMEOUT).
+ * It holds no more of our memory than the backlog and these lines. */
+static void drop_watches(struct conn *c)
+{
+	struct list *n, *tmp;
+	struct log_ctx ctx = peer_ctx(c, NULL, NULL);
+
+	if (ratelimit_log_uid(LOG_LIMIT_CLIENT, (long)c->peer.uid))
+		log_msg(LOG_WARNING, &ctx,
+			"pid %d uid %u left %zu bytes of watch events unread; ended its watches "
+			"and closed the connection",
+			(int)c->peer.pid, (unsigned)c->peer.uid, bt_buf_len(&c->out));
+	list_for_each_safe(n, tmp, &c->pendings)
+	{
+		struct pending *p = list_entry(n, struct pending, node);
+		if (p->type != BT_WATCH)
+			continue;
+		service_unwatch(&p->watch);
+		pending_take(p);
+		/* Too much is queued already for the encoder to refuse this. */
+		bt_encode_error(&c->out, p->id, BT_E_BUSY,
+				"the watch ended: its events were not read (more than 256 KiB "
+				"waited); read them as they come, or watch again");
+		pending_done(p);
+	}
+	conn_close_later(c);
+}
+
+static void on_watch_event(struct service_watch *w, const struct service_answer *a, bool final)
+{
+	struct pending *p = container_of(w, struct pending, watch);
+	struct conn *c = p->conn;
+	struct bt_watch_event ev = {.status = a->status,
+				    .message = (char *)(a->status == BT_OK ? "" : a->message),
+				    .t = {.access_token = (char *)(a->access_token ?: ""),
+					  .expires_on = (uint64_t)a->expires_on,
+					  .token_type = (char *)(a->token_type ?: ""),
+					  .identity = (char *)(a->identity ?: ""),
+					  .resource = (char *)(a->resource ?: ""),
+					  .tenant = (char *)(a->tenant ?: "")},
+				    .refresh_at = (uint64_t)a->refresh_at};
+
+	if (final) {
+		pending_take(p);
+		reply_error(c, p->id, a->status, "%s", a->message);
+		pending_done(p);
+		return;
+	}
+	if (c->closing)
+		return;
+	if (bt_buf_len(&c->out) > WATCH_BACKLOG_MAX ||
+	    bt_encode_watch_event(&c->out, p->id, &ev) < 0) {
+		drop_watches(c);
+		return;
+	}
+	if (a->status == BT_OK) {
+		struct log_ctx ctx = peer_ctx(c, a->identity, a->resource);
+		ctx.fingerprint = a->fingerprint;
+		log_msg(LOG_DEBUG, &ctx, "pushed token %s for %s to pid %d uid %u", a->fingerprint,
+			a->resource, (int)c->peer.pid, (unsigned)c->peer.uid);
+	}
+	conn_answered(c);
+}
+
+static void handle_watch(struct service *s, struct conn *c, struct bt_frame *f)
+{
+	struct bt_token_query q;
+	struct pending *p;
+
+	if (bt_decode_token_query(&f->body, &q) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed WATCH request");
+		return;
+	}
+	if (q.flags) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "a WATCH takes no flags (got %#x)",
+			    (unsigned)q.flags);
+	} else if ((p = pending_add(c, f))) {
+		p->watch.fn = on_watch_event;
+		/* May end (and free p) before it returns. */
+		service_watch(s, &c->peer, q.identity, q.resource, q.scope, q.min_validity,
+			      &p->watch);
 	}
 	bt_token_query_clear(&q);
 }
@@ -463,8 +640,10 @@ static void handle_hello(struct conn *c, struct bt_frame *f)
 	/* The request types dispatch_frame() answers, announced in the HELLO
 	 * reply from protocol version 2 on: a type added to its switch is added
 	 * here too, or version 2 clients will not send it. */
-	static const uint64_t handled =
-	    BT_V1_REQUESTS | BT_REQUEST_BIT(BT_COMPAT_RENEW) | BT_REQUEST_BIT(BT_COMPAT_REVOKE);
+	static const uint64_t handled = BT_V1_REQUESTS | BT_REQUEST_BIT(BT_COMPAT_RENEW) |
+					BT_REQUEST_BIT(BT_COMPAT_REVOKE) |
+					BT_REQUEST_BIT(BT_WATCH) | BT_REQUEST_BIT(BT_REFRESH) |
+					BT_REQUEST_BIT(BT_FORGET) | BT_REQUEST_BIT(BT_CHALLENGE);
 	struct bt_hello h;
 	struct bt_hello_reply rep = {.server = "batchtokd " BATCHTOK_VERSION_STRING,
 				     .requests = handled};
@@ -523,6 +702,18 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 	case BT_COMPAT_REVOKE:
 		handle_compat_ctl(d, c, f);
 		break;
+	case BT_WATCH:
+		handle_watch(d, c, f);
+		break;
+	case BT_REFRESH:
+		handle_refresh(d, c, f);
+		break;
+	case BT_FORGET:
+		handle_forget(d, c, f);
+		break;
+	case BT_CHALLENGE:
+		handle_challenge(d, c, f);
+		break;
 	case BT_PING:
 		if (bt_decode_empty(&f->body) < 0)
 			reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed PING request");
@@ -571,6 +762,8 @@ void dispatch_conn_closed(void *arg, struct conn *c)
 	while ((p = list_first(&c->pendings, struct pending, node))) {
 		if (p->type == BT_LOGIN || p->type == BT_LOGIN_WAIT)
 			signin_waiter_cancel(&p->sw);
+		else if (p->type == BT_WATCH)
+			service_unwatch(&p->watch);
 		else
 			service_cancel(&p->q);
 		list_del(&p->node);

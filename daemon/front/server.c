@@ -328,6 +328,11 @@ static void on_resume(uv_idle_t *h)
 void conn_request_done(struct conn *c)
 {
 	c->n_pending--;
+	conn_answered(c);
+}
+
+void conn_answered(struct conn *c)
+{
 	c->active_at = mono_ms(c->srv);
 	if (c->in_dispatch || c->closed)
 		return; /* the loop taking frames goes on by itself */
@@ -335,6 +340,16 @@ void conn_request_done(struct conn *c)
 	 * reload rebinding the cache): going on here could start a reload
 	 * inside a reload, or close the connection under its caller. */
 	resume_later(c);
+}
+
+void conn_close_later(struct conn *c)
+{
+	if (c->closed || c->closing)
+		return;
+	c->closing = true;
+	c->closing_since = mono_ms(c->srv);
+	if (!c->in_dispatch)
+		resume_later(c);
 }
 
 static int read_peer(int fd, struct peer *p)
@@ -512,6 +527,10 @@ void server_sweep(struct server *s)
 					"client pid %d uid %u sent half a request and stopped; "
 					"closed",
 					(int)c->peer.pid, (unsigned)c->peer.uid);
+			conn_close(c);
+		} else if (c->closing_since &&
+			   now - c->closing_since > SERVER_PARTIAL_TIMEOUT * 1000) {
+			/* Its last words were not read either. */
 			conn_close(c);
 		} else if (c->n_pending == 0 && now - c->active_at >= s->idle_ms) {
 			/* Nothing waits for an answer (a subscription, once there

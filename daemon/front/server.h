@@ -50,6 +50,7 @@ struct conn {
 	bool in_dispatch;      /* frames are being taken from in */
 	int64_t partial_since; /* monotonic ms when a partial frame appeared, 0: none */
 	int64_t active_at;     /* monotonic ms of the last byte in or out, or answer */
+	int64_t closing_since; /* monotonic ms when conn_close_later() was called, 0: not */
 	int events;	       /* what the poll handle currently waits for */
 	struct list pendings;  /* the dispatcher's requests, cancelled on close */
 	struct list resume;    /* on the server's list of connections to go on with */
@@ -108,6 +109,13 @@ void conn_close_after_flush(struct conn *c);
  * RELOAD must not run inside the reload that answered, nor a failed write
  * close the connection under the callback that replied. */
 void conn_request_done(struct conn *c);
+/* The same for an answer that leaves the request pending (a watch's event):
+ * what c has to send goes out on the next turn of the loop. */
+void conn_answered(struct conn *c);
+/* Stops taking c's requests and closes it once what is queued is sent, or
+ * SERVER_PARTIAL_TIMEOUT from now if the client does not read it; safe
+ * inside any callback (nothing happens before the next turn of the loop). */
+void conn_close_later(struct conn *c);
 unsigned server_client_count(const struct server *s);
 /* Closes every connection that has held half a frame for longer than
  * SERVER_PARTIAL_TIMEOUT, or nothing pending for idle_timeout, by the

@@ -301,6 +301,21 @@ static int add_group(struct parser *p, const char *key, const char *item, void *
 	return 0;
 }
 
+/* client_capabilities: what the identity's callers can do, declared to the
+ * token service. Entra knows one, cp1 (claims challenges, ENTRA.md 8). */
+static int add_capability(struct parser *p, const char *key, const char *item, void *arg)
+{
+	struct identity *id = arg;
+
+	if (strcasecmp(item, "cp1") != 0)
+		return perr(p,
+			    "%s: unknown capability '%s': the one Entra ID knows is cp1 (the "
+			    "callers answer claims challenges)",
+			    key, item);
+	id->cp1 = true;
+	return 0;
+}
+
 /* A list key of patterns naming programs, and what its patterns name. */
 struct pattern_key {
 	struct pattern_list *list;
@@ -456,6 +471,7 @@ enum identity_key_id {
 	IK_ALLOW_USER_UNITS,
 	IK_ALLOW_EXES,
 	IK_ALLOW_CGROUPS,
+	IK_CLIENT_CAPABILITIES,
 	IK_PREFETCH,
 	IK_DEFAULT,
 	IK_COUNT, /* not a key: the name is unknown */
@@ -475,6 +491,7 @@ static const char *const identity_keys[IK_COUNT] = {
     [IK_ALLOW_USER_UNITS] = "allow_user_units",
     [IK_ALLOW_EXES] = "allow_exes",
     [IK_ALLOW_CGROUPS] = "allow_cgroups",
+    [IK_CLIENT_CAPABILITIES] = "client_capabilities",
     [IK_PREFETCH] = "prefetch",
     [IK_DEFAULT] = "default",
 };
@@ -740,6 +757,8 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return add_patterns(p, key, v, &id->allow_exes, PATTERN_EXE);
 	case IK_ALLOW_CGROUPS:
 		return add_patterns(p, key, v, &id->allow_cgroups, PATTERN_CGROUP);
+	case IK_CLIENT_CAPABILITIES:
+		return each_item(p, key, v, add_capability, id);
 	case IK_PREFETCH:
 		return conf_parse_bool(AT(p), key, v, &id->prefetch);
 	case IK_DEFAULT: {
@@ -949,6 +968,12 @@ static int check_identity(struct parser *p, struct identity *id)
 	if ((r = apply_kind_keys(p, id)) < 0 ||
 	    (id->cred->check && (r = id->cred->check(id, AT(p))) < 0))
 		return r;
+	if (id->cp1 && id->cred->no_application)
+		return perr(p,
+			    "[identity %s]: client_capabilities = cp1 does not apply to credential "
+			    "= %s: the token service takes no claims from it (continuous access "
+			    "evaluation does not cover managed identities); remove the line",
+			    id->name, id->cred->name);
 	if (id->cred->no_application)
 		return 0;
 	if (!id->tenant &&

@@ -34,7 +34,8 @@ static int build(const struct cred_input *in, struct http_request *req, struct t
 				       "nobody is signed in to identity '%s': run 'batchtok login "
 				       "-i %s'",
 				       in->id->name, in->id->name);
-	r = entra_refresh_request(in->id, in->resource, in->refresh_token, req);
+	r = entra_refresh_request(in->id, in->resource, in->refresh_token, req)
+		?: entra_add_claims(in->id, in->claims, &req->body);
 	return r < 0 ? credential_fail(err, req, BT_E_INTERNAL, r, "out of memory") : 0;
 }
 

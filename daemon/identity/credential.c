@@ -81,6 +81,7 @@ int credential_client_request(const struct cred_input *in, struct http_request *
 	req->headers[0] = "Accept: application/json";
 	r = entra_token_url(in->id, &req->url)
 		?: entra_client_credentials_form(in->id, in->resource, &req->body)
+		?: entra_add_claims(in->id, in->claims, &req->body)
 		?: secstr_add_param(&req->body, key, value);
 	if (r == 0 && key2)
 		r = secstr_add_param(&req->body, key2, value2);

@@ -29,6 +29,7 @@ struct cred_input {
 	const char *resource;
 	const char *assertion;	   /* federated: the token file, read for this request */
 	const char *refresh_token; /* device-code: the user's, or NULL if not signed in */
+	const char *claims;	   /* a claims challenge (canonical JSON), or NULL */
 	int64_t now;		   /* wall clock */
 };
 

@@ -452,6 +452,60 @@ int entra_device_code_request(const struct identity *id, struct http_request *re
 	return user_request(id, "devicecode", NULL, id->resources[0], req);
 }
 
+int entra_canonical_claims(const char *json, char **ret, char *why, size_t n)
+{
+	json_error_t err;
+	json_t *doc = json_loads(json, JSON_REJECT_DUPLICATES, &err);
+
+	if (!doc) {
+		snprintf(why, n, "the claims are not JSON: %s at character %d", err.text,
+			 err.position);
+		return -EINVAL;
+	}
+	if (!json_is_object(doc)) {
+		json_decref(doc);
+		snprintf(why, n, "the claims are not a JSON object");
+		return -EINVAL;
+	}
+	*ret = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(doc);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int entra_add_claims(const struct identity *id, const char *challenge, struct secstr *form)
+{
+	json_t *doc, *at;
+	char *text;
+	int r = -ENOMEM;
+
+	if (!id->cp1 && !challenge)
+		return 0;
+	doc = challenge ? json_loads(challenge, 0, NULL) : json_object();
+	if (!json_is_object(doc)) {
+		json_decref(doc);
+		return -EINVAL; /* canonical claims always parse */
+	}
+	/* MSAL's _merge_claims_challenge_and_capabilities: the capability
+	 * goes into the access_token request beside what the challenge asks. */
+	if (id->cp1) {
+		at = json_object_get(doc, "access_token");
+		if (!json_is_object(at)) {
+			at = json_object();
+			if (json_object_set_new(doc, "access_token", at) < 0)
+				goto out;
+		}
+		if (json_object_set_new(at, "xms_cc", json_pack("{s:[s]}", "values", "cp1")) < 0)
+			goto out;
+	}
+	if ((text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS))) {
+		r = secstr_add_param(form, "claims", text);
+		free(text);
+	}
+out:
+	json_decref(doc);
+	return r;
+}
+
 int entra_device_poll_request(const struct identity *id, const char *device_code,
 			      struct http_request *req)
 {

@@ -98,6 +98,17 @@ int entra_device_poll_request(const struct identity *id, const char *device_code
 int entra_refresh_request(const struct identity *id, const char *resource,
 			  const char *refresh_token, struct http_request *req);
 
+/* A claims challenge as a client passed it (the decoded JSON of a 401's
+ * claims=): canonical JSON (compact, keys sorted) in *ret, so challenges
+ * that differ only in spacing or key order are one. -EINVAL with why (n
+ * bytes) if it is not a JSON object. */
+int entra_canonical_claims(const char *json, char **ret, char *why, size_t n);
+
+/* Adds the claims parameter a token request carries, if any: the challenge
+ * (canonical JSON, or NULL) merged with the client capability cp1 when the
+ * identity declares it (ENTRA.md 8: access_token.xms_cc.values = ["cp1"]). */
+int entra_add_claims(const struct identity *id, const char *challenge, struct secstr *form);
+
 /* What an AADSTS code means and what to do, or NULL if unknown. */
 const char *entra_aadsts_hint(long code);
 

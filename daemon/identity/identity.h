@@ -49,6 +49,7 @@ struct identity {
 	struct pattern_list allow_user_units;
 	struct pattern_list allow_exes;
 	struct pattern_list allow_cgroups;
+	bool cp1; /* client_capabilities = cp1: its callers answer claims challenges */
 	bool prefetch;
 	bool is_default;
 };

@@ -457,6 +457,303 @@ static void test_free_tells_waiters(void **state)
 	assert_non_null(strstr(w.message, "shutting down"));
 }
 
+/* --- watchers, forced refresh by an administrator, forget, claims --- */
+
+struct watcher {
+	struct cache_watcher w;
+	int tokens, errors;
+	uint32_t status;
+	char token[64];
+	int64_t refresh_at;
+	bool unwatch_all; /* the callback stops every watcher in `all` */
+	struct watcher *all;
+	int n_all;
+};
+
+static void on_event(struct cache_watcher *cw, const struct cache_answer *a)
+{
+	struct watcher *w = (struct watcher *)cw;
+
+	w->status = a->status;
+	if (a->status == BT_OK) {
+		w->tokens++;
+		w->refresh_at = a->refresh_at;
+		snprintf(w->token, sizeof(w->token), "%s", a->access_token);
+	} else {
+		w->errors++;
+	}
+	if (w->unwatch_all)
+		for (int i = 0; i < w->n_all; i++)
+			cache_unwatch(&w->all[i].w);
+}
+
+static int watch(struct cache *c, struct watcher *w, uint32_t min_validity)
+{
+	memset(w, 0, sizeof(*w));
+	w->w.fn = on_event;
+	return cache_watch(c, &id_a, resources[0], min_validity, &w->w);
+}
+
+/* Lets time pass to the armed wake-up and runs it. */
+static void run_to_armed(struct cache *c)
+{
+	assert_true(armed > now && armed < INT64_MAX);
+	now = armed;
+	cache_tick(c);
+}
+
+static void test_watcher_sees_every_rotation_with_one_fetch_each(void **state)
+{
+	struct cache *c = setup_cache();
+	struct watcher w;
+	char tok[16];
+
+	(void)state;
+	assert_int_equal(watch(c, &w, 0), 0);
+	assert_int_equal(fetches, 1); /* nothing cached: fetched for the watcher */
+	assert_int_equal(w.tokens, 0);
+	succeed(c, "tok0", 600);
+	assert_int_equal(w.tokens, 1);
+	assert_string_equal(w.token, "tok0");
+	assert_true(w.refresh_at > now && w.refresh_at < now + 600);
+	/* Nobody asks: the watcher alone keeps the token fresh, well past
+	 * idle_timeout (an hour), one fetch per rotation. */
+	for (int i = 1; i <= 20; i++) {
+		run_to_armed(c);
+		assert_int_equal(fetches, i + 1);
+		snprintf(tok, sizeof(tok), "tok%d", i);
+		succeed(c, tok, 600);
+		assert_int_equal(w.tokens, i + 1);
+		assert_string_equal(w.token, tok);
+	}
+	assert_int_equal(w.errors, 0);
+	cache_unwatch(&w.w);
+	cache_free(c);
+}
+
+static void test_thousand_watchers_one_fetch_per_rotation(void **state)
+{
+	struct cache *c = setup_cache();
+	struct watcher *w = calloc(1000, sizeof(*w));
+
+	(void)state;
+	assert_non_null(w);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(watch(c, &w[i], 0), 0);
+	assert_int_equal(fetches, 1);
+	succeed(c, "tok0", 600);
+	for (int r = 1; r <= 3; r++) {
+		run_to_armed(c);
+		succeed(c, "next", 600);
+	}
+	assert_int_equal(fetches, 4);
+	for (int i = 0; i < 1000; i++) {
+		assert_int_equal(w[i].tokens, 4);
+		cache_unwatch(&w[i].w);
+	}
+	/* A late watcher gets the cached token at once, with no fetch. */
+	assert_int_equal(watch(c, &w[0], 0), 0);
+	assert_int_equal(w[0].tokens, 1);
+	assert_int_equal(fetches, 4);
+	cache_unwatch(&w[0].w);
+	free(w);
+	cache_free(c);
+}
+
+static void test_watcher_told_of_failure_when_its_token_runs_out(void **state)
+{
+	struct cache *c = setup_cache();
+	struct watcher w;
+	int64_t expires;
+
+	(void)state;
+	watch(c, &w, 0);
+	succeed(c, "tok0", 600);
+	expires = now + 600;
+	run_to_armed(c); /* the refresh */
+	/* Failures while the token is still good for min_validity (60 s):
+	 * the watcher hears nothing, the retries go on. */
+	while (now < expires - 60 - 5) {
+		fail_fetch(c, BT_E_UNAVAILABLE, true, 0);
+		assert_int_equal(w.errors, 0);
+		run_to_armed(c);
+	}
+	/* Past that point the next failure, or the tick at the threshold,
+	 * tells it; once per failure, not once per tick. */
+	for (int i = 0; i < 100 && w.errors == 0; i++) {
+		if (fetching)
+			fail_fetch(c, BT_E_UNAVAILABLE, true, 0);
+		else
+			run_to_armed(c);
+	}
+	assert_int_equal(w.errors, 1);
+	assert_int_equal(w.status, BT_E_UNAVAILABLE);
+	assert_true(now >= expires - 60);
+	cache_tick(c);
+	assert_int_equal(w.errors, 1);
+	/* The service comes back: the token follows. */
+	if (!fetching)
+		run_to_armed(c);
+	succeed(c, "tok1", 600);
+	assert_int_equal(w.tokens, 2);
+	assert_string_equal(w.token, "tok1");
+	cache_unwatch(&w.w);
+	cache_free(c);
+}
+
+static void test_watcher_callback_may_unwatch_everyone(void **state)
+{
+	struct cache *c = setup_cache();
+	struct watcher w[5];
+
+	(void)state;
+	for (int i = 0; i < 5; i++)
+		watch(c, &w[i], 0);
+	w[1].unwatch_all = true;
+	w[1].all = w;
+	w[1].n_all = 5;
+	succeed(c, "tok0", 600);
+	/* 0 and 1 were told; 1 stopped everyone, so 2..4 were not. */
+	assert_int_equal(w[0].tokens, 1);
+	assert_int_equal(w[1].tokens, 1);
+	for (int i = 2; i < 5; i++)
+		assert_int_equal(w[i].tokens, 0);
+	assert_int_equal(cache_first(c)->n_watchers, 0);
+	cache_free(c);
+}
+
+static void test_rebind_detaches_watchers_without_a_word(void **state)
+{
+	struct cache *c = setup_cache();
+	struct watcher w;
+
+	(void)state;
+	watch(c, &w, 0);
+	succeed(c, "tok0", 600);
+	cache_rebind(c, keep, NULL); /* NULL: the identity is gone */
+	assert_null(w.w.entry);
+	assert_int_equal(w.tokens, 1);
+	assert_int_equal(w.errors, 0);
+	cache_unwatch(&w.w); /* harmless */
+	cache_free(c);
+}
+
+static void test_admin_refresh_is_one_fetch_and_not_rate_limited(void **state)
+{
+	struct cache *c = setup_cache();
+	struct waiter q[100], g;
+	struct watcher w;
+
+	(void)state;
+	watch(c, &w, 0);
+	succeed(c, "tok0", 3600);
+	/* A client's forced refresh spends the 30 s allowance... */
+	get(c, &g, 0, true);
+	assert_int_equal(fetches, 2);
+	succeed(c, "tok1", 3600);
+	/* ...and does not hold back 100 administrators asking at once. */
+	for (int i = 0; i < 100; i++) {
+		memset(&q[i], 0, sizeof(q[i]));
+		q[i].w.fn = on_answer;
+		assert_int_equal(cache_refresh(c, &id_a, resources[0], &q[i].w), 0);
+	}
+	assert_int_equal(fetches, 3);
+	succeed(c, "tok2", 3600);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(q[i].called, 1);
+		assert_string_equal(q[i].token, "tok2");
+	}
+	assert_int_equal(w.tokens, 3); /* pushed to the watcher each time */
+	assert_string_equal(w.token, "tok2");
+	/* Backoff and remembered errors do not hold it back either. */
+	cache_refresh(c, &id_a, resources[0], &q[0].w);
+	fail_fetch(c, BT_E_CREDENTIAL_REJECTED, false, 0);
+	cache_refresh(c, &id_a, resources[0], &q[1].w);
+	assert_int_equal(fetches, 5);
+	succeed(c, "tok3", 3600);
+	cache_unwatch(&w.w);
+	cache_free(c);
+}
+
+static void test_forget_drops_tokens_and_refetches_watched_ones(void **state)
+{
+	struct cache *c = setup_cache();
+	static char *two[] = {"https://batch.core.windows.net/", "https://vault.azure.net"};
+	struct identity id_b = {.name = "b", .resources = two, .n_resources = 2};
+	struct waiter g;
+	struct watcher w;
+
+	(void)state;
+	get(c, &g, 0, false);
+	succeed(c, "a1", 3600);
+	memset(&w, 0, sizeof(w));
+	w.w.fn = on_event;
+	cache_watch(c, &id_b, two[1], 0, &w.w);
+	succeed(c, "b1", 3600);
+	assert_int_equal(cache_forget(c, &id_a), 1);
+	assert_int_equal(fetches, 2); /* nobody watches a's token */
+	get(c, &g, 0, false);
+	assert_int_equal(fetches, 3);
+	succeed(c, "a2", 3600);
+	assert_int_equal(cache_forget(c, NULL), 2);
+	assert_int_equal(fetches, 4); /* b's watcher wants one */
+	succeed(c, "b2", 3600);
+	assert_int_equal(w.tokens, 2);
+	assert_string_equal(w.token, "b2");
+	assert_int_equal(cache_forget(c, &id_a), 0);
+	cache_unwatch(&w.w);
+	cache_free(c);
+}
+
+static int challenge(struct cache *c, struct waiter *w, const char *claims)
+{
+	memset(w, 0, sizeof(*w));
+	w->w.fn = on_answer;
+	return cache_challenge(c, &id_a, resources[0], claims, 0, &w->w);
+}
+
+static void test_claims_challenge_single_flight_and_limit(void **state)
+{
+	struct cache *c = setup_cache();
+	struct waiter q[50], other;
+	struct watcher w;
+
+	(void)state;
+	watch(c, &w, 0);
+	/* The fetch in flight carries no claims: it gives way. */
+	challenge(c, &q[0], "{\"a\":1}");
+	assert_int_equal(cancels, 1);
+	assert_int_equal(fetches, 2);
+	assert_true(cache_first(c)->fetching_claims);
+	assert_string_equal(cache_first(c)->claims, "{\"a\":1}");
+	for (int i = 1; i < 50; i++)
+		challenge(c, &q[i], "{\"a\":1}");
+	assert_int_equal(fetches, 2);
+	/* Other claims within 30 s wait their turn: BUSY, no fetch. */
+	challenge(c, &other, "{\"b\":2}");
+	assert_int_equal(other.called, 1);
+	assert_int_equal(other.status, BT_E_BUSY);
+	assert_non_null(strstr(other.message, "try again after"));
+	succeed(c, "claimed", 3600);
+	assert_false(cache_first(c)->fetching_claims);
+	for (int i = 0; i < 50; i++)
+		assert_string_equal(q[i].token, "claimed");
+	assert_string_equal(w.token, "claimed");
+	/* The same claims again soon: the token they brought. */
+	challenge(c, &q[0], "{\"a\":1}");
+	assert_int_equal(q[0].called, 1);
+	assert_string_equal(q[0].token, "claimed");
+	assert_int_equal(fetches, 2);
+	/* After 30 s another challenge fetches. */
+	now += CACHE_FORCE_INTERVAL;
+	challenge(c, &other, "{\"b\":2}");
+	assert_int_equal(fetches, 3);
+	succeed(c, "claimed2", 3600);
+	assert_string_equal(other.token, "claimed2");
+	cache_unwatch(&w.w);
+	cache_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -474,6 +771,14 @@ int main(void)
 	    cmocka_unit_test(test_cancelled_waiter_is_not_called),
 	    cmocka_unit_test(test_rebind),
 	    cmocka_unit_test(test_free_tells_waiters),
+	    cmocka_unit_test(test_watcher_sees_every_rotation_with_one_fetch_each),
+	    cmocka_unit_test(test_thousand_watchers_one_fetch_per_rotation),
+	    cmocka_unit_test(test_watcher_told_of_failure_when_its_token_runs_out),
+	    cmocka_unit_test(test_watcher_callback_may_unwatch_everyone),
+	    cmocka_unit_test(test_rebind_detaches_watchers_without_a_word),
+	    cmocka_unit_test(test_admin_refresh_is_one_fetch_and_not_rate_limited),
+	    cmocka_unit_test(test_forget_drops_tokens_and_refetches_watched_ones),
+	    cmocka_unit_test(test_claims_challenge_single_flight_and_limit),
 	};
 	log_set_level(-1); /* the cache logs each event; keep test output readable */
 	return cmocka_run_group_tests(tests, NULL, NULL);
