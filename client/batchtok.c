@@ -985,7 +985,8 @@ static int cmd_watch(struct ctx *ctx, int argc, char **argv)
 		r = watch_loop(ctx, &wg, sfd, q.output && strcmp(q.output, "json") == 0);
 	batchtok_watch_free(wg.w);
 	close(sfd);
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	/* SIGINT and SIGTERM stay blocked: one that came is pending still (poll
+	 * saw it, nothing read it), and the process ends now with its status. */
 	return r;
 }
 
