@@ -10,25 +10,24 @@ import os
 import re
 import select
 import signal
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
-from conftest import BATCH, BATCHTOK, as_user, jwt_claims
+from conftest import BATCH, BATCHTOK, BUILD, TOP, as_user, jwt_claims
 
 NOBODY = 65534
 
 
 class Proc:
-    """A batchtok process whose standard output is read line by line, each
-    wait bounded, and which is stopped by its PID."""
+    """A process whose standard output is read line by line, each wait
+    bounded, and which is stopped by its PID."""
 
-    def __init__(self, d, args, user=None, env=None):
-        prog, kw = BATCHTOK, {}
-        if user is not None:
-            prog, kw = d.shared.batchtok, as_user(user)
-        self.proc = subprocess.Popen([prog, "-S", d.sock] + list(args), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, **kw)
+    def __init__(self, argv, env=None, **kw):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, **kw)
         self.buf = b""
 
     def line(self, timeout=30):
@@ -70,8 +69,12 @@ class Proc:
 def procs():
     made = []
 
-    def start(d, *args, **kw):
-        p = Proc(d, args, **kw)
+    def start(d, *args, user=None, env=None):
+        """batchtok -S SOCKET ARGS against d; with user, as that uid."""
+        prog, kw = BATCHTOK, {}
+        if user is not None:
+            prog, kw = d.shared.batchtok, as_user(user)
+        p = Proc([prog, "-S", d.sock] + list(args), env=env, **kw)
         made.append(p)
         return p
 
@@ -332,3 +335,46 @@ def test_get_claims_refuses_what_is_not_a_claims_challenge(make_daemon, sts):
     r = d.get("--claims", CLAIMS, "--force-refresh")
     assert r.rc == 2 and "drop --force-refresh" in r.err, r
     assert sts.stats()["token_requests"] == 0
+
+
+@pytest.fixture(scope="module")
+def readme_poll_loop():
+    """The README's libbatchtok poll() loop, as printed there, built against
+    this build's libbatchtok.a and the public header alone."""
+    with open(os.path.join(TOP, "README.md")) as f:
+        text = f.read()
+    section = text.split("### C: a watch in an event loop", 1)[1]
+    code = section.split("```c\n", 1)[1].split("```", 1)[0]
+    work = tempfile.mkdtemp(prefix="batchtok-readme-")
+    try:
+        src, prog = os.path.join(work, "poll_loop.c"), os.path.join(work, "poll_loop")
+        with open(src, "w") as f:
+            f.write(code)
+        lib = os.path.join(BUILD, "libbatchtok.a")
+        with open(lib, "rb") as f:
+            san = ["-fsanitize=address,undefined"] if b"__asan_init" in f.read() else []
+        cc = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-Wall", "-Wextra",
+                             "-Werror", "-I", os.path.join(TOP, "client")] + san +
+                            ["-o", prog, src, lib], capture_output=True, text=True, timeout=120)
+        assert cc.returncode == 0, cc.stderr
+        yield prog
+    finally:
+        shutil.rmtree(work)
+
+
+def test_readme_poll_loop(make_daemon, sts, readme_poll_loop):
+    """It prints each token as it comes, across a daemon restart."""
+    d = make_daemon({"cache": {"resources": "https://redis.azure.com/"}}, min_validity="1s")
+    sts.fault("slow", lifetime=4, count=1)
+    reader = Proc([readme_poll_loop], env=dict(os.environ, BATCHTOK_SOCKET=d.sock))
+    try:
+        lines = [reader.line() for _ in range(2)]
+        d.stop()
+        d.start()
+        lines.append(reader.line())
+        for line in lines:
+            assert re.fullmatch(r"token until \d+, next at \d+", line), line
+        assert len(set(lines)) == 3
+        assert sts.stats()["token_requests"] == 3
+    finally:
+        reader.kill()
