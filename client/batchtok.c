@@ -1024,28 +1024,39 @@ struct token_file {
 	char tmp[4096 + 16];
 };
 
+/* Whether nobody else can rename or replace what this process makes in dir:
+ * a directory of ours (or, unless ours, root's) that only its owner may
+ * write to, or a sticky one such as /tmp. Elsewhere another user could swap
+ * the private directory for one of theirs between two writes. */
+static bool safe_parent(const char *dir, bool ours)
+{
+	struct stat st;
+
+	return dir && *dir == '/' && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+	       (st.st_uid == geteuid() || (!ours && st.st_uid == 0)) &&
+	       (!(st.st_mode & (S_IWGRP | S_IWOTH)) || (st.st_mode & S_ISVTX));
+}
+
 /* A new private directory (0700, from mkdtemp) for the token file: in the
  * user's runtime directory when it is theirs (a tmpfs that only they can
- * enter, emptied at logout), else in $TMPDIR or /tmp. */
-static int token_dir(struct token_file *tf)
+ * enter, emptied at logout), else in $TMPDIR or /tmp. *where names the
+ * directory it is (to be) in. On failure tf->dir is "". */
+static int token_dir(struct token_file *tf, const char **where)
 {
 	const char *base = getenv("XDG_RUNTIME_DIR");
-	struct stat st;
 	int k;
 
-	if (!base || *base != '/' || stat(base, &st) < 0 || !S_ISDIR(st.st_mode) ||
-	    st.st_uid != geteuid()) {
+	tf->dir[0] = 0;
+	if (!safe_parent(base, true))
 		base = getenv("TMPDIR");
-		if (!base || *base != '/')
-			base = "/tmp";
-	}
+	if (!safe_parent(base, false))
+		base = "/tmp";
+	*where = base;
+	if (!safe_parent(base, false))
+		return -EPERM;
 	k = snprintf(tf->dir, sizeof(tf->dir), "%s/batchtok-exec.XXXXXX", base);
-	if (k < 0 || (size_t)k >= sizeof(tf->dir)) {
-		tf->dir[0] = 0;
-		return -ENAMETOOLONG;
-	}
-	if (!mkdtemp(tf->dir)) {
-		k = errno;
+	if (k < 0 || (size_t)k >= sizeof(tf->dir) || !mkdtemp(tf->dir)) {
+		k = k < 0 || (size_t)k >= sizeof(tf->dir) ? ENAMETOOLONG : errno;
 		tf->dir[0] = 0;
 		return -k;
 	}
@@ -1150,6 +1161,7 @@ static int run_on_rotate(struct ctx *ctx, const struct query *q, int rotate, cha
 	struct batchtok_token *cur = NULL, *t;
 	struct token_file tf = {.dir = ""};
 	struct watching wg = {0};
+	const char *where = "";
 	int sfd, r, status = 0;
 	bool watching = true;
 	sigset_t old;
@@ -1160,9 +1172,12 @@ static int run_on_rotate(struct ctx *ctx, const struct query *q, int rotate, cha
 		return EXIT_OTHER;
 	if ((r = start_watch(ctx, &q->req, &wg)) || (r = first_token(ctx, &wg, sfd, &cur)))
 		goto out;
-	if ((r = token_dir(&tf)) < 0 || (r = write_token_file(&tf, cur->access_token)) < 0) {
-		fprintf(stderr, "batchtok: cannot keep the token in a file in %s: %s\n",
-			tf.dir[0] ? tf.dir : "$XDG_RUNTIME_DIR, $TMPDIR or /tmp", strerror(-r));
+	if ((r = token_dir(&tf, &where)) < 0 ||
+	    (r = write_token_file(&tf, cur->access_token)) < 0) {
+		fprintf(stderr,
+			"batchtok: cannot keep the token in a private directory in %s: %s (set "
+			"TMPDIR to a directory of yours that only you may write to)\n",
+			where, strerror(-r));
 		r = EXIT_OTHER;
 		goto out;
 	}

@@ -250,6 +250,23 @@ def test_exec_on_rotate_usage(make_daemon):
     assert r.rc == 5 and r.err.startswith("batchtok: "), r
 
 
+def test_exec_on_rotate_passes_over_directories_others_may_write(make_daemon, tmp_path):
+    """A runtime directory or TMPDIR that another user could write to (and so
+    swap the private directory in) is passed over for /tmp."""
+    d = make_daemon()
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(str(loose), 0o777)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(loose), TMPDIR=str(loose))
+    r = subprocess.run([BATCHTOK, "-S", d.sock, "exec", "--on-rotate=HUP", "--", "sh", "-c",
+                        'echo "$BATCHTOK_TOKEN_FILE"; test -s "$BATCHTOK_TOKEN_FILE"'],
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0, r
+    assert re.fullmatch(r"/tmp/batchtok-exec\.\w{6}/token\n", r.stdout), r.stdout
+    assert not os.path.exists(os.path.dirname(r.stdout.strip()))
+    assert os.listdir(str(loose)) == []
+
+
 def test_refresh_fetches_anew_and_pushes(make_daemon, sts, procs):
     d = make_daemon()
     w = procs(d, "watch")
