@@ -391,7 +391,9 @@ def test_readme_poll_loop(make_daemon, sts, readme_poll_loop):
         lines.append(reader.line())
         for line in lines:
             assert re.fullmatch(r"token until \d+, next at \d+", line), line
-        assert len(set(lines)) == 3
+        # A 4 s token, then an hour's; the new daemon's may expire in the
+        # same second as the one before: the requests tell them apart.
+        assert lines[0] != lines[1]
         assert sts.stats()["token_requests"] == 3
     finally:
         reader.kill()
