@@ -56,10 +56,11 @@ CONFIG_SRC := daemon/identity/config.c daemon/identity/conf_value.c daemon/ident
 DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib/attest.c \
               daemon/front/server.c daemon/front/dispatch.c daemon/lib/notify.c \
               daemon/daemon.c daemon/lib/sealed.c daemon/identity/signin.c \
-              daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c \
+              daemon/front/capability.c daemon/front/sockdiag.c daemon/front/http_in.c daemon/front/compat.c daemon/front/metrics_http.c \
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
               daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/core/policy.c \
-              daemon/lib/unitcount.c
+              daemon/lib/unitcount.c daemon/lib/counters.c daemon/core/metrics.c \
+              daemon/lib/unixsock.c daemon/lib/peer.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config test_attest \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
@@ -277,7 +278,8 @@ format:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
-		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SYSCONFDIR)/batchtok
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SYSCONFDIR)/batchtok \
+		$(DESTDIR)$(SYSCONFDIR)/batchtok/batchtokd.conf.d
 	install -m 0755 $(O)/batchtok $(DESTDIR)$(BINDIR)/batchtok
 	install -m 0755 $(O)/batchtokd $(DESTDIR)$(SBINDIR)/batchtokd
 	install -m 0644 $(O)/libbatchtok.a $(DESTDIR)$(LIBDIR)/libbatchtok.a

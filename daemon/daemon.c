@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +14,12 @@
 #include <unistd.h>
 
 #include "lib/clock.h"
+#include "lib/counters.h"
 #include "lib/fileio.h"
 #include "identity/credential.h"
 #include "core/policy.h"
 #include "front/dispatch.h"
+#include "front/metrics_http.h"
 #include "lib/log.h"
 #include "lib/ratelimit.h"
 
@@ -48,7 +51,27 @@ struct fetch {
 	char why[400];	  /* what is wrong with the file, or "" */
 	uint64_t gen;	  /* device-code: the sign-in generation used */
 	int64_t sent_at;
+	uint64_t sent_ns; /* uv_hrtime() when sent: the refresh latency */
 };
+
+/* How the metrics count the service id's token requests go to. */
+static enum counter_service service_of(const struct identity *id)
+{
+	return credential_for(id)->no_application ? COUNT_IMDS : COUNT_ENTRA;
+}
+
+/* Counts an answer of the token service (or its absence). */
+static void count_answer(const struct fetch *f, const struct http_response *resp,
+			 const struct token_result *r)
+{
+	long code = 0;
+
+	if (!strncmp(r->aadsts, "AADSTS", 6))
+		code = strtol(r->aadsts + 6, NULL, 10);
+	counters_upstream_answer(service_of(f->e->id), resp->failure == HTTP_OK ? resp->status : 0,
+				 code, code > 0 && entra_aadsts_hint(code),
+				 (double)(uv_hrtime() - f->sent_ns) / 1e9);
+}
 
 static int64_t wall_now(void *arg)
 {
@@ -87,6 +110,7 @@ static void on_fetched(void *arg, const struct http_response *resp)
 	bool ended = false;
 
 	credential_for(id)->parse_response(&in, resp, f->sent_at, &r);
+	count_answer(f, resp, &r);
 	if (si && r.status == BT_OK && r.refresh_token)
 		signin_rotate(si, f->gen, r.refresh_token);
 	else if (si && r.error_kind == ENTRA_E_GRANT_INVALID)
@@ -123,9 +147,11 @@ static int fetch_send(struct fetch *f, struct token_result *err)
 	if (r < 0)
 		return r;
 	f->sent_at = in.now;
+	f->sent_ns = uv_hrtime();
 	r = http_submit(d->http, &req, on_fetched, f, &f->t);
 	if (r < 0)
 		return r;
+	counters.upstream_requests[service_of(e->id)]++;
 	log_msg(LOG_DEBUG,
 		&(struct log_ctx){
 		    .identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},
@@ -385,13 +411,23 @@ static const struct identity *resolve_same(void *arg, const struct identity *old
 	return n && identity_same_credential(old, n) ? n : NULL;
 }
 
+/* " and N drop-ins in DIR" for the log, or "" when the config has none. */
+static const char *dropins(const struct config *c, char *buf, size_t n)
+{
+	if (c->n_files < 2)
+		return "";
+	snprintf(buf, n, " and %zu drop-in%s in %s" CONFIG_DROPIN_SUFFIX, c->n_files - 1,
+		 c->n_files == 2 ? "" : "s", c->path);
+	return buf;
+}
+
 int daemon_reload(struct daemon *d, char **ret_error)
 {
 	struct config_errors errs = {0};
 	struct config *c;
 	struct http_options ho;
 	struct cache_settings cs;
-	char status[200];
+	char status[200], dropin_buf[PATH_MAX + 64];
 	int r;
 
 	notify_reloading();
@@ -422,6 +458,10 @@ int daemon_reload(struct daemon *d, char **ret_error)
 		log_warning(
 		    "compat_endpoint = changed to '%s'; it takes effect at the next restart",
 		    c->compat_endpoint ? c->compat_endpoint : "");
+	if (strcmp(c->metrics_listen ? c->metrics_listen : "",
+		   d->cfg->metrics_listen ? d->cfg->metrics_listen : "") != 0)
+		log_warning("metrics_listen = changed to '%s'; it takes effect at the next restart",
+			    c->metrics_listen ? c->metrics_listen : "");
 	settings_from(c, &ho, &cs);
 	if (http_configure(d->http, &ho) < 0) {
 		config_free(c);
@@ -441,9 +481,6 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	signin_configure(d->signins, c);
 	config_free(d->cfg);
 	d->cfg = c;
-	/* Watchers who lost access are told; those whose tokens the rebind
-	 * dropped watch the new identity's. */
-	service_recheck_watches(d->service);
 	audit_credentials(d);
 	cache_configure(d->cache, &cs);
 	server_set_limits(
@@ -452,10 +489,16 @@ int daemon_reload(struct daemon *d, char **ret_error)
 			   .max_clients_per_uid = c->max_clients_per_uid,
 			   .idle_timeout = c->client_idle_timeout,
 			   .pin_peers = policy_any_program_rules(c->identities, c->n_identities)});
+	/* Watchers who lost access are told; those whose tokens the rebind
+	 * dropped watch the new identity's. After the server's limits: the
+	 * connections it closes to have them come back pinned are not told
+	 * that their program cannot be known. */
+	service_recheck_watches(d->service);
 	log_set_level(c->log_level);
 	prefetch_all(d);
 	d->reloads++;
-	log_info("configuration reloaded from %s: %zu identities", c->path, c->n_identities);
+	log_info("configuration reloaded from %s%s: %zu identities", c->path,
+		 dropins(c, dropin_buf, sizeof(dropin_buf)), c->n_identities);
 	status_line(d, status, sizeof(status));
 	notify_ready(status);
 	return 0;
@@ -479,6 +522,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	server_close(d->server);
 	compat_close(d->compat);
 	d->compat = NULL;
+	metrics_http_close(d->metrics);
+	d->metrics = NULL;
 	service_free(d->service);
 	d->service = NULL;
 	usernames_free(d->usernames);
@@ -524,6 +569,8 @@ static int hook_describe(void *arg, struct bt_record *rec, bool admin)
 			?: bt_record_add_int(rec, "reloads", BT_FIELD_INT, (int64_t)d->reloads);
 	if (r == 0 && d->compat)
 		r = bt_record_add_str(rec, "compat_endpoint", compat_url(d->compat));
+	if (r == 0 && d->metrics && admin)
+		r = bt_record_add_str(rec, "metrics", metrics_http_url(d->metrics));
 	if (r == 0 && d->compat && admin)
 		r = bt_record_add_int(rec, "compat_clients", BT_FIELD_INT,
 				      compat_client_count(d->compat))
@@ -615,6 +662,11 @@ static int start_fronts(struct daemon *d)
 		server_close(d->server);
 		return r;
 	}
+	if (cfg->metrics_listen && (r = metrics_http_new(&d->loop, d->service, &d->metrics)) < 0) {
+		server_close(d->server);
+		compat_close(d->compat);
+		return r;
+	}
 	return 0;
 }
 
@@ -643,7 +695,7 @@ static int start_signals(struct daemon *d)
 int daemon_run(const struct config_options *opts, struct config *cfg)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
-	char status[200];
+	char status[200], dropin_buf[PATH_MAX + 64];
 	int r;
 
 	if (!d) {
@@ -667,6 +719,7 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 		log_error("cannot handle signals: %s", uv_strerror(r));
 		server_close(d->server);
 		compat_close(d->compat);
+		metrics_http_close(d->metrics);
 		goto fail_loop;
 	}
 	notify_init(&d->notify, &d->loop);
@@ -674,6 +727,9 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	uv_timer_start(&d->audit_timer, on_audit_timer, AUDIT_INTERVAL_MS, AUDIT_INTERVAL_MS);
 	uv_timer_start(&d->log_timer, on_log_timer, LOG_FLUSH_MS, LOG_FLUSH_MS);
 	prefetch_all(d);
+	if (d->cfg->n_files > 1)
+		log_info("configuration read from %s%s", d->cfg->path,
+			 dropins(d->cfg, dropin_buf, sizeof(dropin_buf)));
 	status_line(d, status, sizeof(status));
 	log_info("batchtokd " BATCHTOK_VERSION_STRING " ready: %s", status);
 	notify_ready(status);

@@ -25,9 +25,10 @@ struct daemon {
 	struct cache *cache;
 	struct signin_store *signins;
 	struct server *server;
-	struct compat *compat;	     /* NULL: compat_endpoint is off */
-	struct usernames *usernames; /* of refused users, for messages */
-	struct service *service;     /* the request path of every front end */
+	struct compat *compat;	      /* NULL: compat_endpoint is off */
+	struct metrics_http *metrics; /* NULL: metrics_listen is off */
+	struct usernames *usernames;  /* of refused users, for messages */
+	struct service *service;      /* the request path of every front end */
 	struct notify notify;
 	uv_timer_t cache_timer;
 	int64_t cache_due;

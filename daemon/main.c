@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/policy.h"
+#include "front/metrics_http.h"
 #include "identity/config.h"
 #include "daemon.h"
 #include "lib/log.h"
@@ -210,7 +211,7 @@ static void check_nofile(rlim_t limit, const struct config *cfg)
 
 	need = (unsigned long long)cfg->max_clients *
 		   ((pinned ? 2 : 1) + (cfg->compat_endpoint ? 1 : 0)) +
-	       SPARE_FDS;
+	       (cfg->metrics_listen ? METRICS_HTTP_CONNS : 0) + SPARE_FDS;
 
 	if (limit && limit < need)
 		log_warning("the open-file limit (%llu) is below what max_clients = %u needs "
@@ -333,6 +334,21 @@ static int load_config(const struct config_options *co, bool check, struct confi
 	return 0;
 }
 
+/* What --check-config read: the main file, then each drop-in with the
+ * identities it defines, so that a drop-in that was not read (a name not
+ * ending in .conf) is noticed. */
+static void print_checked(const struct config *cfg, bool user_mode)
+{
+	printf("%s: OK (%zu identities, %s mode)\n", cfg->path, cfg->n_identities,
+	       user_mode ? "user" : "system");
+	for (size_t i = 1; i < cfg->n_files; i++) {
+		size_t n = 0;
+		for (size_t j = 0; j < cfg->n_identities; j++)
+			n += strcmp(cfg->identities[j].file, cfg->files[i]) == 0;
+		printf("%s: OK (drop-in, %zu identities)\n", cfg->files[i], n);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -360,8 +376,7 @@ int main(int argc, char **argv)
 	if (mode_defaults(user_mode, &paths, &co) < 0 || load_config(&co, o.check, &cfg) < 0)
 		return 1;
 	if (o.check) {
-		printf("%s: OK (%zu identities, %s mode)\n", co.path, cfg->n_identities,
-		       user_mode ? "user" : "system");
+		print_checked(cfg, user_mode);
 		config_free(cfg);
 		return 0;
 	}

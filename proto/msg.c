@@ -666,6 +666,8 @@ const char *bt_type_name(uint8_t type)
 		return "FORGET";
 	case BT_CHALLENGE:
 		return "CHALLENGE";
+	case BT_METRICS:
+		return "METRICS";
 	}
 	return type == BT_ERROR ? "ERROR" : "unknown";
 }

@@ -56,6 +56,7 @@ enum bt_type {
 	BT_REFRESH = 14,       /* fetch anew now and push to watchers (admin) */
 	BT_FORGET = 15,	       /* drop cached tokens (admin) */
 	BT_CHALLENGE = 16,     /* a token fetched anew with a claims challenge */
+	BT_METRICS = 17,       /* OpenMetrics text (admin or metrics_group) */
 	BT_REPLY = 0x80,       /* a reply's type is the request's type | BT_REPLY */
 	BT_ERROR = 0xff,
 };

@@ -7,7 +7,8 @@ pkgs="build-essential pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev
 libsystemd-dev libjansson-dev libinih-dev libhttp-parser-dev libcmocka-dev clang libclang-rt-14-dev
 python3 python3-cryptography python3-pytest openssl systemd binutils
 git dpkg-dev debhelper dh-python lintian rpm mandoc man-db python3-azure python3-requests
-python3-pip python3-setuptools azure-cli curl mmdebstrap systemd-container procps $*"
+python3-pip python3-setuptools python3-prometheus-client azure-cli curl mmdebstrap
+systemd-container procps $*"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

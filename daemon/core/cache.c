@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../lib/counters.h"
 #include "../lib/jwt.h"
 #include "../lib/log.h"
 #include "../lib/schedule.h"
@@ -335,6 +336,7 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 		force = false; /* rate-limited: the cached token is as good */
 	if (!force && e->token && valid_for(e->expires_on, now, w->min_validity)) {
 		e->served++;
+		counters.cache_hits++;
 		fill_ok(e, &a);
 		w->fn(w, &a);
 		return 0;
@@ -381,6 +383,7 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 	w->entry = e;
 	list_add_tail(&e->waiters, &w->node);
 	e->n_waiters++;
+	counters.cache_misses++;
 	if (force || early)
 		e->last_forced = now;
 	/* In a short backoff the scheduled retry serves this waiter too. */

@@ -9,10 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "policy.h"
 #include "../identity/credential.h"
 #include "../identity/entra.h"
 #include "../lib/attest.h"
+#include "../lib/clock.h"
+#include "../lib/counters.h"
 #include "../lib/log.h"
 #include "../lib/ratelimit.h"
 #include "../lib/unitcount.h"
@@ -231,6 +234,46 @@ int service_status(struct service *s, const struct peer *p, struct bt_record *re
 				?: describe_identity(s, id, irec, admin);
 	}
 	return r;
+}
+
+bool service_peer_reads_metrics(const struct service *s, const struct peer *p)
+{
+	if (service_peer_is_admin(s, p) ||
+	    (s->cfg->metrics_gid != (gid_t)-1 && policy_in_group(p, s->cfg->metrics_gid)))
+		return true;
+	/* A TCP client (no process, no groups): the members the group
+	 * database listed at load. */
+	for (size_t i = 0; p->pid < 0 && !p->groups && i < s->cfg->n_metrics_uids; i++)
+		if (s->cfg->metrics_uids[i] == p->uid)
+			return true;
+	return false;
+}
+
+uint32_t service_metrics(struct service *s, const struct peer *p, char **text, size_t *len,
+			 char *msg, size_t n)
+{
+	struct metrics_input in = {.cfg = s->cfg,
+				   .cache = s->cache,
+				   .units = &s->units,
+				   .now = clock_wall_now(),
+				   .extra = s->hooks.metrics,
+				   .extra_arg = s->hooks.arg};
+
+	if (!service_peer_reads_metrics(s, p)) {
+		counters.denials[DENY_ADMIN]++;
+		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)p->uid))
+			log_msg(LOG_WARNING, &(struct log_ctx){.uid = (long)p->uid, .pid = p->pid},
+				"denied metrics to pid %d uid %u", (int)p->pid, (unsigned)p->uid);
+		snprintf(msg, n,
+			 "metrics are for administrators and metrics_group: run it as root, as "
+			 "the daemon's user, or as a member of admin_group or metrics_group");
+		return BT_E_DENIED;
+	}
+	if (metrics_render(&in, text, len) < 0) {
+		snprintf(msg, n, "out of memory");
+		return BT_E_INTERNAL;
+	}
+	return BT_OK;
 }
 
 bool service_peer_is_admin(const struct service *s, const struct peer *p)
@@ -473,9 +516,9 @@ static const struct identity *admit(struct service *s, const struct peer *p, con
 	policy_unit_name(p, unit, sizeof(unit));
 	unitcount_add(&s->units, unit, v != POLICY_ALLOW);
 	if (v == POLICY_DENY_USER)
-		deny_user(q, p);
+		counters.denials[DENY_USER]++, deny_user(q, p);
 	else if (v == POLICY_DENY_PROGRAM)
-		deny_program(q, p, why);
+		counters.denials[DENY_PROGRAM]++, deny_program(q, p, why);
 	return v == POLICY_ALLOW ? id : NULL;
 }
 
@@ -580,12 +623,12 @@ void service_challenge(struct service *s, const struct peer *p, const char *iden
 	free(canon);
 }
 
-/* Refuses an administrator's request to anyone else; false if refused. */
-static bool admin_only(struct service *s, const struct peer *p, const char *what, char *msg,
-		       size_t n)
+bool service_admin_only(struct service *s, const struct peer *p, const char *what, char *msg,
+			size_t n)
 {
 	if (service_peer_is_admin(s, p))
 		return true;
+	counters.denials[DENY_ADMIN]++;
 	if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)p->uid))
 		log_msg(LOG_WARNING, &(struct log_ctx){.uid = (long)p->uid, .pid = p->pid},
 			"denied %s to pid %d uid %u", what, (int)p->pid, (unsigned)p->uid);
@@ -606,7 +649,7 @@ void service_refresh(struct service *s, const struct peer *p, const char *identi
 
 	begin(s, p, q);
 	q->token = false;
-	if (!admin_only(s, p, "refresh", msg, sizeof(msg))) {
+	if (!service_admin_only(s, p, "refresh", msg, sizeof(msg))) {
 		answer_error(q, BT_E_DENIED, "%s", msg);
 		return;
 	}
@@ -634,7 +677,7 @@ uint32_t service_forget(struct service *s, const struct peer *p, const char *ide
 	const struct identity *id = NULL;
 	uint32_t status;
 
-	if (!admin_only(s, p, "forget", msg, size))
+	if (!service_admin_only(s, p, "forget", msg, size))
 		return BT_E_DENIED;
 	if (!all && !(id = service_find(s, identity, &status, msg, size)))
 		return status;

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cache.h"
 #include "../identity/config.h"
@@ -39,6 +40,8 @@ struct service_hooks {
 	 * is off; -ENOENT: not live (renew only); -EPERM: another uid's. */
 	int (*renew)(void *arg, const struct peer *p, const char *text, int64_t *expires_on);
 	int (*revoke)(void *arg, const struct peer *p, const char *text);
+	/* Metrics families of the daemon's own modules (may be NULL). */
+	void (*metrics)(void *arg, FILE *f);
 };
 
 struct service_answer {
@@ -107,6 +110,11 @@ const struct config *service_config(const struct service *s);
 
 /* Is the peer root, the daemon's own user, or in admin_group? */
 bool service_peer_is_admin(const struct service *s, const struct peer *p);
+/* Whether p may make an administrator's request (what, for the log and
+ * msg); if not, the refusal is counted and logged, and msg (n bytes) says
+ * who may. */
+bool service_admin_only(struct service *s, const struct peer *p, const char *what, char *msg,
+			size_t n);
 /* May the peer use identity id? Its uid and group rules and its program
  * rules (policy.h) against p and p->att, as a token request would be
  * judged now. */
@@ -178,6 +186,14 @@ int service_grant(struct service *s, const struct peer *p, const char *identity,
  * each use, and giving one back is always allowed. */
 int service_renew(struct service *s, const struct peer *p, const char *text, int64_t *expires_on);
 int service_revoke(struct service *s, const struct peer *p, const char *text);
+/* OpenMetrics text in *text (free()), *len bytes, for root, the daemon's
+ * user and members of admin_group or metrics_group: BT_OK, or a BT_E_*
+ * status with msg (n bytes) saying why not. */
+uint32_t service_metrics(struct service *s, const struct peer *p, char **text, size_t *len,
+			 char *msg, size_t n);
+/* Whether p may read metrics (service_metrics()'s rule). */
+bool service_peer_reads_metrics(const struct service *s, const struct peer *p);
+
 /* The sign-ins of device-code identities. */
 struct signin_store *service_signins(const struct service *s);
 

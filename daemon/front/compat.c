@@ -15,6 +15,7 @@
 #include "../identity/credential.h"
 #include "../lib/clock.h"
 #include "http_in.h"
+#include "../lib/counters.h"
 #include "../lib/log.h"
 #include "../lib/ratelimit.h"
 #include "../lib/secmem.h"
@@ -148,6 +149,7 @@ static void conn_close(struct compat_conn *c)
 		c->waiting = false;
 	}
 	list_del(&c->node);
+	counters.connections[LISTEN_COMPAT]--;
 	if (c->refusing)
 		c->cp->n_refusing--;
 	else
@@ -579,41 +581,13 @@ static void ask(struct compat_conn *c, const struct capability *cap)
 	service_get_token(c->cp->s, &who, cap->identity, c->resource, NULL, 0, false, &c->q);
 }
 
-/* Whether host (len bytes) is a name of this host's loopback: localhost,
- * 127.0.0.0/8 or [::1]. */
-static bool loopback_name(const char *host, size_t len)
-{
-	char ip[INET_ADDRSTRLEN];
-	struct in_addr a;
-
-	if ((len == 9 && strncasecmp(host, "localhost", 9) == 0) ||
-	    (len == 5 && memcmp(host, "[::1]", 5) == 0))
-		return true;
-	if (len >= sizeof(ip))
-		return false;
-	memcpy(ip, host, len);
-	ip[len] = '\0';
-	return inet_pton(AF_INET, ip, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
-}
-
 /* The Host header, when there is one (HTTP/1.0 clients may send none; a
  * browser always does), must name loopback and this port: a web page that
  * has rebound its own name to 127.0.0.1 sends that name. Returns 0, or
  * answers the request and returns -1. */
 static int check_host(struct compat_conn *c)
 {
-	const struct http_in *q = &c->b->req;
-	const char *v = q->h[HTTP_H_HOST].value, *end, *port;
-	char want[8];
-
-	if (!q->h[HTTP_H_HOST].count)
-		return 0;
-	end = v[0] == '[' ? strchr(v, ']') : NULL;
-	end = end ? end + 1 : v + strcspn(v, ":");
-	port = *end == ':' ? end + 1 : NULL;
-	snprintf(want, sizeof(want), "%u", c->cp->port);
-	if (q->h[HTTP_H_HOST].count == 1 && loopback_name(v, (size_t)(end - v)) &&
-	    (*end == '\0' || (port && strcmp(port, want) == 0)))
+	if (http_in_host_is_loopback(&c->b->req, c->cp->port))
 		return 0;
 	if (ratelimit_log_uid(LOG_LIMIT_DENIAL, owner(c)))
 		log_msg(LOG_WARNING, LOG_CTX_NONE,
@@ -962,10 +936,12 @@ static void on_connection(uv_stream_t *server, int status)
 	c->handles = 2;
 	list_add_tail(&cp->conns, &c->node);
 	cp->n_conns++;
+	counters.connections[LISTEN_COMPAT]++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
 		conn_close(c);
 		return;
 	}
+	counters.accepted[LISTEN_COMPAT]++;
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) < 0 ||
 	    uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &llen) < 0) {
 		conn_close(c);

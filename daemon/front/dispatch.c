@@ -100,8 +100,10 @@ static void pending_done(struct pending *p)
 
 	list_del(&p->node);
 	free(p->identity);
+	/* A connection closed while answering has forgotten its counts. */
+	if (!c->closed && p->type == BT_WATCH)
+		c->n_watches--;
 	free(p);
-	/* A connection closed while answering has forgotten its count. */
 	if (!c->closed)
 		conn_request_done(c);
 }
@@ -342,12 +344,36 @@ static void handle_watch(struct service *s, struct conn *c, struct bt_frame *f)
 		reply_error(c, f->id, BT_E_BAD_REQUEST, "a WATCH takes no flags (got %#x)",
 			    (unsigned)q.flags);
 	} else if ((p = pending_add(c, f))) {
+		c->n_watches++;
 		p->watch.fn = on_watch_event;
 		/* May end (and free p) before it returns. */
 		service_watch(s, &c->peer, q.identity, q.resource, q.scope, q.min_validity,
 			      &p->watch);
 	}
 	bt_token_query_clear(&q);
+}
+
+static void handle_metrics(struct service *s, struct conn *c, struct bt_frame *f)
+{
+	char msg[BT_MESSAGE_MAX], *text = NULL;
+	uint32_t status;
+	size_t len = 0;
+
+	if (bt_decode_empty(&f->body) < 0) {
+		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed METRICS request");
+		return;
+	}
+	if ((status = service_metrics(s, &c->peer, &text, &len, msg, sizeof(msg)))) {
+		reply_error(c, f->id, status, "%s", msg);
+	} else if (len > BT_TOKEN_MAX) {
+		reply_error(c, f->id, BT_E_INTERNAL,
+			    "the metrics are %zu bytes, more than a reply holds (%d): read them "
+			    "from metrics_listen",
+			    len, BT_TOKEN_MAX);
+	} else {
+		check_encoded(c, bt_encode_text_reply(&c->out, BT_METRICS | BT_REPLY, f->id, text));
+	}
+	free(text);
 }
 
 static void handle_status(struct service *s, struct conn *c, struct bt_frame *f)
@@ -372,20 +398,14 @@ static void handle_status(struct service *s, struct conn *c, struct bt_frame *f)
 
 static void handle_reload(struct service *s, struct conn *c, struct bt_frame *f)
 {
-	char *err = NULL;
+	char msg[BT_MESSAGE_MAX], *err = NULL;
 
 	if (bt_decode_empty(&f->body) < 0) {
 		reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed RELOAD request");
 		return;
 	}
-	if (!service_peer_is_admin(s, &c->peer)) {
-		struct log_ctx ctx = peer_ctx(c, NULL, NULL);
-		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)c->peer.uid))
-			log_msg(LOG_WARNING, &ctx, "denied reload to pid %d uid %u",
-				(int)c->peer.pid, (unsigned)c->peer.uid);
-		reply_error(c, f->id, BT_E_DENIED,
-			    "reload is for administrators: run it as root or as a member of "
-			    "admin_group");
+	if (!service_admin_only(s, &c->peer, "reload", msg, sizeof(msg))) {
+		reply_error(c, f->id, BT_E_DENIED, "%s", msg);
 		return;
 	}
 	if (service_reload(s, &err) < 0) {
@@ -437,15 +457,8 @@ static const struct identity *signin_identity(struct service *s, struct conn *c,
 	const struct identity *id;
 	uint32_t status;
 
-	if (!service_peer_is_admin(s, &c->peer)) {
-		struct log_ctx ctx = peer_ctx(c, name, NULL);
-		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)c->peer.uid))
-			log_msg(LOG_WARNING, &ctx, "denied %s of identity %s to pid %d uid %u",
-				bt_type_name(f->type), name, (int)c->peer.pid,
-				(unsigned)c->peer.uid);
-		reply_error(c, f->id, BT_E_DENIED,
-			    "signing in and out is for administrators: run it as root, as the "
-			    "daemon's user or as a member of admin_group");
+	if (!service_admin_only(s, &c->peer, "signing in and out", msg, sizeof(msg))) {
+		reply_error(c, f->id, BT_E_DENIED, "%s", msg);
 		return NULL;
 	}
 	if (!(id = service_find(s, name, &status, msg, sizeof(msg)))) {
@@ -640,10 +653,10 @@ static void handle_hello(struct conn *c, struct bt_frame *f)
 	/* The request types dispatch_frame() answers, announced in the HELLO
 	 * reply from protocol version 2 on: a type added to its switch is added
 	 * here too, or version 2 clients will not send it. */
-	static const uint64_t handled = BT_V1_REQUESTS | BT_REQUEST_BIT(BT_COMPAT_RENEW) |
-					BT_REQUEST_BIT(BT_COMPAT_REVOKE) |
-					BT_REQUEST_BIT(BT_WATCH) | BT_REQUEST_BIT(BT_REFRESH) |
-					BT_REQUEST_BIT(BT_FORGET) | BT_REQUEST_BIT(BT_CHALLENGE);
+	static const uint64_t handled =
+	    BT_V1_REQUESTS | BT_REQUEST_BIT(BT_COMPAT_RENEW) | BT_REQUEST_BIT(BT_COMPAT_REVOKE) |
+	    BT_REQUEST_BIT(BT_WATCH) | BT_REQUEST_BIT(BT_REFRESH) | BT_REQUEST_BIT(BT_FORGET) |
+	    BT_REQUEST_BIT(BT_CHALLENGE) | BT_REQUEST_BIT(BT_METRICS);
 	struct bt_hello h;
 	struct bt_hello_reply rep = {.server = "batchtokd " BATCHTOK_VERSION_STRING,
 				     .requests = handled};
@@ -714,6 +727,9 @@ void dispatch_frame(void *arg, struct conn *c, struct bt_frame *f)
 	case BT_CHALLENGE:
 		handle_challenge(d, c, f);
 		break;
+	case BT_METRICS:
+		handle_metrics(d, c, f);
+		break;
 	case BT_PING:
 		if (bt_decode_empty(&f->body) < 0)
 			reply_error(c, f->id, BT_E_BAD_REQUEST, "malformed PING request");
@@ -770,5 +786,5 @@ void dispatch_conn_closed(void *arg, struct conn *c)
 		free(p->identity);
 		free(p);
 	}
-	c->n_pending = 0;
+	c->n_pending = c->n_watches = 0;
 }

@@ -1,13 +1,16 @@
 /* http_in.c - the compat endpoint's requests, via http-parser. */
 #include "http_in.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <stdio.h>
 
 static const char *const header_names[HTTP_H_COUNT] = {
     [HTTP_H_IDENTITY] = "x-identity-header", [HTTP_H_SECRET] = "secret",
@@ -299,4 +302,36 @@ int http_in_param(const struct http_in *r, const char *name, size_t max, char **
 	if (!found)
 		return -ENOENT;
 	return decode(found, found_len, max, ret);
+}
+
+/* Whether host (len bytes) is a name of this host's loopback: localhost,
+ * 127.0.0.0/8 or [::1]. */
+static bool loopback_name(const char *host, size_t len)
+{
+	char ip[INET_ADDRSTRLEN];
+	struct in_addr a;
+
+	if ((len == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+	    (len == 5 && memcmp(host, "[::1]", 5) == 0))
+		return true;
+	if (len >= sizeof(ip))
+		return false;
+	memcpy(ip, host, len);
+	ip[len] = '\0';
+	return inet_pton(AF_INET, ip, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+bool http_in_host_is_loopback(const struct http_in *r, unsigned port)
+{
+	const char *v = r->h[HTTP_H_HOST].value, *end, *p;
+	char want[8];
+
+	if (!r->h[HTTP_H_HOST].count)
+		return true;
+	end = v[0] == '[' ? strchr(v, ']') : NULL;
+	end = end ? end + 1 : v + strcspn(v, ":");
+	p = *end == ':' ? end + 1 : NULL;
+	snprintf(want, sizeof(want), "%u", port);
+	return r->h[HTTP_H_HOST].count == 1 && loopback_name(v, (size_t)(end - v)) &&
+	       (*end == '\0' || (p && strcmp(p, want) == 0));
 }

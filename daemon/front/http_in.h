@@ -75,6 +75,11 @@ bool http_in_has_query(const struct http_in *r);
 /* Whether the body is a form: Content-Type application/x-www-form-urlencoded,
  * parameters after a ';' allowed. */
 bool http_in_body_is_form(const struct http_in *r);
+/* Whether the Host header, if there is one (HTTP/1.0 clients may send
+ * none; a browser always does), names loopback (localhost, 127.0.0.0/8,
+ * [::1]) and port, or no port: a web page that rebound its own name to
+ * 127.0.0.1 sends that name. */
+bool http_in_host_is_loopback(const struct http_in *r, unsigned port);
 /* The request's parameter name, decoded (%XX, '+'), in *ret (free()): from
  * the query of a GET, from the form body of a POST. Returns 0, -ENOENT if
  * absent, -EINVAL if it appears twice or decodes to control characters,

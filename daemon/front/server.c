@@ -13,7 +13,9 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "../lib/counters.h"
 #include "../lib/log.h"
+#include "../lib/unixsock.h"
 #include "../lib/ratelimit.h"
 #include "../lib/uidcount.h"
 
@@ -22,8 +24,6 @@
 #define ACCEPT_BATCH 64
 /* How much to read at once. */
 #define READ_CHUNK 16384
-/* Supplementary groups read from the kernel at most. */
-#define PEER_GROUPS_MAX 65536
 /* After EMFILE, pause accepting for this long rather than spin. */
 #define ACCEPT_PAUSE_MS 1000
 /* How often half-sent frames and idle connections are looked for; more
@@ -31,10 +31,6 @@
  * quarter of itself, but never more often than SWEEP_MIN_MS. */
 #define SWEEP_MS     5000
 #define SWEEP_MIN_MS 250
-/* The directory the daemon makes for its socket: anyone may pass through;
- * the socket's own mode and group decide who may connect. */
-#define SOCKET_DIR_MODE 0755
-
 struct server {
 	uv_loop_t *loop;
 	uv_poll_t listen_poll;
@@ -93,6 +89,7 @@ static void conn_close(struct conn *c)
 	list_del(&c->node);
 	list_del(&c->resume);
 	s->n_conns--;
+	counters.connections[LISTEN_SOCKET]--;
 	uidcount_del(&s->per_uid, c->peer.uid);
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, on_conn_closed);
@@ -352,38 +349,6 @@ void conn_close_later(struct conn *c)
 		resume_later(c);
 }
 
-static int read_peer(int fd, struct peer *p)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	gid_t *groups = NULL;
-	socklen_t glen = 64 * sizeof(gid_t);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred))
-		return -errno ?: -EIO;
-	for (;;) {
-		gid_t *g = realloc(groups, glen ? glen : sizeof(gid_t));
-		if (!g) {
-			free(groups);
-			return -ENOMEM;
-		}
-		groups = g;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
-			break;
-		if (errno != ERANGE || glen > PEER_GROUPS_MAX * sizeof(gid_t)) {
-			int e = errno;
-			free(groups);
-			return -e;
-		}
-	}
-	p->uid = cred.uid;
-	p->gid = cred.gid;
-	p->pid = cred.pid;
-	p->groups = groups;
-	p->n_groups = (int)(glen / sizeof(gid_t));
-	return 0;
-}
-
 static void refuse(int fd, const char *why)
 {
 	struct bt_buf b;
@@ -465,7 +430,7 @@ static void on_listen(uv_poll_t *p, int status, int events)
 			close(fd);
 			continue;
 		}
-		if (read_peer(fd, &c->peer) < 0) {
+		if (peer_read(fd, &c->peer) < 0) {
 			/* Without the peer's identity nothing can be authorised. */
 			log_warning("closed a connection whose peer credentials could not be read");
 			free(c);
@@ -507,6 +472,8 @@ static void on_listen(uv_poll_t *p, int status, int events)
 		list_init(&c->resume);
 		list_add_tail(&s->conns, &c->node);
 		s->n_conns++;
+		counters.connections[LISTEN_SOCKET]++;
+		counters.accepted[LISTEN_SOCKET]++;
 		c->active_at = mono_ms(s);
 		update_events(c);
 	}
@@ -551,232 +518,6 @@ static void on_sweep(uv_timer_t *t)
 	server_sweep(t->data);
 }
 
-/* Why a directory on the way to the socket is unsafe, or NULL. Only root
- * and our own user may own it; nobody else may write the socket's own
- * directory (they could replace the socket or put a fake one there while we
- * are down), and a directory above it only if it is sticky (then they cannot
- * move what we own out of it). */
-static const char *unsafe_dir(const struct stat *st, bool last)
-{
-	if (!S_ISDIR(st->st_mode))
-		return "is not a directory";
-	if (st->st_uid != 0 && st->st_uid != geteuid())
-		return "belongs to another user";
-	if ((st->st_mode & 022) && (last || !(st->st_mode & S_ISVTX)))
-		return last ? "is writable by its group or others"
-			    : "is writable by its group or others and not sticky";
-	return NULL;
-}
-
-/* Opens the socket's directory (made if missing, the last component only)
- * without following a symbolic link anywhere on its resolved path, checking
- * each directory on the way (unsafe_dir()). Returns an O_PATH descriptor
- * with *ret_dir the resolved directory (free()), or a negative errno with
- * the cause and its fix logged. */
-static int open_socket_dir(const char *path, char **ret_dir)
-{
-	char dir[PATH_MAX], *real = NULL, *comp, *save = NULL, *walk = NULL;
-	mode_t mask;
-	int fd = -1, r;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	comp = strrchr(dir, '/');
-	if (!comp) {
-		log_error("socket = %s is not an absolute path: set an absolute one", path);
-		return -EINVAL;
-	}
-	*(comp == dir ? comp + 1 : comp) = 0;
-	/* The daemon's umask is 0077; those the socket's own mode admits must
-	 * be able to reach it. The runtime directory above belongs to systemd
-	 * or the user: only the last component is made. */
-	mask = umask(0022);
-	r = mkdir(dir, SOCKET_DIR_MODE) < 0 && errno != EEXIST ? -errno : 0;
-	umask(mask);
-	if (r < 0 || !(real = realpath(dir, NULL)) || !(walk = strdup(real))) {
-		r = r ?: -errno;
-		log_error("cannot make or find the socket's directory %s: %s", dir, strerror(-r));
-		goto fail;
-	}
-	if ((fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	comp = strtok_r(walk, "/", &save);
-	for (;;) {
-		struct stat st;
-		const char *why;
-		char *next = comp ? strtok_r(NULL, "/", &save) : NULL;
-		if (fstat(fd, &st) < 0) {
-			r = -errno;
-			goto fail;
-		}
-		if ((why = unsafe_dir(&st, comp == NULL))) {
-			log_error("the socket's directory %s, or one above it, %s (uid %u, mode "
-				  "%04o): another user could replace the socket or put a fake "
-				  "one there; choose a socket = in a directory that only root or "
-				  "batchtokd's user can write, such as /run/batchtok, or fix the "
-				  "owner and mode of that directory",
-				  real, why, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
-			r = -EPERM;
-			goto fail;
-		}
-		if (!comp)
-			break;
-		/* No symbolic link is followed: one that appears after realpath()
-		 * fails here. */
-		r = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (r < 0) {
-			r = -errno;
-			log_error("the socket's directory %s changed while batchtokd checked it "
-				  "(%s): make sure nobody else can change it",
-				  real, strerror(-r));
-			goto fail;
-		}
-		close(fd);
-		fd = r;
-		comp = next;
-	}
-	free(walk);
-	*ret_dir = real;
-	return fd;
-fail:
-	if (fd >= 0)
-		close(fd);
-	free(walk);
-	free(real);
-	return r;
-}
-
-/* Binds the socket's name in the directory dirfd (at the address sa): its
- * mode is given before bind() so that the file never exists with a wider
- * one, and its group is set on the name without following a link. */
-static int bind_at(int fd, int dirfd, const char *base, const struct sockaddr_un *sa,
-		   const struct server_options *o)
-{
-	mode_t mask;
-	int r;
-
-	/* bind() makes the file with the socket inode's mode less the umask. */
-	if (fchmod(fd, o->mode) < 0)
-		return -errno;
-	mask = umask(~o->mode & 0777);
-	r = bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ? -errno : 0;
-	umask(mask);
-	if (r < 0)
-		return r;
-	if (o->gid != (gid_t)-1 &&
-	    fchownat(dirfd, base, (uid_t)-1, o->gid, AT_SYMLINK_NOFOLLOW) < 0) {
-		r = -errno;
-		unlinkat(dirfd, base, 0);
-		return r;
-	}
-	return 0;
-}
-
-/* Binds the socket in the checked directory dirfd (resolved path dir),
- * replacing a stale socket of ours but never a live daemon's, nor anything
- * that is not our socket. Returns 0 with *ret the listening descriptor, or
- * a negative errno with the cause logged. */
-static int bind_socket(const struct server_options *o, int dirfd, const char *dir, const char *base,
-		       int *ret)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
-	int fd, r, k;
-
-	k = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", strcmp(dir, "/") ? dir : "", base);
-	if (k < 0 || (size_t)k >= sizeof(sa.sun_path)) {
-		log_error("socket = %s is too long for a Unix socket (%zu bytes at most): choose a "
-			  "shorter path",
-			  o->path, sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	r = bind_at(fd, dirfd, base, &sa, o);
-	if (r == -EADDRINUSE) {
-		/* Something is there: if a daemon answers, leave it. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		if (probe >= 0)
-			close(probe);
-		if (live) {
-			log_error("another batchtokd is already listening on %s: stop it first, or "
-				  "set a different socket =",
-				  o->path);
-			close(fd);
-			return -EADDRINUSE;
-		}
-		if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			r = -errno;
-		} else if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid()) {
-			log_error("%s exists and is not a socket of batchtokd's user (it is a %s "
-				  "owned by uid %u): batchtokd removes only its own stale sockets; "
-				  "remove it if it is yours to remove, or choose another socket =",
-				  o->path,
-				  S_ISSOCK(st.st_mode)	? "socket"
-				  : S_ISLNK(st.st_mode) ? "symbolic link"
-				  : S_ISDIR(st.st_mode) ? "directory"
-				  : S_ISREG(st.st_mode) ? "regular file"
-							: "special file",
-				  (unsigned)st.st_uid);
-			close(fd);
-			return -EEXIST;
-		} else if (unlinkat(dirfd, base, 0) < 0) {
-			r = -errno;
-		} else {
-			r = bind_at(fd, dirfd, base, &sa, o);
-		}
-	}
-	if (r == 0 && listen(fd, SOMAXCONN) < 0) {
-		r = -errno;
-		unlinkat(dirfd, base, 0);
-	}
-	if (r < 0) {
-		log_error("cannot listen on %s: %s", o->path, strerror(-r));
-		close(fd);
-		return r;
-	}
-	*ret = fd;
-	return 0;
-}
-
-/* Creates the socket at o->path after checking its directory. Returns 0
- * with the listening descriptor, the directory's and the socket's name in
- * it, or a negative errno with the cause logged. */
-static int make_socket(const struct server_options *o, int *ret_fd, int *ret_dirfd, char **ret_base)
-{
-	const char *slash = strrchr(o->path, '/');
-	char *dir = NULL, *base;
-	int dirfd, fd, r;
-
-	if (!slash || !slash[1]) {
-		log_error("socket = %s does not name a socket file: set an absolute path such as "
-			  "/run/batchtok/batchtokd.sock",
-			  o->path);
-		return -EINVAL;
-	}
-	if ((dirfd = open_socket_dir(o->path, &dir)) < 0)
-		return dirfd;
-	if (!(base = strdup(slash + 1))) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	if ((r = bind_socket(o, dirfd, dir, base, &fd)) < 0)
-		goto fail;
-	free(dir);
-	*ret_fd = fd;
-	*ret_dirfd = dirfd;
-	*ret_base = base;
-	return 0;
-fail:
-	free(base);
-	free(dir);
-	close(dirfd);
-	return r;
-}
-
 int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
 	       struct server **ret)
 {
@@ -811,7 +552,8 @@ int server_new(uv_loop_t *loop, const struct server_options *opts, const struct 
 		}
 		log_info("using the socket passed by systemd");
 	} else {
-		if ((r = make_socket(opts, &fd, &s->dir_fd, &s->base)) < 0) {
+		if ((r = unixsock_listen(opts->path, "socket", opts->mode, opts->gid, &fd,
+					 &s->dir_fd, &s->base)) < 0) {
 			free(s);
 			return r;
 		}
@@ -858,9 +600,11 @@ void server_set_limits(struct server *s, const struct server_options *opts)
 {
 	uint64_t sweep;
 
-	/* Program rules from now on: connections made without a pidfd, and
-	 * idle, are closed, so that their clients come back pinned (libbatchtok
-	 * and the Python client reconnect by themselves). */
+	/* Program rules from now on: connections made without a pidfd that
+	 * are idle or only watch are closed, so that their clients come back
+	 * pinned (libbatchtok and the Python client reconnect and watch again
+	 * by themselves); events not yet sent are lost, and the new watch
+	 * starts with the current token. */
 	if (opts->pin_peers != s->pin_peers) {
 		/* Accepted connections take it from the listening socket at
 		 * once: what a client sends between accept() and a setsockopt()
@@ -877,8 +621,9 @@ void server_set_limits(struct server *s, const struct server_options *opts)
 			struct conn *c = list_entry(n, struct conn, node);
 			/* Not the one whose RELOAD this is, nor one with an
 			 * answer still to send. */
-			if (c->att.pidfd < 0 && !c->att.err && c->n_pending == 0 &&
-			    !c->in_dispatch && bt_buf_len(&c->out) == 0)
+			if (c->att.pidfd < 0 && !c->att.err && !c->in_dispatch &&
+			    ((c->n_pending == 0 && bt_buf_len(&c->out) == 0) ||
+			     (c->n_watches && c->n_pending == c->n_watches)))
 				conn_close(c);
 		}
 	}

@@ -55,6 +55,7 @@ struct conn {
 	struct list pendings;  /* the dispatcher's requests, cancelled on close */
 	struct list resume;    /* on the server's list of connections to go on with */
 	unsigned n_pending;
+	unsigned n_watches; /* of n_pending, the watches (the dispatcher's count) */
 };
 
 struct server_handlers {
@@ -96,8 +97,9 @@ struct server_options {
 int server_new(uv_loop_t *loop, const struct server_options *opts, const struct server_handlers *h,
 	       struct server **ret);
 /* Takes opts' limits (max_clients, max_clients_per_uid, idle_timeout,
- * pin_peers), for a reload; connections already open stay, but for idle
- * ones made without a pidfd when pin_peers turns on. */
+ * pin_peers), for a reload; connections already open stay, but for those
+ * made without a pidfd that are idle or only watch when pin_peers turns
+ * on: they are closed, and their clients come back pinned. */
 void server_set_limits(struct server *s, const struct server_options *opts);
 /* Queues the encoded bytes already appended to c->out for sending. */
 void conn_flush(struct conn *c);

@@ -1,9 +1,10 @@
-/* config.c - reads the INI file with libinih, validates every key, resolves
- * users and groups, and has each identity's kind of credential read its own
- * keys and load its key material. */
+/* config.c - reads the INI file and its drop-ins with libinih, validates
+ * every key, resolves users and groups, and has each identity's kind of
+ * credential read its own keys and load its key material. */
 #include "config.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "../../proto/duration.h"
@@ -45,22 +47,27 @@
 #define DEFAULT_COMPAT_LIFETIME	  (12 * 3600)
 #define DEFAULT_SOCKET_MODE	  0660
 
+/* File names below point into c->files, which lives as long as the config. */
 struct parser {
 	struct config *c;
 	struct config_errors *errs;
-	const char *name; /* file name for messages */
+	const char *name; /* the file being read (or checked), for messages */
 	const char *text; /* the file, NUL-terminated */
 	const char *pos;
 	int line;
 	int long_line; /* the line being read did not fit inih's buffer */
 	struct identity *cur;
+	const char *default_file; /* of the last default = yes */
 	int default_line;
-	int socket_line; /* of [daemon] socket =; 0: the default socket */
+	const char *socket_file; /* of [daemon] socket = */
+	int socket_line;	 /* 0: the default socket */
+	bool unread;		 /* a drop-in could not be read */
 	char section[128];
 	const char *credentials_dir; /* config_options.credentials_dir */
 	/* Keys of a kind of credential, set once the section's kind is known. */
 	struct pending_key {
 		size_t identity; /* index in c->identities */
+		const char *file;
 		int line;
 		char *key, *value;
 	} * pending;
@@ -128,11 +135,17 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_identities; i++)
 		identity_clear(&c->identities[i]);
 	free(c->identities);
+	for (size_t i = 0; i < c->n_files; i++)
+		free(c->files[i]);
+	free(c->files);
 	free(c->path);
 	free(c->socket);
 	free(c->ca_file);
 	free(c->proxy);
 	free(c->compat_endpoint);
+	free(c->metrics_listen);
+	free(c->metrics_path);
+	free(c->metrics_uids);
 	free(c->state_dir);
 	free(c->state_key_credential);
 	free(c);
@@ -348,21 +361,23 @@ static int add_patterns(struct parser *p, const char *key, const char *v, struct
 	return each_item(p, key, v, add_pattern, &k);
 }
 
-/* compat_endpoint: 127.0.0.1:PORT, [::1]:PORT, or empty (off). Only a
- * loopback address: the endpoint serves tokens over plain HTTP. */
-static int parse_loopback(struct parser *p, const char *key, const char *v, struct config *c)
+/* compat_endpoint and metrics_listen: 127.0.0.1:PORT, [::1]:PORT, or
+ * empty (off) into *addr and *text. Only a loopback address: both speak
+ * plain HTTP. */
+static int parse_loopback(struct parser *p, const char *key, const char *v,
+			  struct sockaddr_storage *addr, char **text)
 {
-	struct sockaddr_in *in = (struct sockaddr_in *)&c->compat_addr;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&c->compat_addr;
+	struct sockaddr_in *in = (struct sockaddr_in *)addr;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)addr;
 	char host[INET6_ADDRSTRLEN + 1];
 	const char *colon = strrchr(v, ':'), *written = v;
 	size_t hlen;
 	uint32_t port;
 	int r;
 
-	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
-	free(c->compat_endpoint);
-	c->compat_endpoint = NULL;
+	memset(addr, 0, sizeof(*addr));
+	free(*text);
+	*text = NULL;
 	if (!*v)
 		return 0;
 	if (!colon || colon == v)
@@ -392,19 +407,37 @@ static int parse_loopback(struct parser *p, const char *key, const char *v, stru
 	} else {
 		goto bad;
 	}
-	return conf_set_string(&c->compat_endpoint, written);
+	return conf_set_string(text, written);
 not_loopback:
-	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
+	memset(addr, 0, sizeof(*addr));
 	return perr(p,
-		    "%s: '%s' is not a loopback address: the endpoint speaks plain HTTP, so it "
-		    "listens on 127.0.0.1 or [::1] only",
+		    "%s: '%s' is not a loopback address: it speaks plain HTTP, so it listens on "
+		    "127.0.0.1 or [::1] only",
 		    key, host)
 		   ?: -EINVAL;
 bad:
-	memset(&c->compat_addr, 0, sizeof(c->compat_addr));
+	memset(addr, 0, sizeof(*addr));
 	return perr(p, "%s: '%s' is not ADDRESS:PORT, like 127.0.0.1:50342 or [::1]:50342", key,
 		    written)
 		   ?: -EINVAL;
+}
+
+/* metrics_listen: an absolute path (a Unix socket) or a loopback address. */
+static int parse_metrics_listen(struct parser *p, const char *key, const char *v, struct config *c)
+{
+	free(c->metrics_path);
+	c->metrics_path = NULL;
+	if (*v == '/') {
+		memset(&c->metrics_addr, 0, sizeof(c->metrics_addr));
+		free(c->metrics_listen);
+		c->metrics_listen = NULL;
+		if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return perr(p, "%s: '%s' is too long for a Unix socket path", key, v)
+				   ?: -EINVAL;
+		return conf_set_path(AT(p), key, v, &c->metrics_path)
+			   ?: conf_set_string(&c->metrics_listen, v);
+	}
+	return parse_loopback(p, key, v, &c->metrics_addr, &c->metrics_listen);
 }
 
 /* --- the keys: one table per section, which the parser's switch and the
@@ -431,6 +464,8 @@ enum daemon_key_id {
 	DK_COMPAT_LIFETIME,
 	DK_MAX_CLIENTS_PER_UID,
 	DK_CLIENT_IDLE_TIMEOUT,
+	DK_METRICS_LISTEN,
+	DK_METRICS_GROUP,
 	DK_COUNT, /* not a key: the name is unknown */
 };
 
@@ -453,6 +488,8 @@ static const char *const daemon_keys[DK_COUNT] = {
     [DK_COMPAT_LIFETIME] = "compat_lifetime",
     [DK_MAX_CLIENTS_PER_UID] = "max_clients_per_uid",
     [DK_CLIENT_IDLE_TIMEOUT] = "client_idle_timeout",
+    [DK_METRICS_LISTEN] = "metrics_listen",
+    [DK_METRICS_GROUP] = "metrics_group",
 };
 
 /* The keys every identity takes; each kind of credential adds its own
@@ -617,14 +654,18 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 
 	switch ((enum daemon_key_id)key_index(daemon_keys, DK_COUNT, key)) {
 	case DK_SOCKET:
+		p->socket_file = p->name;
 		p->socket_line = p->line;
 		return conf_set_path(AT(p), key, v, &c->socket);
 	case DK_SOCKET_MODE:
 		return parse_uint(p, key, v, 0, 0777, 8, &n) ?: (c->socket_mode = n, 0);
+	/* Empty: back to the default, as for every key (a drop-in can take
+	 * back what the main file set). */
 	case DK_SOCKET_GROUP:
-		return *v ? resolve_group(p, key, v, &c->socket_gid) : 0;
+		return *v ? resolve_group(p, key, v, &c->socket_gid)
+			  : (c->socket_gid = (gid_t)-1, 0);
 	case DK_ADMIN_GROUP:
-		return *v ? resolve_group(p, key, v, &c->admin_gid) : 0;
+		return *v ? resolve_group(p, key, v, &c->admin_gid) : (c->admin_gid = (gid_t)-1, 0);
 	case DK_LOG_LEVEL:
 		if (log_parse_level(v, &c->log_level) < 0)
 			return perr(p, "log_level: '%s' is not error, warning, info or debug", v)
@@ -653,7 +694,12 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 		return conf_check_credential_name(AT(p), key, v)
 			   ?: conf_set_string(&c->state_key_credential, v);
 	case DK_COMPAT_ENDPOINT:
-		return parse_loopback(p, key, v, c);
+		return parse_loopback(p, key, v, &c->compat_addr, &c->compat_endpoint);
+	case DK_METRICS_LISTEN:
+		return parse_metrics_listen(p, key, v, c);
+	case DK_METRICS_GROUP:
+		return *v ? resolve_group(p, key, v, &c->metrics_gid)
+			  : (c->metrics_gid = (gid_t)-1, 0);
 	case DK_COMPAT_LIFETIME:
 		return parse_secs(p, key, v, &c->compat_lifetime)
 			   ?: (c->compat_lifetime
@@ -704,8 +750,8 @@ static int defer_key(struct parser *p, const char *key, const char *v)
 		return -ENOMEM;
 	p->pending = n;
 	n += p->n_pending;
-	*n = (struct pending_key){(size_t)(p->cur - p->c->identities), p->line, strdup(key),
-				  strdup(v)};
+	*n = (struct pending_key){(size_t)(p->cur - p->c->identities), p->name, p->line,
+				  strdup(key), strdup(v)};
 	if (!n->key || !n->value) {
 		free(n->key);
 		free(n->value);
@@ -763,8 +809,10 @@ static int identity_key(struct parser *p, const char *key, const char *v)
 		return conf_parse_bool(AT(p), key, v, &id->prefetch);
 	case IK_DEFAULT: {
 		int r = conf_parse_bool(AT(p), key, v, &id->is_default);
-		if (r == 0 && id->is_default)
+		if (r == 0 && id->is_default) {
+			p->default_file = p->name;
 			p->default_line = p->line;
+		}
 		return r;
 	}
 	case IK_COUNT:
@@ -794,7 +842,7 @@ static int check_name(struct parser *p, const char *name)
 static int begin_section(struct parser *p, const char *section)
 {
 	struct config *c = p->c;
-	struct identity *v;
+	struct identity *v, *prev;
 	const char *name;
 	int r;
 
@@ -810,8 +858,14 @@ static int begin_section(struct parser *p, const char *section)
 		name++;
 	if ((r = check_name(p, name)) < 0)
 		return r;
-	if (config_find_identity(c, name))
-		return perr(p, "[identity %s] is defined twice", name) ?: -EINVAL;
+	/* Not merged: which file's credential and allow-list would win is
+	 * not something to leave to the order of file names. */
+	if ((prev = config_find_identity(c, name)))
+		return perr(p,
+			    "[identity %s] is defined twice, first at %s:%d: define each identity "
+			    "in one section of one file (remove one, or rename it)",
+			    name, prev->file, prev->line)
+			   ?: -EINVAL;
 	v = realloc(c->identities, (c->n_identities + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -865,6 +919,15 @@ static int handler(void *user, const char *section, const char *key, const char 
 		r = daemon_key(p, key, v ? v : value);
 	else if (p->cur)
 		r = identity_key(p, key, v ? v : value);
+	else if (!*section)
+		/* Before the first header: inih names no section, and the key
+		 * would be dropped without a word. Every file starts so: a
+		 * drop-in's keys never land in the section the file before it
+		 * ended in. */
+		r = perr(p,
+			 "%s = is outside any section: put it under [daemon] or an "
+			 "[identity NAME] header",
+			 key);
 	else
 		r = 0; /* the section was already reported */
 	free(v);
@@ -929,6 +992,14 @@ static char *reader(char *str, int num, void *stream)
 	return str;
 }
 
+/* Messages about the identity from here on name its section's file and
+ * line: it may come from a drop-in. */
+static void at_identity(struct parser *p, const struct identity *id)
+{
+	p->name = id->file;
+	p->line = id->line;
+}
+
 /* Hands the identity's deferred keys to its kind, at the lines they were
  * written. */
 static int apply_kind_keys(struct parser *p, struct identity *id)
@@ -940,6 +1011,7 @@ static int apply_kind_keys(struct parser *p, struct identity *id)
 		const struct pending_key *k = &p->pending[i];
 		if (k->identity != index || !id->cred)
 			continue;
+		p->name = k->file;
 		p->line = k->line;
 		if (conf_key_index(id->cred->keys, k->key) >= 0)
 			r = id->cred->set_key(id, AT(p), k->key, k->value);
@@ -948,7 +1020,7 @@ static int apply_kind_keys(struct parser *p, struct identity *id)
 				 id->name, k->key, credential_owning_key(k->key)->name,
 				 id->cred->name);
 	}
-	p->line = id->line;
+	at_identity(p, id);
 	return r == -ENOMEM ? r : 0;
 }
 
@@ -957,7 +1029,7 @@ static int check_identity(struct parser *p, struct identity *id)
 	char names[256];
 	int r;
 
-	p->line = id->line;
+	at_identity(p, id);
 	/* A credential = whose value was wrong is reported where it is. */
 	if (!id->cred) {
 		if (!id->credential_line)
@@ -991,7 +1063,7 @@ static int check_identity(struct parser *p, struct identity *id)
  * whose, so it needs uid or group rules beside it. */
 static int check_access(struct parser *p, const struct identity *id)
 {
-	p->line = id->line;
+	at_identity(p, id);
 	if (id->allow_user_units.n && !id->n_allow_uids && !id->n_allow_gids)
 		return perr(p,
 			    "[identity %s]: allow_user_units = needs allow_users or allow_groups "
@@ -999,6 +1071,47 @@ static int check_access(struct parser *p, const struct identity *id)
 			    "allow_user_units says which program and allow_users whose (a caller "
 			    "must pass both)",
 			    id->name);
+	return 0;
+}
+
+/* The users listed as members of group gid in the group database, added
+ * to c->metrics_uids: a TCP client of metrics_listen carries no groups, so
+ * its uid is checked against these. Looked up here, at load, because the
+ * loop must not wait on NSS per connection. Users whose primary group it
+ * is are not listed by the group database and are not added. */
+static int add_members(struct config *c, gid_t gid)
+{
+	struct group gr, *grp = NULL;
+	char *buf = NULL;
+	size_t size = 4096;
+	int r;
+
+	for (;;) {
+		char *b = realloc(buf, size);
+		if (!b) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = b;
+		r = getgrgid_r(gid, &gr, buf, size, &grp);
+		if (r != ERANGE || size >= 1 << 20)
+			break;
+		size *= 2;
+	}
+	for (char **m = grp ? grp->gr_mem : NULL; m && *m; m++) {
+		struct passwd pw, *pwp = NULL;
+		char pbuf[4096];
+		uid_t *v;
+		if (getpwnam_r(*m, &pw, pbuf, sizeof(pbuf), &pwp) != 0 || !pwp)
+			continue;
+		if (!(v = realloc(c->metrics_uids, (c->n_metrics_uids + 1) * sizeof(*v)))) {
+			free(buf);
+			return -ENOMEM;
+		}
+		c->metrics_uids = v;
+		v[c->n_metrics_uids++] = pwp->pw_uid;
+	}
+	free(buf);
 	return 0;
 }
 
@@ -1010,7 +1123,7 @@ static int validate(struct parser *p, bool load_secrets)
 	for (size_t i = 0; i < c->n_identities; i++) {
 		struct identity *id = &c->identities[i];
 		int before = (int)p->errs->n;
-		p->line = id->line;
+		at_identity(p, id);
 		if ((r = check_identity(p, id)) < 0 || (r = check_access(p, id)) < 0)
 			return r;
 		if (!id->authority && !(id->authority = strdup(cloud_authority(id->cloud))))
@@ -1027,6 +1140,7 @@ static int validate(struct parser *p, bool load_secrets)
 			return -ENOMEM;
 	}
 	if (defaults > 1) {
+		p->name = p->default_file;
 		p->line = p->default_line;
 		perr(p, "more than one identity says default = yes; keep one");
 	}
@@ -1035,10 +1149,15 @@ static int validate(struct parser *p, bool load_secrets)
 			c->default_identity = &c->identities[i];
 	if (!c->default_identity && c->n_identities == 1)
 		c->default_identity = &c->identities[0];
-	if (c->n_identities == 0)
+	if (c->metrics_addr.ss_family &&
+	    ((c->metrics_gid != (gid_t)-1 && (r = add_members(c, c->metrics_gid)) < 0) ||
+	     (c->admin_gid != (gid_t)-1 && (r = add_members(c, c->admin_gid)) < 0)))
+		return r;
+	/* Not when a drop-in could not be read: the identities may be there. */
+	if (c->n_identities == 0 && !p->unread)
 		add_error(p->errs,
 			  "%s: no [identity NAME] section: add one (see batchtokd.conf(5))",
-			  p->name);
+			  c->path);
 	return p->errs->n ? -EINVAL : 0;
 }
 
@@ -1067,9 +1186,9 @@ static void check_socket_dir(struct parser *p, const char *socket)
 	else
 		*slash = 0;
 	if (p->socket_line)
-		snprintf(where, sizeof(where), "%s:%d: socket", p->name, p->socket_line);
+		snprintf(where, sizeof(where), "%s:%d: socket", p->socket_file, p->socket_line);
 	else
-		snprintf(where, sizeof(where), "%s: the default socket %s", p->name, socket);
+		snprintf(where, sizeof(where), "%s: the default socket %s", p->c->path, socket);
 	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
 		return;
 	err = stat(parent, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
@@ -1091,22 +1210,20 @@ static void check_socket_dir(struct parser *p, const char *socket)
 			  where, dir, fix);
 }
 
-/* opts NULL: a config in memory, whose secrets are not read. */
-static int parse_text(const char *text, const char *name, const struct config_options *opts,
-		      struct config **ret, struct config_errors *errs)
+/* Starts p->c: a config with every default set, for the file at path and
+ * its drop-ins. Returns 0 or -ENOMEM. */
+static int parse_begin(struct parser *p, const char *path)
 {
-	struct parser p = {.errs = errs, .name = name, .text = text, .pos = text};
-	bool load_secrets = opts != NULL;
-	const char *default_socket = opts ? opts->default_socket : NULL;
-	const char *default_state_dir = opts ? opts->default_state_dir : NULL;
 	struct config *c = calloc(1, sizeof(*c));
-	int r;
 
-	if (!c)
+	if (!c) {
+		add_error(p->errs, "%s: out of memory", path);
 		return -ENOMEM;
+	}
 	c->socket_mode = DEFAULT_SOCKET_MODE;
 	c->socket_gid = (gid_t)-1;
 	c->admin_gid = (gid_t)-1;
+	c->metrics_gid = (gid_t)-1;
 	c->log_level = LOG_INFO;
 	c->min_validity = DEFAULT_MIN_VALIDITY;
 	c->max_clients = DEFAULT_MAX_CLIENTS;
@@ -1116,28 +1233,69 @@ static int parse_text(const char *text, const char *name, const struct config_op
 	c->compat_lifetime = DEFAULT_COMPAT_LIFETIME;
 	c->max_clients_per_uid = DEFAULT_UID_CLIENTS;
 	c->client_idle_timeout = DEFAULT_CLIENT_IDLE;
-	p.c = c;
-	p.credentials_dir = opts ? opts->credentials_dir : NULL;
-	if (!(c->path = strdup(name)))
-		goto nomem;
-	r = ini_parse_stream(reader, &p, handler, &p);
+	p->c = c;
+	if (!(c->path = strdup(path))) {
+		config_free(c);
+		p->c = NULL;
+		add_error(p->errs, "%s: out of memory", path);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Reads one file's text into p->c, as if it followed the files before it,
+ * except that it starts outside any section and counts its own lines.
+ * Returns 0 (its problems are in p->errs) or -ENOMEM. */
+static int parse_file(struct parser *p, const char *text, const char *name)
+{
+	struct config *c = p->c;
+	char **v = realloc(c->files, (c->n_files + 1) * sizeof(*v));
+	int r;
+
+	if (!v)
+		return -ENOMEM;
+	c->files = v;
+	if (!(v[c->n_files] = strdup(name)))
+		return -ENOMEM;
+	p->name = v[c->n_files++];
+	p->text = p->pos = text;
+	p->line = 0;
+	p->long_line = 0;
+	p->cur = NULL;
+	p->section[0] = 0;
+	r = ini_parse_stream(reader, p, handler, p);
 	if (r > 0) {
-		p.line = r;
-		perr(&p, "syntax error: expected [section] or key = value");
+		p->line = r;
+		perr(p, "syntax error: expected [section] or key = value");
 	}
-	if (r != -2)
-		r = validate(&p, load_secrets);
-	for (size_t i = 0; i < p.n_pending; i++) {
-		free(p.pending[i].key);
-		free(p.pending[i].value);
+	return r == -2 || p->errs->nomem ? -ENOMEM : 0;
+}
+
+/* After the last file (r: how reading them went, 0 or -ENOMEM): validates
+ * the whole, fills in the defaults that depend on the mode, and hands the
+ * config to *ret or frees it. opts NULL: a config in memory, whose secrets
+ * are not read and whose paths are not checked. */
+static int parse_end(struct parser *p, const struct config_options *opts, int r,
+		     struct config **ret)
+{
+	struct config *c = p->c;
+	struct config_errors *errs = p->errs;
+	const char *default_socket = opts ? opts->default_socket : NULL;
+	const char *default_state_dir = opts ? opts->default_state_dir : NULL;
+
+	if (r == 0)
+		r = validate(p, opts != NULL);
+	for (size_t i = 0; i < p->n_pending; i++) {
+		free(p->pending[i].key);
+		free(p->pending[i].value);
 	}
-	free(p.pending);
-	if (r == -2 || r == -ENOMEM || errs->nomem)
+	free(p->pending);
+	if (r == -ENOMEM || errs->nomem)
 		goto nomem;
 	if (!c->socket && default_socket && !(c->socket = strdup(default_socket)))
 		goto nomem;
 	if (opts)
-		check_socket_dir(&p, c->socket);
+		check_socket_dir(p, c->socket);
 	if (!c->state_dir && default_state_dir && !(c->state_dir = strdup(default_state_dir)))
 		goto nomem;
 	if (errs->nomem)
@@ -1149,15 +1307,20 @@ static int parse_text(const char *text, const char *name, const struct config_op
 	*ret = c;
 	return 0;
 nomem:
+	add_error(errs, "%s: out of memory", c->path);
 	config_free(c);
-	add_error(errs, "%s: out of memory", name);
 	return -ENOMEM;
 }
 
 int config_parse_string(const char *text, const char *name, struct config **ret,
 			struct config_errors *errs)
 {
-	return parse_text(text, name, NULL, ret, errs);
+	struct parser p = {.errs = errs};
+	int r;
+
+	if ((r = parse_begin(&p, name)) < 0)
+		return r;
+	return parse_end(&p, NULL, parse_file(&p, text, name), ret);
 }
 
 /* Whether the config file is one only root or the daemon's user can have
@@ -1182,12 +1345,240 @@ static int check_config_file(const char *path, const struct stat *st, struct con
 	return 0;
 }
 
-int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs)
+/* Reads the config file open at fd whole, once check_config_file() accepts
+ * what was opened, and closes fd. Returns 0 with *ret the NUL-terminated
+ * text (free() it); -ENOMEM; or another negative errno once errs says why. */
+static int read_config_fd(int fd, const char *path, struct config_errors *errs, char **ret)
 {
 	struct stat st;
-	char *text;
-	size_t got;
+	char *text = NULL;
 	ssize_t k;
+	int r;
+
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		add_error(errs, "%s: cannot read the config file: %s", path, strerror(errno));
+		goto out;
+	}
+	if ((r = check_config_file(path, &st, errs)) < 0)
+		goto out;
+	if (!(text = malloc((size_t)st.st_size + 1))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((k = fileio_read_all(fd, text, (size_t)st.st_size)) < 0) {
+		r = (int)k;
+		add_error(errs, "%s: cannot read the config file: %s", path, strerror((int)-k));
+		goto out;
+	}
+	text[k] = 0;
+	if (memchr(text, 0, (size_t)k)) {
+		r = add_error(errs, "%s: the config file holds a NUL byte; it is not text", path)
+			?: -EINVAL;
+		goto out;
+	}
+	*ret = text;
+	text = NULL;
+	r = 0;
+out:
+	free(text);
+	close(fd);
+	return r;
+}
+
+/* A drop-in is checked as the main file is, and opened as key files are: it
+ * is judged by stat() first, so that a FIFO or a device put there is never
+ * opened, then opened through fileio_open_trusted(), which follows a
+ * symlink only if the link is root's or the daemon's user's and leads
+ * through directories nobody else can change. Returns as read_config_fd(). */
+static int read_dropin(const char *path, struct config_errors *errs, char **ret)
+{
+	char why[512];
+	struct stat st;
+	int fd, r;
+
+	if (stat(path, &st) < 0) {
+		r = -errno;
+		return add_error(errs, "%s: cannot open the drop-in: %s", path, strerror(-r)) ?: r;
+	}
+	if ((r = check_config_file(path, &st, errs)) < 0)
+		return r;
+	fd = fileio_open_trusted(path, why, sizeof(why));
+	if (fd < 0)
+		return add_error(errs, "%s: cannot %s the drop-in: %s", path,
+				 fd == -EPERM || fd == -EINVAL ? "use" : "open", why)
+			   ?: fd;
+	return read_config_fd(fd, path, errs, ret);
+}
+
+static bool is_dropin_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return name[0] != '.' && n > 5 && strcmp(name + n - 5, ".conf") == 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether the drop-in directory open at fd is one only root or the daemon's
+ * user can add files to: a file put there configures the daemon. Sticky is
+ * not enough, since anyone may add a file to a sticky directory. */
+static int check_dropin_dir(int fd, const char *dir, struct config_errors *errs)
+{
+	struct stat st;
+	int r;
+
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		return add_error(errs, "%s: cannot read the drop-in directory: %s", dir,
+				 strerror(-r))
+			   ?: r;
+	}
+	if (st.st_mode & 0022)
+		return add_error(errs,
+				 "%s: the drop-in directory is writable by %s (mode %04o), who "
+				 "could add an identity to the config: run chmod go-w %s",
+				 dir, st.st_mode & 0002 ? "anyone" : "its group",
+				 st.st_mode & 07777, dir)
+			   ?: -EINVAL;
+	if (st.st_uid != 0 && st.st_uid != geteuid())
+		return add_error(errs,
+				 "%s: the drop-in directory is owned by uid %u, not by root or the "
+				 "daemon's user (uid %u): chown it",
+				 dir, st.st_uid, geteuid())
+			   ?: -EINVAL;
+	return 0;
+}
+
+/* The names of the drop-ins in dir (*.conf, not starting with '.'), sorted
+ * by strcmp(): *ret holds *ret_n strings, the array and each free()d by the
+ * caller. A missing directory holds none. Returns 0; -ENOMEM; or another
+ * negative errno once errs says what is wrong with the directory. */
+static int list_dropins(const char *dir, struct config_errors *errs, char ***ret, size_t *ret_n)
+{
+	char **names = NULL, **v;
+	size_t n = 0, found = 0;
+	struct dirent *e;
+	DIR *d;
+	int fd, r = 0;
+
+	/* O_NONBLOCK: a FIFO of that name fails as not a directory, at once. */
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 && errno == ENOENT)
+		return 0;
+	if (fd < 0 && errno == ENOTDIR)
+		return add_error(errs,
+				 "%s: not a directory: drop-ins go in a directory of that name; "
+				 "move the file away",
+				 dir)
+			   ?: -ENOTDIR;
+	if (fd < 0) {
+		r = -errno;
+		return add_error(errs, "%s: cannot read the drop-in directory: %s", dir,
+				 strerror(-r))
+			   ?: r;
+	}
+	if ((r = check_dropin_dir(fd, dir, errs)) < 0) {
+		close(fd);
+		return r;
+	}
+	if (!(d = fdopendir(fd))) {
+		r = -errno;
+		close(fd);
+		return r == -ENOMEM ? r
+				    : add_error(errs, "%s: cannot read the drop-in directory: %s",
+						dir, strerror(-r))
+					  ?: r;
+	}
+	for (;;) {
+		errno = 0;
+		if (!(e = readdir(d))) {
+			r = -errno;
+			break;
+		}
+		if (!is_dropin_name(e->d_name) || ++found > CONFIG_DROPIN_MAX)
+			continue;
+		if (!(v = realloc(names, (n + 1) * sizeof(*v)))) {
+			r = -ENOMEM;
+			break;
+		}
+		names = v;
+		if (!(names[n] = strdup(e->d_name))) {
+			r = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if (r == 0 && found > CONFIG_DROPIN_MAX)
+		r = add_error(errs,
+			      "%s: %zu drop-ins (*.conf), more than the %d that batchtokd reads: "
+			      "merge some of them",
+			      dir, found, CONFIG_DROPIN_MAX)
+			?: -E2BIG;
+	else if (r < 0 && r != -ENOMEM)
+		r = add_error(errs, "%s: cannot read the drop-in directory: %s", dir, strerror(-r))
+			?: r;
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			free(names[i]);
+		free(names);
+		return r;
+	}
+	if (n)
+		qsort(names, n, sizeof(*names), compare_names);
+	*ret = names;
+	*ret_n = n;
+	return 0;
+}
+
+/* Reads the drop-ins of the main file at path into p->c, in order. A
+ * drop-in or a directory that cannot be used is reported and the others
+ * are still read, so that one --check-config shows every problem. Returns
+ * 0 or -ENOMEM. */
+static int parse_dropins(struct parser *p, const char *path)
+{
+	char dir[PATH_MAX], file[PATH_MAX], *text, **names = NULL;
+	size_t n = 0;
+	int r;
+
+	if (snprintf(dir, sizeof(dir), "%s" CONFIG_DROPIN_SUFFIX, path) >= (int)sizeof(dir)) {
+		p->unread = true;
+		return add_error(p->errs, "%s: the path is too long to have drop-ins beside it",
+				 path);
+	}
+	if ((r = list_dropins(dir, p->errs, &names, &n)) < 0) {
+		p->unread = true;
+		return r == -ENOMEM ? r : 0;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		text = NULL;
+		if (snprintf(file, sizeof(file), "%s/%s", dir, names[i]) >= (int)sizeof(file))
+			r = add_error(p->errs, "%s/%s: the path is too long", dir, names[i])
+				?: -ENAMETOOLONG;
+		else
+			r = read_dropin(file, p->errs, &text);
+		if (r == 0) {
+			r = parse_file(p, text, file);
+		} else if (r != -ENOMEM) {
+			p->unread = true; /* said why; the next may still be read */
+			r = 0;
+		}
+		free(text);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return r;
+}
+
+int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs)
+{
+	struct parser p = {.errs = errs, .credentials_dir = opts->credentials_dir};
+	char *text = NULL;
 	int fd, r;
 
 	/* O_NONBLOCK: a FIFO in its place must not hang the start. */
@@ -1197,38 +1588,17 @@ int config_load(const struct config_options *opts, struct config **ret, struct c
 		add_error(errs, "%s: cannot open the config file: %s", opts->path, strerror(errno));
 		return r;
 	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		add_error(errs, "%s: cannot read the config file: %s", opts->path, strerror(errno));
-		close(fd);
+	if ((r = read_config_fd(fd, opts->path, errs, &text)) < 0)
+		return r;
+	if ((r = parse_begin(&p, opts->path)) < 0) {
+		free(text);
 		return r;
 	}
-	if ((r = check_config_file(opts->path, &st, errs)) < 0) {
-		close(fd);
-		return r;
-	}
-	if (!(text = malloc((size_t)st.st_size + 1))) {
-		close(fd);
-		return -ENOMEM;
-	}
-	if ((k = fileio_read_all(fd, text, (size_t)st.st_size)) < 0) {
-		add_error(errs, "%s: cannot read the config file: %s", opts->path,
-			  strerror((int)-k));
-		close(fd);
-		free(text);
-		return (int)k;
-	}
-	got = (size_t)k;
-	close(fd);
-	text[got] = 0;
-	if (memchr(text, 0, got)) {
-		add_error(errs, "%s: the config file holds a NUL byte; it is not text", opts->path);
-		free(text);
-		return -EINVAL;
-	}
-	r = parse_text(text, opts->path, opts, ret, errs);
+	r = parse_file(&p, text, opts->path);
 	free(text);
-	return r;
+	if (r == 0)
+		r = parse_dropins(&p, opts->path);
+	return parse_end(&p, opts, r, ret);
 }
 
 struct identity *config_find_identity(const struct config *c, const char *name)

@@ -1,5 +1,6 @@
-/* config.h - the daemon's configuration: the INI file of PRODUCT.md parsed,
- * validated and resolved (users, groups, secrets) into one immutable value.
+/* config.h - the daemon's configuration: the INI file of PRODUCT.md and its
+ * drop-ins parsed, validated and resolved (users, groups, secrets) into one
+ * immutable value.
  *
  * A config is loaded whole or not at all: on SIGHUP a new one is built beside
  * the running one and swapped in only if it is valid. The config module does
@@ -19,13 +20,22 @@
 #include "keyfile.h"
 
 #define CONFIG_SYSTEM_PATH "/etc/batchtok/batchtokd.conf"
+/* The drop-in directory is the main file's path with this appended. */
+#define CONFIG_DROPIN_SUFFIX ".d"
+/* Drop-ins read at most: a directory holding more is a mistake (a
+ * generator run wild), refused with a message rather than read for ever. */
+#define CONFIG_DROPIN_MAX 256
 
 struct config {
 	char *path;
+	/* Every file read, in order: path first, then its drop-ins. */
+	char **files;
+	size_t n_files;
 	char *socket;
 	mode_t socket_mode;
-	gid_t socket_gid; /* (gid_t)-1: leave as created */
-	gid_t admin_gid;  /* (gid_t)-1: only root and the daemon's own user */
+	gid_t socket_gid;  /* (gid_t)-1: leave as created */
+	gid_t admin_gid;   /* (gid_t)-1: only root and the daemon's own user */
+	gid_t metrics_gid; /* may read metrics; (gid_t)-1: none beside admins */
 	int log_level;
 	uint32_t min_validity; /* seconds */
 	uint32_t max_clients;
@@ -40,7 +50,16 @@ struct config {
 	char *proxy;
 	char *compat_endpoint; /* as written; NULL: the endpoint is off */
 	struct sockaddr_storage compat_addr;
-	uint32_t compat_lifetime;   /* seconds a capability is valid */
+	uint32_t compat_lifetime; /* seconds a capability is valid */
+	/* metrics_listen as written (NULL: off): a Unix socket (metrics_path)
+	 * or a loopback address (metrics_addr). */
+	char *metrics_listen;
+	char *metrics_path;
+	struct sockaddr_storage metrics_addr;
+	/* For a TCP metrics_listen: the users listed in the group database as
+	 * members of metrics_group or admin_group. */
+	uid_t *metrics_uids;
+	size_t n_metrics_uids;
 	char *state_dir;	    /* device-code sign-ins are kept here */
 	char *state_key_credential; /* systemd credential with the state key */
 	struct identity *identities;
@@ -58,9 +77,17 @@ struct config_options {
 	const char *credentials_dir;
 };
 
-/* Loads and validates the file. On success *ret is a new config; on
- * failure returns -EINVAL (or -ENOENT/-EACCES for the file itself, or
- * -ENOMEM) and errs holds at least one message. */
+/* Loads and validates opts->path, then its drop-ins: the regular files
+ * named *.conf, not starting with '.', in the directory opts->path
+ * CONFIG_DROPIN_SUFFIX, read in strcmp() order as if they followed the main
+ * file, each starting outside any section. A missing directory means none.
+ * Each file must be one only root or the daemon's user could have written;
+ * so must the directory. A drop-in may set [daemon] keys (the last file to
+ * set a key wins, as within one file) and add identities; an identity
+ * defined in two places is an error naming both. On success *ret is a new
+ * config; on failure returns -EINVAL (or -ENOENT/-EACCES for the main file
+ * itself, or -ENOMEM) and errs holds at least one message, each naming the
+ * file (and line) it is about. */
 int config_load(const struct config_options *opts, struct config **ret, struct config_errors *errs);
 /* Parses a config held in memory; for tests and the fuzzer. Secret files
  * are not read. */

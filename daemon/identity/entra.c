@@ -458,8 +458,13 @@ int entra_canonical_claims(const char *json, char **ret, char *why, size_t n)
 	json_t *doc = json_loads(json, JSON_REJECT_DUPLICATES, &err);
 
 	if (!doc) {
+		/* jansson quotes the text near the error: the client's bytes,
+		 * which go back in a one-line message. */
 		snprintf(why, n, "the claims are not JSON: %s at character %d", err.text,
 			 err.position);
+		for (char *c = why; *c; c++)
+			if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+				*c = '?';
 		return -EINVAL;
 	}
 	if (!json_is_object(doc)) {

@@ -18,4 +18,9 @@ struct peer {
 	const struct attestation *att;
 };
 
+/* The uid, gid, pid (SO_PEERCRED) and supplementary groups
+ * (SO_PEERGROUPS, into p->groups: free()) of the peer of the Unix socket
+ * fd; p->att is left alone. 0 or a negative errno. */
+int peer_read(int fd, struct peer *p);
+
 #endif

@@ -51,6 +51,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	token_result_clear(&r);
 	if (jwt_describe(body, &desc) == 0)
 		free(desc);
+	/* The body as a client's claims challenge: canonical form is a fixed
+	 * point, and merges with the cp1 capability into one form field. */
+	{
+		struct identity cp1 = {.cp1 = data[1] & 1};
+		struct secstr form = {0};
+		char *canon, *again, why[200];
+		if (entra_canonical_claims(body, &canon, why, sizeof(why)) == 0) {
+			if (entra_canonical_claims(canon, &again, why, sizeof(why)) != 0 ||
+			    strcmp(canon, again) || entra_add_claims(&cp1, canon, &form) != 0 ||
+			    !form.p || strncmp(form.p, "claims=", 7))
+				abort();
+			free(again);
+			free(canon);
+			secstr_free(&form);
+		} else if (strchr(why, '\n')) {
+			abort();
+		}
+	}
 	free(body);
 	return 0;
 }

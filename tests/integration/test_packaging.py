@@ -110,6 +110,12 @@ def test_deb_contents(debs):
               "/usr/share/man/man5/batchtokd.conf.5.gz",
               "/usr/share/man/man7/batchtok-protocol.7.gz"):
         assert f in daemon, f
+    # The drop-in directory, empty, for configuration management to fill.
+    r = run("dpkg-deb", "-c", str(debs / ("batchtokd_%s_amd64.deb" % VERSION)))
+    dirs = {line.split()[5].rstrip("/").lstrip("."): line.split()[:2]
+            for line in r.stdout.splitlines() if line.startswith("d")}
+    assert dirs.get("/etc/batchtok/batchtokd.conf.d") == ["drwxr-xr-x", "root/root"], dirs
+    assert not any(f.startswith("/etc/batchtok/batchtokd.conf.d/") for f in daemon)
     # The Azure Batch pool recipe, where users look for examples.
     for f in ("README.md", "start-task.sh", "pool.json"):
         assert "/usr/share/doc/batchtokd/examples/azure-batch/" + f in daemon, f
@@ -174,6 +180,9 @@ def test_rpm_spec_builds(tmp_path):
     assert os.listdir(top / "RPMS" / "noarch") == ["python3-batchtok-%s-1.noarch.rpm" % VERSION]
     files = run("rpm", "-qlp", str(top / "RPMS" / "x86_64" / rpms[0])).stdout.split()
     assert "/usr/sbin/batchtokd" in files and "/usr/lib/sysusers.d/batchtok.conf" in files
+    # The drop-in directory, owned by the package and empty.
+    assert "/etc/batchtok/batchtokd.conf.d" in files
+    assert not any(f.startswith("/etc/batchtok/batchtokd.conf.d/") for f in files)
     # The doc directory is batchtok or batchtok-VERSION, as rpm is configured.
     assert any(re.match(r"/usr/share/doc/batchtok[^/]*/azure-batch/start-task\.sh$", f)
                for f in files), files

@@ -21,12 +21,12 @@ OLD_VERSION = "0.1.0"
 
 HELLO, GET_TOKEN, STATUS, PING, COMPAT, ERROR = 1, 2, 3, 6, 10, 0xFF
 COMPAT_RENEW, COMPAT_REVOKE = 11, 12
-CHALLENGE = 16
+CHALLENGE, METRICS = 16, 17
 UNSUPPORTED, VERSION_STATUS = 9, 10
-# What this daemon answers: HELLO through CHALLENGE.
-HANDLED = set(range(HELLO, CHALLENGE + 1))
+# What this daemon answers: HELLO through METRICS.
+HANDLED = set(range(HELLO, METRICS + 1))
 # A request type no daemon had when this was written.
-FUTURE = CHALLENGE + 1
+FUTURE = METRICS + 1
 
 
 def hello(lo, hi, id_=0):

@@ -109,6 +109,8 @@ def make_install(tmp_path):
         assert os.path.exists(os.path.join(dest, f)), f
     with open(os.path.join(dest, "opt/bt/lib/pkgconfig/batchtok.pc")) as f:
         assert "libdir=/opt/bt/lib" in f.read()
+    # The drop-in directory, empty.
+    assert os.listdir(os.path.join(dest, "etc/batchtok/batchtokd.conf.d")) == []
     return dest
 
 

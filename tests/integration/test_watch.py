@@ -345,3 +345,71 @@ def test_cp1_is_refused_for_a_managed_identity(make_daemon, sts):
         r.stderr
 
 
+
+
+def test_program_rules_added_by_a_reload_close_watching_connections(make_daemon, sts, shared):
+    """A connection made while no identity had program rules carries no
+    pidfd. A reload that adds rules closes such a connection if all it has
+    are watches, instead of ending them as refused: the client connects
+    again, now pinned, and watches on (as the libraries do)."""
+    python = os.path.realpath(PYTHON)
+    d = make_daemon({"py": {"allow_users": "nobody"}}, socket_mode="0666")
+    p = watch_as(d, shared, 65534, "py")
+    try:
+        assert p.stdout.readline().split()[0] == "token"
+        d.reload_with("allow_users = nobody", "allow_users = nobody\nallow_exes = " + python)
+        assert p.stdout.readline().strip() == "end"  # closed, not refused
+        assert p.wait(10) == 0
+    finally:
+        p.kill()
+        p.wait()
+    p = watch_as(d, shared, 65534, "py")
+    try:
+        assert p.stdout.readline().split()[0] == "token"
+    finally:
+        p.kill()
+        p.wait()
+    # Before, the same reload ended the watch: a refusal, not a reconnect.
+    assert "ended the watch of identity py" not in d.read_log()
+
+
+EXEC_AFTER_WATCH = r"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wire import WATCH, Conn, query
+c = Conn(sys.argv[1])
+c.send(WATCH, 1, query("py"))
+assert c.event()[0] == "token"
+print("token", flush=True)
+os.set_inheritable(c.s.fileno(), True)
+os.execv("/bin/sleep", ["sleep", "60"])
+"""
+
+
+def test_a_watcher_that_became_another_program_gets_no_more_tokens(make_daemon, sts, shared,
+                                                                    tmp_path):
+    """Program rules are checked before each token pushed: a watcher that
+    has executed another program, keeping the connection, is cut off at the
+    next token."""
+    python = os.path.realpath(PYTHON)
+    d = make_daemon({"py": {"allow_users": "nobody", "allow_exes": python}},
+                    socket_mode="0666")
+    shared.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "wire.py"))
+    path = tmp_path / "exec_after_watch.py"
+    path.write_text(EXEC_AFTER_WATCH)
+    script = shared.copy(str(path), "exec_after_watch.py")
+    p = subprocess.Popen([PYTHON, script, d.sock], stdout=subprocess.PIPE, text=True,
+                         **as_user(65534))
+    try:
+        assert p.stdout.readline().strip() == "token"
+        c = Conn(d.sock)
+        c.send(REFRESH, 1, query("py"))
+        t, _, body = c.read()
+        assert t == REFRESH | REPLY and record(body)["watchers"] == 1
+        wait_for(lambda: "ended the watch of identity py by pid %d" % p.pid in d.read_log(),
+                 10, what="the watch ended")
+        assert "executed another program" in d.read_log()
+        c.close()
+    finally:
+        p.kill()
+        p.wait()

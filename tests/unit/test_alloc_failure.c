@@ -397,13 +397,71 @@ static void test_reload(void **state)
 	rmdir(rl.dir);
 }
 
+/* --- a config with drop-ins: the directory listed and sorted, each file
+ * read and parsed, a kind's keys checked where a drop-in wrote them --- */
+
+static int load_dropins(void *arg)
+{
+	struct config_options o = {.path = arg};
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	int r = config_load(&o, &c, &e);
+
+	if (r == 0)
+		assert_int_equal(c->n_files, 3);
+	config_free(c);
+	config_errors_clear(&e);
+	return r;
+}
+
+static void put(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static void test_dropins(void **state)
+{
+	char dir[] = "/tmp/bt-oom-XXXXXX", conf[64], d[80], a[128], b[128], secret[64], text[256];
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/batchtokd.conf", dir);
+	snprintf(d, sizeof(d), "%s.d", conf);
+	snprintf(a, sizeof(a), "%s/10-a.conf", d);
+	snprintf(b, sizeof(b), "%s/20-b.conf", d);
+	snprintf(secret, sizeof(secret), "%s/secret", dir);
+	put(conf, "[daemon]\nlog_level = debug\n[identity node]\ncredential = managed-identity\n",
+	    0644);
+	assert_int_equal(mkdir(d, 0755), 0);
+	put(a,
+	    "[daemon]\nmin_validity = 2m\n[identity a]\ncredential = managed-identity\n"
+	    "resources = https://a/, https://b/\n",
+	    0644);
+	snprintf(text, sizeof(text),
+		 "[identity b]\ncredential = secret\ntenant = t\nclient_id = c\nsecret_file = %s\n",
+		 secret);
+	put(b, text, 0644);
+	put(secret, "s3cret\n", 0600);
+	assert_true(torture("drop-ins", load_dropins, conf) > 20);
+	unlink(a);
+	unlink(b);
+	rmdir(d);
+	unlink(secret);
+	unlink(conf);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_codec),
-	    cmocka_unit_test(test_config),
-	    cmocka_unit_test(test_entra),
-	    cmocka_unit_test(test_reload),
+	    cmocka_unit_test(test_codec),   cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_entra),   cmocka_unit_test(test_reload),
+	    cmocka_unit_test(test_dropins),
 	};
 
 	log_init(LOG_ERR);

@@ -1,5 +1,6 @@
 /* test_config.c - parsing, validation messages with file:line, resources. */
 #include <errno.h>
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -388,6 +389,31 @@ static void test_empty_and_repeated_sections(void **state)
 	assert_int_equal(config_parse_string(IDENTITY IDENTITY, "t", &c, &e), -EINVAL);
 	assert_true(has_error(&e, "t:6: [identity batch-prod] is defined twice"));
 	config_errors_clear(&e);
+}
+
+/* A key before any section header belongs nowhere: it is reported, not
+ * dropped without a word. An empty value gives a key its default back,
+ * groups included. */
+static void test_keys_outside_sections_and_empty_values(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	assert_int_equal(
+	    config_parse_string("# top\nmin_validity = 1m\n" MANAGED_IDENTITY, "t", &c, &e),
+	    -EINVAL);
+	assert_true(has_error(&e, "t:2: min_validity = is outside any section: put it under "
+				  "[daemon] or an [identity NAME] header"));
+	assert_int_equal(e.n, 1);
+	config_errors_clear(&e);
+	assert_int_equal(config_parse_string("[daemon]\nadmin_group = 0\nsocket_group = 0\n"
+					     "admin_group =\nsocket_group =\n" MANAGED_IDENTITY,
+					     "t", &c, &e),
+			 0);
+	assert_int_equal(c->admin_gid, (gid_t)-1);
+	assert_int_equal(c->socket_gid, (gid_t)-1);
+	config_free(c);
 }
 
 /* PRODUCT.md: ';' or '#' start comments, also after a value. As inih does
@@ -988,6 +1014,403 @@ static void test_socket_directory(void **state)
 	rmdir(dir);
 }
 
+/* --- drop-ins: the *.conf files in NAME.conf.d beside the main file --- */
+
+/* A main config file and its drop-in directory, in a new directory. */
+struct dropins {
+	char dir[32];  /* /tmp/bt-dropin-XXXXXX */
+	char conf[64]; /* dir/batchtokd.conf */
+	char d[80];    /* dir/batchtokd.conf.d */
+};
+
+static void dropins_make(struct dropins *t, const char *main_text, bool with_dir)
+{
+	snprintf(t->dir, sizeof(t->dir), "/tmp/bt-dropin-XXXXXX");
+	assert_non_null(mkdtemp(t->dir));
+	snprintf(t->conf, sizeof(t->conf), "%s/batchtokd.conf", t->dir);
+	snprintf(t->d, sizeof(t->d), "%s.d", t->conf);
+	write_file(t->conf, main_text, 0644);
+	if (with_dir)
+		assert_int_equal(mkdir(t->d, 0755), 0);
+}
+
+/* The path of name in the drop-in directory, in buf. */
+static const char *dropin_path(const struct dropins *t, const char *name, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/%s", t->d, name);
+	return buf;
+}
+
+static void dropin_write(const struct dropins *t, const char *name, const char *text, int mode)
+{
+	char path[160];
+
+	write_file(dropin_path(t, name, path, sizeof(path)), text, mode);
+}
+
+static int dropins_load(const struct dropins *t, struct config **ret, struct config_errors *e)
+{
+	struct config_options o = {.path = t->conf};
+
+	return config_load(&o, ret, e);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void dropins_remove(struct dropins *t)
+{
+	assert_int_equal(nftw(t->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* Whether an error names path:line (or path:) and then says what. */
+static int has_error_at(const struct config_errors *e, const char *path, int line, const char *what)
+{
+	char want[512];
+
+	if (line)
+		snprintf(want, sizeof(want), "%s:%d: %s", path, line, what);
+	else
+		snprintf(want, sizeof(want), "%s: %s", path, what);
+	return has_error(e, want);
+}
+
+/* Drop-ins are read after the main file in strcmp() order ("9-" after
+ * "20-", whatever the locale), each [daemon] key set last winning and each
+ * identity kept where it was written; names not ending in .conf, or
+ * starting with '.', are not read at all. */
+static void test_dropins_are_read_in_order(void **state)
+{
+	static const char *const ignored[] = {
+	    ".hidden.conf", "x.conf~", "x.conf.dpkg-old", "x.conf.disabled", "README",
+	    "X.CONF",	    ".conf"};
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct dropins t;
+	char path[160];
+
+	(void)state;
+	dropins_make(&t,
+		     "[daemon]\nmin_validity = 1m\nadmin_group = 0\n"
+		     "[identity a]\ncredential = managed-identity\n",
+		     true);
+	dropin_write(&t, "20-b.conf",
+		     "[daemon]\nmin_validity = 3m\n[identity b]\ncredential = managed-identity\n",
+		     0644);
+	dropin_write(&t, "10-a.conf",
+		     "# first\n[daemon]\nmin_validity = 2m\nlog_level = debug\nadmin_group =\n"
+		     "[identity c]\ncredential = managed-identity\ndefault = yes\n",
+		     0644);
+	dropin_write(
+	    &t, "9-late.conf",
+	    "[daemon]\nmin_validity = 4m\n[identity late]\ncredential = managed-identity\n", 0644);
+	for (size_t i = 0; i < sizeof(ignored) / sizeof(*ignored); i++)
+		dropin_write(&t, ignored[i], "this would not parse\n", 0644);
+	assert_int_equal(mkdir(dropin_path(&t, "sub.d", path, sizeof(path)), 0755), 0);
+
+	assert_int_equal(dropins_load(&t, &c, &e), 0);
+	assert_int_equal(e.n, 0);
+	assert_int_equal(c->min_validity, 240);
+	assert_int_equal(c->log_level, LOG_DEBUG);
+	assert_int_equal(c->admin_gid, (gid_t)-1); /* emptied by a drop-in */
+	assert_int_equal(c->n_files, 4);
+	assert_string_equal(c->files[0], t.conf);
+	assert_string_equal(c->files[1], dropin_path(&t, "10-a.conf", path, sizeof(path)));
+	assert_string_equal(c->files[2], dropin_path(&t, "20-b.conf", path, sizeof(path)));
+	assert_string_equal(c->files[3], dropin_path(&t, "9-late.conf", path, sizeof(path)));
+	assert_int_equal(c->n_identities, 4);
+	assert_string_equal(c->identities[0].name, "a");
+	assert_string_equal(c->identities[0].file, t.conf);
+	assert_string_equal(c->identities[1].name, "c");
+	assert_string_equal(c->identities[1].file, c->files[1]);
+	assert_int_equal(c->identities[1].line, 6);
+	assert_string_equal(c->identities[2].name, "b");
+	assert_string_equal(c->identities[3].name, "late");
+	assert_ptr_equal(c->default_identity, &c->identities[1]);
+	config_free(c);
+	dropins_remove(&t);
+}
+
+/* No directory, or an empty one, is no drop-in; the only identity may be in
+ * a drop-in. The directory decides what the daemon reads: one that others
+ * may add files to (sticky or not) is refused, as is a file in its place. */
+static void test_dropin_directory(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct dropins t;
+
+	(void)state;
+	dropins_make(&t, MANAGED_IDENTITY, false);
+	assert_int_equal(dropins_load(&t, &c, &e), 0);
+	assert_int_equal(c->n_files, 1);
+	config_free(c);
+	assert_int_equal(mkdir(t.d, 0755), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), 0);
+	assert_int_equal(c->n_files, 1);
+	config_free(c);
+
+	write_file(t.conf, "[daemon]\nlog_level = debug\n", 0644);
+	dropin_write(&t, "node.conf", MANAGED_IDENTITY, 0644);
+	assert_int_equal(dropins_load(&t, &c, &e), 0);
+	assert_int_equal(c->n_identities, 1);
+	assert_string_equal(c->identities[0].file, c->files[1]);
+	config_free(c);
+
+	assert_int_equal(chmod(t.d, 0775), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, t.d, 0,
+				 "the drop-in directory is writable by its group (mode 0775), who "
+				 "could add an identity to the config: run chmod go-w"));
+	/* The identity may be in what was not read: no "add one". */
+	assert_false(has_error(&e, "no [identity NAME] section"));
+	config_errors_clear(&e);
+	assert_int_equal(chmod(t.d, 01777), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, t.d, 0, "the drop-in directory is writable by anyone"));
+	config_errors_clear(&e);
+	assert_int_equal(chmod(t.d, 0755), 0);
+	if (geteuid() == 0) {
+		assert_int_equal(chown(t.d, 65534, 65534), 0);
+		assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+		assert_true(has_error_at(&e, t.d, 0,
+					 "the drop-in directory is owned by uid 65534, not by "
+					 "root or the daemon's user"));
+		config_errors_clear(&e);
+		assert_int_equal(chown(t.d, 0, 0), 0);
+	} else {
+		/* A directory that cannot be read is named, not skipped. */
+		assert_int_equal(chmod(t.d, 0), 0);
+		assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+		assert_true(has_error_at(&e, t.d, 0, "cannot read the drop-in directory"));
+		config_errors_clear(&e);
+		assert_int_equal(chmod(t.d, 0755), 0);
+	}
+
+	dropins_remove(&t);
+	dropins_make(&t, MANAGED_IDENTITY, false);
+	write_file(t.d, "", 0644);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, t.d, 0, "not a directory"));
+	config_errors_clear(&e);
+	dropins_remove(&t);
+}
+
+/* Every problem in a drop-in names the drop-in and its own line: while it
+ * is read, when its identities are checked after the last file, and for
+ * keys of a kind of credential, checked once the kind is known. A drop-in
+ * starts outside any section: its first key does not join the section the
+ * main file ended in. */
+static void test_dropin_errors_name_their_file_and_line(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct dropins t;
+	char bad[160], more[160];
+
+	(void)state;
+	dropins_make(&t, MANAGED_IDENTITY, true);
+	dropin_write(&t, "50-bad.conf",
+		     "tenant = t\n"
+		     "[daemon]\n"
+		     "min_validity = soon\n"
+		     "bogus = 1\n"
+		     "[identity x]\n"
+		     "credential = managed-identity\n"
+		     "secret_file = /s\n"
+		     "[identity y]\n"
+		     "credential = secret\n"
+		     "default = yes\n"
+		     "not a key value line\n",
+		     0644);
+	dropin_write(&t, "60-more.conf",
+		     "[identity z]\ncredential = managed-identity\ndefault = yes\n", 0644);
+	dropin_path(&t, "50-bad.conf", bad, sizeof(bad));
+	dropin_path(&t, "60-more.conf", more, sizeof(more));
+
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, bad, 1, "tenant = is outside any section"));
+	assert_true(has_error_at(&e, bad, 3, "min_validity: 'soon'"));
+	assert_true(has_error_at(&e, bad, 4, "unknown key 'bogus' in [daemon]"));
+	assert_true(has_error_at(&e, bad, 7,
+				 "[identity x]: secret_file = applies to credential = secret, "
+				 "not managed-identity"));
+	assert_true(has_error_at(&e, bad, 8, "[identity y]: tenant = is missing"));
+	assert_true(has_error_at(&e, bad, 11, "syntax error"));
+	assert_true(has_error_at(&e, more, 3, "more than one identity says default = yes"));
+	/* Nothing is blamed on the main file, which is fine. */
+	for (size_t i = 0; i < e.n; i++)
+		assert_true(strncmp(e.msgs[i], t.conf, strlen(t.conf)) != 0 ||
+			    e.msgs[i][strlen(t.conf)] == '.');
+	config_errors_clear(&e);
+	dropins_remove(&t);
+}
+
+/* An identity is defined once, in one file: a second definition in a
+ * drop-in is an error naming both places, never a merge of two
+ * credentials or allow-lists. */
+static void test_dropin_duplicate_identity(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct dropins t;
+	char dup[160], first[160], again[160], want[512];
+
+	(void)state;
+	dropins_make(&t, "[daemon]\n" MANAGED_IDENTITY, true);
+	dropin_write(&t, "10-dup.conf",
+		     "# the same name\n[identity node]\ncredential = managed-identity\n"
+		     "allow_users = 0\n",
+		     0644);
+	dropin_write(&t, "20-first.conf", "[identity other]\ncredential = managed-identity\n",
+		     0644);
+	dropin_write(&t, "30-again.conf", "\n\n[identity other]\ncredential = managed-identity\n",
+		     0644);
+	dropin_path(&t, "10-dup.conf", dup, sizeof(dup));
+	dropin_path(&t, "20-first.conf", first, sizeof(first));
+	dropin_path(&t, "30-again.conf", again, sizeof(again));
+
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	snprintf(want, sizeof(want),
+		 "[identity node] is defined twice, first at %s:2: define each "
+		 "identity in one section of one file",
+		 t.conf);
+	assert_true(has_error_at(&e, dup, 2, want));
+	snprintf(want, sizeof(want), "[identity other] is defined twice, first at %s:1", first);
+	assert_true(has_error_at(&e, again, 3, want));
+	assert_int_equal(e.n, 2);
+	config_errors_clear(&e);
+	dropins_remove(&t);
+}
+
+/* A drop-in passes the main file's checks (a regular file of at most
+ * 1 MiB, owned by root or the daemon's user, writable by nobody else); a
+ * FIFO is refused, not waited on; a symlink is followed only if it is
+ * root's or ours and leads through directories nobody else can change. A
+ * refused drop-in is named and the others are still read. */
+static void test_dropins_are_trusted(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct dropins t;
+	char p[160], open_dir[64], target[96];
+
+	(void)state;
+	dropins_make(&t, "[daemon]\n", true);
+	dropin_write(&t, "10-ok.conf", MANAGED_IDENTITY, 0644);
+	dropin_path(&t, "20-x.conf", p, sizeof(p));
+
+	write_file(p, "[identity x]\ncredential = managed-identity\n", 0646);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, p, 0, "the config file is writable by anyone (mode 0646)"));
+	assert_false(has_error(&e, "10-ok.conf"));
+	assert_false(has_error(&e, "no [identity NAME] section"));
+	config_errors_clear(&e);
+	assert_int_equal(chmod(p, 0664), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, p, 0, "the config file is writable by its group"));
+	config_errors_clear(&e);
+	assert_int_equal(chmod(p, 0644), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), 0);
+	assert_int_equal(c->n_identities, 2);
+	config_free(c);
+	if (geteuid() == 0) {
+		assert_int_equal(chown(p, 65534, 65534), 0);
+		assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+		assert_true(has_error_at(&e, p, 0, "the config file is owned by uid 65534"));
+		config_errors_clear(&e);
+	}
+	unlink(p);
+
+	/* A FIFO: refused at once; a blocking open would wait for a writer. */
+	assert_int_equal(mkfifo(p, 0644), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, p, 0, "not a regular file"));
+	config_errors_clear(&e);
+	unlink(p);
+	/* So is a directory with a drop-in's name. */
+	assert_int_equal(mkdir(p, 0755), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, p, 0, "not a regular file"));
+	config_errors_clear(&e);
+	rmdir(p);
+
+	/* A link of ours to a file that passes the same checks is followed;
+	 * the messages name the link, where the administrator looks. */
+	snprintf(target, sizeof(target), "%s/elsewhere.conf", t.dir);
+	write_file(target, "[identity x]\ncredential = managed-identity\nbogus = 1\n", 0644);
+	assert_int_equal(symlink(target, p), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, p, 3, "unknown key 'bogus'"));
+	config_errors_clear(&e);
+	write_file(target, "[identity x]\ncredential = managed-identity\n", 0644);
+	assert_int_equal(dropins_load(&t, &c, &e), 0);
+	assert_string_equal(config_find_identity(c, "x")->file, p);
+	config_free(c);
+	if (geteuid() == 0) {
+		/* Another user's link. */
+		assert_int_equal(lchown(p, 65534, 65534), 0);
+		assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+		assert_true(has_error_at(&e, p, 0,
+					 "cannot use the drop-in: it is a symlink owned by uid "
+					 "65534"));
+		config_errors_clear(&e);
+	}
+	unlink(p);
+	/* A link into a directory anyone may write: anyone could swap the file. */
+	snprintf(open_dir, sizeof(open_dir), "%s/open", t.dir);
+	assert_int_equal(mkdir(open_dir, 0755), 0);
+	snprintf(target, sizeof(target), "%s/x.conf", open_dir);
+	write_file(target, "[identity x]\ncredential = managed-identity\n", 0644);
+	assert_int_equal(chmod(open_dir, 0777), 0);
+	assert_int_equal(symlink(target, p), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, p, 0, "cannot use the drop-in: the directory"));
+	assert_true(has_error(&e, "/open is writable by its group or by others"));
+	config_errors_clear(&e);
+	unlink(p);
+	/* A dangling link. */
+	assert_int_equal(symlink("/nonexistent/x.conf", p), 0);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	assert_true(has_error_at(&e, p, 0, "cannot open the drop-in: No such file or directory"));
+	config_errors_clear(&e);
+	unlink(p);
+	dropins_remove(&t);
+}
+
+/* At most CONFIG_DROPIN_MAX drop-ins are read; more is refused with a
+ * message, not read for ever. */
+static void test_too_many_dropins(void **state)
+{
+	struct config_errors e = {0};
+	struct config *c = NULL;
+	struct dropins t;
+	char name[32], want[128];
+
+	(void)state;
+	dropins_make(&t, MANAGED_IDENTITY, true);
+	for (int i = 0; i < CONFIG_DROPIN_MAX; i++) {
+		snprintf(name, sizeof(name), "%03d.conf", i);
+		dropin_write(&t, name, "# nothing\n", 0644);
+	}
+	assert_int_equal(dropins_load(&t, &c, &e), 0);
+	assert_int_equal(c->n_files, CONFIG_DROPIN_MAX + 1);
+	config_free(c);
+	dropin_write(&t, "one-more.conf", "# nothing\n", 0644);
+	assert_int_equal(dropins_load(&t, &c, &e), -EINVAL);
+	snprintf(want, sizeof(want), "%d drop-ins (*.conf), more than the %d that batchtokd reads",
+		 CONFIG_DROPIN_MAX + 1, CONFIG_DROPIN_MAX);
+	assert_true(has_error_at(&e, t.d, 0, want));
+	assert_int_equal(e.n, 1);
+	config_errors_clear(&e);
+	dropins_remove(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -999,6 +1422,7 @@ int main(void)
 	    cmocka_unit_test(test_repeated_list_keys_add),
 	    cmocka_unit_test(test_bad_credential_is_not_also_missing),
 	    cmocka_unit_test(test_empty_and_repeated_sections),
+	    cmocka_unit_test(test_keys_outside_sections_and_empty_values),
 	    cmocka_unit_test(test_comments_after_values),
 	    cmocka_unit_test(test_long_line_is_reported_not_split),
 	    cmocka_unit_test(test_list_keys_add_up),
@@ -1013,6 +1437,12 @@ int main(void)
 	    cmocka_unit_test(test_config_file_is_trusted),
 	    cmocka_unit_test(test_key_files_are_read_only_through_trusted_paths),
 	    cmocka_unit_test(test_socket_directory),
+	    cmocka_unit_test(test_dropins_are_read_in_order),
+	    cmocka_unit_test(test_dropin_directory),
+	    cmocka_unit_test(test_dropin_errors_name_their_file_and_line),
+	    cmocka_unit_test(test_dropin_duplicate_identity),
+	    cmocka_unit_test(test_dropins_are_trusted),
+	    cmocka_unit_test(test_too_many_dropins),
 	    cmocka_unit_test(test_program_rules),
 	    cmocka_unit_test(test_program_rule_errors),
 	    cmocka_unit_test(test_user_units_need_users),

@@ -526,6 +526,59 @@ static void test_device_code_reply(void **state)
 	token_result_clear(&err);
 }
 
+/* Claims challenges: one canonical form per claims request, refusals that
+ * read as one line, and the cp1 capability merged in (ENTRA.md 8). */
+static void test_claims(void **state)
+{
+	struct identity plain = {.name = "p"}, cae = {.name = "c", .cp1 = true};
+	struct secstr form = {0};
+	char *a, *b, why[200];
+
+	(void)state;
+	assert_int_equal(
+	    entra_canonical_claims("{ \"b\": 1, \"a\" : {\"y\":2,\"x\":1} }", &a, why, sizeof(why)),
+	    0);
+	assert_string_equal(a, "{\"a\":{\"x\":1,\"y\":2},\"b\":1}");
+	assert_int_equal(
+	    entra_canonical_claims("{\"a\":{\"y\":2,\"x\":1},\"b\":1}", &b, why, sizeof(why)), 0);
+	assert_string_equal(a, b);
+	free(b);
+	assert_int_equal(entra_canonical_claims("[1]", &b, why, sizeof(why)), -EINVAL);
+	assert_string_equal(why, "the claims are not a JSON object");
+	assert_int_equal(entra_canonical_claims("{\"a\":1,\"a\":2}", &b, why, sizeof(why)),
+			 -EINVAL);
+	/* The client's own bytes are quoted back: never a line break. */
+	assert_int_equal(entra_canonical_claims("{\"error\":\"\\\n\n\n\"}", &b, why, sizeof(why)),
+			 -EINVAL);
+	assert_null(strchr(why, '\n'));
+	assert_non_null(strstr(why, "not JSON"));
+
+	/* No capability, no challenge: no claims field at all. */
+	assert_int_equal(entra_add_claims(&plain, NULL, &form), 0);
+	assert_null(form.p);
+	assert_int_equal(entra_add_claims(&plain, a, &form), 0);
+	assert_string_equal(form.p,
+			    "claims=%7B%22a%22%3A%7B%22x%22%3A1%2C%22y%22%3A2%7D%2C%22b%22%3A1%7D");
+	secstr_free(&form);
+	assert_int_equal(entra_add_claims(&cae, NULL, &form), 0);
+	assert_string_equal(form.p, "claims=%7B%22access_token%22%3A%7B%22xms_cc%22%3A%7B%22values%"
+				    "22%3A%5B%22cp1%22%5D%7D%7D%7D");
+	secstr_free(&form);
+	free(a);
+	assert_int_equal(entra_canonical_claims(
+			     "{\"access_token\":{\"acrs\":{\"essential\":true,\"value\":\"c1\"}}}",
+			     &a, why, sizeof(why)),
+			 0);
+	assert_int_equal(entra_add_claims(&cae, a, &form), 0);
+	/* {"access_token":{"acrs":{"essential":true,"value":"c1"},"xms_cc":{"values":["cp1"]}}} */
+	assert_string_equal(
+	    form.p,
+	    "claims=%7B%22access_token%22%3A%7B%22acrs%22%3A%7B%22essential%22%3Atrue%2C%22value%"
+	    "22%3A%22c1%22%7D%2C%22xms_cc%22%3A%7B%22values%22%3A%5B%22cp1%22%5D%7D%7D%7D");
+	secstr_free(&form);
+	free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,6 +596,7 @@ int main(void)
 	    cmocka_unit_test(test_user_replies),
 	    cmocka_unit_test(test_error_kinds),
 	    cmocka_unit_test(test_device_code_reply),
+	    cmocka_unit_test(test_claims),
 	};
 	return cmocka_run_group_tests(tests, NULL, free_config);
 }

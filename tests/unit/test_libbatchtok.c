@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 /* A request type no daemon had when this test was written. */
-#define FUTURE_TYPE (BT_CHALLENGE + 1)
+#define FUTURE_TYPE (BT_METRICS + 1)
 
 struct peer {
 	char dir[64];
@@ -189,7 +189,7 @@ static void test_newer_request_to_a_version_1_daemon(void **state)
 	assert_int_equal(begin(p->bt, FUTURE_TYPE, &id), -EOPNOTSUPP);
 	assert_string_equal(
 	    batchtok_error(p->bt),
-	    "request type 17 is not supported by this batchtokd (0.1.0): upgrade batchtokd");
+	    "request type 18 is not supported by this batchtokd (0.1.0): upgrade batchtokd");
 	assert_int_equal(heard(p, t, 4), 1);
 	assert_int_equal(t[0], BT_HELLO);
 	assert_true(p->bt->fd >= 0);
