@@ -45,7 +45,7 @@ DAEMON_CFLAGS = $(shell pkg-config --cflags $(DAEMON_PKGS))
 DAEMON_LIBS   = $(shell pkg-config --libs $(DAEMON_PKGS)) -lhttp_parser
 
 PROTO_SRC  := proto/buf.c proto/msg.c proto/duration.c
-CLIENT_LIB_SRC := client/libbatchtok.c client/status_format.c
+CLIENT_LIB_SRC := client/libbatchtok.c client/daemon_conn.c client/watch.c client/status_format.c
 # The config and the credential kinds that read its keys, with what they use.
 CONFIG_SRC := daemon/identity/config.c daemon/identity/conf_value.c daemon/identity/keyfile.c \
               daemon/identity/credential.c daemon/identity/cred_secret.c \
@@ -121,7 +121,8 @@ $(O)/tests/test_msg: $(call obj,tests/unit/test_msg.c) $(O)/libbtproto.a
 $(O)/tests/test_duration: $(call obj,tests/unit/test_duration.c) $(O)/libbtproto.a
 $(O)/tests/test_status_format: $(call obj,tests/unit/test_status_format.c client/status_format.c) $(O)/libbtproto.a
 # Includes client/libbatchtok.c to reach its internal request path.
-$(O)/tests/test_libbatchtok: $(call obj,tests/unit/test_libbatchtok.c client/status_format.c) $(O)/libbtproto.a
+$(O)/tests/test_libbatchtok: $(call obj,tests/unit/test_libbatchtok.c client/daemon_conn.c client/watch.c \
+                             client/status_format.c) $(O)/libbtproto.a
 $(addprefix $(O)/tests/,$(DAEMON_TESTS)): \
   $(O)/tests/%: $(call obj,tests/unit/%.c $(DAEMON_SRC)) $(O)/libbtproto.a
 # Our own allocations go through the test's failing allocator.

@@ -3,6 +3,7 @@
 #include "batchtok.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -10,6 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <strings.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -158,11 +163,25 @@ struct query {
 	struct batchtok_request req;
 	const char *output;
 	const char *env_name;
+	const char *claims;    /* get --claims: as given */
+	const char *on_rotate; /* exec --on-rotate: as given */
 	bool compat;
+	bool all;  /* forget --all */
 	bool help; /* --help was given and answered: exit with what parse_query returned */
 };
 
-enum { OPT_SCOPE = 256, OPT_MIN_VALIDITY, OPT_FORCE, OPT_ENV, OPT_COMPAT };
+/* Long options without a letter; in parse_query's `allowed` each stands for
+ * the letter 'A' + (value - OPT_SCOPE): --scope is A, --claims F. */
+enum {
+	OPT_SCOPE = 256,
+	OPT_MIN_VALIDITY,
+	OPT_FORCE,
+	OPT_ENV,
+	OPT_COMPAT,
+	OPT_CLAIMS,
+	OPT_ON_ROTATE,
+	OPT_ALL,
+};
 
 /* Parses a command's options (argv[0] is the command); returns 0, or the
  * exit status when it has printed a usage error, or help (q->help). */
@@ -177,6 +196,9 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 	    {"force-refresh", no_argument, NULL, OPT_FORCE},
 	    {"env", required_argument, NULL, OPT_ENV},
 	    {"compat", no_argument, NULL, OPT_COMPAT},
+	    {"claims", required_argument, NULL, OPT_CLAIMS},
+	    {"on-rotate", required_argument, NULL, OPT_ON_ROTATE},
+	    {"all", no_argument, NULL, OPT_ALL},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -224,6 +246,15 @@ static int parse_query(int argc, char **argv, const char *allowed, struct query 
 		case OPT_COMPAT:
 			q->compat = true;
 			break;
+		case OPT_CLAIMS:
+			q->claims = optarg;
+			break;
+		case OPT_ON_ROTATE:
+			q->on_rotate = optarg;
+			break;
+		case OPT_ALL:
+			q->all = true;
+			break;
 		default:
 			return usage("unknown or incomplete option '%s'", argv[optind - 1]);
 		}
@@ -260,6 +291,39 @@ static void print_json_string(const char *s)
 	putchar('"');
 }
 
+/* The fields and names of `az account get-access-token`, and ours: as a
+ * document (get -o json), or on one line with refresh_at (watch -o json). */
+static void print_json(const struct batchtok_token *t, bool one_line, int64_t refresh_at)
+{
+	const char *sep = one_line ? ", " : ",\n  ";
+	char when[64] = "";
+	time_t e = (time_t)t->expires_on;
+	struct tm tm;
+
+	if (localtime_r(&e, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S.000000", &tm);
+	fputs(one_line ? "{\"accessToken\": " : "{\n  \"accessToken\": ", stdout);
+	print_json_string(t->access_token);
+	printf("%s\"expiresOn\": \"%s\"%s\"expires_on\": %" PRId64 "%s\"tenant\": ", sep, when, sep,
+	       t->expires_on, sep);
+	print_json_string(t->tenant);
+	printf("%s\"tokenType\": ", sep);
+	print_json_string(t->token_type);
+	printf("%s\"identity\": ", sep);
+	print_json_string(t->identity);
+	printf("%s\"resource\": ", sep);
+	print_json_string(t->resource);
+	if (one_line) {
+		/* When the daemon plans the next token: null when it plans none. */
+		if (refresh_at > 0)
+			printf("%s\"refresh_at\": %" PRId64 "}\n", sep, refresh_at);
+		else
+			printf("%s\"refresh_at\": null}\n", sep);
+	} else {
+		fputs("\n}\n", stdout);
+	}
+}
+
 static int print_token(const struct batchtok_token *t, const char *output)
 {
 	if (!output || strcmp(output, "token") == 0) {
@@ -271,26 +335,7 @@ static int print_token(const struct batchtok_token *t, const char *output)
 		shell_quote(t->access_token);
 		printf("\nBATCHTOK_EXPIRES_ON='%" PRId64 "'\n", t->expires_on);
 	} else {
-		/* The fields and names of `az account get-access-token`. */
-		char when[64] = "";
-		time_t e = (time_t)t->expires_on;
-		struct tm tm;
-
-		if (localtime_r(&e, &tm))
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S.000000", &tm);
-		fputs("{\n  \"accessToken\": ", stdout);
-		print_json_string(t->access_token);
-		printf(",\n  \"expiresOn\": \"%s\",\n  \"expires_on\": %" PRId64
-		       ",\n  \"tenant\": ",
-		       when, t->expires_on);
-		print_json_string(t->tenant);
-		fputs(",\n  \"tokenType\": ", stdout);
-		print_json_string(t->token_type);
-		fputs(",\n  \"identity\": ", stdout);
-		print_json_string(t->identity);
-		fputs(",\n  \"resource\": ", stdout);
-		print_json_string(t->resource);
-		fputs("\n}\n", stdout);
+		print_json(t, false, 0);
 	}
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 }
@@ -305,24 +350,235 @@ static int check_output(const char *output, const char *const *allowed)
 	return usage("unknown output format '%s'", output);
 }
 
+/* A JSON value's syntax (RFC 8259), nesting at most JSON_DEPTH_MAX deep:
+ * enough to tell a claims challenge from a typo before the daemon is asked.
+ * Advances *p past the value; false if it is not one. */
+#define JSON_DEPTH_MAX 32
+
+static void json_space(const char **p)
+{
+	while (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r')
+		(*p)++;
+}
+
+static bool json_string(const char **p)
+{
+	if (*(*p)++ != '"')
+		return false;
+	for (;;) {
+		unsigned char c = (unsigned char)*(*p)++;
+
+		if (c == '"')
+			return true;
+		if (c < 0x20)
+			return false; /* the end of the text among them */
+		if (c != '\\')
+			continue;
+		c = (unsigned char)*(*p)++;
+		if (c == 'u') {
+			for (int i = 0; i < 4; i++, (*p)++)
+				if (!strchr("0123456789abcdefABCDEF", **p) || !**p)
+					return false;
+		} else if (!c || !strchr("\"\\/bfnrt", c)) {
+			return false;
+		}
+	}
+}
+
+static bool json_digits(const char **p)
+{
+	const char *start = *p;
+
+	while (**p >= '0' && **p <= '9')
+		(*p)++;
+	return *p > start;
+}
+
+static bool json_value(const char **p, int depth)
+{
+	char close;
+
+	json_space(p);
+	switch (**p) {
+	case '"':
+		return json_string(p);
+	case '{':
+	case '[':
+		if (depth >= JSON_DEPTH_MAX)
+			return false;
+		close = **p == '{' ? '}' : ']';
+		(*p)++;
+		json_space(p);
+		if (**p == close) {
+			(*p)++;
+			return true;
+		}
+		for (;;) {
+			if (close == '}') {
+				json_space(p);
+				if (!json_string(p))
+					return false;
+				json_space(p);
+				if (*(*p)++ != ':')
+					return false;
+			}
+			if (!json_value(p, depth + 1))
+				return false;
+			json_space(p);
+			if (**p == close) {
+				(*p)++;
+				return true;
+			}
+			if (*(*p)++ != ',')
+				return false;
+		}
+	case 't':
+	case 'f':
+	case 'n': {
+		const char *word = **p == 't' ? "true" : **p == 'f' ? "false" : "null";
+		if (strncmp(*p, word, strlen(word)))
+			return false;
+		*p += strlen(word);
+		return true;
+	}
+	}
+	if (**p == '-')
+		(*p)++;
+	if (**p == '0')
+		(*p)++;
+	else if (!json_digits(p))
+		return false;
+	if (**p == '.' && ((*p)++, !json_digits(p)))
+		return false;
+	if (**p == 'e' || **p == 'E') {
+		(*p)++;
+		if (**p == '+' || **p == '-')
+			(*p)++;
+		if (!json_digits(p))
+			return false;
+	}
+	return true;
+}
+
+/* Whether s is one JSON object and nothing else. */
+static bool json_object(const char *s)
+{
+	json_space(&s);
+	if (*s != '{' || !json_value(&s, 0))
+		return false;
+	json_space(&s);
+	return *s == 0;
+}
+
+/* Decodes base64 or base64url, padded or not, into a new string in *ret;
+ * -EINVAL for anything else, and for what decodes to a NUL byte. */
+static int base64_decode(const char *s, char **ret)
+{
+	size_t n = strlen(s), k = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	char *out;
+
+	while (n && s[n - 1] == '=')
+		n--;
+	if (n % 4 == 1 || strlen(s) - n > 2)
+		return -EINVAL;
+	if (!(out = malloc(n / 4 * 3 + 3)))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const char *alphabet =
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+		const char *c = s[i] ? strchr(alphabet, s[i]) : NULL;
+		int v = c			     ? (int)(c - alphabet)
+			: s[i] == '+' || s[i] == '-' ? 62
+			: s[i] == '/' || s[i] == '_' ? 63
+						     : -1;
+
+		if (v < 0) {
+			free(out);
+			return -EINVAL;
+		}
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[k] = (char)(acc >> bits & 0xff);
+			if (!out[k++]) {
+				free(out);
+				return -EINVAL;
+			}
+		}
+	}
+	out[k] = 0;
+	*ret = out;
+	return 0;
+}
+
+/* get --claims: the JSON object of a claims challenge, or the base64 of it
+ * as the WWW-Authenticate header's claims= parameter carries it. The JSON in
+ * a new string in *ret, or the exit status of a usage error. */
+static int claims_arg(const char *arg, char **ret)
+{
+	const char *p = arg;
+	char *json = NULL;
+	bool raw;
+	int r;
+
+	json_space(&p);
+	raw = *p == '{';
+	r = raw ? ((json = strdup(arg)) ? 0 : -ENOMEM) : base64_decode(arg, &json);
+	if (r == -ENOMEM) {
+		fprintf(stderr, "batchtok: out of memory\n");
+		return EXIT_OTHER;
+	}
+	if (r < 0 || !json_object(json)) {
+		free(json);
+		return usage(
+		    raw ? "--claims: '%.60s' is not valid JSON: pass the claims challenge "
+			  "as the resource sent it (a JSON object, or its base64)"
+			: "--claims: '%.60s' is neither a JSON object nor the base64 of one: "
+			  "pass the claims=\"...\" value of the resource's WWW-Authenticate "
+			  "header, or its decoded JSON",
+		    arg);
+	}
+	if (strlen(json) > 8192) {
+		free(json);
+		return usage("--claims: '%.60s...' is longer than the 8 KiB a claims challenge may "
+			     "be",
+			     arg);
+	}
+	*ret = json;
+	return 0;
+}
+
 static int cmd_get(struct ctx *ctx, int argc, char **argv)
 {
 	static const char *const formats[] = {"token", "json", "header", "env", NULL};
 	struct query q = {0};
 	struct batchtok_token *t;
+	char *claims = NULL;
 	int r;
 
-	if ((r = parse_query(argc, argv, "iroABC", &q)) || q.help ||
+	if ((r = parse_query(argc, argv, "iroABCF", &q)) || q.help ||
 	    (r = check_output(q.output, formats)))
 		return r;
 	if (optind != argc)
 		return usage("unexpected argument '%s'", argv[optind]);
-	if ((r = connect_daemon(ctx)))
+	if (q.claims && (q.req.flags & BATCHTOK_FORCE_REFRESH))
+		return usage("%s", "--claims fetches a new token already: drop --force-refresh");
+	if (q.claims && (r = claims_arg(q.claims, &claims)))
 		return r;
-	if ((r = batchtok_get_token(ctx->bt, &q.req, &t)) < 0)
-		return report(ctx->bt, r);
-	r = print_token(t, q.output);
-	batchtok_token_free(t);
+	if ((r = connect_daemon(ctx)) == 0) {
+		r = claims ? batchtok_get_token_claims(ctx->bt, &q.req, claims, &t)
+			   : batchtok_get_token(ctx->bt, &q.req, &t);
+		if (r < 0) {
+			r = report(ctx->bt, r);
+		} else {
+			r = print_token(t, q.output);
+			batchtok_token_free(t);
+		}
+	}
+	free(claims);
 	return r;
 }
 
@@ -545,23 +801,496 @@ static int run_compat(struct ctx *ctx, struct batchtok_compat *c, char **argv)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_OTHER;
 }
 
+/* Watching, for watch and exec --on-rotate alike. */
+struct watching {
+	batchtok_watch *w;
+	bool reached; /* the daemon answered: an event came */
+	bool outage;  /* a failure to connect was said, and no event came since */
+};
+
+/* Says on stderr what batchtok_watch_next()'s error r is: an error event,
+ * after which the watch goes on (0), or its end, or a daemon never reached
+ * (the exit status). Failures to connect after the daemon answered once (a
+ * restart) are said once until it answers again. */
+static int watch_error(struct watching *wg, int r)
+{
+	const char *msg = batchtok_watch_error(wg->w);
+	bool ended = batchtok_watch_ended(wg->w) != 0;
+	bool unreachable = !ended && (r == -ECONNREFUSED || r == -EACCES);
+
+	if (!*msg)
+		msg = strerror(-r);
+	if (ended || (unreachable && !wg->reached)) {
+		fprintf(stderr, "batchtok: %s\n", msg);
+		return exit_for(r);
+	}
+	if (unreachable) {
+		if (!wg->outage)
+			fprintf(stderr, "batchtok: %s (trying again until it answers)\n", msg);
+		wg->outage = true;
+	} else {
+		wg->reached = true;
+		wg->outage = false;
+		fprintf(stderr, "batchtok: %s\n", msg);
+	}
+	fflush(stderr);
+	return 0;
+}
+
+/* A token arrived. */
+static void watch_token(struct watching *wg)
+{
+	if (wg->outage)
+		fprintf(stderr, "batchtok: batchtokd answers again\n");
+	wg->reached = true;
+	wg->outage = false;
+}
+
+/* The -t limit on the daemon's first answer, as poll() milliseconds from
+ * when the watch started (-1: none, or answered already). */
+static int first_answer_ms(const struct ctx *ctx, const struct watching *wg, int64_t started)
+{
+	int64_t left;
+
+	if (wg->reached || ctx->timeout_ms <= 0)
+		return -1;
+	left = started + ctx->timeout_ms - mono_ms();
+	return left > 0 ? (int)left : 0;
+}
+
+static int no_first_answer(const struct ctx *ctx)
+{
+	fprintf(stderr,
+		"batchtok: batchtokd did not answer within %d s: check 'journalctl -u batchtokd', "
+		"or raise the timeout (-t)\n",
+		ctx->timeout_ms / 1000);
+	return EXIT_TIMEOUT;
+}
+
+/* Blocks sigs and returns a signalfd that reads them, or -1 having said
+ * why. The mask before is in *old. */
+static int signal_fd(const int *sigs, size_t n, sigset_t *old)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < n; i++)
+		sigaddset(&set, sigs[i]);
+	/* Blocked first: none can come between here and the first read. */
+	sigprocmask(SIG_BLOCK, &set, old);
+	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0) {
+		fprintf(stderr, "batchtok: cannot wait for signals: %s\n", strerror(errno));
+		sigprocmask(SIG_SETMASK, old, NULL);
+	}
+	return fd;
+}
+
+static int start_watch(struct ctx *ctx, const struct batchtok_request *req, struct watching *wg)
+{
+	int r = batchtok_watch_start(ctx->socket_path, req, &wg->w);
+
+	if (r < 0) {
+		fprintf(stderr, "batchtok: cannot start watching: %s\n",
+			r == -EINVAL ? "the socket path is too long" : strerror(-r));
+		return r == -EINVAL ? EXIT_USAGE : EXIT_OTHER;
+	}
+	return 0;
+}
+
+/* Prints a watched token as one line and flushes it for the pipeline.
+ * 0; 1 when the reader has gone away (EPIPE); else the exit status. */
+static int print_watched(const struct batchtok_token *t, int64_t refresh_at, bool json)
+{
+	if (json)
+		print_json(t, true, refresh_at);
+	else
+		printf("%s\n", t->access_token);
+	if (fflush(stdout) == 0)
+		return 0;
+	if (errno == EPIPE)
+		return 1;
+	fprintf(stderr, "batchtok: cannot write the token: %s\n", strerror(errno));
+	return EXIT_OTHER;
+}
+
+/* watch: each token on a line of its own as it comes, until the watch
+ * ends (its exit status), SIGINT or SIGTERM, or the reader of the output
+ * goes away (exit 0 for those). */
+static int watch_loop(struct ctx *ctx, struct watching *wg, int sfd, bool json)
+{
+	int64_t started = mono_ms();
+
+	for (;;) {
+		/* Events 0 on standard output: POLLERR when a pipe's reader has
+		 * gone, POLLHUP when a terminal or socket has; nothing else. */
+		struct pollfd pfd[3] = {
+		    {batchtok_watch_fd(wg->w), POLLIN, 0}, {sfd, POLLIN, 0}, {STDOUT_FILENO, 0, 0}};
+		int n = poll(pfd, 3, first_answer_ms(ctx, wg, started));
+
+		if (n < 0 && errno != EINTR) {
+			fprintf(stderr, "batchtok: poll: %s\n", strerror(errno));
+			return EXIT_OTHER;
+		}
+		if (n == 0)
+			return no_first_answer(ctx);
+		if (n < 0)
+			continue;
+		if (pfd[1].revents & POLLIN || pfd[2].revents & (POLLERR | POLLHUP))
+			return EXIT_OK;
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		for (;;) {
+			struct batchtok_token *t;
+			int64_t when = 0;
+			int r = batchtok_watch_next(wg->w, 0, &t, &when);
+
+			if (r == -EAGAIN)
+				break;
+			if (r < 0) {
+				if ((r = watch_error(wg, r)))
+					return r;
+				continue;
+			}
+			watch_token(wg);
+			r = print_watched(t, when, json);
+			batchtok_token_free(t);
+			if (r)
+				return r == 1 ? EXIT_OK : r;
+		}
+	}
+}
+
+static int cmd_watch(struct ctx *ctx, int argc, char **argv)
+{
+	static const char *const formats[] = {"token", "json", NULL};
+	static const int ending[] = {SIGINT, SIGTERM};
+	struct watching wg = {0};
+	struct query q = {0};
+	sigset_t old;
+	int sfd, r;
+
+	if ((r = parse_query(argc, argv, "iroAB", &q)) || q.help ||
+	    (r = check_output(q.output, formats)))
+		return r;
+	if (optind != argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	/* A reader that went away is EPIPE on the next write, not the end of
+	 * this process by SIGPIPE: the pipeline ran its course. */
+	signal(SIGPIPE, SIG_IGN);
+	if ((sfd = signal_fd(ending, 2, &old)) < 0)
+		return EXIT_OTHER;
+	if ((r = start_watch(ctx, &q.req, &wg)) == 0)
+		r = watch_loop(ctx, &wg, sfd, q.output && strcmp(q.output, "json") == 0);
+	batchtok_watch_free(wg.w);
+	close(sfd);
+	/* SIGINT and SIGTERM stay blocked: one that came is pending still (poll
+	 * saw it, nothing read it), and the process ends now with its status. */
+	return r;
+}
+
+/* --on-rotate's signal: a name (HUP, SIGHUP, usr1) or a number; -1 if it
+ * is neither. */
+static int parse_signal(const char *s)
+{
+	static const struct {
+		const char *name;
+		int sig;
+	} names[] = {
+	    {"HUP", SIGHUP},   {"INT", SIGINT},	  {"QUIT", SIGQUIT}, {"USR1", SIGUSR1},
+	    {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"ALRM", SIGALRM}, {"WINCH", SIGWINCH},
+	    {"CONT", SIGCONT}, {"PWR", SIGPWR},	  {"URG", SIGURG},
+	};
+	char *end;
+	long n;
+
+	if (*s >= '0' && *s <= '9') {
+		n = strtol(s, &end, 10);
+		return *end || n < 1 || n > SIGRTMAX ? -1 : (int)n;
+	}
+	if (strncasecmp(s, "SIG", 3) == 0)
+		s += 3;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcasecmp(s, names[i].name) == 0)
+			return names[i].sig;
+	return -1;
+}
+
+/* The file exec --on-rotate keeps the token in, and its directory. */
+struct token_file {
+	char dir[4096];
+	char path[4096 + 16];
+	char tmp[4096 + 16];
+};
+
+/* Whether nobody else can rename or replace what this process makes in dir:
+ * a directory of ours (or, unless ours, root's) that only its owner may
+ * write to, or a sticky one such as /tmp. Elsewhere another user could swap
+ * the private directory for one of theirs between two writes. */
+static bool safe_parent(const char *dir, bool ours)
+{
+	struct stat st;
+
+	return dir && *dir == '/' && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+	       (st.st_uid == geteuid() || (!ours && st.st_uid == 0)) &&
+	       (!(st.st_mode & (S_IWGRP | S_IWOTH)) || (st.st_mode & S_ISVTX));
+}
+
+/* A new private directory (0700, from mkdtemp) for the token file: in the
+ * user's runtime directory when it is theirs (a tmpfs that only they can
+ * enter, emptied at logout), else in $TMPDIR or /tmp. *where names the
+ * directory it is (to be) in. On failure tf->dir is "". */
+static int token_dir(struct token_file *tf, const char **where)
+{
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	int k;
+
+	tf->dir[0] = 0;
+	if (!safe_parent(base, true))
+		base = getenv("TMPDIR");
+	if (!safe_parent(base, false))
+		base = "/tmp";
+	*where = base;
+	if (!safe_parent(base, false))
+		return -EPERM;
+	k = snprintf(tf->dir, sizeof(tf->dir), "%s/batchtok-exec.XXXXXX", base);
+	if (k < 0 || (size_t)k >= sizeof(tf->dir) || !mkdtemp(tf->dir)) {
+		k = k < 0 || (size_t)k >= sizeof(tf->dir) ? ENAMETOOLONG : errno;
+		tf->dir[0] = 0;
+		return -k;
+	}
+	snprintf(tf->path, sizeof(tf->path), "%s/token", tf->dir);
+	snprintf(tf->tmp, sizeof(tf->tmp), "%s/.token.new", tf->dir);
+	return 0;
+}
+
+/* Replaces the token file atomically: the token alone (no newline) in a new
+ * 0600 file, renamed over the old one, so a reader sees the old token or
+ * the new one, never part of one. */
+static int write_token_file(const struct token_file *tf, const char *token)
+{
+	size_t n = strlen(token), done = 0;
+	int fd, r = 0;
+
+	fd = open(tf->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST && unlink(tf->tmp) == 0)
+		fd = open(tf->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	/* 0600 whatever the umask. */
+	if (fchmod(fd, 0600) < 0)
+		r = -errno;
+	while (r == 0 && done < n) {
+		ssize_t k = write(fd, token + done, n - done);
+		if (k > 0)
+			done += (size_t)k;
+		else if (k < 0 && errno != EINTR)
+			r = -errno;
+	}
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tf->tmp, tf->path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tf->tmp);
+	return r;
+}
+
+static void remove_token_file(const struct token_file *tf)
+{
+	if (!tf->dir[0])
+		return;
+	unlink(tf->path);
+	unlink(tf->tmp);
+	rmdir(tf->dir);
+}
+
+/* The signals exec --on-rotate waits for: the child's end, and those it
+ * passes on to COMMAND (forwarded[]). */
+static const int on_rotate_signals[] = {SIGCHLD, SIGINT,  SIGTERM, SIGHUP,
+					SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+/* The first token, which COMMAND cannot start without: an error event or
+ * the end of the watch is the exit status, as `batchtok get` would have
+ * it; a signal that would stop COMMAND stops the wait (128 + it). */
+static int first_token(struct ctx *ctx, struct watching *wg, int sfd, struct batchtok_token **ret)
+{
+	int64_t started = mono_ms();
+
+	for (;;) {
+		struct pollfd pfd[2] = {{batchtok_watch_fd(wg->w), POLLIN, 0}, {sfd, POLLIN, 0}};
+		struct signalfd_siginfo si;
+		int n = poll(pfd, 2, first_answer_ms(ctx, wg, started)), r;
+
+		if (n == 0)
+			return no_first_answer(ctx);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "batchtok: poll: %s\n", strerror(errno));
+			return EXIT_OTHER;
+		}
+		if ((pfd[1].revents & POLLIN) && read(sfd, &si, sizeof(si)) == sizeof(si) &&
+		    si.ssi_signo != SIGCHLD && si.ssi_signo != SIGWINCH)
+			return 128 + (int)si.ssi_signo;
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		while ((r = batchtok_watch_next(wg->w, 0, ret, NULL)) != -EAGAIN) {
+			if (r == 0) {
+				watch_token(wg);
+				return 0;
+			}
+			/* No token to start COMMAND with: what get would say. */
+			fprintf(stderr, "batchtok: %s\n",
+				*batchtok_watch_error(wg->w) ? batchtok_watch_error(wg->w)
+							     : strerror(-r));
+			return exit_for(r);
+		}
+	}
+}
+
+/* exec --on-rotate: COMMAND runs as a child with the token in the file
+ * named by BATCHTOK_TOKEN_FILE (and, at its start, in the environment as
+ * plain exec has it); the parent stays, watches the token, replaces the
+ * file with each new one and then sends COMMAND the signal. It passes the
+ * signals run_compat() passes, and exits with COMMAND's status once it has
+ * removed the file and its directory. */
+static int run_on_rotate(struct ctx *ctx, const struct query *q, int rotate, char **argv)
+{
+	struct batchtok_token *cur = NULL, *t;
+	struct token_file tf = {.dir = ""};
+	struct watching wg = {0};
+	const char *where = "";
+	int sfd, r, status = 0;
+	bool watching = true;
+	sigset_t old;
+	pid_t pid;
+
+	if ((sfd = signal_fd(on_rotate_signals,
+			     sizeof(on_rotate_signals) / sizeof(on_rotate_signals[0]), &old)) < 0)
+		return EXIT_OTHER;
+	if ((r = start_watch(ctx, &q->req, &wg)) || (r = first_token(ctx, &wg, sfd, &cur)))
+		goto out;
+	if ((r = token_dir(&tf, &where)) < 0 ||
+	    (r = write_token_file(&tf, cur->access_token)) < 0) {
+		fprintf(stderr,
+			"batchtok: cannot keep the token in a private directory in %s: %s (set "
+			"TMPDIR to a directory of yours that only you may write to)\n",
+			where, strerror(-r));
+		r = EXIT_OTHER;
+		goto out;
+	}
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		fprintf(stderr, "batchtok: cannot start %s: %s\n", argv[0], strerror(errno));
+		r = EXIT_OTHER;
+		goto out;
+	}
+	if (pid == 0) {
+		/* The watch's descriptors are close-on-exec: COMMAND gets none. */
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (setenv("BATCHTOK_TOKEN_FILE", tf.path, 1) < 0 ||
+		    setenv(q->env_name, cur->access_token, 1) < 0) {
+			fprintf(stderr, "batchtok: cannot set the environment: %s\n",
+				strerror(errno));
+			_exit(EXIT_OTHER);
+		}
+		execvp(argv[0], argv);
+		_exit(exec_failed(argv[0], errno));
+	}
+	for (;;) {
+		struct pollfd pfd[2] = {{sfd, POLLIN, 0},
+					{watching ? batchtok_watch_fd(wg.w) : -1, POLLIN, 0}};
+		struct signalfd_siginfo si;
+		int64_t when;
+
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			/* Cannot wait for signals: wait for the child alone. */
+			break;
+		while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+			if (si.ssi_signo == SIGCHLD) {
+				if (waitpid(pid, &status, WNOHANG) == pid)
+					goto ended;
+			} else if (si.ssi_code != SI_KERNEL && (pid_t)si.ssi_pid != pid) {
+				/* From the terminal (SI_KERNEL) COMMAND has it too. */
+				kill(pid, (int)si.ssi_signo);
+			}
+		}
+		if (!watching || !(pfd[1].revents & POLLIN))
+			continue;
+		while ((r = batchtok_watch_next(wg.w, 0, &t, &when)) != -EAGAIN) {
+			if (r < 0) {
+				if (watch_error(&wg, r)) {
+					fprintf(stderr,
+						"batchtok: %s keeps the token it has: it is not "
+						"replaced any more\n",
+						argv[0]);
+					watching = false;
+					break;
+				}
+				continue;
+			}
+			watch_token(&wg);
+			if (strcmp(t->access_token, cur->access_token) == 0) {
+				batchtok_token_free(t);
+				continue;
+			}
+			if ((r = write_token_file(&tf, t->access_token)) < 0) {
+				fprintf(
+				    stderr,
+				    "batchtok: cannot replace %s: %s; %s keeps the token it has\n",
+				    tf.path, strerror(-r), argv[0]);
+				batchtok_token_free(t);
+				continue;
+			}
+			batchtok_token_free(cur);
+			cur = t;
+			kill(pid, rotate);
+		}
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+ended:
+	if (WIFSIGNALED(status))
+		r = 128 + WTERMSIG(status);
+	else
+		r = WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_OTHER;
+out:
+	remove_token_file(&tf);
+	batchtok_token_free(cur);
+	batchtok_watch_free(wg.w);
+	close(sfd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return r;
+}
+
 static int cmd_exec(struct ctx *ctx, int argc, char **argv)
 {
 	struct query q = {.env_name = NULL};
 	struct batchtok_token *t;
-	int r;
+	int r, rotate = 0;
 
-	if ((r = parse_query(argc, argv, "irDE", &q)) || q.help)
+	if ((r = parse_query(argc, argv, "irDEG", &q)) || q.help)
 		return r;
 	if (optind >= argc)
 		return usage("%s", "exec needs a command to run: batchtok exec -- COMMAND");
+	if (q.compat && q.on_rotate)
+		return usage("%s", "--compat passes no token, so there is none to rotate: the "
+				   "SDK asks the endpoint for fresh ones itself; drop --on-rotate");
 	if (q.compat && (q.req.resource || q.env_name))
 		return usage("%s", "--compat passes no token: the program asks for its own "
 				   "resource; drop -r and --env");
+	if (q.on_rotate && (rotate = parse_signal(q.on_rotate)) < 0)
+		return usage("--on-rotate: '%s' is not a signal: name one (HUP, SIGUSR1...) or "
+			     "give its number",
+			     q.on_rotate);
 	if (!q.env_name)
 		q.env_name = "BATCHTOK_ACCESS_TOKEN";
 	if (!*q.env_name || strchr(q.env_name, '='))
 		return usage("--env: '%s' is not a variable name", q.env_name);
+	if (q.on_rotate)
+		return run_on_rotate(ctx, &q, rotate, argv + optind);
 	if ((r = connect_daemon(ctx)))
 		return r;
 	if (q.compat) {
@@ -673,15 +1402,83 @@ static int cmd_simple(struct ctx *ctx, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* A point in time for people: local time and how far from now. */
+static void print_when(int64_t when)
+{
+	char buf[64] = "?";
+	time_t e = (time_t)when;
+	int64_t left = when - (int64_t)time(NULL);
+	struct tm tm;
+
+	if (localtime_r(&e, &tm))
+		strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", &tm);
+	if (left >= 0)
+		printf("%s (in %" PRId64 "m%02" PRId64 "s)", buf, left / 60, left % 60);
+	else
+		printf("%s (%" PRId64 "m%02" PRId64 "s ago)", buf, -left / 60, -left % 60);
+}
+
+static int cmd_refresh(struct ctx *ctx, int argc, char **argv)
+{
+	struct batchtok_refresh *f;
+	struct query q = {0};
+	int r;
+
+	if ((r = parse_query(argc, argv, "irA", &q)) || q.help)
+		return r;
+	if (optind != argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if ((r = batchtok_refresh(ctx->bt, &q.req, &f)) < 0)
+		return report(ctx->bt, r);
+	printf("refreshed %s %s: new token %s expires ", f->identity, f->resource, f->fingerprint);
+	print_when(f->expires_on);
+	printf(", pushed to %u watcher%s\n", f->watchers, f->watchers == 1 ? "" : "s");
+	batchtok_refresh_free(f);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
+static int cmd_forget(struct ctx *ctx, int argc, char **argv)
+{
+	struct query q = {0};
+	unsigned n = 0;
+	int r;
+
+	if ((r = parse_query(argc, argv, "iH", &q)) || q.help)
+		return r;
+	if (optind != argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	if (!q.req.identity == !q.all)
+		return usage("%s", "forget needs either -i IDENTITY or --all");
+	if ((r = connect_daemon(ctx)))
+		return r;
+	if ((r = batchtok_forget(ctx->bt, q.all ? NULL : q.req.identity,
+				 q.all ? BATCHTOK_FORGET_ALL : 0, &n)) < 0)
+		return report(ctx->bt, r);
+	if (q.all)
+		printf("forgot %u cached token%s of every identity", n, n == 1 ? "" : "s");
+	else
+		printf("forgot %u cached token%s of identity %s", n, n == 1 ? "" : "s",
+		       q.req.identity);
+	printf("; nothing was revoked at Entra ID: tokens already handed out stay valid until "
+	       "they expire\n");
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+}
+
 static const struct command commands[] = {
     {"get", cmd_get,
      "[-i IDENTITY] [-r RESOURCE | --scope SCOPE] [--min-validity DUR]\n"
-     " [--force-refresh] [-o token|json|header|env]\n",
+     " [--force-refresh | --claims JSON] [-o token|json|header|env]\n",
      "Prints an access token of an identity for a resource.\n" HELP_IDENTITY HELP_RESOURCE
      "      --scope SCOPE        the resource the v2 way: RESOURCE/.default\n"
      "      --min-validity DUR   a token valid at least this long (90, 90s, 5m, 1h)\n"
      "      --force-refresh      fetch a new token, not the cached one (at most once\n"
      "                           per 30 s per token)\n"
+     "      --claims JSON        fetch a new token that answers a resource's claims\n"
+     "                           challenge (a 401 with WWW-Authenticate: ... claims=):\n"
+     "                           its base64 value as the header has it, or the decoded\n"
+     "                           JSON; one fetch for all who ask with the same claims\n"
      "  -o, --output FORMAT      token: the bare token (the default); json: the fields of\n"
      "                           'az account get-access-token'; header: 'Authorization:\n"
      "                           Bearer TOKEN'; env: shell-quoted BATCHTOK_ACCESS_TOKEN=\n"
@@ -694,6 +1491,8 @@ static const struct command commands[] = {
      "signature.\n" HELP_IDENTITY HELP_RESOURCE},
     {"exec", cmd_exec,
      "[-i IDENTITY] [-r RESOURCE] [--env NAME] -- COMMAND [ARGS...]\n"
+     "--on-rotate=SIGNAL [-i IDENTITY] [-r RESOURCE] [--env NAME]\n"
+     " -- COMMAND [ARGS...]\n"
      "--compat [-i IDENTITY] -- COMMAND [ARGS...]\n",
      "Runs COMMAND with a token in its environment, or with --compat, pointed at the\n"
      "daemon's managed-identity compatible endpoint for Azure SDKs.\n" HELP_IDENTITY HELP_RESOURCE
@@ -704,6 +1503,12 @@ static const struct command commands[] = {
      "                           batchtok stays COMMAND's parent: it passes signals on,\n"
      "                           renews the capability while COMMAND runs and gives it\n"
      "                           back when COMMAND ends\n"
+     "      --on-rotate=SIGNAL   keep the current token in a 0600 file named by\n"
+     "                           BATCHTOK_TOKEN_FILE, replace it (atomically) with each\n"
+     "                           new token and then send COMMAND SIGNAL (HUP, USR1, a\n"
+     "                           number...); COMMAND should read the file again on it.\n"
+     "                           batchtok stays COMMAND's parent, passes signals on and\n"
+     "                           removes the file when COMMAND ends\n"
      "Exits with COMMAND's status (128 + the signal if it was killed); 127 if COMMAND\n"
      "is not found, 126 if it cannot be run.\n"},
     {"login", cmd_signin, "-i IDENTITY\n",
@@ -714,6 +1519,29 @@ static const struct command commands[] = {
     {"reload", cmd_simple, "\n",
      "Asks the daemon to reload its configuration. For administrators.\n"},
     {"ping", cmd_simple, "\n", "Prints the daemon's version.\n"},
+    {"watch", cmd_watch,
+     "[-i IDENTITY] [-r RESOURCE | --scope SCOPE] [--min-validity DUR]\n"
+     " [-o token|json]\n",
+     "Prints the token, then each new one as soon as the daemon has it (at least\n"
+     "--min-validity, or the daemon's min_validity, before the last one expires), one\n"
+     "line each, flushed, for pipelines. Reconnects when the daemon restarts. Errors\n"
+     "that the watch outlives go to standard error; one that ends it is the exit\n"
+     "status. Exits 0 on SIGINT or SIGTERM and when the reader of its output is gone.\n"
+     "-t TIMEOUT limits the wait for the first answer.\n" HELP_IDENTITY HELP_RESOURCE
+     "      --scope SCOPE        the resource the v2 way: RESOURCE/.default\n"
+     "      --min-validity DUR   each token valid at least this long when it comes\n"
+     "  -o, --output FORMAT      token: the bare token (the default); json: a line with\n"
+     "                           the fields of 'get -o json' and refresh_at, when the\n"
+     "                           daemon plans the next token (Unix time; null: none)\n"},
+    {"refresh", cmd_refresh, "[-i IDENTITY] [-r RESOURCE]\n",
+     "Makes the daemon fetch the token anew now, whatever it has cached, and push it to\n"
+     "watchers; prints its fingerprint (never the token) and expiry. Not held back by\n"
+     "the 30 s limit on --force-refresh. For administrators.\n" HELP_IDENTITY HELP_RESOURCE},
+    {"forget", cmd_forget, "(-i IDENTITY | --all)\n",
+     "Makes the daemon drop the cached tokens of an identity, or of all of them (watched\n"
+     "ones are fetched anew at once). Revokes nothing at Entra ID: tokens already\n"
+     "handed out stay valid until they expire. For administrators.\n" HELP_IDENTITY
+     "      --all                every identity's tokens\n"},
     {0},
 };
 

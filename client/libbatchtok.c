@@ -1,11 +1,11 @@
 /* libbatchtok.c - the client end of the socket: connect, one request and its
  * reply at a time, and the wire status to errno mapping. */
 #include "batchtok.h"
+#include "daemon_conn.h"
 #include "status_format.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <stdbool.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -28,13 +28,18 @@
 /* Requests sent again, once, on a new connection when the old one was lost
  * before their reply came (a restarted daemon): asking twice changes
  * nothing. A second forced refresh is rate-limited by the daemon, and
- * renewing or revoking a capability twice ends the same. Not RELOAD, not
+ * renewing or revoking a capability twice ends the same. A second claims
+ * challenge is rate-limited as a forced refresh is; a second REFRESH makes
+ * one more fetch, which is what the administrator asked for; forgetting
+ * twice forgets nothing more (a restarted daemon has nothing cached). Not
+ * RELOAD, not
  * the sign-in requests (LOGIN, LOGIN_WAIT, LOGOUT), and not COMPAT, which
  * would issue a second capability. */
 #define SAFE_TO_REPEAT                                                                             \
 	(BT_REQUEST_BIT(BT_GET_TOKEN) | BT_REQUEST_BIT(BT_INSPECT) | BT_REQUEST_BIT(BT_STATUS) |   \
 	 BT_REQUEST_BIT(BT_PING) | BT_REQUEST_BIT(BT_COMPAT_RENEW) |                               \
-	 BT_REQUEST_BIT(BT_COMPAT_REVOKE))
+	 BT_REQUEST_BIT(BT_COMPAT_REVOKE) | BT_REQUEST_BIT(BT_CHALLENGE) |                         \
+	 BT_REQUEST_BIT(BT_REFRESH) | BT_REQUEST_BIT(BT_FORGET))
 
 struct batchtok {
 	int fd;
@@ -118,121 +123,23 @@ void batchtok_free(batchtok *bt)
 	free(bt);
 }
 
-static const char *default_path(char *buf, size_t n)
-{
-	const char *env = getenv("BATCHTOK_SOCKET");
-	struct stat st;
-
-	if (env && *env)
-		return env;
-	env = getenv("XDG_RUNTIME_DIR");
-	if (env && *env) {
-		int k = snprintf(buf, n, "%s/batchtok/batchtokd.sock", env);
-		if (k > 0 && (size_t)k < n && stat(buf, &st) == 0 && S_ISSOCK(st.st_mode))
-			return buf;
-	}
-	return BATCHTOK_SYSTEM_SOCKET;
-}
-
-/* Whether the caller is in group g, as the kernel sees it. */
-static bool in_group(gid_t g)
-{
-	int n = getgroups(0, NULL);
-	gid_t *groups = n > 0 ? calloc((size_t)n, sizeof(*groups)) : NULL;
-	bool in = getegid() == g;
-
-	if (groups && (n = getgroups(n, groups)) > 0)
-		for (int i = 0; i < n && !in; i++)
-			in = groups[i] == g;
-	free(groups);
-	return in;
-}
-
-/* The first directory on the way to path that the caller cannot search, into
- * buf; false if every one can be searched. */
-static bool unsearchable_dir(const char *path, char *buf, size_t n)
-{
-	const char *slash = path;
-
-	while ((slash = strchr(slash + 1, '/'))) {
-		int k = snprintf(buf, n, "%.*s", (int)(slash - path), path);
-		if (k <= 0 || (size_t)k >= n)
-			return false;
-		if (access(buf, X_OK) < 0 && errno == EACCES)
-			return true;
-	}
-	return false;
-}
-
-/* The name of group g, or its number. */
-static void group_name(gid_t g, char *buf, size_t n)
-{
-	char tmp[4096];
-	struct group gr, *res = NULL;
-
-	if (getgrgid_r(g, &gr, tmp, sizeof(tmp), &res) == 0 && res)
-		snprintf(buf, n, "%s", res->gr_name);
-	else
-		snprintf(buf, n, "%u", (unsigned)g);
-}
-
-/* connect() said EACCES: tell a directory that cannot be entered from a
- * socket group one is not in (or is in, while the mode shuts it out). */
-static int denied(batchtok *bt, const char *path)
-{
-	char dir[sizeof(bt->path)], grp[64];
-	struct stat st;
-
-	if (unsearchable_dir(path, dir, sizeof(dir)))
-		return fail(bt, -EACCES,
-			    "cannot enter %s, on the way to the socket %s: ask the administrator "
-			    "to let you through (chmod 755 %s)",
-			    dir, path, dir);
-	if (stat(path, &st) < 0)
-		return fail(bt, -EACCES, "permission denied on %s", path);
-	group_name(st.st_gid, grp, sizeof(grp));
-	if (in_group(st.st_gid))
-		return fail(bt, -EACCES,
-			    "permission denied on %s although you are in its group %s: its mode "
-			    "%04o does not let the group connect (socket_mode = 0660)",
-			    path, grp, (unsigned)(st.st_mode & 07777));
-	return fail(bt, -EACCES,
-		    "permission denied on %s: ask the administrator to add you to its group %s "
-		    "(then log in again)",
-		    path, grp);
-}
-
 int batchtok_connect(batchtok *bt, const char *path)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	/* A daemon from before version 2 accepts any range holding 1 and
 	 * answers version 1: asking for 1..2 costs old daemons nothing. */
 	struct bt_hello hello = {BT_PROTO_VERSION_MIN, BT_PROTO_VERSION_MAX};
-	char buf[sizeof(sa.sun_path)];
-	int fd, r;
+	char buf[sizeof(bt->path)];
+	int fd = -1, r;
 
 	bt->error[0] = 0;
 	disconnect(bt);
 	if (!path)
-		path = default_path(buf, sizeof(buf));
-	if (strlen(path) >= sizeof(sa.sun_path))
+		path = daemon_conn_default_path(buf, sizeof(buf));
+	if (strlen(path) >= sizeof(bt->path))
 		return fail(bt, -EINVAL, "socket path too long: %s", path);
-	memcpy(sa.sun_path, path, strlen(path) + 1);
 	snprintf(bt->path, sizeof(bt->path), "%s", path);
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return fail(bt, -errno, "cannot create a socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = errno;
-		close(fd);
-		if (r == EACCES || r == EPERM)
-			return denied(bt, path);
-		return fail(bt, -ECONNREFUSED,
-			    "cannot reach batchtokd at %s (%s): is the daemon running? "
-			    "(systemctl status batchtokd; or set -S/BATCHTOK_SOCKET)",
-			    path, strerror(r));
-	}
+	if ((r = daemon_conn_open(path, 0, &fd, bt->error, sizeof(bt->error))) < 0)
+		return r;
 	bt->fd = fd;
 	/* Sent with the first request so that a one-shot client pays one round
 	 * trip, not two. */
@@ -374,32 +281,6 @@ static int read_frame(batchtok *bt, int64_t deadline, struct bt_frame *ret)
 	}
 }
 
-static int status_errno(uint32_t status)
-{
-	switch (status) {
-	case BT_E_DENIED:
-		return -EACCES;
-	case BT_E_UNKNOWN_IDENTITY:
-	case BT_E_RESOURCE_NOT_ALLOWED:
-		return -ENOENT;
-	case BT_E_CREDENTIAL_REJECTED:
-		return -EKEYREJECTED;
-	case BT_E_UNAVAILABLE:
-		return -EHOSTUNREACH;
-	case BT_E_TIMEOUT:
-		return -ETIMEDOUT;
-	case BT_E_BAD_REQUEST:
-		return -EINVAL;
-	case BT_E_UNSUPPORTED:
-		return -EOPNOTSUPP;
-	case BT_E_VERSION:
-		return -EPROTO;
-	case BT_E_BUSY:
-		return -EBUSY;
-	}
-	return -EIO;
-}
-
 /* Turns an ERROR reply into an errno and the daemon's message. */
 static int take_error(batchtok *bt, struct bt_frame *f)
 {
@@ -408,7 +289,7 @@ static int take_error(batchtok *bt, struct bt_frame *f)
 
 	if (r < 0)
 		return fail(bt, -EPROTO, "batchtokd sent a malformed error reply");
-	r = status_errno(e.status);
+	r = daemon_conn_status_errno(e.status);
 	fail(bt, r, "%s", e.message && *e.message ? e.message : bt_status_name(e.status));
 	bt_error_clear(&e);
 	return r;
@@ -591,20 +472,27 @@ static int begin(batchtok *bt, uint8_t type, uint32_t *id)
 	return 0;
 }
 
+/* The wire form of a request; its strings stay the caller's. */
+static void to_query(const struct batchtok_request *req, struct bt_token_query *q)
+{
+	memset(q, 0, sizeof(*q));
+	if (!req)
+		return;
+	q->identity = (char *)req->identity;
+	q->resource = (char *)req->resource;
+	q->scope = (char *)req->scope;
+	q->min_validity = req->min_validity;
+	q->flags = req->flags & BATCHTOK_FORCE_REFRESH ? BT_GET_FORCE_REFRESH : 0;
+}
+
 static int send_query(batchtok *bt, uint8_t type, const struct batchtok_request *req, uint32_t *id)
 {
-	struct bt_token_query q = {0};
+	struct bt_token_query q;
 	int r;
 
 	if ((r = begin(bt, type, id)) < 0)
 		return r;
-	if (req) {
-		q.identity = (char *)req->identity;
-		q.resource = (char *)req->resource;
-		q.scope = (char *)req->scope;
-		q.min_validity = req->min_validity;
-		q.flags = req->flags & BATCHTOK_FORCE_REFRESH ? BT_GET_FORCE_REFRESH : 0;
-	}
+	to_query(req, &q);
 	r = bt_encode_token_query(&bt->out, type, *id, &q);
 	if (r < 0)
 		return fail(bt, r == -ENOBUFS ? -EINVAL : r,
@@ -625,56 +513,65 @@ void batchtok_token_free(struct batchtok_token *t)
 	free(t);
 }
 
-/* Printable ASCII without spaces. The daemon refuses anything that is not an
- * RFC 6750 token already; this is the second line, because the token goes
- * into an HTTP header and onto a terminal as it is. */
-static bool printable_token(const char *s)
+/* Sends the request already encoded and reads its token reply. */
+static int token_request(batchtok *bt, uint8_t type, uint32_t id, struct batchtok_token **ret)
 {
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
-			return false;
-	return true;
+	struct bt_token_reply m;
+	struct bt_frame f;
+	int r;
+
+	if ((r = transact(bt, id, type, &f)) < 0)
+		return r;
+	r = bt_decode_token_reply(&f.body, &m);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed %s reply", bt_type_name(type));
+	r = daemon_conn_take_token(&m, ret);
+	if (r == -EPROTO)
+		return fail(bt, r,
+			    "batchtokd sent a token holding spaces or control characters, which "
+			    "is not a bearer token: refused (upgrade batchtokd, which refuses such "
+			    "a reply from the token service and logs it)");
+	return r < 0 ? fail(bt, r, "out of memory") : 0;
 }
 
 int batchtok_get_token(batchtok *bt, const struct batchtok_request *req,
 		       struct batchtok_token **ret)
 {
-	struct bt_token_reply m;
-	struct batchtok_token *t;
-	struct bt_frame f;
 	uint32_t id = 0;
 	int r;
 
-	if ((r = send_query(bt, BT_GET_TOKEN, req, &id)) < 0 ||
-	    (r = transact(bt, id, BT_GET_TOKEN, &f)) < 0)
+	if ((r = send_query(bt, BT_GET_TOKEN, req, &id)) < 0)
 		return r;
-	r = bt_decode_token_reply(&f.body, &m);
-	bt_buf_consume(&bt->in, f.size);
-	if (r < 0)
-		return fail(bt, -EPROTO, "batchtokd sent a malformed token reply");
-	if (!printable_token(m.access_token) || !printable_token(m.token_type)) {
-		bt_token_reply_clear(&m);
-		return fail(bt, -EPROTO,
-			    "batchtokd sent a token holding spaces or control characters, which "
-			    "is not a bearer token: refused (upgrade batchtokd, which refuses such "
-			    "a reply from the token service and logs it)");
-	}
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		bt_token_reply_clear(&m);
-		return fail(bt, -ENOMEM, "out of memory");
-	}
-	/* The strings move over as they are; their allocations are ours now. */
-	t->access_token = m.access_token;
-	t->expires_on = (int64_t)m.expires_on;
-	t->token_type = m.token_type;
-	t->identity = m.identity;
-	t->resource = m.resource;
-	t->tenant = m.tenant;
-	*ret = t;
-	return 0;
+	return token_request(bt, BT_GET_TOKEN, id, ret);
+}
+
+int batchtok_get_token_claims(batchtok *bt, const struct batchtok_request *req, const char *claims,
+			      struct batchtok_token **ret)
+{
+	struct bt_challenge c;
+	uint32_t id = 0;
+	size_t n;
+	int r;
+
+	bt->error[0] = 0;
+	if (!claims || !(n = strlen(claims)))
+		return fail(bt, -EINVAL,
+			    "no claims: pass the claims challenge of the 401 "
+			    "(the decoded JSON of its claims= parameter)");
+	if (n > BT_CLAIMS_MAX)
+		return fail(bt, -EINVAL,
+			    "the claims challenge is %zu bytes, more than the %d a daemon takes: "
+			    "pass the decoded JSON of the 401's claims= parameter, nothing more",
+			    n, BT_CLAIMS_MAX);
+	if ((r = begin(bt, BT_CHALLENGE, &id)) < 0)
+		return r;
+	to_query(req, &c.query);
+	c.claims = (char *)claims;
+	if ((r = bt_encode_challenge(&bt->out, id, &c)) < 0)
+		return fail(bt, r == -ENOBUFS ? -EINVAL : r,
+			    "the request is too large: shorten the identity or resource");
+	return token_request(bt, BT_CHALLENGE, id, ret);
 }
 
 static int text_request(batchtok *bt, uint8_t type, uint32_t id, char **ret)
@@ -926,4 +823,96 @@ int batchtok_compat_revoke(batchtok *bt, const struct batchtok_compat *c)
 	r = bt_decode_empty(&f.body);
 	bt_buf_consume(&bt->in, f.size);
 	return r < 0 ? fail(bt, -EPROTO, "batchtokd sent a malformed COMPAT_REVOKE reply") : 0;
+}
+
+void batchtok_refresh_free(struct batchtok_refresh *f)
+{
+	if (!f)
+		return;
+	free(f->identity);
+	free(f->resource);
+	free(f->fingerprint);
+	free(f);
+}
+
+static int64_t field_num(const struct bt_record *rec, const char *key, uint8_t kind)
+{
+	const struct bt_field *f = bt_record_get(rec, key);
+
+	return f && f->kind == kind && f->num > 0 ? f->num : 0;
+}
+
+int batchtok_refresh(batchtok *bt, const struct batchtok_request *req,
+		     struct batchtok_refresh **ret)
+{
+	struct batchtok_refresh *f;
+	struct bt_record rec;
+	struct bt_frame fr;
+	uint32_t id = 0;
+	int64_t w;
+	int r;
+
+	if ((r = send_query(bt, BT_REFRESH, req, &id)) < 0 ||
+	    (r = transact(bt, id, BT_REFRESH, &fr)) < 0)
+		return r;
+	r = bt_decode_record_reply(&fr.body, &rec);
+	bt_buf_consume(&bt->in, fr.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed REFRESH reply");
+	f = calloc(1, sizeof(*f));
+	if (f) {
+		f->identity = field_dup(&rec, "identity");
+		f->resource = field_dup(&rec, "resource");
+		f->fingerprint = field_dup(&rec, "fingerprint");
+		f->expires_on = field_num(&rec, "expires", BT_FIELD_TIME);
+		f->refresh_at = field_num(&rec, "refresh", BT_FIELD_TIME);
+		w = field_num(&rec, "watchers", BT_FIELD_INT);
+		f->watchers = w > UINT32_MAX ? UINT32_MAX : (unsigned)w;
+	}
+	bt_record_clear(&rec);
+	if (!f || !f->identity || !f->resource || !f->fingerprint) {
+		batchtok_refresh_free(f);
+		return fail(bt, -ENOMEM, "out of memory");
+	}
+	*ret = f;
+	return 0;
+}
+
+int batchtok_forget(batchtok *bt, const char *identity, unsigned flags, unsigned *forgotten)
+{
+	struct bt_forget m = {(char *)identity, 0};
+	struct bt_record rec;
+	struct bt_frame f;
+	uint32_t id = 0;
+	int64_t n;
+	int r;
+
+	bt->error[0] = 0;
+	if (flags & ~BATCHTOK_FORGET_ALL)
+		return fail(bt, -EINVAL, "unknown flags 0x%x for batchtok_forget()", flags);
+	if (flags & BATCHTOK_FORGET_ALL) {
+		if (identity && *identity)
+			return fail(bt, -EINVAL, "name an identity or forget them all, not both");
+		m.identity = (char *)"";
+		m.flags = BT_FORGET_ALL;
+	} else if (!identity || !*identity) {
+		return fail(
+		    bt, -EINVAL,
+		    "name the identity whose tokens to forget, or pass BATCHTOK_FORGET_ALL");
+	}
+	if ((r = begin(bt, BT_FORGET, &id)) < 0)
+		return r;
+	if (bt_encode_forget(&bt->out, id, &m) < 0)
+		return fail(bt, -EINVAL, "the identity name is too long");
+	if ((r = transact(bt, id, BT_FORGET, &f)) < 0)
+		return r;
+	r = bt_decode_record_reply(&f.body, &rec);
+	bt_buf_consume(&bt->in, f.size);
+	if (r < 0)
+		return fail(bt, -EPROTO, "batchtokd sent a malformed FORGET reply");
+	n = field_num(&rec, "forgotten", BT_FIELD_INT);
+	bt_record_clear(&rec);
+	if (forgotten)
+		*forgotten = n > UINT32_MAX ? UINT32_MAX : (unsigned)n;
+	return 0;
 }

@@ -77,7 +77,8 @@ def test_check_config_reports_a_socket_in_a_missing_directory(tmp_path):
     assert rc == 0 and "OK" in out, out
 
 
-COMMANDS = ("get", "status", "inspect", "exec", "login", "logout", "reload", "ping")
+COMMANDS = ("get", "status", "inspect", "exec", "login", "logout", "reload", "ping", "watch",
+            "refresh", "forget")
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

@@ -84,7 +84,7 @@ def future_request():
         prog = os.path.join(work, "future_request")
         src = [os.path.join(TOP, p) for p in
                ("tests/integration/future_request.c", "client/status_format.c",
-                "proto/buf.c", "proto/msg.c", "proto/duration.c")]
+                "client/daemon_conn.c", "proto/buf.c", "proto/msg.c", "proto/duration.c")]
         cc = subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-D_GNU_SOURCE",
                              "-Wall", "-Werror", "-o", prog] + src,
                             capture_output=True, text=True, timeout=120)

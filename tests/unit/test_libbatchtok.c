@@ -23,6 +23,8 @@ struct peer {
 	int listener;
 	int fd; /* the daemon's end */
 	batchtok *bt;
+	struct bt_buf heard; /* what hear() read of the client's frames */
+	batchtok_watch *w;
 };
 
 static int setup(void **state)
@@ -44,6 +46,7 @@ static int setup(void **state)
 	assert_int_equal(batchtok_connect(p->bt, p->path), 0);
 	p->fd = accept4(p->listener, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(p->fd >= 0);
+	bt_buf_init(&p->heard, BT_REQUEST_MAX);
 	*state = p;
 	return 0;
 }
@@ -53,6 +56,7 @@ static int teardown(void **state)
 	struct peer *p = *state;
 
 	batchtok_free(p->bt);
+	bt_buf_free(&p->heard);
 	if (p->fd >= 0)
 		close(p->fd);
 	close(p->listener);
@@ -392,6 +396,540 @@ static void test_token_with_control_characters_is_refused(void **state)
 	batchtok_token_free(t);
 }
 
+/* The daemon's view of the next frame the client sent, read from what the
+ * socket holds into p's buffer; consume f->size from p->heard when done. */
+static void hear(struct peer *p, struct bt_frame *f)
+{
+	uint8_t *w;
+	ssize_t k;
+
+	while (bt_buf_reserve(&p->heard, 4096, &w) == 0 &&
+	       (k = recv(p->fd, w, 4096, MSG_DONTWAIT)) > 0)
+		bt_buf_commit(&p->heard, (size_t)k);
+	assert_int_equal(bt_frame_peek(&p->heard, BT_REQUEST_MAX, f), 0);
+}
+
+/* Every request type this client knows, as a batchtokd 0.3.0 lists them. */
+#define ALL_REQUESTS 0x1fffe
+
+static void say_record(struct peer *p, uint8_t type, uint32_t id, const struct bt_record *rec)
+{
+	struct bt_buf b;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_record_reply(&b, type | BT_REPLY, id, rec), 0);
+	say(p, &b);
+}
+
+/* A claims challenge goes as CHALLENGE, with the query and the claims as
+ * given, once the daemon has said it answers CHALLENGE; its token reply
+ * comes back as a token. */
+static void test_claims_challenge(void **state)
+{
+	static const char claims[] = "{\"access_token\":{\"acrs\":{\"essential\":true,"
+				     "\"value\":\"cp1\"}}}";
+	struct peer *p = *state;
+	struct bt_token_reply m = {"eyJ.new.sig", 4000, "Bearer", "graph", "r", "t"};
+	struct batchtok_token *t = NULL;
+	struct bt_challenge c;
+	struct bt_frame f;
+	struct bt_buf b;
+
+	say_hello(p, 2, "batchtokd 0.3.0", ALL_REQUESTS);
+	bt_buf_init(&b, BT_REPLY_MAX);
+	assert_int_equal(bt_encode_token_reply_as(&b, BT_CHALLENGE | BT_REPLY, 1, &m), 0);
+	say(p, &b);
+	assert_int_equal(batchtok_get_token_claims(
+			     p->bt,
+			     &(struct batchtok_request){.identity = "graph", .min_validity = 90},
+			     claims, &t),
+			 0);
+	assert_string_equal(t->access_token, "eyJ.new.sig");
+	assert_string_equal(t->identity, "graph");
+	batchtok_token_free(t);
+
+	hear(p, &f);
+	assert_int_equal(f.type, BT_HELLO);
+	bt_buf_consume(&p->heard, f.size);
+	hear(p, &f);
+	assert_int_equal(f.type, BT_CHALLENGE);
+	assert_int_equal(f.id, 1);
+	assert_int_equal(bt_decode_challenge(&f.body, &c), 0);
+	assert_string_equal(c.query.identity, "graph");
+	assert_string_equal(c.query.resource, "");
+	assert_int_equal(c.query.min_validity, 90);
+	assert_int_equal(c.query.flags, 0);
+	assert_string_equal(c.claims, claims);
+	bt_challenge_clear(&c);
+	bt_buf_consume(&p->heard, f.size);
+}
+
+/* Claims that cannot be sent are refused before anything goes; a daemon
+ * from before CHALLENGE is not asked. */
+static void test_claims_refused_unsent(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t = NULL;
+	char big[BT_CLAIMS_MAX + 2];
+	uint8_t types[4];
+
+	memset(big, ' ', sizeof(big) - 1);
+	big[0] = '{';
+	big[sizeof(big) - 2] = '}';
+	big[sizeof(big) - 1] = 0;
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, big, &t), -EINVAL);
+	assert_non_null(strstr(batchtok_error(p->bt), "more than the 8192"));
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, "", &t), -EINVAL);
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, NULL, &t), -EINVAL);
+	assert_int_equal(heard(p, types, 4), 0);
+
+	say_hello(p, 2, "batchtokd 0.2.0",
+		  BT_V1_REQUESTS | BT_REQUEST_BIT(BT_COMPAT_RENEW) |
+		      BT_REQUEST_BIT(BT_COMPAT_REVOKE));
+	assert_int_equal(batchtok_get_token_claims(p->bt, NULL, "{}", &t), -EOPNOTSUPP);
+	assert_string_equal(
+	    batchtok_error(p->bt),
+	    "CHALLENGE is not supported by this batchtokd (0.2.0): upgrade batchtokd");
+	assert_null(t);
+	assert_int_equal(heard(p, types, 4), 1);
+	assert_int_equal(types[0], BT_HELLO);
+}
+
+static void test_refresh(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_refresh *r = NULL;
+	struct bt_token_query q;
+	struct bt_record rec = {0};
+	struct bt_frame f;
+
+	assert_int_equal(bt_record_add_str(&rec, "identity", "batch"), 0);
+	assert_int_equal(bt_record_add_str(&rec, "resource", "https://batch.core.windows.net/"), 0);
+	assert_int_equal(bt_record_add_str(&rec, "fingerprint", "sha256:0123456789ab"), 0);
+	assert_int_equal(bt_record_add_int(&rec, "expires", BT_FIELD_TIME, 1795325662), 0);
+	assert_int_equal(bt_record_add_int(&rec, "refresh", BT_FIELD_TIME, 1795323862), 0);
+	assert_int_equal(bt_record_add_int(&rec, "watchers", BT_FIELD_INT, 3), 0);
+	say_hello(p, 2, "batchtokd 0.3.0", ALL_REQUESTS);
+	say_record(p, BT_REFRESH, 1, &rec);
+	bt_record_clear(&rec);
+	say_error(p, 2, BT_E_DENIED, "REFRESH is for administrators");
+
+	assert_int_equal(
+	    batchtok_refresh(p->bt, &(struct batchtok_request){.identity = "batch"}, &r), 0);
+	assert_string_equal(r->identity, "batch");
+	assert_string_equal(r->resource, "https://batch.core.windows.net/");
+	assert_string_equal(r->fingerprint, "sha256:0123456789ab");
+	assert_int_equal(r->expires_on, 1795325662);
+	assert_int_equal(r->refresh_at, 1795323862);
+	assert_int_equal(r->watchers, 3);
+	batchtok_refresh_free(r);
+	hear(p, &f);
+	bt_buf_consume(&p->heard, f.size);
+	hear(p, &f);
+	assert_int_equal(f.type, BT_REFRESH);
+	assert_int_equal(bt_decode_token_query(&f.body, &q), 0);
+	assert_string_equal(q.identity, "batch");
+	bt_token_query_clear(&q);
+	bt_buf_consume(&p->heard, f.size);
+
+	r = NULL;
+	assert_int_equal(batchtok_refresh(p->bt, NULL, &r), -EACCES);
+	assert_null(r);
+	assert_string_equal(batchtok_error(p->bt), "REFRESH is for administrators");
+}
+
+static void test_forget(void **state)
+{
+	struct peer *p = *state;
+	struct bt_record rec = {0};
+	struct bt_forget m;
+	struct bt_frame f;
+	unsigned n = 99;
+	uint8_t types[4];
+
+	/* An identity or all of them, not both, not neither: nothing sent. */
+	assert_int_equal(batchtok_forget(p->bt, NULL, 0, &n), -EINVAL);
+	assert_int_equal(batchtok_forget(p->bt, "", 0, &n), -EINVAL);
+	assert_int_equal(batchtok_forget(p->bt, "batch", BATCHTOK_FORGET_ALL, &n), -EINVAL);
+	assert_int_equal(batchtok_forget(p->bt, "batch", 0x2, &n), -EINVAL);
+	assert_int_equal(n, 99);
+	assert_int_equal(heard(p, types, 4), 0);
+
+	assert_int_equal(bt_record_add_int(&rec, "forgotten", BT_FIELD_INT, 2), 0);
+	say_hello(p, 2, "batchtokd 0.3.0", ALL_REQUESTS);
+	say_record(p, BT_FORGET, 1, &rec);
+	say_record(p, BT_FORGET, 2, &rec);
+	bt_record_clear(&rec);
+	assert_int_equal(batchtok_forget(p->bt, "batch", 0, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(batchtok_forget(p->bt, NULL, BATCHTOK_FORGET_ALL, NULL), 0);
+	hear(p, &f);
+	bt_buf_consume(&p->heard, f.size);
+	for (uint32_t id = 1; id <= 2; id++) {
+		hear(p, &f);
+		assert_int_equal(f.type, BT_FORGET);
+		assert_int_equal(f.id, id);
+		assert_int_equal(bt_decode_forget(&f.body, &m), 0);
+		assert_string_equal(m.identity, id == 1 ? "batch" : "");
+		assert_int_equal(m.flags, id == 1 ? 0 : BT_FORGET_ALL);
+		bt_forget_clear(&m);
+		bt_buf_consume(&p->heard, f.size);
+	}
+}
+
+/* Watches. The scripted daemon accepts the watch's connections itself, and
+ * the watch is driven with batchtok_watch_next(w, 0, ...), which never
+ * waits: each step is the client's answer to what the daemon already said. */
+
+static void listen_at(struct peer *p)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p->path);
+	p->listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(p->listener >= 0);
+	assert_int_equal(bind(p->listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(p->listener, 4), 0);
+}
+
+/* A daemon's socket and a watch of identity "batch" on it, not connected. */
+static int setup_watch(void **state)
+{
+	struct peer *p = calloc(1, sizeof(*p));
+
+	assert_non_null(p);
+	snprintf(p->dir, sizeof(p->dir), "/tmp/test_libbatchtok.XXXXXX");
+	assert_non_null(mkdtemp(p->dir));
+	snprintf(p->path, sizeof(p->path), "%s/sock", p->dir);
+	listen_at(p);
+	p->fd = -1;
+	bt_buf_init(&p->heard, BT_REQUEST_MAX);
+	assert_int_equal(batchtok_watch_start(
+			     p->path,
+			     &(struct batchtok_request){.identity = "batch", .min_validity = 60},
+			     &p->w),
+			 0);
+	*state = p;
+	return 0;
+}
+
+static int teardown_watch(void **state)
+{
+	struct peer *p = *state;
+
+	batchtok_watch_free(p->w);
+	return teardown(state);
+}
+
+/* Whether the watch's descriptor is readable within ms. */
+static bool readable(struct peer *p, int ms)
+{
+	struct pollfd pfd = {.fd = batchtok_watch_fd(p->w), .events = POLLIN};
+
+	return poll(&pfd, 1, ms) == 1 && (pfd.revents & POLLIN);
+}
+
+static int next(struct peer *p, struct batchtok_token **t, int64_t *refresh_at)
+{
+	*t = NULL;
+	return batchtok_watch_next(p->w, 0, t, refresh_at);
+}
+
+/* The daemon accepts the watch's connection, hears HELLO, answers it
+ * (version 2, listing requests), and hears the WATCH the client sends
+ * then. */
+static void subscribe(struct peer *p, uint64_t requests)
+{
+	struct batchtok_token *t;
+	struct bt_token_query q;
+	struct bt_frame f;
+
+	/* Readable at once: the first attempt is due. */
+	assert_true(readable(p, 0));
+	assert_int_equal(next(p, &t, NULL), -EAGAIN);
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = accept4(p->listener, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(p->fd >= 0);
+	bt_buf_reset(&p->heard);
+	hear(p, &f);
+	assert_int_equal(f.type, BT_HELLO);
+	bt_buf_consume(&p->heard, f.size);
+	/* Nothing more than HELLO: WATCH waits for the daemon's list. */
+	assert_int_equal(bt_buf_len(&p->heard), 0);
+	assert_false(readable(p, 0));
+	say_hello(p, 2, "batchtokd 0.3.0", requests);
+	assert_true(readable(p, 0));
+	assert_int_equal(next(p, &t, NULL), -EAGAIN);
+	hear(p, &f);
+	assert_int_equal(f.type, BT_WATCH);
+	assert_int_equal(f.id, 1);
+	assert_int_equal(bt_decode_token_query(&f.body, &q), 0);
+	assert_string_equal(q.identity, "batch");
+	assert_int_equal(q.min_validity, 60);
+	assert_int_equal(q.flags, 0);
+	bt_token_query_clear(&q);
+	bt_buf_consume(&p->heard, f.size);
+}
+
+static void encode_event(struct bt_buf *b, uint32_t status, const char *message, const char *token,
+			 uint64_t refresh_at)
+{
+	struct bt_watch_event ev = {status,
+				    (char *)message,
+				    {(char *)token, 4000, "Bearer", "batch", "r", "t"},
+				    refresh_at};
+
+	if (status) {
+		ev.t.access_token = ev.t.token_type = ev.t.identity = "";
+		ev.t.expires_on = 0;
+	}
+	assert_int_equal(bt_encode_watch_event(b, 1, &ev), 0);
+}
+
+static void say_event(struct peer *p, uint32_t status, const char *message, const char *token,
+		      uint64_t refresh_at)
+{
+	struct bt_buf b;
+
+	bt_buf_init(&b, BT_REPLY_MAX);
+	encode_event(&b, status, message, token, refresh_at);
+	say(p, &b);
+}
+
+static void expect_token(struct peer *p, const char *token, int64_t refresh_at)
+{
+	struct batchtok_token *t;
+	int64_t when = -1;
+
+	assert_int_equal(next(p, &t, &when), 0);
+	assert_string_equal(t->access_token, token);
+	assert_int_equal(t->expires_on, 4000);
+	assert_string_equal(t->identity, "batch");
+	assert_int_equal(when, refresh_at);
+	assert_string_equal(batchtok_watch_error(p->w), "");
+	batchtok_token_free(t);
+}
+
+/* Tokens and error events in order; the descriptor is readable exactly
+ * while something waits, buffered events included. */
+static void test_watch_events(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t;
+
+	subscribe(p, ALL_REQUESTS);
+	assert_false(readable(p, 0));
+	say_event(p, 0, "", "tok1", 3000);
+	say_event(p, 0, "", "tok2", 3500);
+	assert_true(readable(p, 0));
+	expect_token(p, "tok1", 3000);
+	/* tok2 came in the same read: buffered, and the descriptor says so. */
+	assert_true(readable(p, 0));
+	expect_token(p, "tok2", 3500);
+	assert_false(readable(p, 0));
+	assert_int_equal(next(p, &t, NULL), -EAGAIN);
+
+	say_event(p, BT_E_UNAVAILABLE, "the token service answers 503; retrying at 10:00", NULL, 0);
+	assert_int_equal(next(p, &t, NULL), -EHOSTUNREACH);
+	assert_null(t);
+	assert_string_equal(batchtok_watch_error(p->w),
+			    "the token service answers 503; retrying at 10:00");
+	assert_int_equal(batchtok_watch_ended(p->w), 0);
+	say_event(p, BT_E_CREDENTIAL_REJECTED, "AADSTS7000215: invalid client secret", NULL, 0);
+	assert_int_equal(next(p, &t, NULL), -EKEYREJECTED);
+	say_event(p, 0, "", "tok3", 0);
+	expect_token(p, "tok3", 0);
+}
+
+/* A frame that comes a byte at a time is delivered when whole, and no call
+ * waits for the rest. A large one takes many reads. */
+static void test_watch_partial_frames(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t;
+	struct bt_buf b;
+	size_t n, sent = 0;
+	char *big;
+
+	subscribe(p, ALL_REQUESTS);
+	bt_buf_init(&b, BT_REPLY_MAX);
+	encode_event(&b, 0, "", "tok1", 3000);
+	n = bt_buf_len(&b);
+	for (size_t i = 0; i < n - 1; i++) {
+		assert_int_equal(send(p->fd, bt_buf_ptr(&b) + i, 1, MSG_NOSIGNAL), 1);
+		assert_int_equal(next(p, &t, NULL), -EAGAIN);
+		assert_false(readable(p, 0));
+	}
+	assert_int_equal(send(p->fd, bt_buf_ptr(&b) + n - 1, 1, MSG_NOSIGNAL), 1);
+	expect_token(p, "tok1", 3000);
+	bt_buf_free(&b);
+
+	/* 200 KiB: more than the socket holds at once, sent as it drains. */
+	big = malloc(200 * 1024 + 1);
+	assert_non_null(big);
+	memset(big, 'x', 200 * 1024);
+	big[200 * 1024] = 0;
+	bt_buf_init(&b, BT_REPLY_MAX);
+	encode_event(&b, 0, "", big, 7);
+	n = bt_buf_len(&b);
+	for (int rounds = 0; sent < n; rounds++) {
+		ssize_t k =
+		    send(p->fd, bt_buf_ptr(&b) + sent, n - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k > 0)
+			sent += (size_t)k;
+		if (sent < n)
+			assert_int_equal(next(p, &t, NULL), -EAGAIN);
+		assert_true(rounds < 10000);
+	}
+	expect_token(p, big, 7);
+	bt_buf_free(&b);
+	free(big);
+}
+
+/* An ERROR for the watch's id ends it: that errno from then on, the
+ * connection closed, the descriptor quiet. */
+static void test_watch_ends(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t;
+	char c;
+
+	subscribe(p, ALL_REQUESTS);
+	say_event(p, 0, "", "tok1", 3000);
+	say_error(p, 1, BT_E_DENIED, "uid 1001 may no longer use identity 'batch'");
+	expect_token(p, "tok1", 3000);
+	assert_int_equal(next(p, &t, NULL), -EACCES);
+	assert_int_equal(batchtok_watch_ended(p->w), -EACCES);
+	assert_string_equal(batchtok_watch_error(p->w),
+			    "uid 1001 may no longer use identity 'batch'");
+	assert_int_equal(recv(p->fd, &c, 1, 0), 0);
+	assert_false(readable(p, 0));
+	assert_int_equal(batchtok_watch_next(p->w, 1000, &t, NULL), -EACCES);
+	assert_null(t);
+	/* Nobody connected again. */
+	assert_int_equal(poll(&(struct pollfd){.fd = p->listener, .events = POLLIN}, 1, 0), 0);
+}
+
+static void test_watch_old_daemon(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t;
+	struct bt_frame f;
+
+	assert_int_equal(next(p, &t, NULL), -EAGAIN);
+	p->fd = accept4(p->listener, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(p->fd >= 0);
+	say_hello(p, 1, "batchtokd 0.1.0", 0);
+	assert_int_equal(next(p, &t, NULL), -EOPNOTSUPP);
+	assert_string_equal(batchtok_watch_error(p->w),
+			    "WATCH is not supported by this batchtokd (0.1.0): upgrade batchtokd");
+	assert_int_equal(batchtok_watch_ended(p->w), -EOPNOTSUPP);
+	/* HELLO alone was sent. */
+	hear(p, &f);
+	assert_int_equal(f.type, BT_HELLO);
+	bt_buf_consume(&p->heard, f.size);
+	assert_int_equal(bt_buf_len(&p->heard), 0);
+}
+
+/* The daemon restarts: the watch connects at once and subscribes anew;
+ * the new subscription's first token, the one the caller has, is not
+ * delivered twice. A daemon that says it is stopping is the same. */
+static void test_watch_resubscribes(void **state)
+{
+	struct peer *p = *state;
+
+	subscribe(p, ALL_REQUESTS);
+	say_event(p, 0, "", "tok1", 3000);
+	expect_token(p, "tok1", 3000);
+	close(p->fd); /* the daemon stops */
+	p->fd = -1;
+	assert_true(readable(p, 0));
+	subscribe(p, ALL_REQUESTS);
+	say_event(p, 0, "", "tok1", 3000);
+	say_event(p, 0, "", "tok2", 3500);
+	expect_token(p, "tok2", 3500);
+
+	say_error(p, 1, BT_E_UNAVAILABLE, "batchtokd is stopping");
+	subscribe(p, ALL_REQUESTS);
+	assert_int_equal(batchtok_watch_ended(p->w), 0);
+	/* Another token first on a new subscription is delivered. */
+	say_event(p, 0, "", "tok3", 4000);
+	expect_token(p, "tok3", 4000);
+}
+
+/* No daemon: -ECONNREFUSED, saying what to do, and a new attempt when it
+ * is due (the descriptor becomes readable), which finds the daemon back. */
+static void test_watch_unreachable(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t;
+
+	close(p->listener);
+	unlink(p->path);
+	assert_true(readable(p, 0));
+	assert_int_equal(next(p, &t, NULL), -ECONNREFUSED);
+	assert_non_null(strstr(batchtok_watch_error(p->w), "cannot reach batchtokd at"));
+	assert_int_equal(batchtok_watch_ended(p->w), 0);
+	/* Not again before the backoff has passed. */
+	assert_false(readable(p, 0));
+	assert_int_equal(next(p, &t, NULL), -EAGAIN);
+	assert_true(readable(p, 5000));
+	assert_int_equal(next(p, &t, NULL), -ECONNREFUSED);
+
+	listen_at(p);
+	assert_true(readable(p, 5000));
+	subscribe(p, ALL_REQUESTS);
+	say_event(p, 0, "", "tok1", 3000);
+	expect_token(p, "tok1", 3000);
+}
+
+/* A slow reader: the events the daemon sent are delivered, then its BUSY
+ * is an error event and the watch subscribes anew. Broken input is -EPROTO
+ * and never buffered past a frame's maximum. */
+static void test_watch_slow_reader_and_bad_input(void **state)
+{
+	struct peer *p = *state;
+	struct batchtok_token *t;
+	struct bt_buf b;
+	char c;
+
+	subscribe(p, ALL_REQUESTS);
+	for (int i = 0; i < 3; i++)
+		say_event(p, 0, "", i == 0 ? "tok0" : i == 1 ? "tok1" : "tok2", 3000);
+	say_error(p, 1, BT_E_BUSY, "events were not read");
+	close(p->fd);
+	p->fd = -1;
+	expect_token(p, "tok0", 3000);
+	expect_token(p, "tok1", 3000);
+	expect_token(p, "tok2", 3000);
+	assert_int_equal(next(p, &t, NULL), -EBUSY);
+	assert_non_null(strstr(batchtok_watch_error(p->w), "events were not read"));
+	assert_int_equal(batchtok_watch_ended(p->w), 0);
+	assert_true(readable(p, 5000));
+	subscribe(p, ALL_REQUESTS);
+
+	/* A token that is no bearer token: refused, and the watch goes on. */
+	say_event(p, 0, "", "a b", 3000);
+	assert_int_equal(next(p, &t, NULL), -EPROTO);
+	assert_non_null(strstr(batchtok_watch_error(p->w), "control characters"));
+	say_event(p, 0, "", "tok3", 3000);
+	expect_token(p, "tok3", 3000);
+
+	/* A frame announced larger than 1 MiB: refused from its header, and a
+	 * new connection. */
+	bt_buf_init(&b, 64);
+	assert_int_equal(bt_buf_put_u32(&b, BT_REPLY_MAX + 1), 0);
+	say(p, &b);
+	assert_int_equal(next(p, &t, NULL), -EPROTO);
+	assert_non_null(strstr(batchtok_watch_error(p->w), "larger than 1 MiB"));
+	assert_int_equal(recv(p->fd, &c, 1, 0), 0);
+	assert_true(readable(p, 5000));
+	subscribe(p, ALL_REQUESTS);
+	say_event(p, 0, "", "tok4", 3000);
+	expect_token(p, "tok4", 3000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -410,6 +948,18 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reconnects_once_for_a_safe_request, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_unsafe_request_is_not_repeated, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_claims_challenge, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_claims_refused_unsent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refresh, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forget, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_watch_events, setup_watch, teardown_watch),
+	    cmocka_unit_test_setup_teardown(test_watch_partial_frames, setup_watch, teardown_watch),
+	    cmocka_unit_test_setup_teardown(test_watch_ends, setup_watch, teardown_watch),
+	    cmocka_unit_test_setup_teardown(test_watch_old_daemon, setup_watch, teardown_watch),
+	    cmocka_unit_test_setup_teardown(test_watch_resubscribes, setup_watch, teardown_watch),
+	    cmocka_unit_test_setup_teardown(test_watch_unreachable, setup_watch, teardown_watch),
+	    cmocka_unit_test_setup_teardown(test_watch_slow_reader_and_bad_input, setup_watch,
+					    teardown_watch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
