@@ -70,7 +70,7 @@ FORCE_REFRESH = 0x1
 FORGET_ALL = 0x1
 REPLY_MAX = 1024 * 1024
 HELLO_ID = 0  # requests are numbered from 1
-UNAVAILABLE, UNSUPPORTED = 7, 9
+UNAVAILABLE, UNSUPPORTED, BUSY = 7, 9, 11
 
 # Status codes carried by ERROR, and the errno-like exit codes batchtok uses.
 STATUS_NAMES = {1: "internal", 2: "bad request", 3: "denied", 4: "unknown identity",
@@ -574,8 +574,9 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
 
 def _gave_up(path, timeout, last):
-    return BatchtokError("daemon not reachable: the watch lost batchtokd at %s and could not "
-                         "subscribe again within %g s (%s)" % (path, timeout, last), 0)
+    return WatchError("daemon not reachable: the watch lost batchtokd at %s and could not "
+                      "subscribe again within %g s (%s); it goes on trying" % (path, timeout, last),
+                      0)
 
 
 def _retry_subscribe(e):
@@ -593,15 +594,16 @@ class Watch:
     batchtokd cannot fetch a new token while the last one nears its end
     (yielded, not raised: the watch goes on). An ERROR that ends the watch
     is raised as BatchtokError: the peer lost access at a reload (status 3),
-    the identity or resource is gone (4, 5), the events were not read fast
-    enough (11).
+    the identity or resource is gone (4, 5).
 
-    When the connection is lost or the daemon stops (a restart), the watch
-    connects again and resubscribes by itself, waiting 0.1 s, then twice as
-    long each time up to 5 s, between tries; after timeout seconds (the
-    Client's) without success it raises BatchtokError "daemon not
-    reachable" (exit_code 3). The first token after resubscribing is not
-    yielded again if it is the one yielded last.
+    When the connection is lost, the daemon stops (a restart), or it ended
+    the watch because its events were not read fast enough (BUSY), the
+    watch connects again and resubscribes by itself, waiting 0.1 s, then
+    twice as long each time up to 5 s, between tries, as libbatchtok does.
+    Each timeout seconds (the Client's) without success it yields a
+    WatchError "daemon not reachable" (exit_code 3) and goes on trying. The
+    first token after resubscribing is not yielded again if it is the one
+    yielded last.
 
     One thread iterates; close(), from any thread, ends the iteration (a
     read blocked in another thread returns, and the iteration stops). It is
@@ -618,6 +620,8 @@ class Watch:
         self._wake = threading.Event()  # close() ends a backoff wait
         self._sock = None
         self._resubscribed = False
+        self._lost = None  # why the watch is down, while it is
+        self._delay = BACKOFF_FIRST
         self._busy = True  # a thread is in __next__ (here: subscribing)
         try:
             self._subscribe()
@@ -719,30 +723,33 @@ class Watch:
             return _watch_event(body)
         if rid in (WATCH_ID, HELLO_ID) and rtype == ERROR:
             e = _error(body)
-            if e.status == UNAVAILABLE:
-                # The daemon is stopping: a restart, most likely.
+            if e.status in (UNAVAILABLE, BUSY):
+                # The daemon is stopping (a restart, most likely), or it
+                # dropped a watcher that fell behind: watch again.
                 raise _Lost(str(e), e.status)
             raise e
         raise BatchtokError("batchtokd answered out of step", 1)
 
-    def _resubscribe(self, lost):
-        """Connects again and resubscribes, with backoff; gives up after
-        timeout seconds."""
-        start, delay, last = time.monotonic(), BACKOFF_FIRST, lost
+    def _resubscribe(self):
+        """Connects again and resubscribes, with backoff. Returns None once
+        subscribed, or a WatchError after timeout seconds without success
+        (the next call goes on trying)."""
+        start, last = time.monotonic(), self._lost
         while True:
-            wait = delay
+            wait = self._delay
             if self.timeout is not None:
                 left = start + self.timeout - time.monotonic()
                 if left <= 0:
-                    raise _gave_up(self.socket_path, self.timeout, last)
-                wait = min(delay, left)
+                    return _gave_up(self.socket_path, self.timeout, last)
+                wait = min(wait, left)
             if self._wake.wait(wait):
                 raise StopIteration
-            delay = min(delay * 2, BACKOFF_MAX)
+            self._delay = min(self._delay * 2, BACKOFF_MAX)
             try:
                 self._subscribe()
                 self._resubscribed = True
-                return
+                self._lost = None
+                return None
             except (_Lost, BatchtokError) as e:
                 if not _retry_subscribe(e):
                     raise
@@ -755,13 +762,18 @@ class Watch:
             self._busy = True
         try:
             while True:
+                if self._lost is not None:
+                    err = self._resubscribe()
+                    if err is not None:
+                        return err
+                    continue
                 try:
                     ev = self._event()
                 except _Lost as e:
                     self._drop()
                     if self._closed:
                         raise StopIteration
-                    self._resubscribe(e)
+                    self._lost, self._delay = e, BACKOFF_FIRST
                     continue
                 if self._closed:
                     # close() came while connecting, too early to cut it.

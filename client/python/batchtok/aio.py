@@ -32,7 +32,7 @@ import asyncio
 import inspect
 import time
 
-from . import (BACKOFF_FIRST, BACKOFF_MAX, CHALLENGE, ERROR, FORGET, GET_TOKEN, HELLO, HELLO_ID,
+from . import (BACKOFF_FIRST, BACKOFF_MAX, BUSY, CHALLENGE, ERROR, FORGET, GET_TOKEN, HELLO, HELLO_ID,
                PING, REFRESH, REPLY, UNAVAILABLE, UNSUPPORTED, V1_REQUESTS, WATCH, WATCH_ID,
                BatchtokError, Token, WatchError, _access_token_type, _challenge_body, _error,
                _forget_body, _frame, _frame_length, _gave_up, _has, _hello_frame, _hello_reply,
@@ -292,6 +292,8 @@ class Watch:
         self._reader = self._writer = None
         self._subscribed = False
         self._resubscribed = False
+        self._lost = None  # why the watch is down, while it is
+        self._delay = BACKOFF_FIRST
         self._closed = False
         self._ended = False
         self._wake = None  # made in the loop: aclose() ends a backoff wait
@@ -382,32 +384,37 @@ class Watch:
             return _watch_event(body)
         if rid in (WATCH_ID, HELLO_ID) and rtype == ERROR:
             e = _error(body)
-            if e.status == UNAVAILABLE:
-                raise _Lost(str(e), e.status)  # the daemon is stopping
+            if e.status in (UNAVAILABLE, BUSY):
+                # The daemon is stopping, or dropped a watcher that fell
+                # behind: watch again.
+                raise _Lost(str(e), e.status)
             raise e
         raise BatchtokError("batchtokd answered out of step", 1)
 
-    async def _resubscribe(self, lost):
+    async def _resubscribe(self):
+        """As batchtok.Watch's: None once subscribed, a WatchError after
+        timeout seconds without success (the next step goes on trying)."""
         if self._wake is None:
             self._wake = asyncio.Event()
-        start, delay, last = time.monotonic(), BACKOFF_FIRST, lost
+        start, last = time.monotonic(), self._lost
         while True:
-            wait = delay
+            wait = self._delay
             if self.timeout is not None:
                 left = start + self.timeout - time.monotonic()
                 if left <= 0:
-                    raise _gave_up(self.socket_path, self.timeout, last)
-                wait = min(delay, left)
+                    return _gave_up(self.socket_path, self.timeout, last)
+                wait = min(wait, left)
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
                 raise StopAsyncIteration  # closed
             except asyncio.TimeoutError:
                 pass
-            delay = min(delay * 2, BACKOFF_MAX)
+            self._delay = min(self._delay * 2, BACKOFF_MAX)
             try:
                 await self._subscribe()
                 self._resubscribed = True
-                return
+                self._lost = None
+                return None
             except (_Lost, BatchtokError) as e:
                 if not _retry_subscribe(e):
                     raise
@@ -419,13 +426,18 @@ class Watch:
         await self.subscribe()
         try:
             while True:
+                if self._lost is not None:
+                    err = await self._resubscribe()
+                    if err is not None:
+                        return err
+                    continue
                 try:
                     ev = await self._event()
                 except _Lost as e:
                     self._drop()
                     if self._closed:
                         raise StopAsyncIteration
-                    await self._resubscribe(e)
+                    self._lost, self._delay = e, BACKOFF_FIRST
                     continue
                 if self._closed:
                     # aclose() came while connecting, too early to cut it.
