@@ -1394,6 +1394,11 @@ static int cmd_simple(struct ctx *ctx, int argc, char **argv)
 			return report(ctx->bt, r);
 		printf("%s\n", version);
 		free(version);
+	} else if (strcmp(cmd, "metrics") == 0) {
+		if ((r = batchtok_metrics(ctx->bt, &version)) < 0)
+			return report(ctx->bt, r);
+		fputs(version, stdout);
+		free(version);
 	} else {
 		if ((r = batchtok_reload(ctx->bt)) < 0)
 			return report(ctx->bt, r);
@@ -1519,6 +1524,10 @@ static const struct command commands[] = {
     {"reload", cmd_simple, "\n",
      "Asks the daemon to reload its configuration. For administrators.\n"},
     {"ping", cmd_simple, "\n", "Prints the daemon's version.\n"},
+    {"metrics", cmd_simple, "\n",
+     "Prints the daemon's metrics as OpenMetrics text (what metrics_listen serves), for\n"
+     "node_exporter's textfile collector or a look by hand. For administrators and\n"
+     "members of metrics_group.\n"},
     {"watch", cmd_watch,
      "[-i IDENTITY] [-r RESOURCE | --scope SCOPE] [--min-validity DUR]\n"
      " [-o token|json]\n",

@@ -9,7 +9,7 @@
  * be gone before a request's answer came (EPIPE, ECONNRESET, end of file),
  * the request is sent again, once, on a new connection to the same socket,
  * if it is safe to repeat: batchtok_get_token(), batchtok_get_token_claims(),
- * batchtok_inspect(), batchtok_status(), batchtok_ping(),
+ * batchtok_inspect(), batchtok_status(), batchtok_metrics(), batchtok_ping(),
  * batchtok_refresh(), batchtok_forget(), batchtok_compat_renew() and
  * batchtok_compat_revoke(). The others (reload, the sign-in calls and
  * batchtok_compat_grant(), which would issue a second capability) fail with
@@ -204,6 +204,11 @@ void batchtok_refresh_free(struct batchtok_refresh *r);
  * BATCHTOK_FORGET_ALL, or one with it; -EACCES for anyone but an
  * administrator. */
 int batchtok_forget(batchtok *bt, const char *identity, unsigned flags, unsigned *forgotten);
+
+/* The daemon's metrics as OpenMetrics text in *ret (free()), for root, the
+ * daemon's user and members of admin_group or metrics_group (-EACCES for
+ * others). */
+int batchtok_metrics(batchtok *bt, char **ret);
 
 /* Round trip; *ret (may be NULL) receives the daemon's version string. */
 int batchtok_ping(batchtok *bt, char **ret);

@@ -39,7 +39,7 @@
 	(BT_REQUEST_BIT(BT_GET_TOKEN) | BT_REQUEST_BIT(BT_INSPECT) | BT_REQUEST_BIT(BT_STATUS) |   \
 	 BT_REQUEST_BIT(BT_PING) | BT_REQUEST_BIT(BT_COMPAT_RENEW) |                               \
 	 BT_REQUEST_BIT(BT_COMPAT_REVOKE) | BT_REQUEST_BIT(BT_CHALLENGE) |                         \
-	 BT_REQUEST_BIT(BT_REFRESH) | BT_REQUEST_BIT(BT_FORGET))
+	 BT_REQUEST_BIT(BT_REFRESH) | BT_REQUEST_BIT(BT_FORGET) | BT_REQUEST_BIT(BT_METRICS))
 
 struct batchtok {
 	int fd;
@@ -611,6 +611,17 @@ int batchtok_ping(batchtok *bt, char **ret)
 	if ((r = begin(bt, BT_PING, &id)) < 0 || (r = bt_encode_empty(&bt->out, BT_PING, id)) < 0)
 		return r;
 	return text_request(bt, BT_PING, id, ret);
+}
+
+int batchtok_metrics(batchtok *bt, char **ret)
+{
+	uint32_t id = 0;
+	int r;
+
+	if ((r = begin(bt, BT_METRICS, &id)) < 0 ||
+	    (r = bt_encode_empty(&bt->out, BT_METRICS, id)) < 0)
+		return r;
+	return text_request(bt, BT_METRICS, id, ret);
 }
 
 int batchtok_reload(batchtok *bt)
