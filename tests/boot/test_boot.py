@@ -446,6 +446,37 @@ def test_systemctl_reload_restart_stop(env):
     assert m.sh("systemctl is-active batchtokd.service").out.strip() == "active"
 
 
+def test_a_restart_keeps_tokens_in_the_descriptor_store_not_in_files(env):
+    """systemctl restart: the daemon hands its tokens to systemd (a sealed
+    memfd, FileDescriptorStoreMax=1) and takes them back, so the first
+    request after the restart costs no token request; no file anywhere
+    holds the token. A plain stop drops the store (systemd 252): the next
+    start fetches."""
+    m = env
+    token = get(m, "alice").out.strip()
+    assert token.count(".") == 2
+    before = m.sts.stats()["token_requests"]
+    pid = m.ok("systemctl show -P MainPID batchtokd").strip()
+    m.ok("systemctl restart batchtokd")
+    assert m.ok("systemctl show -P MainPID batchtokd").strip() != pid
+    r = get(m, "alice")
+    assert r.rc == 0 and r.out.strip() == token, r
+    assert m.sts.stats()["token_requests"] == before
+    log = journal(m, "-u", "batchtokd", "-o", "cat", "_PID=%s" % pid)
+    assert "handed 1 cached token to systemd's descriptor store" in log, log
+    pid2 = m.ok("systemctl show -P MainPID batchtokd").strip()
+    log = journal(m, "-u", "batchtokd", "-o", "cat", "_PID=%s" % pid2)
+    assert "restored 1 cached token kept across the restart" in log, log
+    # The signature part is the token's own; no file holds it.
+    sig = token.split(".")[2]
+    r = m.sh("grep -rlF -- '%s' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
+             "2>/dev/null" % sig, timeout=300)
+    assert r.out.strip() == "", r
+    m.ok("systemctl stop batchtokd")
+    assert get(m, "alice").rc == 0
+    assert m.sts.stats()["token_requests"] == before + 1
+
+
 def test_user_units_with_lingering(env):
     m = env
     uid = m.ok("id -u dave").strip()
