@@ -15,6 +15,10 @@ measured in the same run on the same machine.
    then on the compat endpoint (tests/bench/flood.c): daemon RSS, and an
    allowed user's cached get (and compat GET) during the flood against the
    same figures without it.
+7. A restart under systemd's descriptor store (the store played on the wire
+   as systemd plays it: tests/integration/sdmanager.py) against a cold
+   restart: upstream requests, and the time from the new process's start to
+   the first token, 20 identities with tokens cached.
 
 Targets (benchmarks, not tests): library p50 <= 1.5x raw; process <= 1.5x
 trivial; RSS <= 16 MiB; upstream requests per lifetime independent of the
@@ -324,6 +328,71 @@ def section1b(sock, raw_sock):
                                    max(conn["p50_us"] - att["us_per_attest"], 0)))
 
 
+def section7(env, rounds=5, identities=20):
+    sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
+    from sdmanager import Manager, spawn
+
+    sock = os.path.join(env.dir, "warm.sock")
+    conf = os.path.join(env.dir, "warm.conf")
+    lines = ["[daemon]", "socket = " + sock, "ca_file = " + env.ca, "log_level = warning"]
+    for i in range(identities):
+        lines += ["[identity id%d]" % i, "credential = secret", "tenant = " + TENANT,
+                  "client_id = " + CLIENT, "secret_file = " + env.secret,
+                  "authority_host = " + env.url]
+    with open(conf, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    get = [os.path.join(BUILD, "batchtok"), "-S", sock, "get", "-i"]
+
+    def start(m, fds=()):
+        t0 = time.monotonic()
+        p = spawn([os.path.join(BUILD, "batchtokd"), "-c", conf], m, os.environ, fds,
+                  ["tokens"] * len(fds), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env.procs.append(p)  # stopped by its PID if the section fails
+        m.wait_for("READY=1")
+        subprocess.run(get + ["id0"], check=True, stdout=subprocess.DEVNULL)
+        return p, (time.monotonic() - t0) * 1000
+
+    def stop(p, m):
+        m.fds.clear()
+        p.send_signal(signal.SIGTERM)
+        p.wait(20)
+        m.drain()
+        return list(m.fds)
+
+    m = Manager(env.dir)
+    try:
+        p, _ = start(m)
+        for i in range(identities):
+            subprocess.run(get + ["id%d" % i], check=True, stdout=subprocess.DEVNULL)
+        fds = stop(p, m)
+        figures = {"warm": [], "cold": []}
+        requests = {"warm": [], "cold": []}
+        for _ in range(rounds):
+            for kind in ("warm", "cold"):
+                before = env.control("/_control/stats")["token_requests"]
+                p, ms = start(m, fds if kind == "warm" else ())
+                for i in range(1, identities):
+                    subprocess.run(get + ["id%d" % i], check=True, stdout=subprocess.DEVNULL)
+                requests[kind].append(env.control("/_control/stats")["token_requests"] - before)
+                figures[kind].append(ms)
+                for fd in fds:
+                    os.close(fd)
+                fds = stop(p, m)
+        print("\n7. restart with %d tokens cached, median of %d: from the new process's start "
+              "to its first token" % (identities, rounds))
+        for kind, what in (("warm", "descriptor store"), ("cold", "cold start")):
+            print("   %-17s %6.1f ms, %4.1f upstream requests for the %d identities' first gets"
+                  % (what, statistics.median(figures[kind]), statistics.median(requests[kind]),
+                     identities))
+        print("   ratio             %.2fx" % (statistics.median(figures["warm"]) /
+                                             statistics.median(figures["cold"])))
+    finally:
+        for fd in m.fds:
+            os.close(fd)
+        m.fds.clear()
+        m.close()
+
+
 def main():
     raise_nofile()
     env = Env()
@@ -410,6 +479,7 @@ def main():
         section5(env, sock)
         section6(env, d, sock, compat_port)
         env.stop(d)
+        section7(env)
     finally:
         env.close()
 

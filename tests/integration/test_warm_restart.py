@@ -10,77 +10,19 @@ import os
 import signal
 import socket
 import subprocess
-import time
 
-from conftest import BATCHTOKD, CLIENT, wait_for
+from conftest import BATCHTOKD, CLIENT
+from sdmanager import Manager, spawn
 
 F_GET_SEALS = 1034
 SEALS = 0x1 | 0x2 | 0x4 | 0x8  # SEAL, SHRINK, GROW, WRITE
 
 
-class Manager:
-    """The notification socket's end of systemd: what the daemon says, and
-    the descriptors it hands over."""
-
-    def __init__(self, directory):
-        self.path = os.path.join(directory, "notify.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.messages = []
-        self.fds = []
-
-    def receive(self, timeout=10):
-        self.sock.settimeout(timeout)
-        msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
-        self.messages.append(msg.decode())
-        self.fds += fds
-        return msg.decode()
-
-    def wait_for(self, line, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if line in self.receive(max(0.1, deadline - time.monotonic())).split("\n"):
-                return
-        raise AssertionError("no %s from the daemon" % line)
-
-    def drain(self):
-        """What is queued already (the sender is gone)."""
-        self.sock.setblocking(False)
-        try:
-            while True:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
-                self.messages.append(msg.decode())
-                self.fds += fds
-        except BlockingIOError:
-            pass
-        self.sock.setblocking(True)
-
-    def close(self):
-        self.sock.close()
-        for fd in self.fds:
-            os.close(fd)
-
-
 def start(d, manager, pass_fds=(), names=()):
-    """batchtokd as systemd starts it: NOTIFY_SOCKET, and the descriptors
-    at 3, 4, ... named by LISTEN_FDNAMES, LISTEN_PID its own."""
-    env = dict(d.env, NOTIFY_SOCKET=manager.path)
-    targets = tuple(range(3, 3 + len(pass_fds)))
-
-    def place():
-        # Out of the way first, so that no source is overwritten early.
-        high = [os.dup(fd) for fd in pass_fds]
-        for fd, target in zip(high, targets):
-            os.dup2(fd, target)
-        for fd in high:
-            os.close(fd)
-
-    if pass_fds:
-        env.update(LISTEN_FDS=str(len(pass_fds)), LISTEN_FDNAMES=":".join(names))
+    """batchtokd as systemd starts it, waiting for READY=1."""
     d.log = open(d.logpath, "a")
-    d.proc = subprocess.Popen(
-        ["sh", "-c", 'export LISTEN_PID=$$; exec "$0" -c "$1"', BATCHTOKD, d.conf],
-        pass_fds=targets, preexec_fn=place, stdout=d.log, stderr=subprocess.STDOUT, env=env)
+    d.proc = spawn([BATCHTOKD, "-c", d.conf], manager, d.env, pass_fds, names, stdout=d.log,
+                   stderr=subprocess.STDOUT)
     manager.wait_for("READY=1")
 
 
