@@ -115,7 +115,10 @@ static void on_fetched(void *arg, const struct http_response *resp)
 	count_answer(f, resp, &r);
 	if (si && r.status == BT_OK && r.refresh_token)
 		signin_rotate(si, f->gen, r.refresh_token);
-	else if (si && r.error_kind == ENTRA_E_GRANT_INVALID)
+	/* A refusal of a request that carried a caller's claims challenge
+	 * (step-up, say) says nothing of the refresh token, and any user of
+	 * the identity may bring one: the sign-in stays. */
+	else if (si && r.error_kind == ENTRA_E_GRANT_INVALID && !e->fetching_claims)
 		ended = signin_expired(si, f->gen, r.message);
 	e->fetch = NULL;
 	cache_fetch_done(d->cache, e, &r);

@@ -61,6 +61,7 @@ static void drop_token(struct token_entry *e)
 {
 	secmem_free_str(e->token);
 	e->token = NULL;
+	e->token_has_claims = false;
 	e->fingerprint[0] = 0;
 	e->obtained = e->expires_on = e->refresh_at = 0;
 }
@@ -126,13 +127,42 @@ static void refuse_validity(const struct cache *c, const struct token_entry *e, 
 	*a = (struct cache_answer){.status = BT_E_BAD_REQUEST, .message = msg};
 }
 
+/* Which waiters an answer is for. */
+enum waiters { ALL_WAITERS, PLAIN_WAITERS, CHALLENGERS };
+
+static bool is_one_of(const struct cache_waiter *w, enum waiters which)
+{
+	return which == ALL_WAITERS || (which == CHALLENGERS) == w->claims;
+}
+
+/* Whether e has waiters of that kind. */
+static bool has_waiters(const struct token_entry *e, enum waiters which)
+{
+	for (const struct list *n = e->waiters.next; n != &e->waiters; n = n->next)
+		if (is_one_of(list_entry(n, struct cache_waiter, node), which))
+			return true;
+	return false;
+}
+
 static void answer_waiters(struct token_entry *e, const struct cache_answer *ok,
-			   const struct cache_answer *fail, int64_t now)
+			   const struct cache_answer *fail, int64_t now, enum waiters which)
 {
 	struct cache_waiter *w;
+	struct list todo, *n, *tmp;
 
-	/* Each waiter is unlinked before its callback, which may free it. */
-	while ((w = list_first(&e->waiters, struct cache_waiter, node))) {
+	/* The ones answered move to a list of their own first; each is
+	 * unlinked before its callback, which may free it or cancel others
+	 * (cache_waiter_cancel() unlinks from whichever list). */
+	list_init(&todo);
+	list_for_each_safe(n, tmp, &e->waiters)
+	{
+		w = list_entry(n, struct cache_waiter, node);
+		if (is_one_of(w, which)) {
+			list_del(&w->node);
+			list_add_tail(&todo, &w->node);
+		}
+	}
+	while ((w = list_first(&todo, struct cache_waiter, node))) {
 		list_del(&w->node);
 		e->n_waiters--;
 		w->entry = NULL;
@@ -213,17 +243,23 @@ static bool tell_failure(struct token_entry *e, struct cache_watcher *w, int64_t
 	return true;
 }
 
-/* The watchers' largest min_validity, after one left. */
-static void update_watch_validity(struct token_entry *e)
+/* The watchers' largest min_validity, counted again if one that had it
+ * left: never while tell_watchers() holds some of them on a list of its
+ * own, which this would miss. */
+static uint32_t watch_validity(struct token_entry *e)
 {
 	struct list *n;
 
+	if (!e->watch_validity_stale)
+		return e->watch_validity;
+	e->watch_validity_stale = false;
 	e->watch_validity = 0;
 	for (n = e->watchers.next; n != &e->watchers; n = n->next) {
 		struct cache_watcher *w = list_entry(n, struct cache_watcher, node);
 		if (w->min_validity > e->watch_validity)
 			e->watch_validity = w->min_validity;
 	}
+	return e->watch_validity;
 }
 
 static void entry_free(struct cache *c, struct token_entry *e, const char *why)
@@ -234,7 +270,7 @@ static void entry_free(struct cache *c, struct token_entry *e, const char *why)
 	if (e->fetch)
 		c->ops.cancel(c->arg, e);
 	e->fetch = NULL;
-	answer_waiters(e, NULL, &a, 0);
+	answer_waiters(e, NULL, &a, 0, ALL_WAITERS);
 	/* Detached, not told: whoever rebinds watches again (cache.h). */
 	while ((w = list_first(&e->watchers, struct cache_watcher, node))) {
 		list_del(&w->node);
@@ -332,6 +368,7 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 		return -ENOMEM;
 	e->last_used = now;
 	w->min_validity = want_validity(c, min_validity);
+	w->claims = false;
 	if (force && now - e->last_forced < CACHE_FORCE_INTERVAL)
 		force = false; /* rate-limited: the cached token is as good */
 	if (!force && e->token && valid_for(e->expires_on, now, w->min_validity)) {
@@ -458,6 +495,15 @@ static int enqueue(struct token_entry *e, struct cache_waiter *w)
 	return 0;
 }
 
+/* Starts the fetch that carries e's challenge claims; its failure leaves
+ * the retry it put off as it was. */
+static void start_claims_fetch(struct cache *c, struct token_entry *e)
+{
+	e->saved_retry_at = e->retry_at;
+	e->fetching_claims = true;
+	start_fetch(c, e);
+}
+
 int cache_refresh(struct cache *c, const struct identity *id, const char *resource,
 		  struct cache_waiter *w)
 {
@@ -469,6 +515,7 @@ int cache_refresh(struct cache *c, const struct identity *id, const char *resour
 		return -ENOMEM;
 	e->last_used = now;
 	w->min_validity = 0; /* whatever comes is what was asked for */
+	w->claims = false;
 	if ((r = enqueue(e, w)) < 0)
 		return r;
 	/* Clients' forced refreshes within the limit get this token. */
@@ -489,6 +536,7 @@ int cache_challenge(struct cache *c, const struct identity *id, const char *reso
 	struct token_entry *e = find_or_add(c, id, resource);
 	struct cache_answer a;
 	char msg[BT_MESSAGE_MAX], when[64];
+	struct log_ctx ctx;
 	bool same;
 	char *copy;
 	int r;
@@ -497,33 +545,42 @@ int cache_challenge(struct cache *c, const struct identity *id, const char *reso
 		return -ENOMEM;
 	e->last_used = now;
 	w->min_validity = want_validity(c, min_validity);
+	w->claims = true;
 	same = e->claims && strcmp(e->claims, claims) == 0;
 	if (now - e->challenged_at < CACHE_FORCE_INTERVAL) {
 		/* The last challenge is recent: the same claims share what it
 		 * brought (or brings), others wait their turn. */
-		if (same && e->token && !e->fetching_claims &&
+		if (same && e->token_has_claims && e->token &&
 		    valid_for(e->expires_on, now, w->min_validity)) {
 			e->served++;
 			fill_ok(e, &a);
 			w->fn(w, &a);
 			return 0;
 		}
-		if (same && e->fetch)
+		if (same && (e->fetching_claims || has_waiters(e, CHALLENGERS)))
 			return enqueue(e, w);
-		if (same && e->error_status) {
-			a = (struct cache_answer){.status = e->error_status, .message = e->error};
-			w->fn(w, &a);
-			return 0;
-		}
 		format_time(e->challenged_at + CACHE_FORCE_INTERVAL, when, sizeof(when));
-		snprintf(
-		    msg, sizeof(msg),
-		    "identity %s: a token for %s was fetched for %s claims challenge less than "
-		    "%d s ago, and challenges are answered once per %d s per token: try again "
-		    "after %s",
-		    e->id->name, e->resource, same ? "this" : "another", CACHE_FORCE_INTERVAL,
-		    CACHE_FORCE_INTERVAL, when);
+		snprintf(msg, sizeof(msg),
+			 "identity %s: a claims challenge for %s was answered less than %d s ago, "
+			 "and challenges are answered once per %d s per token: try again after %s",
+			 e->id->name, e->resource, CACHE_FORCE_INTERVAL, CACHE_FORCE_INTERVAL,
+			 when);
 		a = (struct cache_answer){.status = BT_E_BUSY, .message = msg};
+		w->fn(w, &a);
+		return 0;
+	}
+	/* What holds back any request holds back a challenge: a credential
+	 * the service refused, a long Retry-After. */
+	if (!e->fetch && e->hard_error_until > now) {
+		a = (struct cache_answer){.status = e->error_status, .message = e->error};
+		w->fn(w, &a);
+		return 0;
+	}
+	if (!e->fetch && e->retry_at > now + CACHE_WAIT_FOR_RETRY) {
+		snprintf(msg, sizeof(msg), "%s (next attempt in %lld s)", e->error,
+			 (long long)(e->retry_at - now));
+		a = (struct cache_answer){.status = e->error_status ?: BT_E_UNAVAILABLE,
+					  .message = msg};
 		w->fn(w, &a);
 		return 0;
 	}
@@ -536,15 +593,14 @@ int cache_challenge(struct cache *c, const struct identity *id, const char *reso
 	free(e->claims);
 	e->claims = copy;
 	e->challenged_at = e->last_forced = now;
-	/* A fetch in flight asks without the claims: start again with them;
-	 * its waiters get the new token. */
-	if (e->fetch)
-		c->ops.cancel(c->arg, e);
-	e->fetch = NULL;
-	e->hard_error_until = 0;
-	e->retry_at = 0;
-	e->fetching_claims = true;
-	start_fetch(c, e);
+	log_msg(LOG_INFO, ctx_of(e, &ctx),
+		"identity %s: fetching a token for %s for a claims "
+		"challenge",
+		e->id->name, e->resource);
+	/* A fetch in flight asks without the claims, for its own waiters:
+	 * the challenge's fetch follows it (cache_fetch_done()). */
+	if (!e->fetch)
+		start_claims_fetch(c, e);
 	cache_tick(c);
 	return 0;
 }
@@ -561,6 +617,10 @@ int cache_watch(struct cache *c, const struct identity *id, const char *resource
 		return -ENOMEM;
 	if (e->n_watchers >= CACHE_WATCHERS_MAX)
 		return -EBUSY;
+	/* As for a request: no token lasts that long, and asking would only
+	 * cost token requests. */
+	if (e->lifetime && want_validity(c, min_validity) >= e->lifetime)
+		return -ERANGE;
 	w->entry = e;
 	w->min_validity = want_validity(c, min_validity);
 	w->told_expires = w->told_error_at = 0;
@@ -569,7 +629,7 @@ int cache_watch(struct cache *c, const struct identity *id, const char *resource
 	e->last_used = now;
 	/* A watcher that needs more validity than the schedule keeps gets
 	 * its refreshes earlier (never before half a token's life). */
-	if (w->min_validity > e->watch_validity) {
+	if (w->min_validity > watch_validity(e)) {
 		e->watch_validity = w->min_validity;
 		if (e->token) {
 			int64_t at = schedule_refresh_at(e->obtained, e->expires_on, 0,
@@ -605,7 +665,7 @@ void cache_unwatch(struct cache_watcher *w)
 	e->n_watchers--;
 	w->entry = NULL;
 	if (w->min_validity >= e->watch_validity)
-		update_watch_validity(e);
+		e->watch_validity_stale = true;
 }
 
 /* Forgets e's token and what its failures taught. */
@@ -655,10 +715,11 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 		if (e->expires_on - now > e->lifetime)
 			e->lifetime = e->expires_on - now;
 		e->refresh_at = schedule_refresh_at(now, e->expires_on, r->refresh_on,
-						    e->watch_validity > c->set.min_validity
+						    watch_validity(e) > c->set.min_validity
 							? e->watch_validity
 							: c->set.min_validity,
 						    c->ops.random(c->arg));
+		e->token_has_claims = claims;
 		e->attempts = 0;
 		e->retry_at = 0;
 		e->hard_error_until = 0;
@@ -671,8 +732,26 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 			claims ? " for a claims challenge" : "", (long long)(e->expires_on - now),
 			(long long)(e->refresh_at - now));
 		fill_ok(e, &ok);
-		answer_waiters(e, &ok, NULL, now);
+		/* A token fetched with the claims serves everyone waiting; one
+		 * without serves all but the challengers, whose fetch follows. */
+		answer_waiters(e, &ok, NULL, now, claims ? ALL_WAITERS : PLAIN_WAITERS);
 		tell_watchers(e, now, tell_token);
+		if (!e->fetch && has_waiters(e, CHALLENGERS))
+			start_claims_fetch(c, e);
+	} else if (claims) {
+		/* The challenge was refused: its challengers are told, and the
+		 * entry is as it was (its token, errors, backoff and schedule);
+		 * others who came meanwhile get a fetch of their own. */
+		char msg[BT_MESSAGE_MAX];
+		struct cache_answer fail = {.status = r->status, .message = msg};
+		snprintf(msg, sizeof(msg),
+			 "identity %s: the claims challenge for %s was refused: %s", e->id->name,
+			 e->resource, r->message);
+		e->retry_at = e->saved_retry_at;
+		log_msg(LOG_WARNING, ctx_of(e, &ctx), "%s", msg);
+		answer_waiters(e, NULL, &fail, now, CHALLENGERS);
+		if (!e->fetch && has_waiters(e, PLAIN_WAITERS) && !(e->retry_at > now))
+			start_fetch(c, e);
 	} else {
 		struct cache_answer fail = {.status = r->status, .message = e->error};
 		uint32_t delay;
@@ -697,7 +776,7 @@ void cache_fetch_done(struct cache *c, struct token_entry *e, struct token_resul
 		if (!r->transient || r->status == BT_E_TIMEOUT ||
 		    e->attempts >= CACHE_WAITER_ATTEMPTS || delay > CACHE_WAIT_FOR_RETRY ||
 		    !e->retry_at)
-			answer_waiters(e, NULL, &fail, now);
+			answer_waiters(e, NULL, &fail, now, ALL_WAITERS);
 		tell_watchers(e, now, tell_failure);
 	}
 	cache_tick(c);
@@ -755,7 +834,7 @@ again:
 		if (e->token && e->expires_on < due)
 			due = e->expires_on;
 		if (e->token && e->n_watchers && e->error_status &&
-		    e->expires_on - (int64_t)e->watch_validity > now &&
+		    e->expires_on - (int64_t)watch_validity(e) > now &&
 		    e->expires_on - (int64_t)e->watch_validity < due)
 			due = e->expires_on - (int64_t)e->watch_validity;
 		if (!e->prefetch && !e->n_watchers &&
@@ -811,7 +890,7 @@ void cache_forget_identity(struct cache *c, const struct identity *id, const cha
 			c->ops.cancel(c->arg, e);
 		e->fetch = NULL;
 		e->fetching_claims = false;
-		answer_waiters(e, NULL, &a, 0);
+		answer_waiters(e, NULL, &a, 0, ALL_WAITERS);
 		reset_entry(e);
 	}
 	cache_tick(c);

@@ -64,6 +64,7 @@ struct cache_waiter {
 	struct list node;
 	struct token_entry *entry; /* NULL when not waiting */
 	uint32_t min_validity;
+	bool claims; /* waits for the claims challenge's fetch, not any */
 	cache_waiter_fn fn;
 };
 
@@ -123,10 +124,15 @@ struct token_entry {
 	int64_t error_at;
 	int64_t hard_error_until;
 	/* Claims challenges: the claims of the last one (canonical JSON), when
-	 * it came, and whether the fetch in flight carries them. */
+	 * it came, whether the fetch in flight carries them, whether the token
+	 * was fetched with them, and the retry the challenge's fetch put off.
+	 * A challenge's failure is its challengers' alone: the entry's errors,
+	 * backoff and schedule stay as they were. */
 	char *claims;
 	int64_t challenged_at;
 	bool fetching_claims;
+	bool token_has_claims;
+	int64_t saved_retry_at;
 	/* Use. */
 	int64_t last_used;
 	int64_t last_forced;
@@ -136,7 +142,8 @@ struct token_entry {
 	unsigned n_waiters;
 	struct list watchers;
 	unsigned n_watchers;
-	uint32_t watch_validity; /* the largest min_validity of the watchers */
+	uint32_t watch_validity;   /* the largest min_validity of the watchers */
+	bool watch_validity_stale; /* a watcher that had it left: recount */
 };
 
 int cache_new(const struct cache_ops *ops, void *arg, const struct cache_settings *s,
@@ -179,8 +186,9 @@ int cache_challenge(struct cache *c, const struct identity *id, const char *reso
  * (at once if one is cached, after fetching otherwise), then with each new
  * one, and with the failure when fetching fails while the last token told
  * is no longer valid for min_validity (0: the daemon's). A watched token is
- * kept fresh. Returns 0, -EBUSY (too many watchers) or -ENOMEM. w->fn may
- * be called before this returns. */
+ * kept fresh. Returns 0, -EBUSY (too many watchers), -ERANGE (no token of
+ * the entry lasts min_validity: the service's tokens have been shorter) or
+ * -ENOMEM. w->fn may be called before this returns. */
 int cache_watch(struct cache *c, const struct identity *id, const char *resource,
 		uint32_t min_validity, struct cache_watcher *w);
 /* Stops watching; harmless if w is not. */

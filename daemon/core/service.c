@@ -614,11 +614,8 @@ void service_challenge(struct service *s, const struct peer *p, const char *iden
 			answer_error(q, BT_E_INTERNAL, "out of memory");
 		return;
 	}
-	log_msg(LOG_INFO,
-		&(struct log_ctx){
-		    .identity = id->name, .resource = res, .uid = (long)p->uid, .pid = p->pid},
-		"identity %s: pid %d uid %u brings a claims challenge for %s", id->name,
-		(int)p->pid, (unsigned)p->uid, res);
+	/* Logged by the cache when it fetches: a challenge answered from
+	 * the cache or refused is no news, and callers choose how often. */
 	queued(q, cache_challenge(s->cache, id, res, canon, min_validity, &q->w));
 	free(canon);
 }
@@ -742,8 +739,10 @@ static void on_watch_event(struct cache_watcher *cw, const struct cache_answer *
 	    policy_decide(id, w->peer, s->self, why, sizeof(why)) != POLICY_ALLOW) {
 		struct log_ctx ctx = {.identity = id->name, .resource = w->resource};
 		policy_log_ctx(w->peer, &ctx);
-		log_msg(LOG_WARNING, &ctx, "ended the watch of identity %s by pid %d uid %u: %s",
-			id->name, (int)w->peer->pid, (unsigned)w->peer->uid, why);
+		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)w->peer->uid))
+			log_msg(LOG_WARNING, &ctx,
+				"ended the watch of identity %s by pid %d uid %u: %s", id->name,
+				(int)w->peer->pid, (unsigned)w->peer->uid, why);
 		watch_end(w, BT_E_DENIED, "%s", why);
 		return;
 	}
@@ -768,6 +767,11 @@ static void attach(struct service_watch *w, const struct identity *id)
 
 	if (r == -EBUSY)
 		watch_end(w, BT_E_BUSY, "too many clients watch this token; try again later");
+	else if (r == -ERANGE)
+		watch_end(w, BT_E_BAD_REQUEST,
+			  "identity %s: no token for %s stays valid for the %u s asked for (the "
+			  "token service's tokens are shorter): ask for less with min_validity",
+			  w->identity, w->resource, w->min_validity);
 	else if (r < 0)
 		watch_end(w, BT_E_INTERNAL, "out of memory");
 }
@@ -842,10 +846,13 @@ static void recheck(struct service *s, struct service_watch *w)
 	} else if (policy_decide(id, w->peer, s->self, why, sizeof(why)) != POLICY_ALLOW) {
 		struct log_ctx ctx = {.identity = id->name, .resource = w->resource};
 		policy_log_ctx(w->peer, &ctx);
-		log_msg(LOG_WARNING, &ctx,
-			"ended the watch of identity %s by pid %d uid %u: no longer allowed after "
-			"a configuration reload",
-			id->name, (int)w->peer->pid, (unsigned)w->peer->uid);
+		/* One line a burst per user, however many watches they had. */
+		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)w->peer->uid))
+			log_msg(
+			    LOG_WARNING, &ctx,
+			    "ended the watch of identity %s by pid %d uid %u: no longer allowed "
+			    "after a configuration reload",
+			    id->name, (int)w->peer->pid, (unsigned)w->peer->uid);
 		watch_end(w, BT_E_DENIED,
 			  "uid %u may no longer use identity '%s' after a configuration reload: an "
 			  "administrator can add the user to its allow_users or allow_groups",

@@ -67,6 +67,16 @@ static int64_t mono_ms(const struct server *s)
 static void update_events(struct conn *c);
 static void conn_close(struct conn *c);
 
+/* No more requests are taken from c; it is closed once its output is
+ * sent, or by the sweep SERVER_PARTIAL_TIMEOUT from now if its client does
+ * not read it. */
+static void mark_closing(struct conn *c)
+{
+	if (!c->closing)
+		c->closing_since = mono_ms(c->srv);
+	c->closing = true;
+}
+
 static void on_conn_closed(uv_handle_t *h)
 {
 	struct conn *c = h->data;
@@ -177,7 +187,7 @@ static void process_input(struct conn *c)
 					"client pid %d uid %u: %s; connection closed",
 					(int)c->peer.pid, (unsigned)c->peer.uid,
 					r == -EMSGSIZE ? "oversized frame" : "malformed frame");
-			c->closing = true;
+			mark_closing(c);
 			break;
 		}
 		c->partial_since = 0;
@@ -244,6 +254,12 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
 	}
 	if ((events & UV_WRITABLE) && write_out(c) < 0)
 		return;
+	/* The client hung up while its requests were at the limit (a
+	 * connection with 64 watches, say): nothing more will be read. */
+	if ((events & UV_DISCONNECT) && !(events & UV_READABLE)) {
+		conn_close(c);
+		return;
+	}
 	if (events & UV_READABLE) {
 		/* Read into the stack and keep only what is unprocessed, so that an
 		 * idle connection holds no buffer at all. */
@@ -280,9 +296,11 @@ static void update_events(struct conn *c)
 
 	if (c->closed)
 		return;
-	/* Read only while we are willing to take another frame. */
+	/* Read only while we are willing to take another frame; a hangup is
+	 * noticed either way. */
 	if (may_take(c) && bt_buf_len(&c->in) < BT_REQUEST_MAX + READ_CHUNK)
 		ev |= UV_READABLE;
+	ev |= UV_DISCONNECT;
 	if (bt_buf_len(&c->out) > 0)
 		ev |= UV_WRITABLE;
 	if (ev == c->events)
@@ -303,7 +321,7 @@ void conn_flush(struct conn *c)
 
 void conn_close_after_flush(struct conn *c)
 {
-	c->closing = true;
+	mark_closing(c);
 	conn_flush(c);
 }
 
@@ -344,8 +362,7 @@ void conn_close_later(struct conn *c)
 {
 	if (c->closed || c->closing)
 		return;
-	c->closing = true;
-	c->closing_since = mono_ms(c->srv);
+	mark_closing(c);
 	if (!c->in_dispatch)
 		resume_later(c);
 }

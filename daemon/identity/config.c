@@ -1631,8 +1631,12 @@ int identity_token_key(const struct identity *id, char out[IDENTITY_KEY_LEN + 1]
 	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	/* Each field with its terminating NUL, so that fields cannot run into
 	 * each other. */
-	const char *fields[] = {id->cred->name, ver, id->authority ? id->authority : "",
-				id->tenant ? id->tenant : "", id->client_id ? id->client_id : ""};
+	const char *fields[] = {id->cred->name,
+				ver,
+				id->cp1 ? "cp1" : "",
+				id->authority ? id->authority : "",
+				id->tenant ? id->tenant : "",
+				id->client_id ? id->client_id : ""};
 	for (size_t i = 0; ok && i < sizeof(fields) / sizeof(fields[0]); i++)
 		ok = EVP_DigestUpdate(ctx, fields[i], strlen(fields[i]) + 1);
 	for (size_t i = 0; ok && i < sizeof(sel) / sizeof(sel[0]); i++) {
@@ -1650,7 +1654,7 @@ int identity_token_key(const struct identity *id, char out[IDENTITY_KEY_LEN + 1]
 
 bool identity_same_credential(const struct identity *a, const struct identity *b)
 {
-	return a->cred == b->cred && a->token_version == b->token_version &&
+	return a->cred == b->cred && a->token_version == b->token_version && a->cp1 == b->cp1 &&
 	       str_eq(a->authority, b->authority) && str_eq(a->tenant, b->tenant) &&
 	       str_eq(a->client_id, b->client_id) && (!a->cred->same || a->cred->same(a, b));
 }

@@ -104,16 +104,17 @@ struct identity *config_find_identity(const struct config *c, const char *name);
 const char *const *config_keys(bool identity, size_t *ret_n);
 
 /* Whether two identities would fetch the same tokens: same kind of
- * credential, authority, tenant, client and token version, and what their
+ * credential, authority, tenant, client, token version and client
+ * capabilities, and what their
  * kind says is the same credential. Used on reload to keep cached tokens. */
 bool identity_same_credential(const struct identity *a, const struct identity *b);
 
 /* What the tokens of id are for, as a digest that a later configuration's
  * identity matches only if it asks the same token service for tokens of
- * the same application: kind, token version, authority, tenant, client and
- * managed-identity selectors (SHA-256, hex). A token kept across a restart
- * (tokensnap.h) is restored only to an identity with the same key. Returns
- * 0 or -ENOMEM/-EIO. */
+ * the same application: kind, token version, client capabilities,
+ * authority, tenant, client and managed-identity selectors (SHA-256, hex). A token kept across a
+ * restart (tokensnap.h) is restored only to an identity with the same key. Returns 0 or
+ * -ENOMEM/-EIO. */
 #define IDENTITY_KEY_LEN 64
 int identity_token_key(const struct identity *id, char out[IDENTITY_KEY_LEN + 1]);
 

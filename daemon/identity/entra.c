@@ -490,10 +490,16 @@ int entra_add_claims(const struct identity *id, const char *challenge, struct se
 		json_decref(doc);
 		return -EINVAL; /* canonical claims always parse */
 	}
+	/* What the client can handle is the administrator's to declare
+	 * (client_capabilities), never a caller's: a challenge's own xms_cc
+	 * goes (else any user of the identity could make every token of it
+	 * a CAE token). */
+	at = json_object_get(doc, "access_token");
+	if (json_is_object(at))
+		json_object_del(at, "xms_cc");
 	/* MSAL's _merge_claims_challenge_and_capabilities: the capability
 	 * goes into the access_token request beside what the challenge asks. */
 	if (id->cp1) {
-		at = json_object_get(doc, "access_token");
 		if (!json_is_object(at)) {
 			at = json_object();
 			if (json_object_set_new(doc, "access_token", at) < 0)

@@ -97,23 +97,29 @@ static struct cache *setup_cache(void)
 static void succeed(struct cache *c, const char *token, int lifetime)
 {
 	struct token_result r = {.status = BT_OK};
+	struct token_entry *e;
 
 	r.access_token = secmem_strndup(token, strlen(token));
 	snprintf(r.token_type, sizeof(r.token_type), "Bearer");
 	r.expires_on = now + lifetime;
-	cache_fetch_done(c, fetching, &r);
-	token_result_clear(&r);
+	/* The answer may start the next fetch (a challenge's, after a plain
+	 * one): fetching is that one's afterwards. */
+	e = fetching;
 	fetching = NULL;
+	cache_fetch_done(c, e, &r);
+	token_result_clear(&r);
 }
 
 static void fail_fetch(struct cache *c, uint32_t status, bool transient, uint32_t retry_after)
 {
 	struct token_result r = {
 	    .status = status, .transient = transient, .retry_after = retry_after};
+	struct token_entry *e;
 
 	snprintf(r.message, sizeof(r.message), "token service: HTTP 503");
-	cache_fetch_done(c, fetching, &r);
+	e = fetching;
 	fetching = NULL;
+	cache_fetch_done(c, e, &r);
 }
 
 static int get(struct cache *c, struct waiter *w, uint32_t min_validity, bool force)
@@ -720,21 +726,25 @@ static void test_claims_challenge_single_flight_and_limit(void **state)
 
 	(void)state;
 	watch(c, &w, 0);
-	/* The fetch in flight carries no claims: it gives way. */
+	/* The fetch in flight carries no claims: the challenge waits for it
+	 * (its waiters are its own) and then fetches with the claims. */
 	challenge(c, &q[0], "{\"a\":1}");
-	assert_int_equal(cancels, 1);
+	assert_int_equal(cancels, 0);
+	assert_int_equal(fetches, 1);
+	for (int i = 1; i < 50; i++)
+		challenge(c, &q[i], "{\"a\":1}");
+	succeed(c, "plain", 3600);
+	assert_string_equal(w.token, "plain");
+	assert_int_equal(q[0].called, 0); /* not a token with the claims */
 	assert_int_equal(fetches, 2);
 	assert_true(cache_first(c)->fetching_claims);
 	assert_string_equal(cache_first(c)->claims, "{\"a\":1}");
-	for (int i = 1; i < 50; i++)
-		challenge(c, &q[i], "{\"a\":1}");
-	assert_int_equal(fetches, 2);
 	/* Other claims within 30 s wait their turn: BUSY, no fetch. */
 	challenge(c, &other, "{\"b\":2}");
 	assert_int_equal(other.called, 1);
 	assert_int_equal(other.status, BT_E_BUSY);
 	assert_non_null(strstr(other.message, "try again after"));
-	succeed(c, "claimed", 3600);
+	succeed(c, "claimed", 7200);
 	assert_false(cache_first(c)->fetching_claims);
 	for (int i = 0; i < 50; i++)
 		assert_string_equal(q[i].token, "claimed");
@@ -751,6 +761,93 @@ static void test_claims_challenge_single_flight_and_limit(void **state)
 	succeed(c, "claimed2", 3600);
 	assert_string_equal(other.token, "claimed2");
 	cache_unwatch(&w.w);
+	cache_free(c);
+}
+
+/* A refused challenge is the challengers' alone: the shared entry keeps
+ * its token, errors, backoff and schedule, so a user bringing challenges
+ * that fail cannot hold everyone's refresh back (hostile review, issue
+ * 15); the same claims within 30 s never get a token without them. */
+static void test_a_refused_challenge_leaves_the_token_alone(void **state)
+{
+	struct cache *c = setup_cache();
+	struct waiter g, q, again;
+	int64_t refresh_at;
+
+	(void)state;
+	get(c, &g, 0, false);
+	succeed(c, "tok0", 600);
+	refresh_at = cache_first(c)->refresh_at;
+	for (int round = 0; round < 20; round++) {
+		challenge(c, &q, "{\"acrs\":\"mfa\"}");
+		assert_true(cache_first(c)->fetching_claims);
+		fail_fetch(c, BT_E_CREDENTIAL_REJECTED, false, 0);
+		assert_int_equal(q.called, 1);
+		assert_int_equal(q.status, BT_E_CREDENTIAL_REJECTED);
+		assert_non_null(strstr(q.message, "claims challenge"));
+		assert_int_equal(cache_first(c)->error_status, 0);
+		assert_int_equal(cache_first(c)->hard_error_until, 0);
+		assert_int_equal(cache_first(c)->retry_at, 0);
+		assert_int_equal(cache_first(c)->refresh_at, refresh_at);
+		/* The same claims again within 30 s: not the plain token. */
+		challenge(c, &again, "{\"acrs\":\"mfa\"}");
+		assert_int_equal(again.status, BT_E_BUSY);
+		get(c, &g, 0, false);
+		assert_string_equal(g.token, "tok0");
+		now += CACHE_FORCE_INTERVAL;
+		if (now >= refresh_at)
+			break;
+	}
+	/* The refresh comes when it was due, whatever the challenges did. */
+	assert_true(now >= refresh_at);
+	cache_tick(c);
+	assert_non_null(fetching);
+	assert_false(cache_first(c)->fetching_claims);
+	succeed(c, "tok1", 600);
+	cache_free(c);
+}
+
+/* Backoff and remembered errors hold a challenge back as they hold any
+ * request: no way around a Retry-After. */
+static void test_a_challenge_keeps_the_backoff(void **state)
+{
+	struct cache *c = setup_cache();
+	struct waiter g, q;
+
+	(void)state;
+	get(c, &g, 0, false);
+	fail_fetch(c, BT_E_UNAVAILABLE, true, 600);
+	assert_int_equal(fetches, 1);
+	challenge(c, &q, "{\"a\":1}");
+	assert_int_equal(q.called, 1);
+	assert_int_equal(q.status, BT_E_UNAVAILABLE);
+	assert_non_null(strstr(q.message, "next attempt in"));
+	assert_int_equal(fetches, 1);
+	cache_free(c);
+}
+
+/* A watcher leaving while the others are being told keeps theirs:
+ * their min_validity still sets the schedule (hostile review, issue 15). */
+static void test_watch_validity_kept_when_one_leaves_mid_push(void **state)
+{
+	struct cache *c = setup_cache();
+	struct watcher w[2];
+
+	(void)state;
+	watch(c, &w[0], 1800);
+	watch(c, &w[1], 1800);
+	w[0].unwatch_all = true;
+	w[0].all = w;
+	w[0].n_all = 1; /* only itself */
+	succeed(c, "tok0", 7200);
+	assert_int_equal(cache_first(c)->n_watchers, 1);
+	cache_tick(c);
+	run_to_armed(c);
+	assert_non_null(fetching);
+	succeed(c, "tok1", 7200);
+	/* Refreshed early enough for the remaining watcher's 1800 s. */
+	assert_true(cache_first(c)->refresh_at <= now + 7200 - 1800);
+	cache_unwatch(&w[1].w);
 	cache_free(c);
 }
 
@@ -779,6 +876,9 @@ int main(void)
 	    cmocka_unit_test(test_admin_refresh_is_one_fetch_and_not_rate_limited),
 	    cmocka_unit_test(test_forget_drops_tokens_and_refetches_watched_ones),
 	    cmocka_unit_test(test_claims_challenge_single_flight_and_limit),
+	    cmocka_unit_test(test_a_refused_challenge_leaves_the_token_alone),
+	    cmocka_unit_test(test_a_challenge_keeps_the_backoff),
+	    cmocka_unit_test(test_watch_validity_kept_when_one_leaves_mid_push),
 	};
 	log_set_level(-1); /* the cache logs each event; keep test output readable */
 	return cmocka_run_group_tests(tests, NULL, NULL);

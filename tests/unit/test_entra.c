@@ -553,6 +553,17 @@ static void test_claims(void **state)
 	assert_null(strchr(why, '\n'));
 	assert_non_null(strstr(why, "not JSON"));
 
+	/* A caller's own xms_cc goes: capabilities are the administrator's to
+	 * declare (hostile review, issue 15). */
+	assert_int_equal(
+	    entra_canonical_claims("{\"access_token\":{\"xms_cc\":{\"values\":[\"cp1\"]}}}", &b,
+				   why, sizeof(why)),
+	    0);
+	assert_int_equal(entra_add_claims(&plain, b, &form), 0);
+	assert_string_equal(form.p, "claims=%7B%22access_token%22%3A%7B%7D%7D");
+	secstr_free(&form);
+	free(b);
+
 	/* No capability, no challenge: no claims field at all. */
 	assert_int_equal(entra_add_claims(&plain, NULL, &form), 0);
 	assert_null(form.p);
