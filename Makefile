@@ -247,12 +247,16 @@ valgrind: all
 
 bench: deps
 	$(MAKE) all $(O)/bench/bench_client $(O)/bench/raw_echo $(O)/bench/trivial \
-		$(O)/bench/flood $(O)/bench/compat_load $(O)/bench/raw_http $(O)/bench/attest_cost
+		$(O)/bench/flood $(O)/bench/compat_load $(O)/bench/raw_http $(O)/bench/attest_cost \
+		$(O)/bench/burst
 	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) tests/bench/bench.py
 
 $(O)/bench/bench_client: $(call obj,tests/bench/bench_client.c) $(O)/libbatchtok.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+$(O)/bench/burst: $(call obj,tests/bench/burst.c) $(O)/libbatchtok.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^
 $(O)/bench/raw_echo: $(call obj,tests/bench/raw_echo.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
