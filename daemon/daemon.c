@@ -1,6 +1,7 @@
 /* daemon.c - wires the modules together on one libuv loop: the fetcher that
- * connects the cache to credential sources and HTTP, signals, reload, and
- * the access rules for peers. */
+ * connects the cache to credential sources and HTTP through the guard on
+ * each token-service host, signals, reload, and the access rules for
+ * peers. */
 #include "daemon.h"
 
 #include <errno.h>
