@@ -130,18 +130,18 @@ static uint32_t pause_left(int64_t until)
 	return left < 1 ? 1 : left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
 }
 
-/* "the token service at HOST is throttling requests (Retry-After) until
- * T: batchtokd asks again then", for a pause `left` seconds from now. */
-static void throttle_text(const struct fetch *f, uint32_t left, char *buf, size_t n)
+/* "the token service at HOST is throttling requests (WHY) until T:
+ * batchtokd asks again then", for a pause `left` seconds from now. */
+static void throttle_text(const struct fetch *f, const char *why, uint32_t left, char *buf,
+			  size_t n)
 {
 	char when[64];
 
 	format_utc(wall_now(NULL) + left, when, sizeof(when));
 	snprintf(buf, n,
-		 "the %s at %s is throttling requests (Retry-After) until %s: batchtokd "
-		 "asks again then",
+		 "the %s at %s is throttling requests (%s) until %s: batchtokd asks again then",
 		 f->kind == SERVICE_IMDS ? "managed identity endpoint" : "token service", f->origin,
-		 when);
+		 why, when);
 }
 
 /* Fills err with the refusal of a fetch whose host is paused until `until`
@@ -152,7 +152,8 @@ static int fetch_throttled(const struct fetch *f, int64_t until, struct token_re
 	err->status = BT_E_UNAVAILABLE;
 	err->transient = true;
 	err->retry_after = pause_left(until);
-	throttle_text(f, err->retry_after, err->message, sizeof(err->message));
+	/* Only Retry-After pauses a host for longer than a client waits. */
+	throttle_text(f, "Retry-After", err->retry_after, err->message, sizeof(err->message));
 	return -EAGAIN;
 }
 
@@ -193,7 +194,8 @@ static void on_fetched(void *arg, const struct http_response *resp)
 		size_t len = strlen(r.message);
 		if (len + 2 < sizeof(r.message)) {
 			memcpy(r.message + len, "; ", 2);
-			throttle_text(f, (uint32_t)(pause / 1000), r.message + len + 2,
+			throttle_text(f, resp->retry_after ? "Retry-After" : "HTTP 429",
+				      (uint32_t)(pause / 1000), r.message + len + 2,
 				      sizeof(r.message) - len - 2);
 		}
 	}
