@@ -60,12 +60,13 @@ DAEMON_SRC := $(CONFIG_SRC) daemon/lib/schedule.c daemon/core/cache.c daemon/lib
               daemon/lib/usernames.c daemon/core/service.c daemon/lib/clock.c \
               daemon/lib/ratelimit.c daemon/lib/uidcount.c daemon/core/policy.c \
               daemon/lib/unitcount.c daemon/lib/counters.c daemon/core/metrics.c \
-              daemon/lib/unixsock.c daemon/lib/peer.c daemon/lib/fdstore.c daemon/core/tokensnap.c
+              daemon/lib/unixsock.c daemon/lib/peer.c daemon/lib/fdstore.c daemon/core/tokensnap.c \
+              daemon/lib/guard.c
 UNIT_TESTS := test_buf test_msg test_libbatchtok test_duration test_status_format test_config test_attest \
               test_schedule test_entra test_cache test_jwt test_certificate test_sealed \
               test_capability test_http_in test_usernames test_alloc_failure test_ratelimit \
               test_uidcount test_http test_fileio test_server test_dispatch test_compat test_signin test_reload \
-              test_policy
+              test_policy test_guard
 FUZZERS    := fuzz_frame fuzz_config fuzz_entra fuzz_signin fuzz_http_in fuzz_policy fuzz_tokensnap
 # Unit tests of daemon modules link all of them.
 DAEMON_TESTS := test_config test_attest test_schedule test_entra test_cache test_jwt test_certificate \
@@ -120,6 +121,7 @@ $(O)/tests/test_buf: $(call obj,tests/unit/test_buf.c) $(O)/libbtproto.a
 $(O)/tests/test_msg: $(call obj,tests/unit/test_msg.c) $(O)/libbtproto.a
 $(O)/tests/test_duration: $(call obj,tests/unit/test_duration.c) $(O)/libbtproto.a
 $(O)/tests/test_status_format: $(call obj,tests/unit/test_status_format.c client/status_format.c) $(O)/libbtproto.a
+$(O)/tests/test_guard: $(call obj,tests/unit/test_guard.c daemon/lib/guard.c)
 # Includes client/libbatchtok.c to reach its internal request path.
 $(O)/tests/test_libbatchtok: $(call obj,tests/unit/test_libbatchtok.c client/daemon_conn.c client/watch.c \
                              client/status_format.c) $(O)/libbtproto.a
@@ -249,12 +251,16 @@ valgrind: all
 
 bench: deps
 	$(MAKE) all $(O)/bench/bench_client $(O)/bench/raw_echo $(O)/bench/trivial \
-		$(O)/bench/flood $(O)/bench/compat_load $(O)/bench/raw_http $(O)/bench/attest_cost
+		$(O)/bench/flood $(O)/bench/compat_load $(O)/bench/raw_http $(O)/bench/attest_cost \
+		$(O)/bench/burst
 	BATCHTOK_BUILD=$(abspath $(O)) $(PYTHON) tests/bench/bench.py
 
 $(O)/bench/bench_client: $(call obj,tests/bench/bench_client.c) $(O)/libbatchtok.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+$(O)/bench/burst: $(call obj,tests/bench/burst.c) $(O)/libbatchtok.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^
 $(O)/bench/raw_echo: $(call obj,tests/bench/raw_echo.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread

@@ -1,6 +1,7 @@
 /* daemon.c - wires the modules together on one libuv loop: the fetcher that
- * connects the cache to credential sources and HTTP, signals, reload, and
- * the access rules for peers. */
+ * connects the cache to credential sources and HTTP through the guard on
+ * each token-service host, signals, reload, and the access rules for
+ * peers. */
 #include "daemon.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include "lib/counters.h"
 #include "lib/fdstore.h"
 #include "lib/fileio.h"
+#include "lib/guard.h"
 #include "identity/credential.h"
 #include "core/policy.h"
 #include "front/dispatch.h"
@@ -24,6 +26,7 @@
 #include "core/tokensnap.h"
 #include "lib/log.h"
 #include "lib/ratelimit.h"
+#include "lib/schedule.h"
 
 /* libuv timers run on the monotonic clock, which stands still while a laptop
  * sleeps; waking at least this often re-reads the wall clock, so tokens that
@@ -36,9 +39,12 @@
 /* How often the summaries of rate-limited messages are looked for: a flood
  * that stops is summed up within this long of its interval's end. */
 #define LOG_FLUSH_MS 10000
+/* A 429 without Retry-After pauses its host this long: the second the
+ * service's rate limit counts in. */
+#define THROTTLE_PAUSE_MS 1000
 
 /* One fetch in flight: the entry it is for, then the file read (federated
- * tokens) and the transfer. */
+ * tokens), its turn at the guard on its host, and the transfer. */
 struct fetch {
 	struct daemon *d;
 	struct token_entry *e;
@@ -54,6 +60,11 @@ struct fetch {
 	uint64_t gen;	  /* device-code: the sign-in generation used */
 	int64_t sent_at;
 	uint64_t sent_ns; /* uv_hrtime() when sent: the refresh latency */
+
+	/* Its turn at the guard on the host it asks (lib/guard.h). */
+	struct guard_waiter gw;
+	enum token_service kind;
+	char origin[GUARD_ORIGIN_MAX];
 };
 
 /* How the metrics count the service id's token requests go to. */
@@ -91,6 +102,14 @@ static uint32_t random_u32(void *arg)
 	return r;
 }
 
+/* Monotonic milliseconds for the guard: read now, not the loop's cached
+ * time, so an answer's time is never earlier than its arrival. */
+static int64_t mono_ms(void *arg)
+{
+	(void)arg;
+	return (int64_t)(uv_hrtime() / 1000000);
+}
+
 static void fetch_free(struct fetch *f)
 {
 	secmem_free(f->input, f->input ? f->input_len + 1 : 0);
@@ -99,6 +118,87 @@ static void fetch_free(struct fetch *f)
 }
 
 static void on_signin_changed(void *arg, const struct identity *id);
+static void on_guard_timer(uv_timer_t *t);
+
+/* Arms the guard's timer for the next queued fetch whose turn may come. */
+static void guard_arm(struct daemon *d)
+{
+	int64_t due, now;
+
+	if (!d->guard)
+		return;
+	due = guard_next_due(d->guard);
+	if (due == INT64_MAX) {
+		uv_timer_stop(&d->guard_timer);
+		return;
+	}
+	now = mono_ms(NULL);
+	uv_timer_start(&d->guard_timer, on_guard_timer, due > now ? (uint64_t)(due - now) : 0, 0);
+}
+
+/* t as "2026-11-30 12:00:00 UTC": the daemon's and the client's time zones
+ * may differ. */
+static void format_utc(int64_t t, char *buf, size_t n)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) || !strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(buf, n, "%lld (Unix time)", (long long)t);
+}
+
+/* Seconds left of a pause until `until` (monotonic ms), at least 1. */
+static uint32_t pause_left(int64_t until)
+{
+	int64_t left = (until - mono_ms(NULL) + 999) / 1000;
+
+	return left < 1 ? 1 : left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+}
+
+/* "the token service at HOST is throttling requests (WHY) until T:
+ * batchtokd asks again then", for a pause `left` seconds from now. */
+static void throttle_text(const struct fetch *f, const char *why, uint32_t left, char *buf,
+			  size_t n)
+{
+	char when[64];
+
+	format_utc(wall_now(NULL) + left, when, sizeof(when));
+	snprintf(buf, n,
+		 "the %s at %s is throttling requests (%s) until %s: batchtokd asks again then",
+		 f->kind == SERVICE_IMDS ? "managed identity endpoint" : "token service", f->origin,
+		 why, when);
+}
+
+/* Fills err with the refusal of a fetch whose host is paused until `until`
+ * (monotonic ms), longer than a client waits: unavailable, transient, and
+ * retried when the pause ends. Returns -EAGAIN. */
+static int fetch_throttled(const struct fetch *f, int64_t until, struct token_result *err)
+{
+	err->status = BT_E_UNAVAILABLE;
+	err->transient = true;
+	err->retry_after = pause_left(until);
+	/* Only Retry-After pauses a host for longer than a client waits. */
+	throttle_text(f, "Retry-After", err->retry_after, err->message, sizeof(err->message));
+	return -EAGAIN;
+}
+
+/* How long an answer asks every request to its host to wait, in ms: an
+ * error answer's Retry-After, within the bounds the cache honours it in
+ * (ENTRA.md 1.5), or THROTTLE_PAUSE_MS for a 429 without one. A token
+ * carrying Retry-After is a token: nothing waits. */
+static int64_t pause_of(const struct http_response *resp)
+{
+	uint32_t s = resp->retry_after;
+
+	if (resp->failure != HTTP_OK || resp->status < 400)
+		return 0;
+	if (!s)
+		return resp->status == 429 ? THROTTLE_PAUSE_MS : 0;
+	s = s < SCHEDULE_RETRY_AFTER_MIN   ? SCHEDULE_RETRY_AFTER_MIN
+	    : s > SCHEDULE_RETRY_AFTER_MAX ? SCHEDULE_RETRY_AFTER_MAX
+					   : s;
+	return (int64_t)s * 1000;
+}
 
 static void on_fetched(void *arg, const struct http_response *resp)
 {
@@ -109,10 +209,22 @@ static void on_fetched(void *arg, const struct http_response *resp)
 	struct cred_input in = {.id = id, .resource = e->resource, .now = f->sent_at};
 	struct signin *si = signin_find(d->signins, id);
 	struct token_result r;
+	int64_t pause = pause_of(resp);
 	bool ended = false;
 
+	guard_release(d->guard, &f->gw, pause);
 	credential_for(id)->parse_response(&in, resp, f->sent_at, &r);
 	count_answer(f, resp, &r);
+	/* Whoever sees this failure learns when the host is asked again. */
+	if (pause > 0 && r.status != BT_OK) {
+		size_t len = strlen(r.message);
+		if (len + 2 < sizeof(r.message)) {
+			memcpy(r.message + len, "; ", 2);
+			throttle_text(f, resp->retry_after ? "Retry-After" : "HTTP 429",
+				      (uint32_t)(pause / 1000), r.message + len + 2,
+				      sizeof(r.message) - len - 2);
+		}
+	}
 	if (si && r.status == BT_OK && r.refresh_token)
 		signin_rotate(si, f->gen, r.refresh_token);
 	/* A refusal of a request that carried a caller's claims challenge
@@ -127,6 +239,7 @@ static void on_fetched(void *arg, const struct http_response *resp)
 	/* The user must sign in again: nothing of theirs is kept or retried. */
 	if (ended)
 		on_signin_changed(d, id);
+	guard_arm(d);
 }
 
 /* Builds the request from what the credential needs and sends it. */
@@ -162,6 +275,66 @@ static int fetch_send(struct fetch *f, struct token_result *err)
 		    .identity = e->id->name, .resource = e->resource, .uid = -1, .pid = -1},
 		"identity %s: requesting a token for %s", e->id->name, e->resource);
 	return 0;
+}
+
+/* Sends f's request when the guard on its host lets it: now, or later from
+ * the guard's timer (on_guard_timer()). Returns 0 (sent or queued), or a
+ * negative errno with err saying why when err->status is set (-EAGAIN: the
+ * host is paused for longer than a client waits). */
+static int fetch_go(struct fetch *f, struct token_result *err)
+{
+	struct daemon *d = f->d;
+	int64_t until;
+	int r;
+
+	r = guard_acquire(d->guard, f->kind, f->origin, &f->gw, &until);
+	if (r == -EAGAIN)
+		return fetch_throttled(f, until, err);
+	if (r <= 0) {
+		guard_arm(d);
+		return r;
+	}
+	if ((r = fetch_send(f, err)) < 0) {
+		guard_release(d->guard, &f->gw, 0);
+		guard_arm(d);
+	}
+	return r;
+}
+
+/* The guard's turn has come for queued fetches: each is sent, or refused
+ * when a pause that began while it waited lasts longer than a client
+ * waits. */
+static void on_guard_timer(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	struct guard_waiter *w;
+	int64_t until;
+	int r;
+
+	while (d->guard && (r = guard_next(d->guard, &w, &until)) != 0) {
+		struct fetch *f = container_of(w, struct fetch, gw);
+		struct token_entry *e = f->e;
+		struct token_result err = {0};
+
+		if (r == -EAGAIN) {
+			fetch_throttled(f, until, &err);
+		} else if ((r = fetch_send(f, &err)) == 0) {
+			continue;
+		} else {
+			guard_release(d->guard, &f->gw, 0);
+			if (!err.status) {
+				err.status = BT_E_INTERNAL;
+				err.transient = true;
+				snprintf(err.message, sizeof(err.message),
+					 "cannot start a token request: %s", strerror(-r));
+			}
+		}
+		e->fetch = NULL;
+		fetch_free(f);
+		cache_fetch_done(d->cache, e, &err);
+		token_result_clear(&err);
+	}
+	guard_arm(d);
 }
 
 /* In a worker thread: reads the input file into secure memory. Touches
@@ -230,7 +403,7 @@ static void read_done(uv_work_t *req, int status)
 				   "and rotated)");
 		r = -e;
 	} else {
-		r = fetch_send(f, &err);
+		r = fetch_go(f, &err);
 	}
 	if (r < 0) {
 		struct token_entry *e = f->e;
@@ -259,6 +432,12 @@ static int fetch_start(void *arg, struct token_entry *e, struct token_result *er
 		return -ENOMEM;
 	f->d = d;
 	f->e = e;
+	f->kind = ops->service;
+	r = guard_origin(credential_service_url(e->id), f->origin, sizeof(f->origin));
+	if (r < 0) {
+		fetch_free(f);
+		return r;
+	}
 	if (path) {
 		/* Federated tokens rotate: read the file afresh, in the thread
 		 * pool, so a slow disk never stalls the loop. */
@@ -272,7 +451,7 @@ static int fetch_start(void *arg, struct token_entry *e, struct token_result *er
 		e->fetch = f;
 		return 0;
 	}
-	r = fetch_send(f, err);
+	r = fetch_go(f, err);
 	if (r < 0) {
 		fetch_free(f);
 		return r;
@@ -283,9 +462,9 @@ static int fetch_start(void *arg, struct token_entry *e, struct token_result *er
 
 static void fetch_cancel(void *arg, struct token_entry *e)
 {
+	struct daemon *d = arg;
 	struct fetch *f = e->fetch;
 
-	(void)arg;
 	if (!f)
 		return;
 	e->fetch = NULL;
@@ -294,8 +473,12 @@ static void fetch_cancel(void *arg, struct token_entry *e)
 		f->cancelled = true;
 		return;
 	}
-	http_cancel(f->t);
+	/* Queued: it leaves the queue; sent: its slot comes back. */
+	guard_release(d->guard, &f->gw, 0);
+	if (f->t)
+		http_cancel(f->t);
 	fetch_free(f);
+	guard_arm(d);
 }
 
 static void on_cache_timer(uv_timer_t *t)
@@ -341,6 +524,18 @@ static void settings_from(const struct config *c, struct http_options *h, struct
 				   .proxy = c->proxy};
 	*s = (struct cache_settings){.min_validity = c->min_validity,
 				     .idle_timeout = c->idle_timeout};
+}
+
+/* The guard's caps from the config, at start and on reload: they apply to
+ * what is queued at once. */
+static void guard_limits_from(struct daemon *d, const struct config *c)
+{
+	/* The config's bounds are the guard's: neither call can fail. */
+	guard_configure(d->guard, SERVICE_IMDS,
+			&(struct guard_limits){c->imds_rate, c->imds_concurrency});
+	guard_configure(d->guard, SERVICE_ENTRA,
+			&(struct guard_limits){c->entra_rate, c->entra_concurrency});
+	guard_arm(d);
 }
 
 static void prefetch(struct daemon *d, const struct identity *id)
@@ -488,6 +683,7 @@ int daemon_reload(struct daemon *d, char **ret_error)
 	d->cfg = c;
 	audit_credentials(d);
 	cache_configure(d->cache, &cs);
+	guard_limits_from(d, c);
 	server_set_limits(
 	    d->server, &(struct server_options){
 			   .max_clients = c->max_clients,
@@ -592,10 +788,13 @@ static void on_signal(uv_signal_t *s, int signum)
 	d->usernames = NULL;
 	cache_free(d->cache);
 	d->cache = NULL;
+	guard_free(d->guard);
+	d->guard = NULL;
 	signin_store_free(d->signins);
 	d->signins = NULL;
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
+	uv_close((uv_handle_t *)&d->guard_timer, NULL);
 	uv_close((uv_handle_t *)&d->audit_timer, NULL);
 	uv_close((uv_handle_t *)&d->log_timer, NULL);
 	ratelimit_log_flush();
@@ -690,6 +889,11 @@ static int start_core(struct daemon *d)
 	int r;
 
 	settings_from(d->cfg, &ho, &cs);
+	/* A fetch waits behind a pause as long as a client waits for a retry;
+	 * a longer one is refused at once. */
+	if ((r = guard_new(mono_ms, NULL, CACHE_WAIT_FOR_RETRY * 1000, &d->guard)) < 0)
+		return r;
+	guard_limits_from(d, d->cfg);
 	if ((r = http_new(&d->loop, &ho, &d->http)) < 0 ||
 	    (r = cache_new(&ops, d, &cs, &d->cache)) < 0 ||
 	    (r = signin_store_new(&d->loop, d->http, on_signin_changed, d, &d->signins)) < 0 ||
@@ -772,6 +976,8 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 		goto fail;
 	uv_timer_init(&d->loop, &d->cache_timer);
 	d->cache_timer.data = d;
+	uv_timer_init(&d->loop, &d->guard_timer);
+	d->guard_timer.data = d;
 	uv_timer_init(&d->loop, &d->audit_timer);
 	d->audit_timer.data = d;
 	uv_timer_init(&d->loop, &d->log_timer);
@@ -812,9 +1018,12 @@ fail_loop:
 	service_free(d->service);
 	usernames_free(d->usernames);
 	cache_free(d->cache);
+	guard_free(d->guard);
+	d->guard = NULL;
 	signin_store_free(d->signins);
 	http_close(d->http);
 	uv_close((uv_handle_t *)&d->cache_timer, NULL);
+	uv_close((uv_handle_t *)&d->guard_timer, NULL);
 	uv_close((uv_handle_t *)&d->audit_timer, NULL);
 	uv_close((uv_handle_t *)&d->log_timer, NULL);
 	uv_run(&d->loop, UV_RUN_DEFAULT);

@@ -10,6 +10,7 @@
 #include "core/cache.h"
 #include "front/compat.h"
 #include "identity/config.h"
+#include "lib/guard.h"
 #include "lib/http.h"
 #include "lib/notify.h"
 #include "front/server.h"
@@ -29,6 +30,10 @@ struct daemon {
 	struct metrics_http *metrics; /* NULL: metrics_listen is off */
 	struct usernames *usernames;  /* of refused users, for messages */
 	struct service *service;      /* the request path of every front end */
+	/* Caps and pauses per token-service host; guard_stats() reads its
+	 * counters. */
+	struct guard *guard;
+	uv_timer_t guard_timer; /* starts queued fetches when their turn comes */
 	struct notify notify;
 	uv_timer_t cache_timer;
 	int64_t cache_due;

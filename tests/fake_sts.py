@@ -40,17 +40,25 @@ else the demo app:
                                "resource_id": R}]}}
 
 Control endpoints (plain JSON, same port):
-  GET  /_control/stats             counters, the last request's form keys, and
-                                   the claims field of the last 100 token requests
+  GET  /_control/stats             counters and the last request's form keys;
+                                   the claims field of the last 100 token
+                                   requests; for the token endpoints (token_*,
+                                   imds_*) also the most requests seen in any
+                                   one second (*_peak_1s, a sliding window over
+                                   their arrival) and the most handled at once
+                                   (max_concurrent, imds_max_concurrent: from
+                                   the request's arrival until its answer is
+                                   written)
   POST /_control/faults            {"mode": M, "count": N, "retry_after": S,
                                     "lifetime": S, "delay": S, "refresh_in": S,
-                                    "target": "sts" | "imds"}
+                                    "target": "sts" | "imds", "resource": R}
        pad: bytes of filler claim in each token (large tokens)
        M: none | slow (only the delay) | 500 | 503 | 429 | hang | reset |
           badjson | huge | empty | badtoken (a 200 whose access_token holds
           CR/LF and a header line, as a hostile service would send); for IMDS
           also 404 | 410
        count: how many token requests the fault applies to (-1: all)
+       resource: IMDS only: the fault applies to requests for R alone
   POST /_control/reset             counters back to zero, faults off
   GET  /_control/devices           pending device codes [{user_code, ...}]
   POST /_control/device            {"user_code": C, "action": "approve" |
@@ -63,6 +71,7 @@ Control endpoints (plain JSON, same port):
 """
 
 import base64
+import collections
 import datetime
 import http.server
 import json
@@ -145,6 +154,23 @@ def make_pki(state):
     return os.path.join(state, "server.pem"), signing
 
 
+class PeakRate:
+    """The most events seen in any one-second window: each event is counted
+    with those less than a second before it, so every half-open window of a
+    second is covered. Call with the state's lock held."""
+
+    def __init__(self):
+        self.recent = collections.deque()
+        self.peak = 0
+
+    def event(self):
+        now = time.monotonic()
+        while self.recent and self.recent[0] <= now - 1.0:
+            self.recent.popleft()
+        self.recent.append(now)
+        self.peak = max(self.peak, len(self.recent))
+
+
 class State:
     def __init__(self, apps, imds, lifetime):
         self.lock = threading.Lock()
@@ -168,6 +194,10 @@ class State:
             self.assertions = []      # verified client assertions: header, claims
             self.jtis = set()
             self.imds_requests = 0
+            self.imds_concurrent = 0
+            self.imds_max_concurrent = 0
+            self.imds_rate = PeakRate()
+            self.token_rate = PeakRate()
             self.last_imds = {}
             self.imds_cache = {}
             self.device_requests = 0
@@ -185,11 +215,13 @@ class State:
             self.proxy_refused = []   # CONNECT targets refused
             self.refresh_tokens = {}  # token -> {user, client, tenant, revoked}
 
-    def take_fault(self, target="sts"):
+    def take_fault(self, target="sts", resource=None):
         """The fault for this request, or None; counts down."""
         with self.lock:
             f = self.faults.get(target, {})
             if f.get("mode", "none") == "none" or f.get("count", 0) == 0:
+                return None
+            if f.get("resource") is not None and f["resource"] != resource:
                 return None
             if f["count"] > 0:
                 f["count"] -= 1
@@ -242,6 +274,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "token_requests": st.token_requests, "issued": st.issued,
                     "errors": st.errors, "faulted": st.faulted,
                     "max_concurrent": st.max_concurrent,
+                    "token_peak_1s": st.token_rate.peak,
+                    "imds_max_concurrent": st.imds_max_concurrent,
+                    "imds_peak_1s": st.imds_rate.peak,
                     "last_form_keys": st.last_form_keys,
                     "claims": st.claims[-100:],
                     "last_user_agent": st.last_user_agent,
@@ -326,6 +361,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st = self.server.state
         with st.lock:
             st.token_requests += 1
+            st.token_rate.event()
             st.concurrent += 1
             st.max_concurrent = max(st.max_concurrent, st.concurrent)
         try:
@@ -711,28 +747,57 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class ImdsHandler(Handler):
     """The instance metadata service's token endpoint (ENTRA.md 3.1)."""
     server_version = "fake-imds/1"
+    handling = False  # a token request counted in imds_concurrent
 
     def do_POST(self):
         self.send_json(405, {"error": "method_not_allowed"})
+
+    def send_json(self, status, obj, headers=None):
+        # A request stops counting as handled before its answer goes out:
+        # once the client has the answer it may rightly send the next one,
+        # which must not find this one still counted.
+        if self.handling:
+            st = self.server.state
+            with st.lock:
+                st.imds_concurrent -= 1
+            self.handling = False
+        super().send_json(status, obj, headers)
 
     def do_GET(self):
         st = self.server.state
         url = urllib.parse.urlsplit(self.path)
         q = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        token = url.path == "/metadata/identity/oauth2/token"
         with st.lock:
             st.imds_requests += 1
             st.last_imds = {"path": url.path, "query": q,
                             "metadata": self.headers.get("Metadata"),
                             "forwarded": self.headers.get("X-Forwarded-For"),
                             "via": self.headers.get("Via")}
+            if token:
+                st.imds_rate.event()
+                st.imds_concurrent += 1
+                st.imds_max_concurrent = max(st.imds_max_concurrent, st.imds_concurrent)
+                self.handling = True
+        try:
+            self.imds_token(st, url, q)
+        finally:
+            if self.handling:
+                with st.lock:
+                    st.imds_concurrent -= 1
+                self.handling = False
+
+    def imds_token(self, st, url, q):
         if url.path != "/metadata/identity/oauth2/token":
             return self.send_json(404, {"error": "not_found"})
         if self.headers.get("Metadata") != "true":
             return self.send_json(400, {"error": "invalid_request",
                                         "error_description": "Required metadata header not "
                                                              "specified"})
-        fault = st.take_fault("imds") or {}
+        fault = st.take_fault("imds", q.get("resource")) or {}
         mode = fault.get("mode", "none")
+        if fault.get("delay"):
+            time.sleep(float(fault["delay"]))
         if mode in ("404", "410", "429", "500", "503"):
             hdr = {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") else {}
             return self.send_json(int(mode), {"error": "unavailable",

@@ -26,6 +26,7 @@
 #include "../../proto/duration.h"
 #include "credential.h"
 #include "../lib/fileio.h"
+#include "../lib/guard.h"
 #include "../lib/log.h"
 #include "../lib/pattern.h"
 
@@ -47,6 +48,14 @@
 #define DEFAULT_CLIENT_IDLE	  300
 #define DEFAULT_COMPAT_LIFETIME	  (12 * 3600)
 #define DEFAULT_SOCKET_MODE	  0660
+/* The managed identity service's published limits per machine: 20 requests
+ * a second and 5 at once (ENTRA.md 3.1). Entra publishes none for the token
+ * endpoint: its caps are a guard against a runaway, the same rate, and as
+ * many at once as the fetcher pool runs by default. */
+#define DEFAULT_IMDS_RATE	  20
+#define DEFAULT_IMDS_CONCURRENCY  5
+#define DEFAULT_ENTRA_RATE	  20
+#define DEFAULT_ENTRA_CONCURRENCY 8
 
 /* File names below point into c->files, which lives as long as the config. */
 struct parser {
@@ -467,6 +476,10 @@ enum daemon_key_id {
 	DK_CLIENT_IDLE_TIMEOUT,
 	DK_METRICS_LISTEN,
 	DK_METRICS_GROUP,
+	DK_IMDS_RATE,
+	DK_IMDS_CONCURRENCY,
+	DK_ENTRA_RATE,
+	DK_ENTRA_CONCURRENCY,
 	DK_COUNT, /* not a key: the name is unknown */
 };
 
@@ -491,6 +504,10 @@ static const char *const daemon_keys[DK_COUNT] = {
     [DK_CLIENT_IDLE_TIMEOUT] = "client_idle_timeout",
     [DK_METRICS_LISTEN] = "metrics_listen",
     [DK_METRICS_GROUP] = "metrics_group",
+    [DK_IMDS_RATE] = "imds_rate",
+    [DK_IMDS_CONCURRENCY] = "imds_concurrency",
+    [DK_ENTRA_RATE] = "entra_rate",
+    [DK_ENTRA_CONCURRENCY] = "entra_concurrency",
 };
 
 /* The keys every identity takes; each kind of credential adds its own
@@ -714,6 +731,15 @@ static int daemon_key(struct parser *p, const char *key, const char *v)
 				   ? 0
 				   : (perr(p, "client_idle_timeout: must be at least 1s")
 					  ?: -EINVAL));
+	/* 0: no cap. */
+	case DK_IMDS_RATE:
+		return parse_uint(p, key, v, 0, GUARD_RATE_MAX, 10, &c->imds_rate);
+	case DK_IMDS_CONCURRENCY:
+		return parse_uint(p, key, v, 0, GUARD_CONCURRENCY_MAX, 10, &c->imds_concurrency);
+	case DK_ENTRA_RATE:
+		return parse_uint(p, key, v, 0, GUARD_RATE_MAX, 10, &c->entra_rate);
+	case DK_ENTRA_CONCURRENCY:
+		return parse_uint(p, key, v, 0, GUARD_CONCURRENCY_MAX, 10, &c->entra_concurrency);
 	case DK_COUNT:
 		break;
 	}
@@ -1234,6 +1260,10 @@ static int parse_begin(struct parser *p, const char *path)
 	c->compat_lifetime = DEFAULT_COMPAT_LIFETIME;
 	c->max_clients_per_uid = DEFAULT_UID_CLIENTS;
 	c->client_idle_timeout = DEFAULT_CLIENT_IDLE;
+	c->imds_rate = DEFAULT_IMDS_RATE;
+	c->imds_concurrency = DEFAULT_IMDS_CONCURRENCY;
+	c->entra_rate = DEFAULT_ENTRA_RATE;
+	c->entra_concurrency = DEFAULT_ENTRA_CONCURRENCY;
 	p->c = c;
 	if (!(c->path = strdup(path))) {
 		config_free(c);

@@ -46,6 +46,11 @@ struct config {
 	uint32_t fetch_concurrency;
 	uint32_t request_timeout; /* seconds for one token-service request */
 	uint32_t idle_timeout;	  /* stop refreshing tokens unused this long */
+	/* The guard on each token-service host (lib/guard.h): requests in any
+	 * one second and at once, per IMDS endpoint and per Entra authority
+	 * host; 0: no cap. */
+	uint32_t imds_rate, imds_concurrency;
+	uint32_t entra_rate, entra_concurrency;
 	char *ca_file;
 	char *proxy;
 	char *compat_endpoint; /* as written; NULL: the endpoint is off */

@@ -104,6 +104,13 @@ static const char *selector(const struct identity *id, enum azure_selector which
 	return which == SELECT_OBJECT_ID ? m->object_id : m->resource_id;
 }
 
+static const char *service_url(const struct identity *id)
+{
+	const struct imds *m = id->cred_data;
+
+	return m->endpoint;
+}
+
 static int build(const struct cred_input *in, struct http_request *req, struct token_result *err)
 {
 	const struct identity *id = in->id;
@@ -157,6 +164,8 @@ const struct credential_ops credential_managed_identity = {
     .clear = clear,
     .describe = describe,
     .selector = selector,
+    .service = SERVICE_IMDS,
+    .service_url = service_url,
     .build_request = build,
     .parse_response = parse,
 };

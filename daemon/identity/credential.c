@@ -52,6 +52,11 @@ const char *credential_names(char *buf, size_t n)
 	return buf;
 }
 
+const char *credential_service_url(const struct identity *id)
+{
+	return id->cred->service_url ? id->cred->service_url(id) : id->authority;
+}
+
 const char *identity_selector(const struct identity *id, enum azure_selector which)
 {
 	if (which == SELECT_CLIENT_ID)

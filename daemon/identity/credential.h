@@ -75,6 +75,12 @@ struct credential_ops {
 	const char *(*selector)(const struct identity *id, enum azure_selector which);
 
 	/* --- getting a token --- */
+	/* The service it asks: SERVICE_ENTRA unless set. Each service has its
+	 * own caps in the guard on every host (lib/guard.h). */
+	enum token_service service;
+	/* The base URL of that service (its origin is what the guard caps).
+	 * May be NULL: the identity's authority. */
+	const char *(*service_url)(const struct identity *id);
 	/* A file to read afresh before every request (it rotates), or NULL.
 	 * May be NULL. */
 	const char *(*input_file)(const struct identity *id);
@@ -105,6 +111,9 @@ static inline const struct credential_ops *credential_for(const struct identity 
 {
 	return id->cred;
 }
+
+/* The base URL of the service the identity asks for tokens. */
+const char *credential_service_url(const struct identity *id);
 
 /* The Azure id of that sort the identity answers to, or NULL. */
 const char *identity_selector(const struct identity *id, enum azure_selector which);

@@ -698,6 +698,38 @@ static void test_client_limits(void **state)
 	config_errors_clear(&e);
 }
 
+/* The guard on the token services: defaults, 0 for no cap, bounds. */
+static void test_guard_limits(void **state)
+{
+	static const char text[] = "[daemon]\nimds_rate = 10\nimds_concurrency = 0\n"
+				   "entra_rate = 0\nentra_concurrency = 2\n" IDENTITY;
+	static const char bad[] = "[daemon]\nimds_rate = -1\nimds_concurrency = 1001\n"
+				  "entra_rate = 10001\nentra_concurrency = many\n" IDENTITY;
+	struct config_errors e = {0};
+	struct config *c = NULL;
+
+	(void)state;
+	assert_int_equal(config_parse_string(IDENTITY, "t.conf", &c, &e), 0);
+	assert_int_equal(c->imds_rate, 20);
+	assert_int_equal(c->imds_concurrency, 5);
+	assert_int_equal(c->entra_rate, 20);
+	assert_int_equal(c->entra_concurrency, 8);
+	config_free(c);
+	assert_int_equal(config_parse_string(text, "t.conf", &c, &e), 0);
+	assert_int_equal(c->imds_rate, 10);
+	assert_int_equal(c->imds_concurrency, 0);
+	assert_int_equal(c->entra_rate, 0);
+	assert_int_equal(c->entra_concurrency, 2);
+	config_free(c);
+	assert_int_equal(config_parse_string(bad, "t.conf", &c, &e), -EINVAL);
+	assert_true(has_error(&e, "t.conf:2: imds_rate: '-1' is not a number from 0 to 10000"));
+	assert_true(
+	    has_error(&e, "t.conf:3: imds_concurrency: '1001' is not a number from 0 to 1000"));
+	assert_true(has_error(&e, "t.conf:4: entra_rate: '10001' is not a number from 0 to 10000"));
+	assert_true(has_error(&e, "t.conf:5: entra_concurrency: 'many' is not a number"));
+	config_errors_clear(&e);
+}
+
 static void test_a_bad_value_is_reported_once(void **state)
 {
 	static const char text[] = "[daemon]\ncompat_endpoint = 127.0.0.1:x\n" IDENTITY
@@ -1432,6 +1464,7 @@ int main(void)
 	    cmocka_unit_test(test_credential_kind_errors),
 	    cmocka_unit_test(test_compat_endpoint),
 	    cmocka_unit_test(test_client_limits),
+	    cmocka_unit_test(test_guard_limits),
 	    cmocka_unit_test(test_a_bad_value_is_reported_once),
 	    cmocka_unit_test(test_credentials_outside_the_unit),
 	    cmocka_unit_test(test_config_file_is_trusted),

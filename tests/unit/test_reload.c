@@ -3,7 +3,8 @@
  * socket), with a cache whose fetches the test completes: an identity
  * whose credential is unchanged keeps its token, a removed identity's
  * waiters are told, a changed one fetches afresh, the new limits reach the
- * socket, and a config that does not load leaves the running one in place. */
+ * socket and the guard on the token services, and a config that does not load leaves the running
+ * one in place. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -74,6 +75,12 @@ static int64_t fake_now(void *arg)
 {
 	(void)arg;
 	return NOW;
+}
+
+static int64_t fake_mono_ms(void *arg)
+{
+	(void)arg;
+	return NOW * 1000LL;
 }
 
 static uint32_t fake_random(void *arg)
@@ -159,6 +166,9 @@ static int setup(void **state)
 		fail_msg("config: %s", errs.n ? errs.msgs[0] : "?");
 	d->cache_due = INT64_MAX;
 	assert_int_equal(uv_loop_init(&d->loop), 0);
+	assert_int_equal(uv_timer_init(&d->loop, &d->guard_timer), 0);
+	d->guard_timer.data = d;
+	assert_int_equal(guard_new(fake_mono_ms, NULL, CACHE_WAIT_FOR_RETRY * 1000, &d->guard), 0);
 	hooks = (struct service_hooks){.arg = d, .reload = hook_reload, .describe = hook_describe};
 	assert_int_equal(http_new(&d->loop, &ho, &d->http), 0);
 	assert_int_equal(cache_new(&ops, d, &cs, &d->cache), 0);
@@ -195,8 +205,10 @@ static int teardown(void **state)
 	service_free(d->service);
 	usernames_free(d->usernames);
 	cache_free(d->cache);
+	guard_free(d->guard);
 	signin_store_free(d->signins);
 	http_close(d->http);
+	uv_close((uv_handle_t *)&d->guard_timer, NULL);
 	assert_int_equal(loop_finish(&d->loop), 0);
 	config_free(d->cfg);
 	unlink(fx->conf);
@@ -340,10 +352,32 @@ static void test_limits_reach_the_socket(void **state)
 	struct fixture *fx = *state;
 	struct client a, b;
 	struct bt_frame f;
+	struct guard_waiter w[3] = {0};
+	struct guard_stats gs;
 	char *err = NULL, msg[BT_MESSAGE_MAX];
+	int64_t until;
 
-	write_config(fx, sp(fx, "c"), "max_clients_per_uid = 1\n");
+	write_config(fx, sp(fx, "c"),
+		     "max_clients_per_uid = 1\nimds_rate = 7\nimds_concurrency = 2\n"
+		     "entra_concurrency = 0\n");
 	assert_int_equal(daemon_reload(&fx->d, &err), 0);
+	/* The guard on the token services has the new caps. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(guard_acquire(fx->d.guard, SERVICE_IMDS, "http://169.254.169.254",
+					       &w[i], &until),
+				 i < 2);
+	assert_int_equal(guard_stats(fx->d.guard, 0, &gs), 0);
+	assert_int_equal(gs.limits.rate, 7);
+	assert_int_equal(gs.limits.concurrency, 2);
+	for (int i = 0; i < 3; i++)
+		guard_release(fx->d.guard, &w[i], 0);
+	/* entra_concurrency = 0: no cap. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(guard_acquire(fx->d.guard, SERVICE_ENTRA,
+					       "https://login.example.com", &w[i], &until),
+				 1);
+	for (int i = 0; i < 3; i++)
+		guard_release(fx->d.guard, &w[i], 0);
 	assert_int_equal(client_connect(&a, fx->sock), 0);
 	run_turns(&fx->d.loop, 2);
 	assert_int_equal(client_connect(&b, fx->sock), 0);
