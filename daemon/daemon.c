@@ -23,6 +23,7 @@
 #include "core/policy.h"
 #include "front/dispatch.h"
 #include "front/metrics_http.h"
+#include "core/metrics.h"
 #include "core/tokensnap.h"
 #include "lib/log.h"
 #include "lib/ratelimit.h"
@@ -813,6 +814,47 @@ static int hook_reload(void *arg, char **ret_error)
 /* What status shows of the daemon. A plain user sees its version and the
  * compat endpoint; its pid, config, clients and counters are for
  * administrators. */
+/* The guard's families for the metrics (core/metrics.h): one series per
+ * token-service host, a name the configuration chose. */
+static void guard_family(FILE *f, struct guard *g, const char *name, const char *type,
+			 const char *help, int which)
+{
+	struct guard_stats st;
+
+	fprintf(f, "# TYPE %s %s\n# HELP %s %s\n", name, type, name, help);
+	for (size_t i = 0; guard_stats(g, i, &st) == 0; i++) {
+		uint64_t v = which == 0	  ? st.started
+			     : which == 1 ? st.throttled
+			     : which == 2 ? st.refused
+			     : which == 3 ? st.in_flight
+			     : which == 4 ? st.queued
+					  : (uint64_t)((st.paused_ms + 999) / 1000);
+		fprintf(f, "%s%s{upstream=", name, type[0] == 'c' ? "_total" : "");
+		metrics_label(f, st.origin);
+		fprintf(f, "} %llu\n", (unsigned long long)v);
+	}
+}
+
+static void hook_metrics(void *arg, FILE *f)
+{
+	struct daemon *d = arg;
+
+	guard_family(f, d->guard, "batchtok_guard_started", "counter",
+		     "Token requests the guard let through, per token-service host.", 0);
+	guard_family(f, d->guard, "batchtok_guard_throttled", "counter",
+		     "Answers that paused a host (Retry-After, HTTP 429).", 1);
+	guard_family(f, d->guard, "batchtok_guard_refused", "counter",
+		     "Token requests refused while their host was paused (exit 7, 'throttled "
+		     "until').",
+		     2);
+	guard_family(f, d->guard, "batchtok_guard_in_flight", "gauge",
+		     "Token requests in flight per host.", 3);
+	guard_family(f, d->guard, "batchtok_guard_queued", "gauge",
+		     "Token requests waiting for the host's rate or concurrency cap.", 4);
+	guard_family(f, d->guard, "batchtok_guard_paused_seconds", "gauge",
+		     "Seconds until a paused host is asked again (0: not paused).", 5);
+}
+
 static int hook_describe(void *arg, struct bt_record *rec, bool admin)
 {
 	struct daemon *d = arg;
@@ -883,7 +925,8 @@ static int start_core(struct daemon *d)
 				      .describe = hook_describe,
 				      .grant = hook_grant,
 				      .renew = hook_renew,
-				      .revoke = hook_revoke};
+				      .revoke = hook_revoke,
+				      .metrics = hook_metrics};
 	struct http_options ho;
 	struct cache_settings cs;
 	int r;

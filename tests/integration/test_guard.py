@@ -137,6 +137,16 @@ def test_retry_after_from_imds_throttles_every_identity_of_the_host(make_daemon,
     r = d.get("-i", "node", "-r", RESOURCES[0])
     assert r.rc == 0, r
     assert sts.stats()["imds_requests"] == 2
+    # The metrics show it, per host.
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    m = {(s.name, tuple(sorted(s.labels.items()))): s.value
+         for fam in text_string_to_metric_families(d.run("metrics").out) for s in fam.samples}
+    host = (("upstream", sts.imds_url),)
+    assert m[("batchtok_guard_started_total", host)] == 2
+    assert m[("batchtok_guard_throttled_total", host)] == 1
+    assert m[("batchtok_guard_refused_total", host)] == 2
+    assert 590 <= m[("batchtok_guard_paused_seconds", host)] <= 600
+    assert m[("batchtok_upstream_responses_total", (("service", "imds"), ("status", "429")))] == 1
 
 
 def test_a_short_retry_after_is_waited_out(make_daemon, sts):
