@@ -1030,6 +1030,8 @@ int daemon_run(const struct config_options *opts, struct config *cfg)
 	restore_tokens(d);
 	if ((r = start_fronts(d)) < 0)
 		goto fail_loop;
+	/* Started: what the last stop kept has served (or never will). */
+	fdstore_remove(FDSTORE_TOKENS);
 	if ((r = start_signals(d)) < 0) {
 		log_error("cannot handle signals: %s", uv_strerror(r));
 		server_close(d->server);

@@ -126,6 +126,7 @@ static void respond(struct mconn *c, int status, const char *reason, const char 
 		    const char *body, size_t len)
 {
 	uv_buf_t b;
+	char *all;
 	int n;
 
 	c->answered = true;
@@ -134,10 +135,11 @@ static void respond(struct mconn *c, int status, const char *reason, const char 
 		     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		     "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
 		     status, reason, type, len, status == 405 ? "Allow: GET\r\n" : "");
-	if (n < 0 || !(c->resp = realloc(c->resp, (size_t)n + len))) {
-		conn_close(c);
+	if (n < 0 || !(all = realloc(c->resp, (size_t)n + len))) {
+		conn_close(c); /* c->resp, if any, is freed with c */
 		return;
 	}
+	c->resp = all;
 	memcpy(c->resp + n, body, len);
 	b = uv_buf_init(c->resp, (unsigned)((size_t)n + len));
 	c->write.data = c->shutdown.data = c;
@@ -237,6 +239,21 @@ static int identify(struct mconn *c)
 		conn_close(c);
 		return -1;
 	}
+	/* Who may not read is answered at once, before the connection holds
+	 * a slot for the deadline: anyone could take them all otherwise. */
+	if (!service_peer_reads_metrics(m->s, &c->peer)) {
+		counters.denials[DENY_ADMIN]++;
+		if (ratelimit_log_uid(LOG_LIMIT_DENIAL, (long)c->peer.uid))
+			log_msg(LOG_WARNING, &(struct log_ctx){.uid = (long)c->peer.uid, .pid = -1},
+				"metrics_listen: denied metrics to uid %u (%s)",
+				(unsigned)c->peer.uid, c->peer_text);
+		uv_timer_start(&c->timer, on_deadline, METRICS_HTTP_DEADLINE * 1000, 0);
+		respond_text(c, 403, "Forbidden",
+			     "metrics are for administrators and metrics_group: run the scraper "
+			     "as root, as the daemon's user, or as a member of admin_group or "
+			     "metrics_group\n");
+		return -1;
+	}
 	if (uidcount_add(&m->per_uid, c->peer.uid, METRICS_HTTP_PER_UID) < 0) {
 		if (ratelimit_log_uid(LOG_LIMIT_CLIENT, (long)c->peer.uid))
 			log_msg(LOG_WARNING, &(struct log_ctx){.uid = (long)c->peer.uid, .pid = -1},
@@ -298,8 +315,11 @@ static int listen_unix(uv_loop_t *loop, struct metrics_http *m, const struct con
 	gid_t gid = cfg->metrics_gid != (gid_t)-1 ? cfg->metrics_gid : cfg->admin_gid;
 	int fd, r;
 
-	if ((r = unixsock_listen(cfg->metrics_path, "metrics_listen", 0660, gid, &fd, &m->dir_fd,
-				 &m->base)) < 0)
+	/* Without either group only root and the daemon's user may read: the
+	 * file is theirs alone, not the daemon's group's. */
+	if ((r = unixsock_listen(cfg->metrics_path, "metrics_listen",
+				 gid == (gid_t)-1 ? 0600 : 0660, gid, &fd, &m->dir_fd, &m->base)) <
+	    0)
 		return r;
 	uv_pipe_init(loop, &m->l.pipe, 0);
 	if ((r = uv_pipe_open(&m->l.pipe, fd)) < 0) {

@@ -7,10 +7,12 @@
  * Who may read is decided as for METRICS on the daemon's socket: root, the
  * daemon's user, members of admin_group and metrics_group. A Unix client is
  * known by its credentials (SO_PEERCRED, SO_PEERGROUPS), and the socket file
- * is 0660 with group metrics_group (admin_group without one); a TCP client
+ * is 0660 with group metrics_group (admin_group without one; 0600 without
+ * either); a TCP client
  * by the uid owning its socket (sockdiag.h), checked against the members of
  * those groups the group database listed at load. The Host header must name
- * loopback (no DNS rebinding).
+ * loopback (no DNS rebinding). Whoever may not read is answered 403 as
+ * soon as the connection is accepted, so holds no slot.
  *
  * One request per connection, answered and closed. Everything a client can
  * hold is bounded: METRICS_HTTP_CONNS connections in all and

@@ -94,6 +94,11 @@ int sockdiag_tcp_owner(int fd, const struct sockaddr_storage *peer,
 				    memcmp(m->id.idiag_src, q.req.id.idiag_src,
 					   peer->ss_family == AF_INET ? 4 : 16) != 0)
 					return -EBADMSG;
+				/* A socket no process holds any more (the client
+				 * closed it: an orphan) is reported as root's:
+				 * its owner is unknown. */
+				if (m->idiag_inode == 0)
+					return -ENOENT;
 				*ret = (uid_t)m->idiag_uid;
 				return 0;
 			}

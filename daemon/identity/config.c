@@ -1673,6 +1673,13 @@ int identity_token_key(const struct identity *id, char out[IDENTITY_KEY_LEN + 1]
 		const char *v = identity_selector(id, sel[i]);
 		ok = EVP_DigestUpdate(ctx, v ? v : "", strlen(v ? v : "") + 1);
 	}
+	/* And what the kind's same() compares: the digest changes where a
+	 * reload would drop the tokens. */
+	if (ok && id->cred->key) {
+		struct credential_key k = {.ctx = ctx, .ok = true};
+		id->cred->key(id, &k);
+		ok = k.ok;
+	}
 	ok = ok && EVP_DigestFinal_ex(ctx, md, &len) && len == sizeof(md);
 	EVP_MD_CTX_free(ctx);
 	if (!ok)

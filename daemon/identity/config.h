@@ -117,7 +117,11 @@ bool identity_same_credential(const struct identity *a, const struct identity *b
 /* What the tokens of id are for, as a digest that a later configuration's
  * identity matches only if it asks the same token service for tokens of
  * the same application: kind, token version, client capabilities,
- * authority, tenant, client and managed-identity selectors (SHA-256, hex). A token kept across a
+ * authority, tenant, client and managed-identity selectors, and what the
+ * kind compares for a reload (credential_ops.key: a digest of the secret,
+ * the certificate's thumbprint, the metadata endpoint, the federated token
+ * file), so that a restart keeps tokens exactly where a reload would
+ * (SHA-256, hex; never the secret itself). A token kept across a
  * restart (tokensnap.h) is restored only to an identity with the same key. Returns 0 or
  * -ENOMEM/-EIO. */
 #define IDENTITY_KEY_LEN 64

@@ -135,6 +135,15 @@ static bool same(const struct identity *a, const struct identity *b)
 	       certificate_equal(x->loaded, y->loaded);
 }
 
+static void key(const struct identity *id, struct credential_key *k)
+{
+	const struct cert *c = id->cred_data;
+
+	credential_key_add(k, c->loaded ? certificate_thumbprint(c->loaded) : NULL);
+	credential_key_add(k, c->send_x5c ? "x5c" : "");
+	credential_key_add(k, c->alg == ASSERTION_RS256 ? "RS256" : "PS256");
+}
+
 static void clear(void *data)
 {
 	struct cert *c = data;
@@ -234,6 +243,7 @@ const struct credential_ops credential_certificate = {
     .check = check,
     .load = load,
     .same = same,
+    .key = key,
     .clear = clear,
     .describe = describe,
     .audit = audit,

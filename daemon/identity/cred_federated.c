@@ -77,6 +77,11 @@ static bool same(const struct identity *a, const struct identity *b)
 	return !strcmp(x->token_file, y->token_file);
 }
 
+static void key(const struct identity *id, struct credential_key *k)
+{
+	credential_key_add(k, ((const struct federated *)id->cred_data)->token_file);
+}
+
 static void clear(void *data)
 {
 	free(((struct federated *)data)->token_file);
@@ -108,6 +113,7 @@ const struct credential_ops credential_federated = {
     .check = check,
     .load = load,
     .same = same,
+    .key = key,
     .clear = clear,
     .describe = describe,
     .input_file = input_file,

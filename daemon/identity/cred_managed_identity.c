@@ -76,6 +76,15 @@ static bool same(const struct identity *a, const struct identity *b)
 	       str_eq(x->endpoint, y->endpoint);
 }
 
+static void key(const struct identity *id, struct credential_key *k)
+{
+	const struct imds *m = id->cred_data;
+
+	credential_key_add(k, m->object_id);
+	credential_key_add(k, m->resource_id);
+	credential_key_add(k, m->endpoint);
+}
+
 static void clear(void *data)
 {
 	struct imds *m = data;
@@ -161,6 +170,7 @@ const struct credential_ops credential_managed_identity = {
     .set_key = set_key,
     .check = check,
     .same = same,
+    .key = key,
     .clear = clear,
     .describe = describe,
     .selector = selector,

@@ -52,6 +52,11 @@ static bool same(const struct identity *a, const struct identity *b)
 	return x->value == y->value || (x->value && y->value && secmem_equal(x->value, y->value));
 }
 
+static void key(const struct identity *id, struct credential_key *k)
+{
+	credential_key_add(k, ((const struct secret *)id->cred_data)->value);
+}
+
 static void clear(void *data)
 {
 	struct secret *s = data;
@@ -76,6 +81,7 @@ const struct credential_ops credential_secret = {
     .check = check,
     .load = load,
     .same = same,
+    .key = key,
     .clear = clear,
     .build_request = build,
     .parse_response = credential_entra_parse,

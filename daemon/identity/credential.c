@@ -2,6 +2,8 @@
  * talk to Entra share (ENTRA.md sections 1, 2 and 5). */
 #include "credential.h"
 
+#include <openssl/evp.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -98,4 +100,10 @@ void credential_entra_parse(const struct cred_input *in, const struct http_respo
 {
 	(void)in;
 	entra_parse_response(resp, sent_at, SERVICE_ENTRA, ret);
+}
+
+void credential_key_add(struct credential_key *k, const char *s)
+{
+	s = s ? s : "";
+	k->ok = k->ok && EVP_DigestUpdate(k->ctx, s, strlen(s) + 1);
 }

@@ -24,6 +24,8 @@
 /* A federated token is a JWT of a few KiB. */
 #define FEDERATED_TOKEN_MAX (64 * 1024)
 
+struct credential_key;
+
 struct cred_input {
 	const struct identity *id;
 	const char *resource;
@@ -60,6 +62,12 @@ struct credential_ops {
 	/* Whether a and b (both of this kind) hold the same credential, so
 	 * tokens fetched for one serve the other. May be NULL: always. */
 	bool (*same)(const struct identity *a, const struct identity *b);
+	/* Adds to k what same() compares (a secret's value, a certificate's
+	 * thumbprint, an endpoint...), so that a token kept across a restart
+	 * comes back only where a reload would have kept it
+	 * (identity_token_key()). May be NULL: nothing beyond the common
+	 * fields. */
+	void (*key)(const struct identity *id, struct credential_key *k);
 	/* Frees what the kind's cred_data holds (not cred_data itself). */
 	void (*clear)(void *data);
 
@@ -119,6 +127,15 @@ const char *credential_service_url(const struct identity *id);
 const char *identity_selector(const struct identity *id, enum azure_selector which);
 
 /* --- for the kinds --- */
+
+/* What identity_token_key() digests; kinds add their own with
+ * credential_key_add() (a string, or NULL for none, kept apart from the
+ * next by its NUL). */
+struct credential_key {
+	void *ctx; /* EVP_MD_CTX */
+	bool ok;
+};
+void credential_key_add(struct credential_key *k, const char *s);
 
 /* Clears req, sets err's status and message, returns r. */
 int credential_fail(struct token_result *err, struct http_request *req, uint32_t status, int r,

@@ -86,9 +86,17 @@ static int read_sealed(int fd, size_t max, char **ret, size_t *n)
 	return 0;
 }
 
+void fdstore_remove(const char *name)
+{
+	char msg[128];
+
+	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	sd_notify(0, msg);
+}
+
 int fdstore_take(const char *name, size_t max, char **ret, size_t *n)
 {
-	char **names = NULL, msg[128];
+	char **names = NULL;
 	int count = sd_listen_fds_with_names(0, &names), r = -ENOENT;
 
 	for (int i = 0; i < count; i++) {
@@ -104,9 +112,6 @@ int fdstore_take(const char *name, size_t max, char **ret, size_t *n)
 			close(fd);
 		if (null >= 0)
 			close(null);
-		/* Out of the store: it has served, or it never will. */
-		snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
-		sd_notify(0, msg);
 	}
 	if (names)
 		for (int i = 0; i < count; i++)

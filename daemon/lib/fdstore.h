@@ -19,6 +19,11 @@
 #define FDSTORE_TOKENS "tokens"
 bool fdstore_is_state(const char *name);
 
+/* Takes what is stored under name out of the store (FDSTOREREMOVE=1), once
+ * the start has succeeded, so that a later crash cannot bring back what this
+ * run has moved on from. Nothing outside systemd. */
+void fdstore_remove(const char *name);
+
 /* Hands data (n bytes) to the service manager under name. Returns 0,
  * -ENOTCONN outside systemd, or a negative errno. data is copied into the
  * memfd and may be wiped by the caller after. */
@@ -28,11 +33,10 @@ int fdstore_put(const char *name, const void *data, size_t n);
  * bytes plus a NUL, in secure memory: secmem_free(*ret, *n + 1)), -ENOENT if
  * there is none, or a negative errno (a descriptor that is not a sealed
  * memfd of at most max bytes is refused: -EBADF, -EFBIG). The descriptor is
- * closed (its number holds /dev/null, for the server's sd_listen_fds()) and
- * removed from the store (FDSTOREREMOVE=1), so a later crash
- * cannot bring back what this start has moved on from. Reads the passed
- * descriptors without consuming $LISTEN_FDS: the socket's are still there
- * for the server. */
+ * closed (its number holds /dev/null, for the server's sd_listen_fds()).
+ * Reads the passed descriptors without consuming $LISTEN_FDS: the socket's
+ * are still there for the server. The state stays in the store until
+ * fdstore_remove(): a start that fails finds it again at the next one. */
 int fdstore_take(const char *name, size_t max, char **ret, size_t *n);
 
 #endif

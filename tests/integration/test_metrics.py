@@ -249,3 +249,36 @@ def test_metrics_listen_bounds_connections_per_uid(make_daemon, sts):
         except (IndexError, OSError):  # closed unanswered: the slots are not free yet
             return False
     wait_for(scraped, 10, what="a free slot")
+
+
+HOLD_TCP = r"""
+import socket, sys
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(4)]
+print(" ".join(s.recv(100).decode().split("\r\n")[0].split()[1] for s in held), flush=True)
+"""
+
+
+def test_who_may_not_read_holds_no_slot(make_daemon, sts):
+    """Non-members are answered 403 as soon as they connect, so they cannot
+    take the 32 connections and lock the scraper out (hostile review, issue
+    16)."""
+    d = make_daemon(metrics_listen="127.0.0.1:0")
+    port = int(metrics_url(d).split(":")[2].split("/")[0])
+    for uid in range(60001, 60009):  # 8 users x 4: every slot, were they kept
+        r = subprocess.run([PYTHON, "-c", HOLD_TCP, str(port)], capture_output=True, text=True,
+                           timeout=30, **as_user(uid))
+        assert r.stdout.split() == ["403"] * 4, r
+    assert http_get(tcp_connector(port))[0] == 200
+    assert "metrics_listen: denied metrics to uid 60001" in d.read_log()
+
+
+def test_without_a_group_the_metrics_socket_is_the_daemons_alone(make_daemon, sts, shared):
+    from conftest import public_mkdtemp
+    import shutil
+    top = public_mkdtemp("batchtok-metrics-")
+    path = os.path.join(top, "metrics.sock")
+    try:
+        make_daemon(metrics_listen=path)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    finally:
+        shutil.rmtree(top)

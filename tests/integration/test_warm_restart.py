@@ -127,3 +127,69 @@ def test_outside_systemd_nothing_is_stored(make_daemon, sts):
     d.get()
     d.stop()
     assert "descriptor store" not in d.read_log()
+
+
+def test_a_changed_secret_or_endpoint_is_not_restored(make_daemon, sts, tmp_path):
+    """A restart keeps tokens exactly where a reload would: the secret's
+    value and a managed identity's metadata endpoint count (hostile review,
+    issue 16: the restart kept them)."""
+    from conftest import SECRET
+    d = make_daemon({"batch": {}, "node": {"credential": "managed-identity", "tenant": None,
+                                          "client_id": None, "authority_host": None,
+                                          "imds_endpoint": sts.imds_url}}, start=False)
+    m = Manager(d.dir)
+    try:
+        start(d, m)
+        assert d.get("-i", "batch").rc == 0 and d.get("-i", "node").rc == 0
+        stop(d, m)
+        assert len(m.fds) == 1
+        d.secret_file("batch.secret", SECRET + "-rotated")
+        with open(d.conf) as f:
+            conf = f.read()
+        with open(d.conf, "w") as f:
+            f.write(conf.replace("imds_endpoint = " + sts.imds_url,
+                                 "imds_endpoint = http://127.0.0.1:9"))
+        m.messages.clear()
+        start(d, m, [m.fds[0]], ["tokens"])
+        log = d.read_log()
+        assert "restored 0 cached tokens kept across the restart" in log, log
+        assert log.count("kept across the restart is not used: the identity's credential "
+                         "changed") == 2, log
+    finally:
+        m.close()
+
+
+def test_a_start_that_fails_keeps_the_tokens_for_the_next(make_daemon, sts):
+    """The store gives its tokens up only once the start has succeeded: a
+    start that fails after reading them (its metrics port taken) finds them
+    again the next time (hostile review, issue 16)."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    d = make_daemon(start=False)
+    m = Manager(d.dir)
+    try:
+        start(d, m)
+        token = d.get().out.strip()
+        stop(d, m)
+        memfd = m.fds[0]
+        with open(d.conf, "a") as f:
+            f.write("\n[daemon]\nmetrics_listen = 127.0.0.1:%d\n" % port)
+        m.messages.clear()
+        d.log = open(d.logpath, "a")
+        p = spawn([BATCHTOKD, "-c", d.conf], m, d.env, [memfd], ["tokens"], stdout=d.log,
+                  stderr=subprocess.STDOUT)
+        assert p.wait(20) != 0
+        d.log.close()
+        m.drain()
+        assert not any("FDSTOREREMOVE" in msg for msg in m.messages), m.messages
+        busy.close()
+        start(d, m, [memfd], ["tokens"])
+        m.drain()
+        assert "FDSTOREREMOVE=1\nFDNAME=tokens" in m.messages
+        assert d.get().out.strip() == token
+        assert sts.stats()["token_requests"] == 1
+    finally:
+        busy.close()
+        m.close()
