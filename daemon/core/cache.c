@@ -355,6 +355,29 @@ static uint32_t want_validity(const struct cache *c, uint32_t asked)
 	return asked > c->set.min_validity ? asked : c->set.min_validity;
 }
 
+/* Whether e's last failure holds a request back: a credential the service
+ * refused (remembered CACHE_NEGATIVE_TTL), or a retry further off than a
+ * client waits (a long Retry-After). If so, a (with msg, n bytes) is the
+ * answer. */
+static bool held_back(const struct token_entry *e, int64_t now, char *msg, size_t n,
+		      struct cache_answer *a)
+{
+	if (e->fetch)
+		return false;
+	if (e->hard_error_until > now) {
+		*a = (struct cache_answer){.status = e->error_status, .message = e->error};
+		return true;
+	}
+	if (e->retry_at > now + CACHE_WAIT_FOR_RETRY) {
+		snprintf(msg, n, "%s (next attempt in %lld s)", e->error,
+			 (long long)(e->retry_at - now));
+		*a = (struct cache_answer){.status = e->error_status ?: BT_E_UNAVAILABLE,
+					   .message = msg};
+		return true;
+	}
+	return false;
+}
+
 int cache_get(struct cache *c, const struct identity *id, const char *resource,
 	      uint32_t min_validity, bool force, struct cache_waiter *w)
 {
@@ -388,16 +411,7 @@ int cache_get(struct cache *c, const struct identity *id, const char *resource,
 		w->fn(w, &a);
 		return 0;
 	}
-	if (!e->fetch && e->hard_error_until > now) {
-		a = (struct cache_answer){.status = e->error_status, .message = e->error};
-		w->fn(w, &a);
-		return 0;
-	}
-	if (!e->fetch && e->retry_at > now + CACHE_WAIT_FOR_RETRY) {
-		snprintf(msg, sizeof(msg), "%s (next attempt in %lld s)", e->error,
-			 (long long)(e->retry_at - now));
-		a = (struct cache_answer){.status = e->error_status ?: BT_E_UNAVAILABLE,
-					  .message = msg};
+	if (held_back(e, now, msg, sizeof(msg), &a)) {
 		w->fn(w, &a);
 		return 0;
 	}
@@ -569,18 +583,8 @@ int cache_challenge(struct cache *c, const struct identity *id, const char *reso
 		w->fn(w, &a);
 		return 0;
 	}
-	/* What holds back any request holds back a challenge: a credential
-	 * the service refused, a long Retry-After. */
-	if (!e->fetch && e->hard_error_until > now) {
-		a = (struct cache_answer){.status = e->error_status, .message = e->error};
-		w->fn(w, &a);
-		return 0;
-	}
-	if (!e->fetch && e->retry_at > now + CACHE_WAIT_FOR_RETRY) {
-		snprintf(msg, sizeof(msg), "%s (next attempt in %lld s)", e->error,
-			 (long long)(e->retry_at - now));
-		a = (struct cache_answer){.status = e->error_status ?: BT_E_UNAVAILABLE,
-					  .message = msg};
+	/* What holds back any request holds back a challenge. */
+	if (held_back(e, now, msg, sizeof(msg), &a)) {
 		w->fn(w, &a);
 		return 0;
 	}
